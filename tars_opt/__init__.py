@@ -1,0 +1,49 @@
+"""tars-opt: cut what an agent pays for the Anthropic API without making its answers worse.
+
+Everything the CLI does can be done from here, e.g.::
+
+    from tars_opt import Request, open_app
+    app = open_app(backend="offline")
+    reply = app.optimizer().ask(Request(prompt="What is the capital of France?"))
+"""
+
+from __future__ import annotations
+
+from tars_opt.app import App, open_app
+from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
+from tars_opt.chain import Optimizer, build_backend
+from tars_opt.config import Config, ConfigError, LoadedConfig, load_config
+from tars_opt.db import DatabaseError, connect
+from tars_opt.ledger import Ledger
+from tars_opt.metrics import spend_summary
+from tars_opt.pricing import PriceBook, UnknownModelPrice
+from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request, Usage
+
+__version__ = "0.1.0"
+__all__ = [
+    "App",
+    "Backend",
+    "BackendError",
+    "BackendResult",
+    "BatchInfo",
+    "BatchItem",
+    "Config",
+    "ConfigError",
+    "DatabaseError",
+    "Decision",
+    "Ledger",
+    "LoadedConfig",
+    "Money",
+    "Optimizer",
+    "Prepared",
+    "PriceBook",
+    "Reply",
+    "Request",
+    "UnknownModelPrice",
+    "Usage",
+    "build_backend",
+    "connect",
+    "load_config",
+    "open_app",
+    "spend_summary",
+]

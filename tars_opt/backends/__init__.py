@@ -1,0 +1,65 @@
+"""Backends send prepared requests: the real API (anthropic) or a deterministic offline one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tars_opt.types import BackendResult
+
+
+class BackendError(Exception):
+    """A call failed after the backend's own retries.
+
+    `kind` is the API's error type (rate_limit_error, overloaded_error, api_error,
+    timeout, connection_error, invalid_request_error, authentication_error, ...).
+    """
+
+    def __init__(self, message: str, *, kind: str = "api_error", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """The state of one Message Batch."""
+
+    id: str
+    status: str  # in_progress | canceling | ended
+    counts: dict[str, int] = field(default_factory=dict)
+    created_at: str | None = None
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request's outcome inside an ended batch."""
+
+    custom_id: str
+    outcome: str  # succeeded | errored | canceled | expired
+    result: BackendResult | None = None
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """What the chain and the drain need from whatever answers messages."""
+
+    name: str
+
+    def send(self, params: dict[str, Any]) -> BackendResult: ...
+
+    def stream(self, params: dict[str, Any], on_text: Callable[[str], None]) -> BackendResult: ...
+
+    def count_tokens(self, params: dict[str, Any]) -> int: ...
+
+    def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo: ...
+
+    def poll_batch(self, batch_id: str) -> BatchInfo: ...
+
+    def batch_results(self, batch_id: str) -> Iterator[BatchItem]: ...
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo: ...
+
+    def list_batches(self, limit: int = 100) -> list[BatchInfo]: ...

@@ -1,0 +1,188 @@
+"""The real Anthropic API through the official SDK.
+
+`import anthropic` costs ~1.7 s, so it happens on the first call that needs the network,
+never at import: `--help`, cache hits, reports and the dashboard stay fast.
+Retries and timeouts are the SDK's own, configured from the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.types import BackendResult, Usage
+
+
+class MissingApiKey(Exception):
+    """No API key in the environment; the message says how to set one or go offline."""
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None and hasattr(value, "isoformat") else value
+
+
+class AnthropicBackend:
+    """Messages, streaming, token counting and Message Batches on the real SDK."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        if not api_key:
+            raise MissingApiKey("no API key given")
+        self._api_key = api_key
+        self._base_url = base_url
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
+        self._client_obj: Any = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"AnthropicBackend(base_url={self._base_url!r})"
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            import anthropic  # lazy: see the module docstring
+
+            self._client_obj = anthropic.Anthropic(
+                api_key=self._api_key,
+                base_url=self._base_url,
+                timeout=self._timeout_s,
+                max_retries=self._max_retries,
+            )
+        return self._client_obj
+
+    def send(self, params: dict[str, Any]) -> BackendResult:
+        """One Messages call; the SDK retries what is retryable."""
+        with _translated_errors():
+            message = self._client.messages.create(**params)
+        return to_result(message, getattr(message, "_request_id", None))
+
+    def stream(self, params: dict[str, Any], on_text: Callable[[str], None]) -> BackendResult:
+        """A streamed call: `on_text` gets each text delta; usage comes from the final message."""
+        with _translated_errors(), self._client.messages.stream(**params) as stream:
+            for text in stream.text_stream:
+                on_text(text)
+            message = stream.get_final_message()
+            request_id = stream.request_id
+        return to_result(message, request_id)
+
+    def count_tokens(self, params: dict[str, Any]) -> int:
+        """The API's (free, rate-limited) count of a request's input tokens."""
+        fields = {k: params[k] for k in ("model", "messages", "system", "tools") if k in params}
+        with _translated_errors():
+            return int(self._client.messages.count_tokens(**fields).input_tokens)
+
+    def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo:
+        """Create a Message Batch from [{custom_id, params}]."""
+        with _translated_errors():
+            return _batch_info(self._client.messages.batches.create(requests=requests))
+
+    def poll_batch(self, batch_id: str) -> BatchInfo:
+        with _translated_errors():
+            return _batch_info(self._client.messages.batches.retrieve(batch_id))
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo:
+        with _translated_errors():
+            return _batch_info(self._client.messages.batches.cancel(batch_id))
+
+    def list_batches(self, limit: int = 100) -> list[BatchInfo]:
+        """The most recent batches (newest first), following pages up to `limit`."""
+        out: list[BatchInfo] = []
+        with _translated_errors():
+            for batch in self._client.messages.batches.list(limit=min(limit, 100)):
+                out.append(_batch_info(batch))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def batch_results(self, batch_id: str) -> Iterator[BatchItem]:
+        """Each request's outcome in an ended batch."""
+        with _translated_errors():
+            for line in self._client.messages.batches.results(batch_id):
+                result = line.result
+                kind = result.type
+                if kind == "succeeded":
+                    yield BatchItem(line.custom_id, kind, result=to_result(result.message, None))
+                elif kind == "errored":
+                    err = result.error.model_dump() if hasattr(result.error, "model_dump") else {}
+                    inner = err.get("error") or {}
+                    yield BatchItem(
+                        line.custom_id,
+                        kind,
+                        error=f"{inner.get('type', 'error')}: {inner.get('message', '')}".strip(),
+                    )
+                else:
+                    yield BatchItem(line.custom_id, kind, error=kind)
+
+
+def to_result(message: Any, request_id: str | None) -> BackendResult:
+    """An SDK Message as a BackendResult."""
+    blocks = tuple(b.model_dump(exclude_none=True) for b in message.content)
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    return BackendResult(
+        text=text,
+        model=message.model,
+        usage=Usage.from_api(message.usage),
+        stop_reason=message.stop_reason,
+        content=blocks,
+        api_request_id=request_id,
+        message_id=message.id,
+    )
+
+
+def _batch_info(batch: Any) -> BatchInfo:
+    counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
+    return BatchInfo(
+        id=batch.id,
+        status=batch.processing_status,
+        counts={k: int(v or 0) for k, v in counts.items()},
+        created_at=_iso(batch.created_at),
+        ended_at=_iso(batch.ended_at),
+    )
+
+
+class _translated_errors:
+    """Turn SDK exceptions into BackendError with a one-line, key-free message."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        import anthropic
+
+        if isinstance(exc, anthropic.APITimeoutError):
+            raise BackendError(
+                "the API did not answer in time (after retries): try again or raise api.timeout_s",
+                kind="timeout",
+            ) from None
+        if isinstance(exc, anthropic.APIConnectionError):
+            raise BackendError(
+                "cannot reach the API (after retries): check the network or ANTHROPIC_BASE_URL",
+                kind="connection_error",
+            ) from None
+        if isinstance(exc, anthropic.APIStatusError):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            kind = str(err.get("type") or type(exc).__name__)
+            detail = str(err.get("message") or exc.message).splitlines()[0][:300]
+            hint = {
+                "authentication_error": " - check the API key",
+                "rate_limit_error": " - slow down or raise api.max_retries",
+                "overloaded_error": " - the API is overloaded; try again later",
+            }.get(kind, "")
+            raise BackendError(
+                f"API error {exc.status_code} {kind}: {detail}{hint}",
+                kind=kind,
+                status=exc.status_code,
+            ) from None
+        return False

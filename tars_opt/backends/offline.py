@@ -1,0 +1,216 @@
+"""A deterministic offline backend: no network, no key, realistic usage and latency.
+
+Answers are placeholders that say so; what is realistic is the accounting: input tokens
+estimated from the request, prompt caching of marked prefixes (writes, then reads while the
+TTL lasts), output lengths that vary by prompt, truncation at max_tokens, per-model latency,
+and Message Batches at the batch tier. The same request always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tars_opt import tokens
+from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.types import BackendResult, Usage
+
+# (time to first token s, output tokens per second): rough public figures per family.
+SPEEDS: dict[str, tuple[float, float]] = {"haiku": (0.35, 160.0), "sonnet": (0.7, 75.0)}
+DEFAULT_SPEED = (1.0, 45.0)
+MIN_CACHEABLE = {"haiku": 2048, "sonnet": 1024}
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+
+
+def _digest(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "big")
+
+
+def _family(model: str) -> str:
+    return next((f for f in SPEEDS if f in model), "other")
+
+
+@dataclass
+class _Batch:
+    info: BatchInfo
+    items: list[BatchItem] = field(default_factory=list)
+
+
+class OfflineBackend:
+    """Answers every request locally and deterministically.
+
+    `clock` drives prompt-cache expiry, so simulations can run on a simulated clock.
+    """
+
+    name = "offline"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._prefixes: dict[str, float] = {}  # prefix hash -> expiry
+        self._batches: dict[str, _Batch] = {}
+
+    def send(self, params: dict[str, Any]) -> BackendResult:
+        """Answer one request."""
+        return self._answer(params, tier="standard")
+
+    def stream(self, params: dict[str, Any], on_text: Callable[[str], None]) -> BackendResult:
+        """Answer one request, handing the text over in word-sized pieces."""
+        result = self._answer(params, tier="standard")
+        for piece in result.text.split(" "):
+            on_text(piece + " ")
+        return result
+
+    def count_tokens(self, params: dict[str, Any]) -> int:
+        return tokens.estimate_params(params)
+
+    def _answer(self, params: dict[str, Any], *, tier: str) -> BackendResult:
+        model = str(params.get("model") or "")
+        if not model or not params.get("messages"):
+            raise BackendError(
+                "invalid request: model and messages are required",
+                kind="invalid_request_error",
+                status=400,
+            )
+        body = json.dumps(params.get("messages"), sort_keys=True, default=str)
+        seed = _digest(model, str(params.get("system")), body)
+        wanted = 60 + seed % 540  # 60-600 output tokens, fixed per request
+        max_tokens = int(params.get("max_tokens") or 1024)
+        output = min(wanted, max_tokens)
+        stop = "end_turn" if wanted <= max_tokens else "max_tokens"
+        usage = self._usage(params, model, output, tier)
+        ttft, tps = SPEEDS.get(_family(model), DEFAULT_SPEED)
+        return BackendResult(
+            text=self._text(model, params, output),
+            model=model,
+            usage=usage,
+            stop_reason=stop,
+            content=(),
+            api_request_id=f"offline_{seed:016x}",
+            message_id=f"msg_offline_{seed:016x}",
+            latency_ms=(ttft + output / tps) * 1000.0,
+        )
+
+    def _text(self, model: str, params: dict[str, Any], output_tokens: int) -> str:
+        last = params["messages"][-1].get("content", "")
+        if not isinstance(last, str):
+            last = " ".join(b.get("text", "") for b in last if isinstance(b, dict))
+        return (
+            f"[offline {model}] A placeholder answer to: {last.strip()[:200]}\n"
+            f"(The offline backend models {output_tokens} output tokens, their cost and "
+            "latency without calling any API; set ANTHROPIC_API_KEY for real answers.)"
+        )
+
+    def _usage(self, params: dict[str, Any], model: str, output: int, tier: str) -> Usage:
+        total = tokens.estimate_params(params)
+        prefix_tokens, ttl, key = _cached_prefix(params)
+        w5 = w1 = read = 0
+        minimum = MIN_CACHEABLE.get(_family(model), 1024)
+        if key and prefix_tokens >= minimum:
+            now = self._clock()
+            full_key = f"{model}:{key}"
+            if self._prefixes.get(full_key, 0.0) > now:
+                read = prefix_tokens
+            elif ttl == "1h":
+                w1 = prefix_tokens
+            else:
+                w5 = prefix_tokens
+            # A read refreshes the cache entry's lifetime, as the API does.
+            self._prefixes[full_key] = now + TTL_SECONDS.get(ttl, 300.0)
+        return Usage(
+            input_tokens=max(0, total - w5 - w1 - read),
+            output_tokens=output,
+            cache_write_5m=w5,
+            cache_write_1h=w1,
+            cache_read=read,
+            service_tier=tier,
+            estimated=True,
+        )
+
+    # Message Batches: kept in this process; every batch ends as soon as it is made.
+    def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo:
+        ids = [r["custom_id"] for r in requests]
+        if len(set(ids)) != len(ids):
+            raise BackendError(
+                "custom_id values in a batch must be unique",
+                kind="invalid_request_error",
+                status=400,
+            )
+        batch_id = f"msgbatch_offline_{_digest(*ids, str(len(self._batches))):016x}"
+        items = [
+            BatchItem(r["custom_id"], "succeeded", result=self._answer(r["params"], tier="batch"))
+            for r in requests
+        ]
+        info = BatchInfo(
+            batch_id,
+            "ended",
+            {"succeeded": len(items), "processing": 0, "errored": 0, "canceled": 0, "expired": 0},
+        )
+        self._batches[batch_id] = _Batch(info, items)
+        return info
+
+    def _batch(self, batch_id: str) -> _Batch:
+        try:
+            return self._batches[batch_id]
+        except KeyError:
+            raise BackendError(
+                f"no batch {batch_id} in this offline session", kind="not_found_error", status=404
+            ) from None
+
+    def poll_batch(self, batch_id: str) -> BatchInfo:
+        return self._batch(batch_id).info
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo:
+        return self._batch(batch_id).info
+
+    def list_batches(self, limit: int = 100) -> list[BatchInfo]:
+        return [b.info for b in list(self._batches.values())[::-1][:limit]]
+
+    def batch_results(self, batch_id: str) -> Iterator[BatchItem]:
+        yield from self._batch(batch_id).items
+
+
+def _cached_prefix(params: dict[str, Any]) -> tuple[int, str, str]:
+    """Tokens, TTL and hash of the prefix up to the last cache_control breakpoint."""
+    parts: list[Any] = []
+    count = 0
+    found: tuple[int, str, str] = (0, "5m", "")
+    system = params.get("system")
+    system_blocks = system if isinstance(system, list) else [system] if system else []
+    sections = [("tool", params.get("tools") or []), ("system", system_blocks)]
+    sections += [("message", [m]) for m in params.get("messages", [])]
+    for kind, items in sections:
+        for item in items:
+            parts.append(item)
+            if kind == "tool":
+                count += tokens.estimate_tool(item)
+            elif kind == "message":
+                count += tokens.estimate_message(item)
+            else:
+                count += tokens.estimate_text(
+                    item if isinstance(item, str) else str(item.get("text", ""))
+                )
+            marker = _marker(item)
+            if marker is not None:
+                digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+                found = (count, str(marker.get("ttl", "5m")), digest.hexdigest())
+    return found
+
+
+def _marker(item: Any) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        return None
+    if isinstance(item.get("cache_control"), dict):
+        return item["cache_control"]
+    content = item.get("content")
+    if isinstance(content, list):
+        marks = [
+            b["cache_control"]
+            for b in content
+            if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)
+        ]
+        return marks[-1] if marks else None
+    return None

@@ -1,0 +1,237 @@
+"""The Optimizer: runs a request through the stages, the backend and the ledger.
+
+`prepare` runs the stages until one answers (a cache hit, a deferral) or all have acted;
+`finish` prices the result and writes the ledger row. `ask` is prepare, send, finish. The
+drain uses the same prepare/finish, so deferred work is optimized and accounted for alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from tars_opt.backends import Backend, BackendError
+from tars_opt.config import Config
+from tars_opt.ledger import CallRecord, Ledger
+from tars_opt.pricing import PriceBook
+from tars_opt.querytype import guess_query_type
+from tars_opt.types import BackendResult, Decision, Prepared, Reply, Request
+
+log = logging.getLogger("tars_opt.chain")
+
+
+class Stage(Protocol):
+    """One optimization step: change the request (and say why) or answer it."""
+
+    name: str
+
+    def apply(self, request: Request) -> tuple[Request, Decision] | Reply: ...
+
+
+class FinishHook(Protocol):
+    """A stage that also wants to see the answer (the response cache stores it)."""
+
+    def after(self, prepared: Prepared, reply: Reply) -> None: ...
+
+
+def missing_key_message(key_env: str) -> str:
+    return (
+        f"no API key: set {key_env} (export {key_env}=sk-ant-...), or run without the API "
+        "using --backend offline (or `backend: offline` in performance-config.yaml)"
+    )
+
+
+def build_backend(config: Config, clock: Callable[[], float] = time.time) -> Backend:
+    """The backend the config names; the real one needs the API key from the environment."""
+    if config.backend == "offline":
+        from tars_opt.backends.offline import OfflineBackend
+
+        return OfflineBackend(clock=clock)
+    from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
+
+    key = os.environ.get(config.api.key_env, "")
+    if not key:
+        raise MissingApiKey(missing_key_message(config.api.key_env))
+    return AnthropicBackend(
+        key,
+        base_url=config.api.base_url,
+        timeout_s=config.api.timeout_s,
+        max_retries=config.api.max_retries,
+    )
+
+
+class Optimizer:
+    """The optimization chain, built from a config.
+
+    `backend` is made on first use unless given, so requests answered by a stage (cache
+    hits, deferrals) need neither a key nor the SDK import.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        *,
+        backend: Backend | None = None,
+        stages: list[Stage] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.prices = PriceBook(config.pricing)
+        self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
+        self.stages: list[Stage] = stages if stages is not None else default_stages(config, db)
+        self._backend = backend
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = build_backend(self.config, self.clock)
+        return self._backend
+
+    def prepare(self, request: Request) -> Prepared | Reply:
+        """Run the stages; return the request ready to send, or a Reply a stage gave."""
+        started = time.perf_counter()
+        decisions: list[Decision] = []
+        if request.query_type is None:
+            guessed = guess_query_type(request.prompt)
+            request = replace(request, query_type=guessed)
+            decisions.append(Decision("classify", "guessed", f"query type {guessed}"))
+        if request.model is not None:
+            request = replace(request, forced_model=True)
+            decisions.append(Decision("route", "forced", f"--model {request.model}"))
+        for stage in self.stages:
+            if request.forced_model and stage.name == "route":
+                continue
+            outcome = stage.apply(request)
+            if isinstance(outcome, Reply):
+                outcome.decisions = decisions + outcome.decisions
+                return outcome
+            request, decision = outcome
+            decisions.append(decision)
+        if request.model is None:
+            tier = request.tier or self.config.models.default_tier
+            request = replace(request, tier=tier, model=self.config.tier_model(tier))
+        # Unknown prices fail here, before any money is spent.
+        self.prices.rates(request.model or "")
+        return Prepared(request, build_params(request), decisions, started)
+
+    def finish(self, prepared: Prepared, result: BackendResult, *, source: str = "api") -> Reply:
+        """Price the result, write its ledger row (committed on return) and return the Reply."""
+        req = prepared.request
+        model = req.model or result.model
+        money = self.prices.attribute(
+            result.usage, model, self.config.models.baseline, req.removed_tokens
+        )
+        latency = result.latency_ms
+        if latency is None:
+            latency = (time.perf_counter() - prepared.started) * 1000.0
+        reply = Reply(
+            text=result.text,
+            model=model,
+            source=source,
+            request_id=req.request_id,
+            usage=result.usage,
+            cost=money.actual,
+            baseline_cost=money.baseline,
+            saved_by_strategy=money.saved,
+            latency_ms=latency,
+            decisions=list(prepared.decisions),
+            stop_reason=result.stop_reason,
+        )
+        self.ledger.record(
+            CallRecord(
+                request=req,
+                reply=reply,
+                ts=self.clock(),
+                backend=getattr(self._backend, "name", None),
+                baseline_model=self.config.models.baseline,
+                api_request_id=result.api_request_id,
+            )
+        )
+        for stage in self.stages:
+            after = getattr(stage, "after", None)
+            if after is not None:
+                after(prepared, reply)
+        log.info(
+            "answered",
+            extra={
+                "request_id": req.request_id,
+                "model": model,
+                "source": source,
+                "cost": money.actual,
+                "baseline_cost": money.baseline,
+                "latency_ms": round(latency, 1),
+            },
+        )
+        return reply
+
+    def fail(self, prepared: Prepared, error: BackendError) -> None:
+        """Record a request that failed after retries: a ledger row with its error, no cost."""
+        req = prepared.request
+        reply = Reply(
+            text="",
+            model=req.model,
+            source="api",
+            request_id=req.request_id,
+            latency_ms=(time.perf_counter() - prepared.started) * 1000.0,
+            decisions=list(prepared.decisions),
+        )
+        self.ledger.record(
+            CallRecord(
+                request=req,
+                reply=reply,
+                ts=self.clock(),
+                backend=getattr(self._backend, "name", None),
+                baseline_model=self.config.models.baseline,
+                error=f"{error.kind}: {error}",
+            )
+        )
+        log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
+
+    def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
+        """Prepare, send and finish one request. Raises BackendError after recording it."""
+        prepared = self.prepare(request)
+        if isinstance(prepared, Reply):
+            return prepared
+        backend = self.backend
+        try:
+            if on_text is not None:
+                result = backend.stream(prepared.params, on_text)
+            else:
+                result = backend.send(prepared.params)
+        except BackendError as exc:
+            self.fail(prepared, exc)
+            raise
+        return self.finish(prepared, result)
+
+
+def build_params(request: Request) -> dict[str, Any]:
+    """The Messages API body for a prepared request."""
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": request.api_messages(),
+    }
+    if request.system:
+        params["system"] = (
+            request.system if isinstance(request.system, str) else list(request.system)
+        )
+    if request.tools:
+        params["tools"] = list(request.tools)
+    return params
+
+
+def default_stages(config: Config, db: sqlite_utils.Database) -> list[Stage]:
+    """The stages the config switches on, in chain order: cache, defer, prune, tools, route.
+
+    Stages arrive with their issues; a stage not built yet is absent, never faked.
+    """
+    return []

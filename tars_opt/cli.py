@@ -1,0 +1,278 @@
+"""The tars-opt command line: parse arguments, call the library, render with rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tars_opt import render
+from tars_opt.app import App, open_app
+from tars_opt.backends import BackendError
+from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
+from tars_opt.db import DatabaseError
+from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
+from tars_opt.metrics import spend_summary
+from tars_opt.pricing import UnknownModelPrice
+from tars_opt.types import QUERY_TYPES, Request
+
+app = typer.Typer(
+    help="Cut what an agent pays for the Anthropic API without making its answers worse.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+config_app = typer.Typer(
+    help="Create, show and check performance-config.yaml.", no_args_is_help=True
+)
+db_app = typer.Typer(help="The SQLite database (ledger, cache, queue).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+
+class _Consoles:
+    """rich consoles made per use: under a pipe (or typer's test runner) stdout changes, and
+    a pipe should get wide tables rather than rich's 80-column fallback."""
+
+    @property
+    def out(self) -> Console:
+        return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+    @property
+    def err(self) -> Console:
+        return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+_consoles = _Consoles()
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", envvar="TARS_OPT_DB", help="SQLite file (default: in the data dir)."),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", envvar="TARS_OPT_CONFIG", help="performance-config.yaml to read."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Known failures become one line on stderr and an exit code, never a traceback."""
+    try:
+        yield
+    except (ConfigError, InputError, DatabaseError, UnknownModelPrice) as exc:
+        _consoles.err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    except BackendError as exc:
+        _consoles.err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if type(exc).__name__ == "MissingApiKey":
+            _consoles.err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        raise
+
+
+def _open(
+    config: Path | None, db: Path | None, verbose: bool = False, backend: str | None = None
+) -> App:
+    return open_app(config, db=db, backend=backend, verbose=verbose)
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt, or - to read stdin.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    context: Annotated[
+        Path | None, typer.Option(help="JSON conversation so far: a list of {role, content}.")
+    ] = None,
+    tools: Annotated[Path | None, typer.Option(help="JSON list of tool schemas.")] = None,
+    query_type: Annotated[
+        str | None,
+        typer.Option("--type", help="research|fact|code|template|other (guessed when omitted)."),
+    ] = None,
+    priority: Annotated[str, typer.Option(help="high|normal|low.")] = "normal",
+    urgent: Annotated[bool, typer.Option(help="Answer now: never defer.")] = False,
+    model: Annotated[str | None, typer.Option(help="Force a model, bypassing routing.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens.")] = None,
+    namespace: Annotated[str, typer.Option(help="Keeps caches of separate agents apart.")] = (
+        "default"
+    ),
+    session: Annotated[str | None, typer.Option(help="Group calls of one task.")] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it arrives.")] = False,
+    explain: Annotated[bool, typer.Option(help="Print each stage's decision and why.")] = False,
+    backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send a prompt through the optimization chain and print the answer.
+
+    Example: [bold]tars-opt ask "What is the capital of France?"[/bold]
+    """
+    with friendly_errors():
+        if query_type is not None and query_type not in QUERY_TYPES:
+            raise InputError(f"--type {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+        if priority not in ("high", "normal", "low"):
+            raise InputError(f"--priority {priority!r} is not one of high, normal, low")
+        if max_tokens is not None and max_tokens < 1:
+            raise InputError("--max-tokens must be at least 1")
+        text = read_prompt(prompt, sys.stdin)
+        history = read_context(context) if context else ()
+        schemas = read_tools(tools) if tools else ()
+        opened = _open(config, db, verbose, backend)
+        request = Request(
+            prompt=text,
+            messages=history,
+            system=system,
+            tools=schemas,
+            query_type=query_type,
+            priority=priority,
+            urgent=urgent,
+            model=model,
+            max_tokens=max_tokens or opened.config.models.max_tokens,
+            namespace=namespace,
+            session=session,
+            stream=stream,
+        )
+        on_text = None
+        if stream and not as_json:
+
+            def on_text(chunk: str) -> None:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+
+        reply = opened.optimizer().ask(request, on_text=on_text)
+        if as_json:
+            typer.echo(json.dumps(reply.to_dict(), indent=2))
+            return
+        if stream:
+            typer.echo("")
+        elif reply.text:
+            typer.echo(reply.text)
+        if explain:
+            render.decisions(_consoles.out, reply.decisions)
+        _consoles.out.print(render.reply_line(reply), style="dim", markup=False)
+
+
+@app.command()
+def costs(
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Spend today, this week and this month against the budget, by model and by source.
+
+    Example: [bold]tars-opt costs[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        summary = spend_summary(opened.ledger, time.time(), opened.config.budget.monthly_usd)
+        if as_json:
+            typer.echo(json.dumps(summary.to_dict(), indent=2))
+            return
+        render.spend(_consoles.out, summary)
+
+
+@app.command("log")
+def log_cmd(
+    n: Annotated[int, typer.Option("-n", help="How many recent calls.", min=1)] = 20,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """List recent calls from the ledger, newest first.
+
+    Example: [bold]tars-opt log -n 5 --json[/bold]
+    """
+    with friendly_errors():
+        rows = _open(config, db).ledger.recent(n)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        render.calls(_consoles.out, rows)
+
+
+@db_app.command("path")
+def db_path(config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Print the database path, e.g. for [bold]datasette "$(tars-opt db path)"[/bold].
+
+    Example: [bold]tars-opt db path[/bold]
+    """
+    with friendly_errors():
+        loaded = load_config(config, overrides={"database": str(db) if db else None})
+        typer.echo(str(loaded.config.resolved_database()))
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(CONFIG_FILENAME),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented performance-config.yaml with every key and its default.
+
+    Example: [bold]tars-opt config init[/bold]
+    """
+    with friendly_errors():
+        if path.exists() and not force:
+            raise InputError(f"{path} already exists: use --force to overwrite it")
+        try:
+            path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror}") from None
+        _consoles.out.print(f"wrote {path}")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Print the effective config and where each value came from (default, file, env, flag).
+
+    Example: [bold]tars-opt config show[/bold]
+    """
+    with friendly_errors():
+        loaded = load_config(config, overrides={"database": str(db) if db else None})
+        values = flatten(loaded.config.model_dump(mode="json"))
+        rows = [{"key": k, "value": v, "source": loaded.source_of(k)} for k, v in values.items()]
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"file": str(loaded.path) if loaded.path else None, "values": rows}, indent=2
+                )
+            )
+            return
+        table = Table("key", "value", "source", title=f"config file: {loaded.path or '(none)'}")
+        for row in rows:
+            table.add_row(row["key"], json.dumps(row["value"]), row["source"])
+        _consoles.out.print(table)
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = None) -> None:
+    """Validate the config; exit 2 with the key at fault if it is wrong.
+
+    Example: [bold]tars-opt config check -c performance-config.yaml[/bold]
+    """
+    with friendly_errors():
+        loaded = load_config(config)
+        _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
+
+
+def main() -> Any:  # pragma: no cover - console entry for `python -m tars_opt`
+    return app()

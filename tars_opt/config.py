@@ -1,0 +1,304 @@
+"""performance-config.yaml: pydantic models, layered loading and one-line errors.
+
+Layers, lowest first: shipped defaults, the config file, environment variables, command-line
+flags. `load_config` remembers which layer set each key so `config show` can say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tars_opt.paths import default_data_dir
+
+CONFIG_FILENAME = "performance-config.yaml"
+EXAMPLE_CONFIG = Path(__file__).parent / "data" / CONFIG_FILENAME
+
+
+class ConfigError(Exception):
+    """A config problem, worded as one line that names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ApiConfig(_Strict):
+    key_env: str = "ANTHROPIC_API_KEY"
+    base_url: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class ModelsConfig(_Strict):
+    tiers: dict[str, str] = Field(
+        default_factory=lambda: {"cheap": "claude-haiku-5-5", "strong": "claude-sonnet-5-5"}
+    )
+    default_tier: str = "strong"
+    baseline: str = "claude-sonnet-5-5"
+    max_tokens: int = Field(1024, ge=1, le=128_000)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one tier is needed, e.g. {strong: claude-sonnet-5-5}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_tier_known(self) -> ModelsConfig:
+        if self.default_tier not in self.tiers:
+            raise ValueError(
+                f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}"
+            )
+        return self
+
+
+class TierPrice(_Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float = Field(ge=0)
+    cache_write_1h: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+
+
+class ModelPriceConfig(TierPrice):
+    # Some models charge the whole request at a higher rate once the prompt passes a size.
+    long_context_above: int | None = Field(None, gt=0)
+    long_context: TierPrice | None = None
+    source: str = ""
+
+
+class PricingConfig(_Strict):
+    as_of: date = date(2026, 11, 21)
+    batch_discount: float = Field(0.5, ge=0, lt=1)
+    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Strict):
+    monthly_usd: float = Field(200.0, gt=0)
+
+
+class StageSwitch(_Strict):
+    enabled: bool = True
+
+
+class LedgerConfig(_Strict):
+    store_prompts: bool = True
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Strict):
+    """The whole of performance-config.yaml."""
+
+    version: Literal[1] = 1
+    data_dir: Path | None = None
+    database: Path | None = None
+    backend: Literal["anthropic", "offline"] = "anthropic"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _models_priced(self) -> Config:
+        # A model without a price would be costed at $0: refuse the config instead.
+        priced = set(self.pricing.models)
+        wanted = {f"models.tiers.{t}": m for t, m in self.models.tiers.items()}
+        wanted["models.baseline"] = self.models.baseline
+        for key, model in wanted.items():
+            if model not in priced and re.sub(r"-\d{8}$", "", model) not in priced:
+                raise ValueError(
+                    f"{key} is {model!r}, which has no price: add it under pricing.models"
+                )
+        return self
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+    def resolved_database(self) -> Path:
+        if self.database:
+            return Path(self.database).expanduser()
+        return self.resolved_data_dir() / "tars-opt.db"
+
+    def tier_model(self, tier: str) -> str:
+        return self.models.tiers[tier]
+
+
+# Environment variables that set config keys (the API key is never one of them).
+ENV_KEYS: dict[str, str] = {
+    "TARS_OPT_HOME": "data_dir",
+    "TARS_OPT_DB": "database",
+    "TARS_OPT_BACKEND": "backend",
+    "ANTHROPIC_BASE_URL": "api.base_url",
+}
+
+
+class LoadedConfig:
+    """A validated config plus where each key came from and which file was read."""
+
+    def __init__(self, config: Config, sources: dict[str, str], path: Path | None) -> None:
+        self.config = config
+        self.sources = sources
+        self.path = path
+
+    def source_of(self, dotted: str) -> str:
+        """The layer that set `dotted` (or one of its parents): default, file, env or flag."""
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:i]))
+            if found:
+                return found
+        return "default"
+
+
+def shipped_defaults() -> dict[str, Any]:
+    """The documented example config that ships with the package, as a dict."""
+    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8")) or {}
+
+
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """The config file to read: --config, TARS_OPT_CONFIG, ./performance-config.yaml, data dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("TARS_OPT_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    local = Path.cwd() / CONFIG_FILENAME
+    if local.is_file():
+        return local
+    home = os.environ.get("TARS_OPT_HOME")
+    candidate = (Path(home).expanduser() if home else default_data_dir()) / CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> LoadedConfig:
+    """Load and validate the config; raise ConfigError with a one-line message on any problem.
+
+    `overrides` are command-line flags as dotted keys (None values are ignored).
+    """
+    environ = dict(os.environ) if environ is None else environ
+    merged = shipped_defaults()
+    sources: dict[str, str] = {}
+    file_path = find_config_file(path)
+    if file_path is not None:
+        merged = _merge(merged, _read_yaml(file_path), sources, "file")
+    env_layer: dict[str, Any] = {}
+    for var, dotted in ENV_KEYS.items():
+        if environ.get(var):
+            _set_dotted(env_layer, dotted, environ[var])
+    merged = _merge(merged, env_layer, sources, "env")
+    flag_layer: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(flag_layer, dotted, value)
+    merged = _merge(merged, flag_layer, sources, "flag")
+    try:
+        config = Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, file_path)) from None
+    return LoadedConfig(config, sources, file_path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist: create it with `tars-opt config init`"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: fix the syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys (like `budget: ...`), not a list")
+    return data
+
+
+def _merge(
+    base: dict[str, Any],
+    layer: dict[str, Any],
+    sources: dict[str, str],
+    name: str,
+    prefix: str = "",
+) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_leaf_map(dotted):
+            out[key] = _merge(out[key], value, sources, name, dotted + ".")
+        else:
+            out[key] = value
+            sources[dotted] = name
+    return out
+
+
+def _is_leaf_map(dotted: str) -> bool:
+    # Maps whose entries a user replaces as a whole rather than key by key.
+    return dotted in {"models.tiers"}
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    """One line: the key path, the bad value and what is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    where = f" in {path}" if path else ""
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"config error{where}: unknown key {loc!r}: remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"config error{where}: {loc} is required: add it"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "value_error":  # our own validators word the whole message
+        return f"config error{where}: {loc}: {msg.removeprefix('Value error, ')}{more}"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"config error{where}: {loc} = {shown}: {msg}{more}"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as dotted keys, for `config show`."""
+    if isinstance(data, dict) and data and not _is_leaf_map(prefix.rstrip(".")):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}

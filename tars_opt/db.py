@@ -1,0 +1,149 @@
+"""The one SQLite file: open it safely, create and migrate its tables."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from tars_opt.paths import ensure_private_dir
+
+APP_ID = 0x7A125F01  # PRAGMA application_id: marks the file as ours.
+BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            ts REAL NOT NULL,
+            ts_iso TEXT NOT NULL,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            session TEXT,
+            query_type TEXT,
+            priority TEXT,
+            source TEXT NOT NULL,
+            backend TEXT,
+            model TEXT,
+            tier TEXT,
+            stop_reason TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_5m INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h INTEGER NOT NULL DEFAULT 0,
+            cache_read INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            service_tier TEXT,
+            tokens_estimated INTEGER NOT NULL DEFAULT 0,
+            removed_tokens INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            baseline_cost REAL NOT NULL DEFAULT 0,
+            baseline_model TEXT,
+            saved_pruning REAL NOT NULL DEFAULT 0,
+            saved_routing REAL NOT NULL DEFAULT 0,
+            saved_prompt_caching REAL NOT NULL DEFAULT 0,
+            saved_batching REAL NOT NULL DEFAULT 0,
+            saved_response_cache REAL NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            error TEXT,
+            api_request_id TEXT,
+            prompt TEXT,
+            prompt_sha256 TEXT,
+            answer TEXT,
+            decisions TEXT NOT NULL DEFAULT '[]'
+        )
+        """
+    )
+    db.execute("CREATE INDEX calls_ts ON calls(ts)")
+    db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
+
+
+# Append only: a released migration never changes, a new one goes at the end.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at `path`, migrated to the current schema."""
+    path = Path(path).expanduser()
+    try:
+        ensure_private_dir(path.parent)
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot create the data directory {path.parent}: {exc.strerror}; "
+            "choose another with --db or TARS_OPT_HOME"
+        ) from None
+    created = not path.exists()
+    if created:
+        try:
+            # Created user-only before SQLite writes anything: it holds prompts and answers.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the database {path}: {exc.strerror}; choose another with --db"
+            ) from None
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal" and os.access(path, os.W_OK):
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        db = sqlite_utils.Database(conn)
+        _migrate(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(_explain(exc, path)) from None
+    return db
+
+
+def _migrate(db: sqlite_utils.Database, path: Path) -> None:
+    conn = db.conn
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id != APP_ID:
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if has_tables:
+            raise DatabaseError(
+                f"{path} is an SQLite file of another program, not a tars-opt database: "
+                "point --db at another file"
+            )
+    if version > len(MIGRATIONS):
+        raise DatabaseError(
+            f"{path} was written by a newer tars-opt (schema {version}): upgrade tars-opt"
+        )
+    if version == len(MIGRATIONS):
+        return
+    # BEGIN IMMEDIATE: two processes opening a new file must not both migrate it.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, len(MIGRATIONS)):
+            MIGRATIONS[number](db)
+        conn.execute(f"PRAGMA application_id = {APP_ID}")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _explain(exc: sqlite3.DatabaseError, path: Path) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"{path} is damaged or not an SQLite database ({text}): "
+            "move it aside and run again to start a new one"
+        )
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write the database {path} ({text}): check its permissions or use --db"
+    if "disk is full" in text or "disk I/O" in text:
+        return f"cannot write the database {path} ({text}): free disk space and run again"
+    return f"database {path}: {text}"

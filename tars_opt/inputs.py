@@ -1,0 +1,89 @@
+"""Reading what a user hands us: conversation and tool files, prompts from stdin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROLES = {"user", "assistant"}
+
+
+class InputError(Exception):
+    """Bad input from the user; the message names the problem and the fix in one line."""
+
+
+def _load_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path} does not exist: check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
+            "fix the syntax there"
+        ) from None
+
+
+def read_context(path: str | Path) -> tuple[dict[str, Any], ...]:
+    """A conversation file: a JSON list of {role: user|assistant, content: str | blocks}."""
+    data = _load_json(path, "context")
+    if isinstance(data, dict) and isinstance(data.get("messages"), list):
+        data = data["messages"]
+    if not isinstance(data, list):
+        raise InputError(f"context file {path} must hold a JSON list of {{role, content}} messages")
+    out = []
+    for i, msg in enumerate(data):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise InputError(f"context file {path}: message {i} needs 'role' and 'content'")
+        if msg["role"] not in ROLES:
+            raise InputError(
+                f"context file {path}: message {i} has role {msg['role']!r}; use 'user' or "
+                "'assistant' (put system text in --system)"
+            )
+        if not isinstance(msg["content"], str | list):
+            raise InputError(
+                f"context file {path}: message {i} content must be text or a list of blocks"
+            )
+        out.append({"role": msg["role"], "content": msg["content"]})
+    if out and out[-1]["role"] == "user":
+        raise InputError(
+            f"context file {path} ends with a user message: the prompt is the next user turn, "
+            "so end the history with an assistant message"
+        )
+    return tuple(out)
+
+
+def read_tools(path: str | Path) -> tuple[dict[str, Any], ...]:
+    """A tools file: a JSON list of tool schemas, each with a name and an input_schema."""
+    data = _load_json(path, "tools")
+    if isinstance(data, dict) and isinstance(data.get("tools"), list):
+        data = data["tools"]
+    if not isinstance(data, list):
+        raise InputError(f"tools file {path} must hold a JSON list of tool schemas")
+    names: set[str] = set()
+    for i, tool in enumerate(data):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise InputError(f"tools file {path}: tool {i} needs a 'name'")
+        if "type" not in tool and not isinstance(tool.get("input_schema"), dict):
+            raise InputError(f"tools file {path}: tool {tool['name']!r} needs an 'input_schema'")
+        if tool["name"] in names:
+            raise InputError(f"tools file {path}: tool name {tool['name']!r} appears twice")
+        names.add(tool["name"])
+    return tuple(data)
+
+
+def read_prompt(prompt: str | None, stdin: Any) -> str:
+    """The prompt argument, or standard input when it is '-' or missing and stdin is piped."""
+    if prompt == "-" or (prompt is None and stdin is not None and not stdin.isatty()):
+        text = stdin.read()
+    else:
+        text = prompt or ""
+    if not text.strip():
+        raise InputError("no prompt: give it as an argument, or pipe it in with '-'")
+    return text

@@ -1,0 +1,65 @@
+"""Local token estimates, for when the API's own count is not at hand.
+
+Claude's tokenizer is not public. English prose averages about 4 characters a token and
+code or non-Latin text fewer, so we take the larger of a character and a word estimate.
+Counts made here are always marked as estimates wherever they reach the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+# Per-message framing (role markers) the API adds around each turn.
+MESSAGE_OVERHEAD = 4
+
+
+def estimate_text(text: str) -> int:
+    """Estimated tokens in a piece of text."""
+    if not text:
+        return 0
+    by_chars = math.ceil(len(text) / 4)
+    by_pieces = math.ceil(len(_WORDISH.findall(text)) * 0.75)
+    return max(by_chars, by_pieces, 1)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        parts = []
+        for block in content:
+            if isinstance(block, dict):
+                if block.get("type") == "text":
+                    parts.append(str(block.get("text", "")))
+                elif block.get("type") == "tool_result":
+                    parts.append(_content_text(block.get("content", "")))
+                else:
+                    parts.append(
+                        json.dumps({k: v for k, v in block.items() if k != "cache_control"})
+                    )
+            else:
+                parts.append(str(block))
+        return "\n".join(parts)
+    return str(content)
+
+
+def estimate_message(message: dict[str, Any]) -> int:
+    """Estimated tokens of one {role, content} message."""
+    return estimate_text(_content_text(message.get("content", ""))) + MESSAGE_OVERHEAD
+
+
+def estimate_tool(tool: dict[str, Any]) -> int:
+    """Estimated tokens of one tool schema."""
+    return estimate_text(json.dumps({k: v for k, v in tool.items() if k != "cache_control"}))
+
+
+def estimate_params(params: dict[str, Any]) -> int:
+    """Estimated input tokens of a Messages API request body."""
+    total = sum(estimate_message(m) for m in params.get("messages", []))
+    total += estimate_text(_content_text(params.get("system") or ""))
+    total += sum(estimate_tool(t) for t in params.get("tools") or [])
+    return total

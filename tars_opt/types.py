@@ -1,0 +1,203 @@
+"""The data that flows through the optimization chain."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+QueryType = Literal["research", "fact", "code", "template", "other"]
+Priority = Literal["high", "normal", "low"]
+Source = Literal["api", "cache", "batch", "queued"]
+QUERY_TYPES: tuple[str, ...] = ("research", "fact", "code", "template", "other")
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+STRATEGIES: tuple[str, ...] = ("pruning", "routing", "prompt_caching", "batching", "response_cache")
+
+
+def new_request_id() -> str:
+    """A fresh request id: sortable enough to read, unique enough to key the ledger."""
+    return "req_" + uuid.uuid4().hex[:20]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, in the API's buckets.
+
+    `input_tokens` EXCLUDES cache reads and writes, as the API reports it; `prompt_tokens`
+    is the whole prompt. `estimated` marks counts that did not come from the API.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    service_tier: str = "standard"
+    estimated: bool = False
+
+    @property
+    def cache_write(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token of the request, cached or not."""
+        return self.input_tokens + self.cache_write + self.cache_read
+
+    def to_api(self) -> dict[str, Any]:
+        """The usage object as the API names its fields."""
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_write,
+            "cache_read_input_tokens": self.cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write_5m,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
+            },
+            "output_tokens": self.output_tokens,
+            "service_tier": self.service_tier,
+        }
+
+    @classmethod
+    def from_api(cls, raw: Any, *, estimated: bool = False) -> Usage:
+        """Read a usage object (SDK model or dict) with missing fields treated as 0.
+
+        Without a TTL breakdown, cache writes count as 5-minute writes (the API's default).
+        """
+        data = raw.model_dump() if hasattr(raw, "model_dump") else dict(raw or {})
+        written = int(data.get("cache_creation_input_tokens") or 0)
+        split = data.get("cache_creation") or {}
+        w1h = int(split.get("ephemeral_1h_input_tokens") or 0)
+        w5m = int(split.get("ephemeral_5m_input_tokens") or 0)
+        if w1h + w5m != written:
+            # Breakdown absent or inconsistent: trust the total, keep any 1h share reported.
+            w1h = min(w1h, written)
+            w5m = written - w1h
+        return cls(
+            input_tokens=int(data.get("input_tokens") or 0),
+            output_tokens=int(data.get("output_tokens") or 0),
+            cache_write_5m=w5m,
+            cache_write_1h=w1h,
+            cache_read=int(data.get("cache_read_input_tokens") or 0),
+            service_tier=str(data.get("service_tier") or "standard"),
+            estimated=estimated,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one stage did to a request, and why."""
+
+    stage: str
+    action: str
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt on its way through the chain.
+
+    Stages return changed copies (`dataclasses.replace`). `model` and `tier` are set by
+    routing (or forced by the caller); `removed_tokens` counts the estimated input tokens
+    that pruning and tool selection took out, so the baseline can price the unpruned request.
+    """
+
+    prompt: str
+    messages: tuple[dict[str, Any], ...] = ()
+    system: str | tuple[dict[str, Any], ...] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    query_type: str | None = None
+    priority: str = "normal"
+    urgent: bool = False
+    model: str | None = None
+    tier: str | None = None
+    forced_model: bool = False
+    max_tokens: int = 1024
+    namespace: str = "default"
+    session: str | None = None
+    stream: bool = False
+    request_id: str = field(default_factory=new_request_id)
+    removed_tokens: int = 0
+
+    def api_messages(self) -> list[dict[str, Any]]:
+        """The history plus the prompt as the final user turn."""
+        return [*self.messages, {"role": "user", "content": self.prompt}]
+
+
+@dataclass
+class Prepared:
+    """A request that passed every stage and is ready for the backend."""
+
+    request: Request
+    params: dict[str, Any]
+    decisions: list[Decision]
+    started: float
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What a backend returns for one message."""
+
+    text: str
+    model: str
+    usage: Usage
+    stop_reason: str | None
+    content: tuple[dict[str, Any], ...] = ()
+    api_request_id: str | None = None
+    message_id: str | None = None
+    # Set by backends that model time rather than spend it (offline); else measured.
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Money:
+    """Actual and baseline cost of one answered request and the gap split by strategy."""
+
+    actual: float
+    baseline: float
+    saved: dict[str, float]
+
+    @property
+    def total_saved(self) -> float:
+        return self.baseline - self.actual
+
+
+@dataclass
+class Reply:
+    """The answer to a request, wherever it came from."""
+
+    text: str
+    model: str | None
+    source: str
+    request_id: str
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    baseline_cost: float = 0.0
+    saved_by_strategy: dict[str, float] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    decisions: list[Decision] = field(default_factory=list)
+    stop_reason: str | None = None
+    ticket: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape `ask --json` prints."""
+        return {
+            "answer": self.text,
+            "model": self.model,
+            "source": self.source,
+            "request_id": self.request_id,
+            "ticket": self.ticket,
+            "stop_reason": self.stop_reason,
+            "usage": self.usage.to_api(),
+            "usage_estimated": self.usage.estimated,
+            "cost": self.cost,
+            "baseline_cost": self.baseline_cost,
+            "saved": self.baseline_cost - self.cost,
+            "saved_by_strategy": dict(self.saved_by_strategy),
+            "latency_ms": round(self.latency_ms, 1),
+            "decisions": [d.to_dict() for d in self.decisions],
+        }

@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated home for every test, the CLI runner, the shared data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest_plugins = ["tests.fake_anthropic.plugin"] if (Path(__file__).parent / "fake_anthropic" / "plugin.py").exists() else []  # TEMP
+
+REPO = Path(__file__).resolve().parent.parent
+# Read before the autouse fixture clears TARS_OPT_* variables.
+SHARED_DATA = Path(os.environ.get("TARS_OPT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own data dir and no inherited tars-opt or API settings."""
+    for var in list(os.environ):
+        if var.startswith(("TARS_OPT_", "ANTHROPIC_")):
+            monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "home"
+    monkeypatch.setenv("TARS_OPT_HOME", str(data))
+    monkeypatch.chdir(tmp_path)
+    return data
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The public evaluation data beside the repository (skip when it is not there)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,116 @@
+"""performance-config.yaml: defaults, layers and their sources, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tars_opt.cli import app
+from tars_opt.config import EXAMPLE_CONFIG, ConfigError, load_config
+from tests.conftest import REPO
+
+
+def test_repo_example_is_the_shipped_default_and_lists_every_key() -> None:
+    assert (REPO / "performance-config.yaml").read_text() == EXAMPLE_CONFIG.read_text()
+    loaded = load_config()
+    # Every top-level section of the model appears in the example file.
+    text = EXAMPLE_CONFIG.read_text()
+    for key in type(loaded.config).model_fields:
+        assert f"\n{key}:" in text, key
+
+
+def test_defaults_when_no_file() -> None:
+    loaded = load_config()
+    assert loaded.path is None
+    cfg = loaded.config
+    assert cfg.models.tiers == {"cheap": "claude-haiku-5-5", "strong": "claude-sonnet-5-5"}
+    assert cfg.models.baseline == "claude-sonnet-5-5"
+    assert cfg.budget.monthly_usd == 200
+    assert loaded.source_of("budget.monthly_usd") == "default"
+
+
+def test_layers_file_env_flag_and_their_sources(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("budget:\n  monthly_usd: 50\nbackend: offline\n")
+    monkeypatch.setenv("TARS_OPT_DB", str(tmp_path / "env.db"))
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    loaded = load_config(path, overrides={"backend": "anthropic", "models.max_tokens": None})
+    cfg = loaded.config
+    assert cfg.budget.monthly_usd == 50 and loaded.source_of("budget.monthly_usd") == "file"
+    assert cfg.resolved_database() == tmp_path / "env.db"
+    assert loaded.source_of("database") == "env"
+    assert cfg.api.base_url == "http://127.0.0.1:9" and loaded.source_of("api.base_url") == "env"
+    assert cfg.backend == "anthropic" and loaded.source_of("backend") == "flag"
+    assert loaded.source_of("models.max_tokens") == "default"
+
+
+def test_file_overrides_one_price_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("pricing:\n  models:\n    claude-haiku-5-5:\n      input: 0.2\n")
+    models = load_config(path).config.pricing.models
+    assert models["claude-haiku-5-5"].input == 0.2
+    assert models["claude-haiku-5-5"].output == 0.5
+    assert "claude-sonnet-5-5" in models
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("budget:\n  monthly_usd: -5\n", "budget.monthly_usd = -5: Input should be greater than 0"),
+        ("budgett: 3\n", "unknown key 'budgett'"),
+        ("backend: cloud\n", "backend = 'cloud'"),
+        (
+            "models:\n  tiers:\n    cheap: claude-nope-1\n    strong: claude-sonnet-5-5\n",
+            "models.tiers.cheap is 'claude-nope-1', which has no price",
+        ),
+        ("models:\n  tiers:\n    cheap: claude-haiku-5-5\n", "default_tier 'strong' is not one"),
+        ("models:\n  default_tier: medium\n", "default_tier 'medium' is not one of the tiers"),
+        ("budget: [1, 2\n", "is not valid YAML at line"),
+        ("- a\n- b\n", "must hold a mapping"),
+    ],
+)
+def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config init"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_cli_init_show_check(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "init"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "performance-config.yaml"
+    assert written.read_text() == EXAMPLE_CONFIG.read_text()
+    again = runner.invoke(app, ["config", "init"])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert runner.invoke(app, ["config", "check"]).exit_code == 0
+    show = runner.invoke(app, ["config", "show", "--json", "--db", str(tmp_path / "x.db")])
+    assert show.exit_code == 0
+    import json
+
+    data = json.loads(show.output)
+    by_key = {row["key"]: row for row in data["values"]}
+    assert by_key["budget.monthly_usd"]["source"] == "file"
+    assert by_key["database"] == {"key": "database", "value": str(tmp_path / "x.db"),
+                                  "source": "flag"}
+    table = runner.invoke(app, ["config", "show"])
+    assert "budget.monthly_usd" in table.output
+
+
+def test_config_check_bad_file_exits_2(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "performance-config.yaml").write_text("budget:\n  monthly_usd: lots\n")
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == 2
+    assert "budget.monthly_usd = 'lots'" in result.output
+    assert "Traceback" not in result.output
