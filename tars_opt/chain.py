@@ -113,6 +113,10 @@ class Optimizer:
             outcome = stage.apply(request)
             if isinstance(outcome, Reply):
                 outcome.decisions = decisions + outcome.decisions
+                if outcome.source != "queued":
+                    # A stage answered (a cache hit): that is an answered request, so it
+                    # gets its ledger row like any other. Queued work is recorded when done.
+                    self._record(request, outcome)
                 return outcome
             request, decision = outcome
             decisions.append(decision)
@@ -146,16 +150,7 @@ class Optimizer:
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
         )
-        self.ledger.record(
-            CallRecord(
-                request=req,
-                reply=reply,
-                ts=self.clock(),
-                backend=getattr(self._backend, "name", None),
-                baseline_model=self.config.models.baseline,
-                api_request_id=result.api_request_id,
-            )
-        )
+        self._record(req, reply, api_request_id=result.api_request_id)
         for stage in self.stages:
             after = getattr(stage, "after", None)
             if after is not None:
@@ -173,6 +168,18 @@ class Optimizer:
         )
         return reply
 
+    def _record(self, request: Request, reply: Reply, **extra: Any) -> None:
+        self.ledger.record(
+            CallRecord(
+                request=request,
+                reply=reply,
+                ts=self.clock(),
+                backend=getattr(self._backend, "name", None),
+                baseline_model=self.config.models.baseline,
+                **extra,
+            )
+        )
+
     def fail(self, prepared: Prepared, error: BackendError) -> None:
         """Record a request that failed after retries: a ledger row with its error, no cost."""
         req = prepared.request
@@ -184,16 +191,7 @@ class Optimizer:
             latency_ms=(time.perf_counter() - prepared.started) * 1000.0,
             decisions=list(prepared.decisions),
         )
-        self.ledger.record(
-            CallRecord(
-                request=req,
-                reply=reply,
-                ts=self.clock(),
-                backend=getattr(self._backend, "name", None),
-                baseline_model=self.config.models.baseline,
-                error=f"{error.kind}: {error}",
-            )
-        )
+        self._record(req, reply, error=f"{error.kind}: {error}")
         log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
 
     def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
