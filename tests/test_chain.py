@@ -34,16 +34,22 @@ class Answers:
     name = "cache"
 
     def apply(self, request: Request) -> Reply:
-        return Reply(text="stored", model="claude-haiku-5-5", source="cache",
-                     request_id=request.request_id, baseline_cost=0.01,
-                     saved_by_strategy={"response_cache": 0.01},
-                     decisions=[Decision("cache", "hit", "exact")])
+        return Reply(
+            text="stored",
+            model="claude-haiku-5-5",
+            source="cache",
+            request_id=request.request_id,
+            baseline_cost=0.01,
+            saved_by_strategy={"response_cache": 0.01},
+            decisions=[Decision("cache", "hit", "exact")],
+        )
 
 
 class FailingBackend(OfflineBackend):
     def send(self, params: dict) -> BackendResult:
-        raise BackendError("API error 529 overloaded_error: busy", kind="overloaded_error",
-                           status=529)
+        raise BackendError(
+            "API error 529 overloaded_error: busy", kind="overloaded_error", status=529
+        )
 
 
 def test_stage_decisions_reach_the_reply_and_the_ledger(home: Path) -> None:
@@ -87,8 +93,11 @@ def test_a_failed_call_is_recorded_without_cost_and_raised(home: Path) -> None:
 
 def test_offline_backend_is_deterministic_and_truncates() -> None:
     backend = OfflineBackend(clock=lambda: 0.0)
-    params = {"model": "claude-sonnet-5-5", "max_tokens": 2000,
-              "messages": [{"role": "user", "content": "Tell me a story"}]}
+    params = {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "Tell me a story"}],
+    }
     first, again = backend.send(params), backend.send(params)
     assert first == again
     short = backend.send({**params, "max_tokens": 10})
@@ -99,10 +108,19 @@ def test_offline_backend_is_deterministic_and_truncates() -> None:
 def test_offline_prompt_caching_writes_then_reads_until_ttl() -> None:
     now = [1000.0]
     backend = OfflineBackend(clock=lambda: now[0])
-    system = [{"type": "text", "text": "You are a careful agent. " * 600,
-               "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
-    params = {"model": "claude-sonnet-5-5", "max_tokens": 50, "system": system,
-              "messages": [{"role": "user", "content": "hello"}]}
+    system = [
+        {
+            "type": "text",
+            "text": "You are a careful agent. " * 600,
+            "cache_control": {"type": "ephemeral", "ttl": "5m"},
+        }
+    ]
+    params = {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 50,
+        "system": system,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
     write = backend.send(params).usage
     assert write.cache_write_5m > 1024 and write.cache_read == 0
     read = backend.send(params).usage
@@ -117,8 +135,11 @@ def test_offline_prompt_caching_writes_then_reads_until_ttl() -> None:
 
 def test_offline_batches_are_half_price(home: Path) -> None:
     backend = OfflineBackend()
-    params = {"model": "claude-haiku-5-5", "max_tokens": 100,
-              "messages": [{"role": "user", "content": "hi"}]}
+    params = {
+        "model": "claude-haiku-5-5",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     info = backend.submit_batch([{"custom_id": "a", "params": params}])
     assert info.status == "ended"
     (item,) = list(backend.batch_results(info.id))
@@ -127,7 +148,8 @@ def test_offline_batches_are_half_price(home: Path) -> None:
     book = app.optimizer().prices
     standard = backend.send(params)
     assert book.cost(item.result.usage, "claude-haiku-5-5") == pytest.approx(
-        book.cost(standard.usage, "claude-haiku-5-5") / 2)
+        book.cost(standard.usage, "claude-haiku-5-5") / 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,13 +181,17 @@ def test_periods_are_utc_calendar_boundaries() -> None:
 def test_usage_to_api_names() -> None:
     u = Usage(input_tokens=1, output_tokens=2, cache_write_5m=3, cache_write_1h=4, cache_read=5)
     assert u.to_api()["cache_creation_input_tokens"] == 7
-    assert u.to_api()["cache_creation"] == {"ephemeral_5m_input_tokens": 3,
-                                            "ephemeral_1h_input_tokens": 4}
+    assert u.to_api()["cache_creation"] == {
+        "ephemeral_5m_input_tokens": 3,
+        "ephemeral_1h_input_tokens": 4,
+    }
 
 
 def test_help_does_not_import_the_sdk() -> None:
-    code = ("import sys; from typer.testing import CliRunner; from tars_opt.cli import app; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-            "print('anthropic' in sys.modules)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from tars_opt.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "print('anthropic' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

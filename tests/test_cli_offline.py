@@ -29,8 +29,15 @@ def test_help_lists_every_command_with_examples(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for name in ("ask", "costs", "log", "config", "db"):
         assert name in result.output
-    for sub in (["ask"], ["costs"], ["log"], ["db", "path"], ["config", "init"],
-                ["config", "show"], ["config", "check"]):
+    for sub in (
+        ["ask"],
+        ["costs"],
+        ["log"],
+        ["db", "path"],
+        ["config", "init"],
+        ["config", "show"],
+        ["config", "check"],
+    ):
         assert "Example:" in runner.invoke(app, [*sub, "--help"]).output, sub
 
 
@@ -40,21 +47,51 @@ def test_ask_prints_answer_and_one_summary_line(runner: CliRunner) -> None:
     lines = result.output.strip().splitlines()
     assert "What is the capital of France?" in lines[0]
     summary = lines[-1]
-    for part in ("claude-sonnet-5-5", "tokens in", "cache write", "cache read", "out", "cost $",
-                 "baseline $", "saved $", " ms", "stages:"):
+    for part in (
+        "claude-sonnet-5-5",
+        "tokens in",
+        "cache write",
+        "cache read",
+        "out",
+        "cost $",
+        "baseline $",
+        "saved $",
+        " ms",
+        "stages:",
+    ):
         assert part in summary
 
 
 def test_ask_json_has_the_documented_fields(runner: CliRunner) -> None:
     data = ask_json(runner, "What is the capital of France?")
-    for key in ("answer", "model", "source", "request_id", "usage", "cost", "baseline_cost",
-                "saved_by_strategy", "latency_ms", "decisions"):
+    for key in (
+        "answer",
+        "model",
+        "source",
+        "request_id",
+        "usage",
+        "cost",
+        "baseline_cost",
+        "saved_by_strategy",
+        "latency_ms",
+        "decisions",
+    ):
         assert key in data
     assert data["source"] == "api"
-    assert set(data["usage"]) >= {"input_tokens", "cache_creation_input_tokens",
-                                  "cache_read_input_tokens", "output_tokens", "service_tier"}
-    assert set(data["saved_by_strategy"]) == {"pruning", "routing", "prompt_caching", "batching",
-                                              "response_cache"}
+    assert set(data["usage"]) >= {
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "output_tokens",
+        "service_tier",
+    }
+    assert set(data["saved_by_strategy"]) == {
+        "pruning",
+        "routing",
+        "prompt_caching",
+        "batching",
+        "response_cache",
+    }
     assert data["decisions"][0]["stage"] == "classify"
 
 
@@ -82,19 +119,35 @@ def test_prompt_from_stdin(runner: CliRunner) -> None:
 
 
 def test_explain_and_stream(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["ask", *OFFLINE, "--explain", "--stream", "--type", "fact",
-                                 "Who wrote Hamlet?"])
+    result = runner.invoke(
+        app, ["ask", *OFFLINE, "--explain", "--stream", "--type", "fact", "Who wrote Hamlet?"]
+    )
     assert result.exit_code == 0, result.output
     assert "decisions" in result.output and "Who wrote Hamlet?" in result.output
 
 
 def test_context_and_tools_files(runner: CliRunner, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx.json"
-    ctx.write_text(json.dumps([{"role": "user", "content": "My name is Ada."},
-                               {"role": "assistant", "content": "Hello Ada."}]))
+    ctx.write_text(
+        json.dumps(
+            [
+                {"role": "user", "content": "My name is Ada."},
+                {"role": "assistant", "content": "Hello Ada."},
+            ]
+        )
+    )
     tools = tmp_path / "tools.json"
-    tools.write_text(json.dumps([{"name": "get_weather", "description": "Weather for a city",
-                                  "input_schema": {"type": "object", "properties": {}}}]))
+    tools.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "input_schema": {"type": "object", "properties": {}},
+                }
+            ]
+        )
+    )
     short = ask_json(runner, "What is my name?")
     longer = ask_json(runner, "--context", str(ctx), "--tools", str(tools), "What is my name?")
     assert longer["usage"]["input_tokens"] > short["usage"]["input_tokens"]
@@ -109,8 +162,9 @@ def test_context_and_tools_files(runner: CliRunner, tmp_path: Path) -> None:
         (["--tools"], '[{"description": "no name"}]', "needs a 'name'"),
     ],
 )
-def test_bad_input_files_exit_2_with_one_line(runner: CliRunner, tmp_path: Path, args: list[str],
-                                              content: str, expected: str) -> None:
+def test_bad_input_files_exit_2_with_one_line(
+    runner: CliRunner, tmp_path: Path, args: list[str], content: str, expected: str
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     result = runner.invoke(app, ["ask", *OFFLINE, *args, str(bad), "hi"])

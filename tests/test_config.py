@@ -31,8 +31,9 @@ def test_defaults_when_no_file() -> None:
     assert loaded.source_of("budget.monthly_usd") == "default"
 
 
-def test_layers_file_env_flag_and_their_sources(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layers_file_env_flag_and_their_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("budget:\n  monthly_usd: 50\nbackend: offline\n")
     monkeypatch.setenv("TARS_OPT_DB", str(tmp_path / "env.db"))
@@ -102,8 +103,11 @@ def test_config_cli_init_show_check(runner: CliRunner, tmp_path: Path) -> None:
     data = json.loads(show.output)
     by_key = {row["key"]: row for row in data["values"]}
     assert by_key["budget.monthly_usd"]["source"] == "file"
-    assert by_key["database"] == {"key": "database", "value": str(tmp_path / "x.db"),
-                                  "source": "flag"}
+    assert by_key["database"] == {
+        "key": "database",
+        "value": str(tmp_path / "x.db"),
+        "source": "flag",
+    }
     table = runner.invoke(app, ["config", "show"])
     assert "budget.monthly_usd" in table.output
 

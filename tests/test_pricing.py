@@ -20,15 +20,26 @@ def book() -> PriceBook:
 
 
 def test_every_bucket_at_its_rate(book: PriceBook) -> None:
-    usage = Usage(input_tokens=1000, cache_write_5m=2000, cache_write_1h=500, cache_read=3000,
-                  output_tokens=400)
+    usage = Usage(
+        input_tokens=1000,
+        cache_write_5m=2000,
+        cache_write_1h=500,
+        cache_read=3000,
+        output_tokens=400,
+    )
     # sonnet-5-5: 1000*2 + 2000*2.5 + 500*4 + 3000*0.2 + 400*10 = 13,600 per million
     assert book.cost(usage, "claude-sonnet-5-5") == pytest.approx(0.0136, abs=1e-12)
 
 
 def test_batch_tier_is_half_price(book: PriceBook) -> None:
-    usage = Usage(input_tokens=1000, cache_write_5m=2000, cache_write_1h=500, cache_read=3000,
-                  output_tokens=400, service_tier="batch")
+    usage = Usage(
+        input_tokens=1000,
+        cache_write_5m=2000,
+        cache_write_1h=500,
+        cache_read=3000,
+        output_tokens=400,
+        service_tier="batch",
+    )
     assert book.cost(usage, "claude-sonnet-5-5") == pytest.approx(0.0068, abs=1e-12)
 
 
@@ -49,14 +60,20 @@ def test_haiku_55_long_prompt_prices_the_whole_request(book: PriceBook) -> None:
 
 
 def test_missing_ttl_breakdown_counts_writes_as_5m() -> None:
-    usage = Usage.from_api({"input_tokens": 5, "cache_creation_input_tokens": 300,
-                            "output_tokens": 7})
+    usage = Usage.from_api(
+        {"input_tokens": 5, "cache_creation_input_tokens": 300, "output_tokens": 7}
+    )
     assert (usage.cache_write_5m, usage.cache_write_1h) == (300, 0)
-    split = Usage.from_api({"input_tokens": 5, "cache_creation_input_tokens": 300,
-                            "cache_creation": {"ephemeral_5m_input_tokens": 100,
-                                               "ephemeral_1h_input_tokens": 200},
-                            "cache_read_input_tokens": None, "output_tokens": 7,
-                            "service_tier": "batch"})
+    split = Usage.from_api(
+        {
+            "input_tokens": 5,
+            "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+            "cache_read_input_tokens": None,
+            "output_tokens": 7,
+            "service_tier": "batch",
+        }
+    )
     assert (split.cache_write_5m, split.cache_write_1h, split.cache_read) == (100, 200, 0)
     assert split.service_tier == "batch"
 
@@ -95,8 +112,7 @@ def test_attribution_shows_costly_steps_as_negative(book: PriceBook) -> None:
 
 def test_response_cache_hit_saves_the_whole_baseline(book: PriceBook) -> None:
     usage = Usage(input_tokens=1000, output_tokens=100)
-    money = book.attribute(usage, "claude-haiku-5-5", "claude-sonnet-5-5",
-                           response_cache_hit=True)
+    money = book.attribute(usage, "claude-haiku-5-5", "claude-sonnet-5-5", response_cache_hit=True)
     assert money.actual == 0.0
     assert money.saved["response_cache"] == pytest.approx((1000 * 2 + 100 * 10) / 1e6)
     assert set(money.saved) == set(STRATEGIES)
@@ -104,17 +120,21 @@ def test_response_cache_hit_saves_the_whole_baseline(book: PriceBook) -> None:
 
 # Where the tables kept by others disagree with ours, on purpose (see the config comments).
 KNOWN_DIFFERENCES = {("claude-sonnet-5-5", "cache_read")}
-FIELDS = {"input": "input_cost_per_token", "output": "output_cost_per_token",
-          "cache_write_5m": "cache_creation_input_token_cost",
-          "cache_read": "cache_read_input_token_cost"}
+FIELDS = {
+    "input": "input_cost_per_token",
+    "output": "output_cost_per_token",
+    "cache_write_5m": "cache_creation_input_token_cost",
+    "cache_read": "cache_read_input_token_cost",
+}
 
 
 def _csv_prices(path: Path) -> dict[str, dict[str, float]]:
     out = {}
     with path.open() as fh:
         for row in csv.DictReader(fh):
-            out[row["model"]] = {ours: float(row[theirs]) * 1e6
-                                 for ours, theirs in FIELDS.items() if row.get(theirs)}
+            out[row["model"]] = {
+                ours: float(row[theirs]) * 1e6 for ours, theirs in FIELDS.items() if row.get(theirs)
+            }
     return out
 
 
@@ -146,10 +166,17 @@ def _genai_current(prices: object, as_of: date) -> dict:
 
 
 def test_prices_match_genai_prices(shared_data: Path) -> None:
-    doc = yaml.safe_load((shared_data / "llm_prices" / "genai_prices" / "anthropic.yml").read_text())
+    doc = yaml.safe_load(
+        (shared_data / "llm_prices" / "genai_prices" / "anthropic.yml").read_text()
+    )
     cfg = load_config().config.pricing
-    names = {"input_mtok": "input", "output_mtok": "output", "cache_write_mtok": "cache_write_5m",
-             "cache_write_1h_mtok": "cache_write_1h", "cache_read_mtok": "cache_read"}
+    names = {
+        "input_mtok": "input",
+        "output_mtok": "output",
+        "cache_write_mtok": "cache_write_5m",
+        "cache_write_1h_mtok": "cache_write_1h",
+        "cache_read_mtok": "cache_read",
+    }
     compared = 0
     for model in doc["models"]:
         ours = cfg.models.get(model["id"])
