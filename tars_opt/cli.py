@@ -17,6 +17,7 @@ from rich.table import Table
 from tars_opt import render
 from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
+from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
 from tars_opt.db import DatabaseError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
@@ -64,6 +65,8 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+# `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
+BUDGET_EXIT = 3
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
 
 
@@ -78,6 +81,9 @@ def friendly_errors() -> Iterator[None]:
     except BackendError as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+    except BudgetExceeded as exc:
+        _consoles.err.print(f"refused: {exc}", markup=False)
+        raise typer.Exit(BUDGET_EXIT) from None
     except Exception as exc:
         if type(exc).__name__ == "MissingApiKey":
             _consoles.err.print(f"error: {exc}", markup=False)
