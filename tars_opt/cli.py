@@ -20,9 +20,11 @@ from tars_opt.backends import BackendError
 from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
 from tars_opt.db import DatabaseError
+from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
+from tars_opt.report import ReportError
 from tars_opt.types import QUERY_TYPES, Request
 
 app = typer.Typer(
@@ -75,7 +77,14 @@ def friendly_errors() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code, never a traceback."""
     try:
         yield
-    except (ConfigError, InputError, DatabaseError, UnknownModelPrice) as exc:
+    except (
+        ConfigError,
+        InputError,
+        DatabaseError,
+        UnknownModelPrice,
+        ReportError,
+        FeedbackError,
+    ) as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
     except BackendError as exc:
@@ -278,6 +287,11 @@ def config_check(config: ConfigOpt = None) -> None:
     with friendly_errors():
         loaded = load_config(config)
         _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
+
+
+# The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)
+# live in their own module, which adds them to `app` when imported.
+from tars_opt import monitor_cli  # noqa: E402, F401
 
 
 def main() -> Any:  # pragma: no cover - console entry for `python -m tars_opt`

@@ -15,18 +15,20 @@ from typing import Any
 
 import sqlite_utils
 
+from tars_opt.config import Config
 from tars_opt.ledger import Ledger, Periods
 from tars_opt.types import STRATEGIES
 
 DAY = 86_400.0
 MODEL_SOURCES = ("api", "batch")  # sources where a model was paid to answer
+INTERACTIVE_SOURCES = ("api", "cache")  # answered while the caller waited
 TOKEN_BUCKETS = ("input_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "output_tokens")
 # Columns read for metrics (prompt and answer texts are never loaded).
 _WANTED = (
     "request_id", "ts", "ts_iso", "session", "query_type", "priority", "source", "model",
     "tier", "service_tier", *TOKEN_BUCKETS, "removed_tokens", "cost", "baseline_cost",
     *(f"saved_{s}" for s in STRATEGIES), "latency_ms", "error", "decisions", "holdout",
-    "escalated",
+    "escalated", "tokens_estimated",
 )  # fmt: skip
 
 
@@ -166,6 +168,7 @@ class PeriodMetrics:
     escalations: int = 0
     cheap_calls: int = 0
     holdout_requests: int = 0
+    estimated: int = 0  # answered rows whose token counts are local estimates
     tokens: dict[str, int] = field(default_factory=dict)
     cost: float = 0.0
     baseline_cost: float = 0.0
@@ -223,8 +226,9 @@ class PeriodMetrics:
 
     @property
     def latency_s(self) -> float | None:
-        """Mean latency of answered requests, seconds (cache hits included: users feel them)."""
-        every = self.latency_ms.get("all")
+        """Mean latency of interactive answers (api and cache hits), seconds; deferred
+        batch work is left out, since nobody waited for it."""
+        every = self.latency_ms.get("interactive")
         return every["mean"] / 1000.0 if every else None
 
     def per_day_of(self, value: float) -> float:
@@ -322,6 +326,7 @@ def period_metrics(
             day["errors"] += 1
             continue
         m.answered += 1
+        m.estimated += int(bool(r.get("tokens_estimated")))
         arm = m.arms["holdout" if r.get("holdout") else "optimized"]
         m.holdout_requests += int(bool(r.get("holdout")))
         arm.requests += 1
@@ -340,7 +345,8 @@ def period_metrics(
             m.tokens[b] += int(r.get(b) or 0)
         if r.get("latency_ms") is not None:
             lat.setdefault(source, []).append(float(r["latency_ms"]))
-            lat.setdefault("all", []).append(float(r["latency_ms"]))
+            if source in INTERACTIVE_SOURCES:
+                lat.setdefault("interactive", []).append(float(r["latency_ms"]))
         verdict = feedback.get(r["request_id"])
         if verdict:
             arm.good += verdict == "good"
@@ -462,3 +468,10 @@ def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) ->
             out["oldest_age_s"] = now - oldest
             out["stuck"] = int(stuck or 0)
     return out
+
+
+def measure(db: sqlite_utils.Database, config: Config, start: float, end: float) -> PeriodMetrics:
+    """period_metrics with the config's cheapest tier (the first one listed) as "cheap"."""
+    cheap = next(iter(config.models.tiers))
+    models = frozenset({config.models.tiers[cheap]}) - {config.models.baseline}
+    return period_metrics(db, start, end, cheap_tier=cheap, cheap_models=models)

@@ -61,3 +61,39 @@ def cache_hit(kind: str = "exact", **kw: Any) -> dict[str, Any]:
                        "data": {"kind": kind}}],
     }  # fmt: skip
     return {**base, **kw}
+
+
+def phase_week(db: sqlite_utils.Database, first_day: str = "2026-02-17", days: int = 7) -> None:
+    """A fixed, varied week: 40 requests a day of every kind, chosen by index, no randomness."""
+    from datetime import date, timedelta
+
+    start = date.fromisoformat(first_day)
+    for d in range(days):
+        day = start + timedelta(days=d)
+        for i in range(40):
+            when = f"{day}T{(i % 20) + 2:02d}:{(i * 7) % 60:02d}"
+            rid = f"req_{day}_{i:02d}"
+            k = (i + d) % 10
+            if i == 39 and d % 3 == 0:
+                add_call(db, when, request_id=rid, error="overloaded_error: busy", cost=0,
+                         baseline_cost=0)  # fmt: skip
+            elif i % 20 == 7:
+                add_call(db, when, request_id=rid, holdout=1, cost=0.0045, baseline_cost=0.0045,
+                         latency_ms=2400.0)  # fmt: skip
+            elif k < 3:
+                add_call(db, when, request_id=rid, cost=0.0041, baseline_cost=0.0045,
+                         saved_pruning=0.0004, latency_ms=2100.0 + i)  # fmt: skip
+            elif k < 7:
+                esc = [{"stage": "route", "action": "escalate", "reason": "x", "data": {}}]
+                add_call(db, when, **haiku(request_id=rid, decisions=esc if k == 6 else [],
+                                           latency_ms=700.0 + 10 * i))  # fmt: skip
+            elif k < 9:
+                add_call(db, when, **cache_hit("semantic" if k == 8 else "exact",
+                                               request_id=rid))  # fmt: skip
+            else:
+                add_call(db, when, request_id=rid, source="batch", service_tier="batch",
+                         cost=0.002, saved_batching=0.002, latency_ms=60_000.0,
+                         decisions=[{"stage": "defer", "action": "deferred",
+                                     "reason": "off-peak", "data": {}}])  # fmt: skip
+    db.execute("INSERT INTO feedback (request_id, ts, verdict) VALUES "
+               f"('req_{start}_03', 0, 'bad'), ('req_{start}_07', 0, 'good')")  # fmt: skip
