@@ -10,16 +10,22 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
 from tars_opt.config import Config
 from tars_opt.ledger import Ledger, Periods
+from tars_opt.periods import (  # noqa: F401 - re-exported: callers read periods from here
+    DAY,
+    date_range,
+    day_start,
+    last_full_iso_week,
+    month_pace,
+)
+from tars_opt.trace import cache_hit_kind, was_deferred, was_escalated
 from tars_opt.types import STRATEGIES
 
-DAY = 86_400.0
 MODEL_SOURCES = ("api", "batch")  # sources where a model was paid to answer
 INTERACTIVE_SOURCES = ("api", "cache")  # answered while the caller waited
 TOKEN_BUCKETS = ("input_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "output_tokens")
@@ -64,47 +70,6 @@ def spend_summary(ledger: Ledger, now: float, budget_usd: float) -> SpendSummary
         month_pace_usd=month_pace(month_cost, now),
         by_model=ledger.breakdown("model", p.month, now + 1),
         by_source=ledger.breakdown("source", p.month, now + 1),
-    )
-
-
-def month_pace(month_cost: float, now: float) -> float:
-    """The month's spend projected to its end at the pace so far."""
-    p = Periods.at(now)
-    elapsed = max(now - p.month, 3600.0)  # an hour at least: no wild pace on the 1st at 00:01
-    return month_cost * (p.next_month - p.month) / elapsed
-
-
-# --- reading the decision trace -------------------------------------------------------
-
-
-def cache_hit_kind(decisions: list[dict[str, Any]]) -> str:
-    """'semantic' or 'exact' for a cache-sourced row (exact unless the trace says semantic)."""
-    for d in decisions:
-        if d.get("stage") != "cache":
-            continue
-        data = d.get("data") or {}
-        kind = data.get("kind") or data.get("match")
-        if kind in ("exact", "semantic"):
-            return str(kind)
-        if "semantic" in f"{d.get('action', '')} {d.get('reason', '')}".lower():
-            return "semantic"
-    return "exact"
-
-
-def was_escalated(row: dict[str, Any], decisions: list[dict[str, Any]]) -> bool:
-    """True when the router (or a retry) moved the request up to a stronger model."""
-    if row.get("escalated"):
-        return True
-    return any(
-        "escalat" in f"{d.get('stage', '')} {d.get('action', '')}".lower() for d in decisions
-    )
-
-
-def was_deferred(decisions: list[dict[str, Any]]) -> bool:
-    """True when the defer stage queued the request for later (off-peak or batch)."""
-    return any(
-        d.get("stage") == "defer" and str(d.get("action", "")).startswith(("defer", "queue"))
-        for d in decisions
     )
 
 
@@ -416,27 +381,6 @@ def session_metrics(db: sqlite_utils.Database, session: str) -> dict[str, Any]:
         "session": session, "calls": row[0], "cost": row[1], "baseline_cost": row[2],
         "saved": row[2] - row[1], "first": row[3], "last": row[4], "errors": row[5] or 0,
     }  # fmt: skip
-
-
-# --- periods --------------------------------------------------------------------------
-
-
-def day_start(d: date) -> float:
-    """Epoch seconds of 00:00 UTC on a date."""
-    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
-
-
-def date_range(first: date, last: date) -> tuple[float, float]:
-    """[00:00 of first, 00:00 after last): an inclusive range of whole UTC days."""
-    return day_start(first), day_start(last + timedelta(days=1))
-
-
-def last_full_iso_week(now: float) -> tuple[date, date, str]:
-    """Monday and Sunday of the last ISO week that has ended, and its label YYYY-WW."""
-    today = datetime.fromtimestamp(now, UTC).date()
-    monday = today - timedelta(days=today.weekday() + 7)
-    year, week, _ = monday.isocalendar()
-    return monday, monday + timedelta(days=6), f"{year}-{week:02d}"
 
 
 def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) -> dict | None:

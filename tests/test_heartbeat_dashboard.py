@@ -268,3 +268,24 @@ def test_forced_model_is_never_held_out(monkeypatch) -> None:
     for i in range(20):
         reply = opt.ask(Request(prompt="hi", model="claude-haiku-5-5", request_id=f"r{i}"))
         assert reply.model == "claude-haiku-5-5"
+
+
+def test_monitor_commands_have_help_with_examples(runner: CliRunner) -> None:
+    for sub in (["report"], ["heartbeat"], ["dashboard"], ["feedback"], ["metrics"],
+                ["budget"], ["baseline", "capture"], ["baseline", "show"]):  # fmt: skip
+        result = runner.invoke(app, [*sub, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, sub
+
+
+def test_metrics_and_budget_commands(runner: CliRunner) -> None:
+    db = open_app().db
+    add_call(db, "2026-02-17T10:00", session="task-1", cost=0.01, baseline_cost=0.02)
+    data = json.loads(runner.invoke(app, ["metrics", "--from", "2026-02-17", "--to",
+                                          "2026-02-17", "--json"]).output)  # fmt: skip
+    assert data["calls"] == 1 and data["summary"]["daily_cost_usd"] == pytest.approx(0.01)
+    ses = json.loads(runner.invoke(app, ["metrics", "--session", "task-1", "--json"]).output)
+    assert ses["saved"] == pytest.approx(0.01)
+    table = runner.invoke(app, ["metrics", "--days", "3"])
+    assert table.exit_code == 0 and "saved by strategy" in table.output
+    state = json.loads(runner.invoke(app, ["budget", "--json"]).output)
+    assert state["policy"] == "warn" and state["budget_usd"] == 200
