@@ -109,6 +109,22 @@ def test_overloaded_after_retries_exits_1_and_bills_nothing(
     assert failed["error"].startswith("overloaded_error") and failed["cost"] == 0
 
 
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [("stream_cut", "broke mid-answer"), ("stream_error", "overloaded_error")],
+)
+def test_a_stream_that_breaks_is_one_line_and_a_ledger_error(
+    api, runner: CliRunner, fault: str, expected: str
+) -> None:
+    api.inject(fault)
+    result = runner.invoke(app, ["ask", "--stream", "tell me a long story"])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last
+    (failed,) = json.loads(runner.invoke(app, ["log", "--json"]).output)
+    assert failed["error"] and failed["cost"] == 0 and failed["output_tokens"] == 0
+
+
 def test_rate_limit_is_retried_and_then_answered(api, home: Path) -> None:
     api.inject("rate_limit", times=1)
     reply = open_app().optimizer().ask(Request(prompt="hi"))
