@@ -1,4 +1,4 @@
-"""The real SDK against the local fake API: ask, stream, prompt caching, errors, batches, secrets."""
+"""The real SDK against the local fake API: ask, stream, caching, errors, batches, secrets."""
 
 from __future__ import annotations
 
