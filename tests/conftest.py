@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-pytest_plugins = ["tests.fake_anthropic.plugin"] if (Path(__file__).parent / "fake_anthropic" / "plugin.py").exists() else []  # TEMP
+pytest_plugins = ["tests.fake_anthropic.plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 # Read before the autouse fixture clears TARS_OPT_* variables.
