@@ -197,3 +197,11 @@ class Budget:
             if alerter.raise_once(alert):
                 sent.append(alert)
         return sent
+
+
+def budget_state(
+    config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
+) -> BudgetState:
+    """The budget state now: what the defer stage reads (`.defer_all`) to defer everything
+    deferrable once a `defer` budget is spent."""
+    return Budget(config, db, clock=clock).state()

@@ -114,7 +114,9 @@ class Optimizer:
             decisions.append(Decision("route", "forced", f"--model {request.model}"))
         elif in_holdout(request.request_id, self.config.experiment.holdout):
             # The A/B holdout: the baseline system, no stage at all, to measure the saving.
-            request = replace(request, holdout=True, model=self.config.models.baseline)
+            base = self.config.models.baseline
+            tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
+            request = replace(request, holdout=True, model=base, tier=tier)
             decisions.append(Decision("experiment", "holdout", "sent unoptimized (A/B)"))
         for stage in self.stages if not request.holdout else ():
             if request.forced_model and stage.name == "route":

@@ -103,10 +103,10 @@ def test_warn_policy_answers_and_raises_each_threshold_once(tmp_path: Path, runn
 def test_budget_state_for_the_defer_stage(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1, "policy": "defer"})
     opened = open_app(config)
-    budget = Budget(opened.config, opened.db, clock=lambda: 1_771_000_000.0)
-    assert not budget.state().defer_all
+    clock = lambda: 1_771_000_000.0  # noqa: E731
+    assert not budget_state(opened.config, opened.db, clock).defer_all
     add_call(opened.db, 1_771_000_000.0 - 10, cost=1.2)
-    state = budget.state()
+    state = budget_state(opened.config, opened.db, clock)
     assert state.over and state.defer_all and state.used_share == pytest.approx(1.2)
 
 

@@ -250,6 +250,8 @@ def test_holdout_requests_skip_every_stage_and_are_marked(monkeypatch) -> None:
     for rid in ids:
         opt.ask(Request(prompt=f"question {rid}", request_id=rid))
     rows = opened.db.execute("SELECT request_id, holdout, model, decisions FROM calls").fetchall()
+    tiers = opened.db.execute("SELECT DISTINCT tier FROM calls WHERE holdout = 1").fetchall()
+    assert tiers == [("strong",)]
     held = [r for r in rows if r[1]]
     assert {r[0] for r in held} == {i for i in ids if in_holdout(i, 0.5)}
     assert 10 < len(held) < 30
