@@ -111,7 +111,9 @@ def run_heartbeat(
     result.checks.append(_target_check(
         "routing share", window.cheap_share, targets.cheap_share if targets else None, where
     ))  # fmt: skip
-    budget = Budget(config, db, clock=lambda: now).state()
+    tracker = Budget(config, db, clock=lambda: now)
+    tracker.check_alerts(alerter)  # thresholds crossed by work that did not pass `ask`
+    budget = tracker.state()
     result.checks.append(_budget_check(budget.used_share, budget.pace_usd, budget.budget_usd))
     queue = queue_status(db, now, hb.stuck_after_h * 3600)
     result.checks.append(_queue_check(queue, hb.max_backlog, hb.stuck_after_h))

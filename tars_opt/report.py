@@ -246,7 +246,8 @@ def _render(
     L += [
         "",
         "API calls and tokens count calls a model answered (api and batch); cache hits "
-        "count as answered requests. Response time is the mean over answered requests.",
+        "count as answered requests. Response time is the mean over interactive answers (api "
+        "and cache hits; deferred batch work is left out).",
     ]
     # Savings
     L += ["", "## Savings by strategy", ""]
