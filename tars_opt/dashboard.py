@@ -71,7 +71,7 @@ def render(f: Frame) -> RenderableType:
     b = f.budget
     style = "red" if b.over or b.pace_usd > b.budget_usd else "green"
     spend = Table.grid(padding=(0, 2))
-    spend.add_row("today", f"{_usd(f.today.cost)} of {_usd(f.daily_budget)}/day pace")
+    spend.add_row("today", f"{_usd(f.today.cost)} of {_usd(f.daily_budget)}/day budget")
     spend.add_row("month", f"{_usd(b.spent_usd)} of {_usd(b.budget_usd)} "
                            f"(budget to date {_usd(f.month_budget_to_date)})")  # fmt: skip
     spend.add_row("in flight", _usd(b.reserved_usd))
