@@ -224,7 +224,7 @@ class Optimizer:
                 raise
             reply = self.finish(prepared, result)
         finally:
-            # After the ledger row: the cost is never counted nowhere in between.
+            # Settled after the ledger row is written: the cost always counts somewhere.
             self.budget.settle(reservation)
         self.budget.check_alerts(self.alerter)
         return reply
