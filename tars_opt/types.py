@@ -122,6 +122,8 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # In the A/B holdout: sent unoptimized to measure what optimizing saves.
+    holdout: bool = False
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""
