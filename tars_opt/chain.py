@@ -21,7 +21,7 @@ from tars_opt.config import Config
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
 from tars_opt.querytype import guess_query_type
-from tars_opt.types import BackendResult, Decision, Prepared, Reply, Request
+from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request
 
 log = logging.getLogger("tars_opt.chain")
 
@@ -127,13 +127,29 @@ class Optimizer:
         self.prices.rates(request.model or "")
         return Prepared(request, build_params(request), decisions, started)
 
-    def finish(self, prepared: Prepared, result: BackendResult, *, source: str = "api") -> Reply:
-        """Price the result, write its ledger row (committed on return) and return the Reply."""
+    def finish(
+        self,
+        prepared: Prepared,
+        result: BackendResult,
+        *,
+        source: str = "api",
+        escalated_from: str | None = None,
+    ) -> Reply:
+        """Price the result, write its ledger row (committed on return) and return the Reply.
+
+        `escalated_from` marks a re-ask of another request on a stronger tier: the baseline
+        already counted that request once, so this row's baseline is 0 and routing's saving
+        absorbs the difference (an escalation shows as negative routing savings).
+        """
         req = prepared.request
         model = req.model or result.model
         money = self.prices.attribute(
             result.usage, model, self.config.models.baseline, req.removed_tokens
         )
+        if escalated_from is not None:
+            saved = dict(money.saved)
+            saved["routing"] -= money.baseline
+            money = Money(actual=money.actual, baseline=0.0, saved=saved)
         latency = result.latency_ms
         if latency is None:
             latency = (time.perf_counter() - prepared.started) * 1000.0
@@ -150,7 +166,9 @@ class Optimizer:
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
         )
-        self._record(req, reply, api_request_id=result.api_request_id)
+        self._record(
+            req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
+        )
         for stage in self.stages:
             after = getattr(stage, "after", None)
             if after is not None:
@@ -208,7 +226,21 @@ class Optimizer:
         except BackendError as exc:
             self.fail(prepared, exc)
             raise
-        return self.finish(prepared, result)
+        reply = self.finish(prepared, result)
+        if any(stage.name == "route" for stage in self.stages):
+            from tars_opt.stages.route import escalate
+
+            retry = escalate(self.config, prepared, result)
+            if retry is not None:
+                # The first answer stays in the ledger (it was paid for); the second is
+                # linked to it and its whole cost is booked against routing.
+                try:
+                    second = backend.send(retry.params)
+                except BackendError as exc:
+                    self.fail(retry, exc)
+                    return reply  # the cheap answer is still an answer
+                return self.finish(retry, second, escalated_from=prepared.request.request_id)
+        return reply
 
 
 def build_params(request: Request) -> dict[str, Any]:
@@ -232,4 +264,9 @@ def default_stages(config: Config, db: sqlite_utils.Database) -> list[Stage]:
 
     Stages arrive with their issues; a stage not built yet is absent, never faked.
     """
-    return []
+    stages: list[Stage] = []
+    if config.routing.enabled:
+        from tars_opt.stages.route import RouteStage
+
+        stages.append(RouteStage(config))
+    return stages

@@ -66,8 +66,17 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
 
 
+def _v2_routing(db: sqlite_utils.Database) -> None:
+    # Routing: the router's score and name per call, and the link from an escalated
+    # re-ask to the request whose answer failed.
+    db.execute("ALTER TABLE calls ADD COLUMN route_score REAL")
+    db.execute("ALTER TABLE calls ADD COLUMN router TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN escalated_from TEXT")
+    db.execute("CREATE INDEX calls_escalated_from ON calls(escalated_from)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_routing]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

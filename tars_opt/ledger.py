@@ -29,6 +29,7 @@ class CallRecord:
     baseline_model: str | None = None
     error: str | None = None
     api_request_id: str | None = None
+    escalated_from: str | None = None
 
 
 class Ledger:
@@ -87,7 +88,11 @@ class Ledger:
             "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
             "answer": rep.text if self.store_prompts else None,
             "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
+            "escalated_from": rec.escalated_from,
         }
+        route = next((d for d in rep.decisions if d.stage == "route" and "score" in d.data), None)
+        row["route_score"] = route.data["score"] if route else None
+        row["router"] = route.data.get("router") if route else None
         for name in STRATEGIES:
             row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)
         return row

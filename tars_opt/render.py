@@ -38,6 +38,18 @@ def decisions(console: Console, items: list[Decision]) -> None:
     for d in items:
         table.add_row(d.stage, d.action, d.reason)
     console.print(table)
+    for d in items:
+        factors = d.data.get("factors") if d.stage == "route" else None
+        if factors:
+            console.print(route_factors(d.data))
+
+
+def route_factors(data: dict[str, Any]) -> Table:
+    """The heuristic score factor by factor (points out of each factor's weight)."""
+    table = Table("factor", "points", title=f"complexity score {data.get('score')}")
+    for name, points in sorted(data["factors"].items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{points:.1f}")
+    return table
 
 
 def spend(console: Console, s: SpendSummary) -> None:
