@@ -80,7 +80,8 @@ def threshold_for_share(scores: np.ndarray, share: float) -> float:
     s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     k = int(round(share * len(s)))
     if k <= 0:
-        return float(np.nextafter(s[0], np.inf)) if len(s) else 100.0
+        # Above every score (by more than the table's rounding): nothing goes strong.
+        return float(s[0] + 0.01) if len(s) else 100.0
     return float(s[min(k, len(s)) - 1])
 
 
