@@ -107,13 +107,17 @@ class Ledger:
         return _decode(rows[0]) if rows else None
 
     def spend(self, start: float, end: float) -> dict[str, Any]:
-        """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors."""
+        """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
+        escalations (re-asks on a stronger tier) and what they cost."""
         saved = ", ".join(f"SUM(saved_{s}) AS saved_{s}" for s in STRATEGIES)
         row = next(
             self.db.query(
                 f"""SELECT COUNT(*) AS calls, COALESCE(SUM(cost), 0) AS cost,
                     COALESCE(SUM(baseline_cost), 0) AS baseline_cost,
-                    SUM(error IS NOT NULL) AS errors, {saved}
+                    SUM(error IS NOT NULL) AS errors, {saved},
+                    SUM(escalated_from IS NOT NULL) AS escalations,
+                    SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
+                        AS escalation_cost
                     FROM calls WHERE ts >= ? AND ts < ?""",
                 [start, end],
             )

@@ -68,6 +68,12 @@ def spend(console: Console, s: SpendSummary) -> None:
         f"budget: {usd(s.periods['month']['cost'])} of {usd(s.budget_usd)} this month "
         f"({s.month_used_share:.1%}); at this pace {usd(s.month_pace_usd)} by month end"
     )
+    month = s.periods["month"]
+    if month.get("escalations"):
+        console.print(
+            f"escalations this month: {month['escalations']} re-asks on a stronger tier cost "
+            f"{usd(month['escalation_cost'])} (counted against routing's savings)"
+        )
     for title, rows in (("this month by model", s.by_model), ("this month by source", s.by_source)):
         if rows:
             console.print(_breakdown(title, rows))

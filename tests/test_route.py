@@ -312,6 +312,7 @@ def test_each_trigger_escalates_once_and_both_calls_are_in_the_ledger(
     spend = opened.ledger.spend(0, 2e9)
     assert spend["cost"] == pytest.approx(first["cost"] + second["cost"])
     assert spend["baseline_cost"] == pytest.approx(first["baseline_cost"])
+    assert spend["escalations"] == 1 and spend["escalation_cost"] == pytest.approx(second["cost"])
 
 
 def test_a_good_answer_does_not_escalate(tmp_path: Path) -> None:
@@ -357,3 +358,5 @@ def test_max_tokens_escalation_with_the_plain_offline_backend(runner: CliRunner)
     assert [d["stage"] for d in data["decisions"]][-1] == "escalate"
     rows = json.loads(runner.invoke(app, ["log", "--json"]).output)
     assert len(rows) == 2 and rows[0]["escalated_from"] == rows[1]["request_id"]
+    costs = runner.invoke(app, ["costs"])
+    assert "escalations this month: 1" in costs.output

@@ -39,7 +39,8 @@ class Curve:
 
     def apgr(self) -> float:
         """Area under PGR over strong share (random = 0.5, oracle > 1 is possible)."""
-        return float(np.trapezoid(self.pgr, self.share))
+        pgr = self.pgr
+        return float(np.sum((pgr[1:] + pgr[:-1]) / 2 * np.diff(self.share)))
 
     def cpt(self, target: float) -> float:
         """Smallest strong share whose PGR reaches `target` (1.0 if never)."""
