@@ -134,12 +134,14 @@ class Optimizer:
         *,
         source: str = "api",
         escalated_from: str | None = None,
+        notify: bool = True,
     ) -> Reply:
         """Price the result, write its ledger row (committed on return) and return the Reply.
 
         `escalated_from` marks a re-ask of another request on a stronger tier: the baseline
         already counted that request once, so this row's baseline is 0 and routing's saving
         absorbs the difference (an escalation shows as negative routing savings).
+        `notify=False` skips the stages' `after` hooks (for an answer about to be escalated).
         """
         req = prepared.request
         model = req.model or result.model
@@ -169,7 +171,7 @@ class Optimizer:
         self._record(
             req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
         )
-        for stage in self.stages:
+        for stage in self.stages if notify else ():
             after = getattr(stage, "after", None)
             if after is not None:
                 after(prepared, reply)
@@ -226,20 +228,22 @@ class Optimizer:
         except BackendError as exc:
             self.fail(prepared, exc)
             raise
-        reply = self.finish(prepared, result)
+        retry = None
         if any(stage.name == "route" for stage in self.stages):
             from tars_opt.stages.route import escalate
 
             retry = escalate(self.config, prepared, result)
-            if retry is not None:
-                # The first answer stays in the ledger (it was paid for); the second is
-                # linked to it and its whole cost is booked against routing.
-                try:
-                    second = backend.send(retry.params)
-                except BackendError as exc:
-                    self.fail(retry, exc)
-                    return reply  # the cheap answer is still an answer
-                return self.finish(retry, second, escalated_from=prepared.request.request_id)
+        # An answer being escalated is not handed to the stages (the cache must not keep it).
+        reply = self.finish(prepared, result, notify=retry is None)
+        if retry is not None:
+            # The first answer stays in the ledger (it was paid for); the second is linked
+            # to it and its whole cost is booked against routing.
+            try:
+                second = backend.send(retry.params)
+            except BackendError as exc:
+                self.fail(retry, exc)
+                return reply  # the cheap answer is still an answer
+            return self.finish(retry, second, escalated_from=prepared.request.request_id)
         return reply
 
 

@@ -360,3 +360,29 @@ def test_max_tokens_escalation_with_the_plain_offline_backend(runner: CliRunner)
     assert len(rows) == 2 and rows[0]["escalated_from"] == rows[1]["request_id"]
     costs = runner.invoke(app, ["costs"])
     assert "escalations this month: 1" in costs.output
+
+
+class Remembers:
+    """A stage that records what it is shown after answering, as the response cache does."""
+
+    name = "cache"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def apply(self, request: Request) -> tuple[Request, Any]:
+        from tars_opt.types import Decision
+
+        return request, Decision("cache", "miss", "test")
+
+    def after(self, prepared: Any, reply: Any) -> None:
+        self.seen.append(reply.model)
+
+
+def test_an_escalated_answer_is_not_handed_to_the_cache(tmp_path: Path) -> None:
+    opened = open_app(write_config(tmp_path, ""))
+    opt = opened.optimizer(backend=Scripted("", "max_tokens"))
+    cache = Remembers()
+    opt.stages = [cache, RouteStage(opened.config)]
+    reply = opt.ask(Request(prompt="What is 2+2?"))
+    assert reply.model == "claude-sonnet-5-5" and cache.seen == ["claude-sonnet-5-5"]
