@@ -185,7 +185,7 @@ def escalate(config: Config, prepared: Prepared, result: BackendResult) -> Prepa
     req = prepared.request
     if not config.routing.enabled or not config.routing.escalation.enabled:
         return None
-    if req.forced_model or req.stream or req.tier is None:
+    if req.forced_model or req.stream or req.tier is None or getattr(req, "holdout", False):
         return None
     if any(d.stage == "escalate" for d in prepared.decisions):
         return None  # at most once
