@@ -218,3 +218,15 @@ def test_train_refuses_too_little_data(runner: CliRunner, tmp_path: Path) -> Non
 def test_router_commands_have_examples(runner: CliRunner) -> None:
     for sub in ("train", "calibrate"):
         assert "Example:" in runner.invoke(app, ["router", sub, "--help"]).output
+
+
+def test_strong_share_with_the_learned_router_uses_its_shipped_table(tmp_path: Path) -> None:
+    from tars_opt.stages.route import RouteStage
+
+    path = tmp_path / "c.yaml"
+    path.write_text("backend: offline\nrouting:\n  router: learned\n  strong_share: 0.3\n")
+    stage = RouteStage(open_app(path).config)
+    row = pick_threshold(load_learned(embed=False).table, strong_share=0.3)
+    assert stage.thresholds() == {"strong": row["threshold"]}
+    _, decision = stage.apply(Request(prompt="What is the capital of France?"))
+    assert "strong_share 0.3" in decision.reason and "the router file" in decision.reason

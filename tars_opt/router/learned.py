@@ -28,7 +28,13 @@ import numpy as np
 from tars_opt.router import RouteScore
 from tars_opt.router.calibration import summary
 from tars_opt.router.datasets import Labelled
-from tars_opt.router.heuristic import FACTORS, HeuristicRouter, raw_factors, scaled_factors
+from tars_opt.router.heuristic import (
+    FACTORS,
+    HeuristicRouter,
+    context_tokens,
+    raw_factors,
+    scaled_factors,
+)
 from tars_opt.types import Request
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "router_learned.npz"
@@ -104,12 +110,9 @@ class LearnedRouter:
             self.embedder = _embedder()
         started = time.perf_counter()
         vector = self.embedder.embed([request.prompt])
-        from tars_opt.router.heuristic import context_tokens
-
         heur = heuristic_features([request.prompt], [context_tokens(request)])
-        raw = float(self.raw(features(vector, heur))[0])
-        score = float(self.to_score(np.array([raw]))[0])
-        gain = raw
+        gain = float(self.raw(features(vector, heur))[0])
+        score = float(self.to_score(np.array([gain]))[0])
         return RouteScore(
             round(score, 2),
             self.name,
