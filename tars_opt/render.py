@@ -76,8 +76,17 @@ def _breakdown(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def calls(console: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table("time (UTC)", "source", "model", "in/out", "cost", "saved", "ms", "error",
-                  title="recent calls")
+    table = Table(
+        "time (UTC)",
+        "source",
+        "model",
+        "in/out",
+        "cost",
+        "saved",
+        "ms",
+        "error",
+        title="recent calls",
+    )
     # The request id is what a user copies into `feedback` or a query: never cut it.
     table.add_column("request", no_wrap=True, min_width=28)
     for r in rows:

@@ -122,6 +122,10 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
+    # caller can wait for the answer (None = the config's default).
+    defer: bool = False
+    max_wait_s: float | None = None
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""

@@ -1,0 +1,1 @@
+"""The chain's stages: cache -> defer -> prune -> tools -> route."""
