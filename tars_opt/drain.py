@@ -201,7 +201,7 @@ class Drainer:
                     on_progress(total - self._pending_tasks(), total)
                 self.sleep(self.lazy.poll_seconds)
                 self.collect(report)
-            if on_progress is not None:
+            if on_progress is not None and total:
                 on_progress(total, total)
         report.in_flight = self._in_flight_batches()
         log.info("drain run", extra={"owner": self.owner, **report.to_dict()})

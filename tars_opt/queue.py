@@ -427,3 +427,34 @@ class Queue:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def task_view(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as `queue show --json` and `result --json` print it."""
+    from tars_opt.ledger import iso
+
+    request = json.loads(task["request"])
+    names = {v: k for k, v in PRIORITY_RANK.items()}
+
+    def when(key: str) -> str | None:
+        return iso(task[key]) if task.get(key) is not None else None
+
+    return {
+        "ticket": task["ticket"],
+        "state": task["state"],
+        "request_id": task["request_id"],
+        "prompt": request.get("prompt"),
+        "namespace": task["namespace"],
+        "priority": names.get(task["priority"], "normal"),
+        "reason": task["reason"],
+        "attempts": task["attempts"],
+        "custom_id": task["custom_id"],
+        "batch_id": task["batch_id"],
+        "error": task["error"],
+        "created_at": when("created_at"),
+        "expected_at": when("expected_at"),
+        "deadline": when("deadline"),
+        "submitted_at": when("submitted_at"),
+        "finished_at": when("finished_at"),
+        "result": json.loads(task["result"]) if task.get("result") else None,
+    }
