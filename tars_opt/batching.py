@@ -71,17 +71,22 @@ def mark_shared_prefixes(ready: list[tuple[dict[str, Any], Prepared]], min_token
     the prefix is under `min_tokens` (estimated; below a model's minimum nothing is cached)
     or the request already has a breakpoint. Returns how many requests were marked.
     """
-    counts = Counter(prefix_key(p.params) for _, p in ready)
+    keys = [prefix_key(p.params) for _, p in ready]
+    counts = Counter(keys)
+    sizes: dict[str, int] = {}
     marked = 0
-    for _, prepared in ready:
+    for key, (_, prepared) in zip(keys, ready, strict=True):
         params = prepared.params
         system = params.get("system")
-        shared = counts[prefix_key(params)]
+        shared = counts[key]
         if not system or shared < 2 or has_breakpoint(params):
             continue
         blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
-        size = tokens.estimate_text(" ".join(str(b.get("text", "")) for b in blocks))
-        size += sum(tokens.estimate_tool(t) for t in params.get("tools") or [])
+        if key not in sizes:  # estimated once per shared prefix
+            size = tokens.estimate_text(" ".join(str(b.get("text", "")) for b in blocks))
+            size += sum(tokens.estimate_tool(t) for t in params.get("tools") or [])
+            sizes[key] = size
+        size = sizes[key]
         if size < min_tokens:
             continue
         blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral", "ttl": "1h"}}

@@ -119,6 +119,7 @@ class LazyConfig(_Strict):
     max_batch_requests: int = Field(100_000, ge=1, le=100_000)
     max_batch_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000)
     claim_limit: int = Field(100_000, ge=1)
+    wave_size: int = Field(2_000, ge=1)
     cache_shared_prefix: bool = True
     shared_prefix_min_tokens: int = Field(1024, ge=0)
     claim_lease_minutes: float = Field(30.0, gt=0)

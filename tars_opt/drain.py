@@ -138,6 +138,8 @@ class Drainer:
         self.checkpoint = checkpoint or (lambda name: None)
         self._backend = backend
         self._optimizer: Optimizer | None = None
+        self._recorded: set[str] = set()  # request ids with a ledger row, per step
+        self._done: list[tuple[int, str, str, str | None, str | None]] = []
 
     @property
     def backend(self) -> Backend:
@@ -321,6 +323,7 @@ class Drainer:
     def _collect_batch(self, row: dict[str, Any], report: DrainReport) -> None:
         pending = {t["custom_id"]: t for t in self.queue.batch_tasks(row["id"])}
         if pending:
+            self._recorded = self.queue.recorded([t["request_id"] for t in pending.values()])
             for item in self.backend.batch_results(row["batch_id"]):
                 task = pending.pop(item.custom_id, None)
                 if task is not None:
@@ -328,7 +331,15 @@ class Drainer:
             for task in pending.values():
                 missing = BatchItem(task["custom_id"], "errored", error="no result in the batch")
                 report.outcomes[self._settle(task, missing)] += 1
+            self._flush()
         self.queue.set_batch_state(row["id"], "collected", collected_at=self.clock(), owner=None)
+
+    def _flush(self) -> None:
+        # Done tasks are marked in groups: their ledger rows are already committed, and a
+        # crash before the group is marked is repaired from the ledger on the next run.
+        if self._done:
+            self.queue.settle_many(self._done)
+            self._done = []
 
     def _settle(self, task: dict[str, Any], item: BatchItem) -> str:
         """Record one result: ledger first, then the task's state. Returns the outcome."""
@@ -342,7 +353,9 @@ class Drainer:
             result = replace(item.result, usage=usage, latency_ms=waited_ms)
             reply = self.optimizer.finish(prepared, result, source="batch")
             self.checkpoint("answer")
-            self.queue.settle(task["id"], task["custom_id"], "done", result=_reply_json(reply))
+            self._done.append((task["id"], task["custom_id"], "done", _reply_json(reply), None))
+            if len(self._done) >= 500:
+                self._flush()
             return "done"
         error = item.error or item.outcome
         if item.outcome == "errored" and task["attempts"] <= self.lazy.max_retries:
@@ -359,6 +372,8 @@ class Drainer:
 
     def _settled_from_ledger(self, task: dict[str, Any]) -> bool:
         # A ledger row for the task's request: its answer was recorded before a crash.
+        if task["request_id"] not in self._recorded:
+            return False
         row = self.ledger.get(task["request_id"])
         if row is None:
             return False
@@ -372,12 +387,23 @@ class Drainer:
 
     # ---- 3. submit -----------------------------------------------------------------------
     def submit(self, report: DrainReport) -> None:
-        """Claim, prepare, group and submit queued tasks."""
-        claimed = self.queue.claim(self.owner, self.lease_s, self.lazy.claim_limit)
-        report.claimed += len(claimed)
-        if not claimed:
-            return
+        """Claim, prepare, group and submit queued tasks, a wave at a time.
+
+        Waves bound memory: only `lazy.wave_size` tasks (and their batch body, which the
+        SDK copies while sending) are held at once, whatever the queue's length.
+        """
+        budget = self.lazy.claim_limit
+        while budget > 0:
+            wave = self.queue.claim(self.owner, self.lease_s, min(budget, self.lazy.wave_size))
+            if not wave:
+                return
+            budget -= len(wave)
+            report.claimed += len(wave)
+            self._submit_wave(wave, report)
+
+    def _submit_wave(self, claimed: list[dict[str, Any]], report: DrainReport) -> None:
         self.checkpoint("claimed")
+        self._recorded = self.queue.recorded([t["request_id"] for t in claimed])
         ready: list[tuple[dict[str, Any], Prepared]] = []
         for task in claimed:
             if self._settled_from_ledger(task):

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 import sqlite_utils
@@ -42,8 +42,13 @@ def custom_id_for(ticket: str, attempt: int) -> str:
     return f"{ticket}-{attempt}"
 
 
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+
+
 def request_to_json(request: Request) -> str:
-    return json.dumps(asdict(request), separators=(",", ":"))
+    # Not dataclasses.asdict: it deep-copies every message, which shows at 10,000 tasks.
+    data = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    return json.dumps(data, separators=(",", ":"))
 
 
 def request_from_json(text: str) -> Request:
@@ -61,7 +66,7 @@ def prepared_to_json(prepared: Prepared) -> str:
     """What collecting needs of a prepared request, in any later process."""
     return json.dumps(
         {
-            "request": json.loads(request_to_json(prepared.request)),
+            "request": {name: getattr(prepared.request, name) for name in _REQUEST_FIELDS},
             "params": prepared.params,
             "decisions": [d.to_dict() for d in prepared.decisions],
         },
@@ -391,6 +396,28 @@ class Queue:
                 [state, result, error, now, now, task_id, custom_id],
             )
             return cur.rowcount == 1
+
+    def settle_many(self, items: list[tuple[int, str, str, str | None, str | None]]) -> int:
+        """`settle` for many (task id, custom_id, state, result, error) in one transaction."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.executemany(
+                "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
+                "updated_at = ?, owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
+                [(st, res, err, now, now, tid, cid) for tid, cid, st, res, err in items],
+            )
+            return cur.rowcount
+
+    def recorded(self, request_ids: list[str]) -> set[str]:
+        """Which of these request ids already have a ledger row."""
+        found: set[str] = set()
+        for chunk in _chunks(request_ids, 500):
+            rows = self.db.execute(
+                f"SELECT request_id FROM calls WHERE request_id IN ({_marks(chunk)})", chunk
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
 
     def requeue(self, task_id: int, custom_id: str, error: str) -> bool:
         """An errored attempt with retries left: queue the next attempt (new custom_id)."""
