@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from tars_opt.app import open_app  # noqa: E402
 from tars_opt.drain import Drainer  # noqa: E402
-from tars_opt.queue import Queue, new_ticket, request_to_json, transaction  # noqa: E402
+from tars_opt.queue import Queue, new_ticket, transaction  # noqa: E402
+from tars_opt.taskjson import request_to_json  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
 
 SERVER = """

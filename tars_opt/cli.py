@@ -23,7 +23,8 @@ from tars_opt.drain import Drainer
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
-from tars_opt.queue import STATES, Queue, task_view
+from tars_opt.queue import STATES, Queue
+from tars_opt.taskjson import task_view
 from tars_opt.types import QUERY_TYPES, Request
 from tars_opt.window import parse_duration
 

@@ -111,7 +111,7 @@ class LazyConfig(_Strict):
     window: str = "00:00-06:00"
     min_wait_minutes: float = Field(5.0, ge=0)
     default_max_wait_hours: float = Field(24.0, gt=0)
-    defer_low_priority: bool = True
+    defer_low_priority: bool = False
     budget_threshold: float = Field(0.8, ge=0)
     deadline_fallback: Literal["sync", "queue"] = "sync"
     expected_turnaround_minutes: float = Field(60.0, ge=0)

@@ -18,31 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
-import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 import sqlite_utils
 
-from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
+from tars_opt.backends import Backend, BackendError, BatchItem
 from tars_opt.batching import group_requests, mark_shared_prefixes
 from tars_opt.chain import Optimizer, build_backend, default_stages
 from tars_opt.config import Config
 from tars_opt.ledger import Ledger
-from tars_opt.queue import Queue, prepared_from_json, prepared_to_json, request_from_json
+from tars_opt.queue import Queue
+from tars_opt.recovery import Recovery, new_owner
+from tars_opt.taskjson import prepared_from_json, prepared_to_json, request_from_json
 from tars_opt.types import Prepared, Reply
 from tars_opt.window import Window
 
 log = logging.getLogger("tars_opt.drain")
 IN_FLIGHT = ("in_progress", "canceling", "ended")
-# Listed batches created this long before a lost submission are still candidates (clock skew).
-SKEW_S = 600.0
 
 
 def drain_backend(config: Config, db: sqlite_utils.Database, clock: Callable[[], float]) -> Backend:
@@ -53,21 +49,6 @@ def drain_backend(config: Config, db: sqlite_utils.Database, clock: Callable[[],
 
         return OfflineBackend(clock=clock, store=OfflineBatchStore(db))
     return build_backend(config, clock)
-
-
-def new_owner() -> str:
-    """host:pid:token - who holds a claim, so a dead holder can be told from a live one."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -108,7 +89,7 @@ class DrainReport:
         }
 
 
-class Drainer:
+class Drainer(Recovery):
     """Runs drains for one config and database.
 
     `checkpoint(name)` is called between steps (claimed, prepared, opened, submitted,
@@ -215,88 +196,6 @@ class Drainer:
     def _pending_tasks(self) -> int:
         row = next(self.db.query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'submitted'"))
         return int(row["n"])
-
-    def is_stale(self, owner: str | None, lease_until: float | None) -> bool:
-        """Whether a claim's holder is gone: its lease ran out, or its process died here."""
-        if not owner or owner == self.owner:
-            return False
-        if lease_until is not None and lease_until < self.clock():
-            return True
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
-
-    # ---- 1. recover ----------------------------------------------------------------------
-    def recover(self, report: DrainReport) -> None:
-        """Release dead drains' claims; find batches they submitted but did not record."""
-        stale: dict[str, list[int]] = defaultdict(list)
-        for row in self.db.query(
-            "SELECT id, owner, lease_until FROM tasks WHERE state = 'claimed' AND batch_row IS NULL"
-        ):
-            if self.is_stale(row["owner"], row["lease_until"]):
-                stale[row["owner"]].append(row["id"])
-        for owner, ids in stale.items():
-            report.released += self.queue.release(ids, owner)
-        lost = [
-            b
-            for b in self.queue.batches(["submitting"])
-            if self.is_stale(b["owner"], b["lease_until"])
-        ]
-        if lost:
-            self._reconcile(lost, report)
-
-    def _reconcile(self, lost: list[dict[str, Any]], report: DrainReport) -> None:
-        known = self.queue.known_batch_ids()
-        listed = [
-            b for b in self.backend.list_batches(self.lazy.recover_list_limit) if b.id not in known
-        ]
-        oldest = min(b["created_at"] for b in lost) - SKEW_S
-        listed = [b for b in listed if _epoch(b.created_at, oldest) >= oldest]
-        ids_of: dict[str, set[str]] = {}
-        for info in listed:
-            if info.status == "ended":
-                ids_of[info.id] = {item.custom_id for item in self.backend.batch_results(info.id)}
-        for row in lost:
-            tasks = self.queue.batch_tasks(row["id"], ("claimed",))
-            wanted = {t["custom_id"] for t in tasks}
-            match = next((b for b in listed if ids_of.get(b.id, set()) & wanted), None)
-            if match is not None:
-                self.queue.record_batch(row["id"], match.id, match.status, match.counts)
-                self.queue.set_batch_state(row["id"], match.status, discovered=1)
-                report.adopted.append(match.id)
-                log.warning("adopted unrecorded batch", extra={"batch_id": match.id})
-                continue
-            waiting = [
-                b.id
-                for b in listed
-                if b.status != "ended"
-                and _epoch(b.created_at, row["created_at"]) >= (row["created_at"] - SKEW_S)
-            ]
-            if waiting:
-                report.uncertain += 1
-                self.queue.set_batch_state(
-                    row["id"], "submitting", note=f"waiting for {', '.join(waiting)} to end"
-                )
-                continue
-            # No listed batch holds these custom_ids: the submission never reached the API.
-            self.queue.release([t["id"] for t in tasks])
-            self.queue.set_batch_state(
-                row["id"], "abandoned", owner=None, note="never reached the API; tasks requeued"
-            )
-            report.abandoned += 1
-        adopted = set(report.adopted)
-        for info in listed:
-            if info.status == "ended" and info.id not in adopted:
-                self._remember_foreign(info)
-
-    def _remember_foreign(self, info: BatchInfo) -> None:
-        # An ended batch that is none of ours: remember it so it is not read again.
-        now = self.clock()
-        self.db.execute(
-            "INSERT OR IGNORE INTO batches (batch_id, state, backend, created_at, updated_at, "
-            "discovered, note) VALUES (?, 'foreign', ?, ?, ?, 1, 'not a tars-opt batch')",
-            [info.id, self.backend.name, now, now],
-        )
 
     # ---- 2. collect ----------------------------------------------------------------------
     def collect(self, report: DrainReport) -> None:
@@ -463,15 +362,6 @@ class Drainer:
             {"batch_id": info.id, "model": model, "requests": len(chunk), "bytes": size}
         )
         log.info("batch submitted", extra={"batch_id": info.id, "requests": len(chunk)})
-
-
-def _epoch(text: str | None, default: float) -> float:
-    if not text:
-        return default
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default
 
 
 def _reply_json(reply: Reply) -> str:

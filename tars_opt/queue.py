@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
 
 from tars_opt.inputs import InputError
-from tars_opt.types import Decision, Prepared, Request, new_request_id
+from tars_opt.taskjson import request_from_json, request_to_json
+from tars_opt.types import Request, new_request_id
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 STATES = ("queued", "claimed", "submitted", "done", "failed", "expired", "canceled")
@@ -40,48 +41,6 @@ def new_ticket() -> str:
 def custom_id_for(ticket: str, attempt: int) -> str:
     """The batch custom_id of a task's attempt (matches ^[a-zA-Z0-9_-]{1,64}$)."""
     return f"{ticket}-{attempt}"
-
-
-_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
-
-
-def request_to_json(request: Request) -> str:
-    # Not dataclasses.asdict: it deep-copies every message, which shows at 10,000 tasks.
-    data = {name: getattr(request, name) for name in _REQUEST_FIELDS}
-    return json.dumps(data, separators=(",", ":"))
-
-
-def request_from_json(text: str) -> Request:
-    data = json.loads(text)
-    known = {f.name for f in fields(Request)}
-    data = {k: v for k, v in data.items() if k in known}
-    for key in ("messages", "tools"):
-        data[key] = tuple(data.get(key) or ())
-    if isinstance(data.get("system"), list):
-        data["system"] = tuple(data["system"])
-    return Request(**data)
-
-
-def prepared_to_json(prepared: Prepared) -> str:
-    """What collecting needs of a prepared request, in any later process."""
-    return json.dumps(
-        {
-            "request": {name: getattr(prepared.request, name) for name in _REQUEST_FIELDS},
-            "params": prepared.params,
-            "decisions": [d.to_dict() for d in prepared.decisions],
-        },
-        separators=(",", ":"),
-    )
-
-
-def prepared_from_json(text: str) -> Prepared:
-    data = json.loads(text)
-    return Prepared(
-        request=request_from_json(json.dumps(data["request"])),
-        params=data["params"],
-        decisions=[Decision(**d) for d in data["decisions"]],
-        started=time.perf_counter(),
-    )
 
 
 @contextmanager
@@ -454,34 +413,3 @@ class Queue:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def task_view(task: dict[str, Any]) -> dict[str, Any]:
-    """A task as `queue show --json` and `result --json` print it."""
-    from tars_opt.ledger import iso
-
-    request = json.loads(task["request"])
-    names = {v: k for k, v in PRIORITY_RANK.items()}
-
-    def when(key: str) -> str | None:
-        return iso(task[key]) if task.get(key) is not None else None
-
-    return {
-        "ticket": task["ticket"],
-        "state": task["state"],
-        "request_id": task["request_id"],
-        "prompt": request.get("prompt"),
-        "namespace": task["namespace"],
-        "priority": names.get(task["priority"], "normal"),
-        "reason": task["reason"],
-        "attempts": task["attempts"],
-        "custom_id": task["custom_id"],
-        "batch_id": task["batch_id"],
-        "error": task["error"],
-        "created_at": when("created_at"),
-        "expected_at": when("expected_at"),
-        "deadline": when("deadline"),
-        "submitted_at": when("submitted_at"),
-        "finished_at": when("finished_at"),
-        "result": json.loads(task["result"]) if task.get("result") else None,
-    }

@@ -62,11 +62,12 @@ def test_never_deferred_even_when_asked(home: Path, request_kw: dict, why: str) 
 
 
 def test_low_priority_defers_only_when_configured(home: Path) -> None:
-    _, opt = optimizer(Clock(NIGHT))
-    assert opt.ask(Request(prompt="x", priority="low")).source == "queued"
-    _, opt = optimizer(Clock(NIGHT), defer_low_priority=False)
+    _, opt = optimizer(Clock(NIGHT))  # off by default: opt in
     reply = opt.ask(Request(prompt="x", priority="low"))
     assert reply.source == "api" and "budget not tight" in defer_decision(reply).reason
+    _, opt = optimizer(Clock(NIGHT), defer_low_priority=True)
+    reply = opt.ask(Request(prompt="x", priority="low"))
+    assert reply.source == "queued" and defer_decision(reply).reason == "low priority"
 
 
 def _spend(app, clock: Clock, dollars: float, ago: float = 3600) -> None:
