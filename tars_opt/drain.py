@@ -298,7 +298,10 @@ class Drainer(Recovery):
                 return
             budget -= len(wave)
             report.claimed += len(wave)
+            errors = len(report.submit_errors)
             self._submit_wave(wave, report)
+            if len(report.submit_errors) > errors:
+                return  # the API refused or failed: do not hammer it with the next wave
 
     def _submit_wave(self, claimed: list[dict[str, Any]], report: DrainReport) -> None:
         self.checkpoint("claimed")

@@ -146,10 +146,11 @@ def test_expired_and_canceled_results(home: Path) -> None:
 
 def test_refused_submission_puts_tasks_back(home: Path) -> None:
     clock = Clock(NIGHT)
-    app, backend, _ = setup(clock)
+    app, backend, _ = setup(clock, wave_size=1)
     backend.refuse = BackendError("API error 400 invalid_request_error", kind="x", status=400)
     report = drainer(app, backend, clock).run()
     assert report.submit_errors and set(states(app).values()) == {"queued"}
+    assert len(report.submit_errors) == 1 and report.claimed == 1  # no further waves
     backend.refuse = None
     assert drainer(app, backend, clock).run().outcomes["done"] == 3
 
@@ -164,6 +165,14 @@ def test_unknown_submission_outcome_is_resolved_by_listing(home: Path) -> None:
     report = drainer(app, backend, clock).run()
     assert report.abandoned == 1 and report.outcomes["done"] == 3
     assert all(n == 1 for n in backend.sent.values())
+
+
+def test_waves_bound_what_is_held_at_once(home: Path) -> None:
+    clock = Clock(NIGHT)
+    app, backend, _ = setup(clock, n=5, wave_size=2)
+    report = drainer(app, backend, clock).run()
+    assert [b["requests"] for b in report.submitted] == [2, 2, 1]
+    assert report.outcomes["done"] == 5
 
 
 def test_grouping_respects_request_and_byte_limits(home: Path) -> None:
