@@ -3,6 +3,7 @@ twice, records nothing twice and forgets no batch. Also two drains at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,7 +150,6 @@ def test_two_drains_in_parallel_take_each_task_once(home: Path) -> None:
         t.join()
     assert not errors
     sent = Counter()
-    import json
 
     for (items,) in app.db.execute("SELECT items FROM offline_batches").fetchall():
         sent.update(i["custom_id"] for i in json.loads(items))
@@ -192,3 +192,55 @@ def test_kill_9_mid_drain_then_run_again(home: Path, tmp_path: Path, step: str) 
     assert_each_done_once(app, tickets)
     (batches,) = app.db.execute("SELECT COUNT(*) FROM offline_batches").fetchone()
     assert batches == 3  # 25 tasks in batches of 10: none sent twice
+
+
+LOOP = """
+import sys
+sys.path.insert(0, {repo!r})
+from tars_opt import open_app
+from tars_opt.drain import Drainer
+
+app = open_app(backend="offline", overrides={{"lazy.wave_size": 20}})
+Drainer(app.config, app.db).run(now=True)
+"""
+
+
+def test_kill_9_at_arbitrary_moments_loses_and_repeats_nothing(home: Path) -> None:
+    app = open_app(backend="offline")
+    tickets = enqueue(app, 200)
+    code = LOOP.format(repo=str(REPO))
+    for batches_seen in (1, 4, 7):
+        # Kill as soon as the drain has made this many batches: wherever it then is.
+        proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+        deadline = time.time() + 30
+        while proc.poll() is None and time.time() < deadline:
+            (n,) = app.db.execute("SELECT COUNT(*) FROM offline_batches").fetchone()
+            if n >= batches_seen:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    Drainer(app.config, app.db).run(now=True)
+    assert_each_done_once(app, tickets)
+    sent: Counter[str] = Counter()
+
+    for (items,) in app.db.execute("SELECT items FROM offline_batches").fetchall():
+        sent.update(i["custom_id"] for i in json.loads(items))
+    assert set(sent) == {f"{t}-1" for t in tickets} and max(sent.values()) == 1
+
+
+def test_queue_wait_polls_with_an_injected_sleep(home: Path) -> None:
+    clock = Clock(NIGHT)
+    app = open_app(backend="offline")
+    (ticket,) = enqueue(app, 1, clock)
+    q = Queue(app.db, clock)
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.slept) == 3:
+            Drainer(app.config, app.db, clock=clock).run()
+
+    task = q.wait(ticket, poll_s=30, sleep=sleep)
+    assert task["state"] == "done" and clock.slept == [30, 30, 30]
+    (other,) = enqueue(app, 1, clock)
+    assert q.wait(other, poll_s=10, timeout_s=25, sleep=clock.sleep)["state"] == "queued"
