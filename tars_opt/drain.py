@@ -208,6 +208,8 @@ class Drainer(Recovery):
                     log.warning(
                         "poll failed", extra={"batch_id": row["batch_id"], "error": str(exc)}
                     )
+                    if exc.kind == "not_found_error":
+                        self._lost_batch(row, report, str(exc))
                     continue
                 self.checkpoint("polled")
                 extra: dict[str, Any] = {"counts": json.dumps(info.counts)}
@@ -217,7 +219,24 @@ class Drainer(Recovery):
                 if info.status != "ended":
                     continue
             if self.queue.lease_batch(row["id"], self.owner, self.lease_s, self.is_stale):
-                self._collect_batch(row, report)
+                try:
+                    self._collect_batch(row, report)
+                except BackendError as exc:
+                    # Results unreadable now: keep what was recorded, let any drain retry.
+                    self._flush()
+                    self.queue.set_batch_state(row["id"], "ended", owner=None, lease_until=None)
+                    log.warning(
+                        "collect failed", extra={"batch_id": row["batch_id"], "error": str(exc)}
+                    )
+
+    def _lost_batch(self, row: dict[str, Any], report: DrainReport, error: str) -> None:
+        """The API no longer knows a recorded batch (deleted, or an offline batch kept in
+        another process's memory): its results are unreachable, so its tasks are queued
+        again as a new attempt."""
+        for task in self.queue.batch_tasks(row["id"]):
+            self.queue.requeue(task["id"], task["custom_id"], f"batch lost: {error}"[:300])
+            report.outcomes["requeued (batch lost)"] += 1
+        self.queue.set_batch_state(row["id"], "abandoned", note=error[:300])
 
     def _collect_batch(self, row: dict[str, Any], report: DrainReport) -> None:
         pending = {t["custom_id"]: t for t in self.queue.batch_tasks(row["id"])}

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tars_opt.backends import BatchInfo
+from tars_opt.backends import BackendError, BatchInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,7 +81,12 @@ class Recovery:
             if self.is_stale(b["owner"], b["lease_until"])
         ]
         if lost:
-            self._reconcile(lost, report)
+            try:
+                self._reconcile(lost, report)
+            except BackendError as exc:
+                # Cannot list batches now: leave the lost submissions for the next run.
+                report.uncertain += len(lost)
+                log.warning("cannot list batches to recover", extra={"error": str(exc)})
 
     def _reconcile(self, lost: list[dict[str, Any]], report: DrainReport) -> None:
         known = self.queue.known_batch_ids()

@@ -232,3 +232,16 @@ def test_one_batch_per_model_and_shared_prefix_gets_a_1h_breakpoint(home: Path) 
     assert len(marked) == 6
     assert sum(r["cache_write_1h"] > 0 for r in rows) == 2  # one write per model
     assert sum(r["cache_read"] > 0 for r in rows) == 4
+
+
+def test_a_batch_the_api_no_longer_knows_is_requeued(home: Path) -> None:
+    # The in-memory offline backend across two processes: the second cannot see the batch.
+    clock = Clock(NIGHT)
+    app, first_api, tickets = setup(clock, hold=True)
+    drainer(app, first_api, clock).run()
+    report = drainer(app, ScriptedBatches(clock), clock).run()
+    assert report.outcomes["requeued (batch lost)"] == 3
+    assert report.outcomes["done"] == 3 and len(report.submitted) == 1  # sent again
+    q = Queue(app.db)
+    assert {q.require(t)["custom_id"] for t in tickets} == {f"{t}-2" for t in tickets}
+    assert q.batches(["abandoned"])[0]["note"].startswith("no batch")
