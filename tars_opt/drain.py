@@ -250,6 +250,8 @@ class Drainer(Recovery):
                 missing = BatchItem(task["custom_id"], "errored", error="no result in the batch")
                 report.outcomes[self._settle(task, missing)] += 1
             self._flush()
+            if not self.config.ledger.store_prompts:
+                self.queue.forget_prompts(row["id"])
         self.queue.set_batch_state(row["id"], "collected", collected_at=self.clock(), owner=None)
 
     def _flush(self) -> None:
@@ -337,6 +339,8 @@ class Drainer(Recovery):
                 report.answered_in_prepare += 1
                 continue
             ready.append((task, outcome))
+        if report.answered_in_prepare and not self.config.ledger.store_prompts:
+            self.queue.forget_prompts()
         if self.lazy.cache_shared_prefix:
             mark_shared_prefixes(ready, self.lazy.shared_prefix_min_tokens)
         self.queue.save_prepared_many(

@@ -350,7 +350,7 @@ class Queue:
         with transaction(self.db) as cur:
             cur.execute(
                 "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
-                "updated_at = ?, owner = NULL, lease_until = NULL "
+                "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
                 "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
                 [state, result, error, now, now, task_id, custom_id],
             )
@@ -362,9 +362,23 @@ class Queue:
         with transaction(self.db) as cur:
             cur.executemany(
                 "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
-                "updated_at = ?, owner = NULL, lease_until = NULL "
+                "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
                 "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
                 [(st, res, err, now, now, tid, cid) for tid, cid, st, res, err in items],
+            )
+            return cur.rowcount
+
+    def forget_prompts(self, batch_row: int | None = None) -> int:
+        """Drop the prompt, history and system text of finished tasks (all, or one batch's),
+        for `ledger.store_prompts: false`; the answer stays so `result` can show it."""
+        where = "AND batch_row = ?" if batch_row is not None else ""
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET request = json_set(request, '$.prompt', '', "
+                "'$.messages', json('[]'), '$.system', NULL, '$.tools', json('[]')) "
+                "WHERE state IN ('done', 'failed', 'expired', 'canceled') "
+                f"AND json_extract(request, '$.prompt') != '' {where}",
+                [batch_row] if batch_row is not None else [],
             )
             return cur.rowcount
 

@@ -245,3 +245,16 @@ def test_a_batch_the_api_no_longer_knows_is_requeued(home: Path) -> None:
     q = Queue(app.db)
     assert {q.require(t)["custom_id"] for t in tickets} == {f"{t}-2" for t in tickets}
     assert q.batches(["abandoned"])[0]["note"].startswith("no batch")
+
+
+def test_store_prompts_off_keeps_no_prompt_in_finished_tasks(home: Path) -> None:
+    clock = Clock(NIGHT)
+    app, backend, tickets = setup(clock)
+    app.config.ledger.store_prompts = False
+    drainer(app, backend, clock).run()
+    for ticket in tickets:
+        task = Queue(app.db).require(ticket)
+        request = json.loads(task["request"])
+        assert task["state"] == "done" and request["prompt"] == "" and request["messages"] == []
+        assert task["prepared"] is None
+        assert json.loads(task["result"])["answer"]  # the answer is what the user waits for
