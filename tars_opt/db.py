@@ -66,8 +66,40 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
 
 
+def _v2_context(db: sqlite_utils.Database) -> None:
+    # Summaries of old history, reused while the summarized messages stay the same.
+    db.execute(
+        """
+        CREATE TABLE summaries (
+            key TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            source_tokens INTEGER NOT NULL,
+            messages INTEGER NOT NULL,
+            model TEXT,
+            request_id TEXT,
+            created REAL NOT NULL,
+            used REAL NOT NULL,
+            uses INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    # Exact token counts from the API's count_tokens, by content hash.
+    db.execute(
+        """
+        CREATE TABLE token_counts (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            created REAL NOT NULL
+        )
+        """
+    )
+
+
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_context]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

@@ -122,6 +122,9 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
+    # is charged to the strategy named here, so that strategy's saving is net of it.
+    overhead_for: str | None = None
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""
