@@ -85,7 +85,7 @@ def mark_breakpoints(
             total += tokens.estimate_text(str(block.get("text", "")))
             last = i == len(system) - 1
             if last or i == len(system) - 2:
-                label = "system (end)" if last else f"system[{i}] (before the summary)"
+                label = "system (end)" if last else f"system[{i}]"
                 candidates.append((label, total, block))
     messages = out.get("messages") or []
     history = messages[:-1]
