@@ -52,13 +52,19 @@ def needles(text: str) -> set[str]:
     return found
 
 
-def lexical_score(query: str, text: str, *, query_words: set[str] | None = None) -> float:
+def lexical_score(
+    query: str,
+    text: str,
+    *,
+    query_words: set[str] | None = None,
+    text_words: set[str] | None = None,
+) -> float:
     """0..1: needles of the query found in the text (weighted 2) and shared content words."""
     qn = needles(query)
     qw = query_words if query_words is not None else words(query)
     if not qn and not qw:
         return 0.0
-    tw = words(text)
+    tw = text_words if text_words is not None else words(text)
     hit_words = len(qw & tw)
     hit_needles = sum(1 for n in qn if n in text)
     return (2 * hit_needles + hit_words) / (2 * len(qn) + len(qw))
@@ -95,6 +101,7 @@ class Scorer:
         self._embedder: Any = None
         self._tried = embedder is None
         self._cache: dict[str, Any] = {}
+        self._words: dict[str, set[str]] = {}
         self._cache_size = cache_size
 
     @property
@@ -122,10 +129,20 @@ class Scorer:
                 self._cache[keys[i]] = vec
         return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 1))
 
+    def _text_words(self, text: str) -> set[str]:
+        found = self._words.get(text)
+        if found is None:
+            found = self._words[text] = words(text)
+        return found
+
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
         """One 0..1 score per text."""
         qw = words(query)
-        lexical = [lexical_score(query, t, query_words=qw) for t in texts]
+        if len(self._words) > self._cache_size:
+            self._words.clear()
+        lexical = [
+            lexical_score(query, t, query_words=qw, text_words=self._text_words(t)) for t in texts
+        ]
         if not texts or self._model() is None:
             return lexical
         try:

@@ -37,6 +37,15 @@ Keep emails short.
 """
 
 
+@pytest.fixture(autouse=True)
+def lexical_only(home: Path) -> None:
+    """Chains built from the config score by word overlap: fast and deterministic. (The
+    semantic path has its own tests with a small embedder.)"""
+    Path("performance-config.yaml").write_text(
+        "context: {semantic: false}\ntools: {semantic: false}\n"
+    )
+
+
 @pytest.mark.parametrize("name,body", [("p.yaml", YAML_PROMPT), ("p.md", MD_PROMPT)])
 def test_only_matching_sections_in_file_order(tmp_path: Path, name: str, body: str) -> None:
     path = tmp_path / name

@@ -18,6 +18,15 @@ from tests.test_prune import FILLER, conversation
 LONG_SYSTEM = "You are a careful planning assistant. " * 300  # ~2,000+ tokens
 
 
+@pytest.fixture(autouse=True)
+def lexical_only(home: Path) -> None:
+    """Chains built from the config score by word overlap: fast and deterministic. (The
+    semantic path has its own tests with a small embedder.)"""
+    Path("performance-config.yaml").write_text(
+        "context: {semantic: false}\ntools: {semantic: false}\n"
+    )
+
+
 def params(**extra) -> dict:
     base = {
         "model": "claude-sonnet-5-5",

@@ -21,6 +21,15 @@ FILLER = (
 )
 
 
+@pytest.fixture(autouse=True)
+def lexical_only(home: Path) -> None:
+    """Chains built from the config score by word overlap: fast and deterministic. (The
+    semantic path has its own tests with a small embedder.)"""
+    Path("performance-config.yaml").write_text(
+        "context: {semantic: false}\ntools: {semantic: false}\n"
+    )
+
+
 def conversation(turns: int, *, words: int = 3) -> tuple[dict, ...]:
     """A user/assistant history of `turns` turns, each turn a few hundred tokens."""
     out = []

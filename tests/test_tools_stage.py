@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.tool_catalog import catalog, prompts
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
@@ -11,6 +13,15 @@ from tars_opt.config import ToolsConfig
 from tars_opt.relevance import Scorer
 from tars_opt.stages.tools import TOOL_SEARCH, ToolStage
 from tars_opt.tokens import estimate_tool
+
+
+@pytest.fixture(autouse=True)
+def lexical_only(home: Path) -> None:
+    """Chains built from the config score by word overlap: fast and deterministic. (The
+    semantic path has its own tests with a small embedder.)"""
+    Path("performance-config.yaml").write_text(
+        "context: {semantic: false}\ntools: {semantic: false}\n"
+    )
 
 
 def stage(**cfg) -> ToolStage:
@@ -98,7 +109,7 @@ def test_tool_search_mode_defers_the_rest() -> None:
 
 def test_lexical_recall_at_10_on_the_generated_catalogue() -> None:
     tools = catalog(150)
-    pairs = prompts(tools)
+    pairs = prompts(tools)[::3]
     s = stage()
     hits = 0
     for text, needed in pairs:
@@ -119,3 +130,12 @@ def test_the_chain_sends_only_the_selected_tools(home: Path) -> None:
     assert row["removed_tokens"] > 0 and row["saved_pruning"] > 0
     tools_decision = [d for d in row["decisions"] if d["stage"] == "tools"][0]
     assert len(tools_decision["data"]["selected"]) == 10
+
+
+def test_semantic_scores_are_used_when_an_embedder_is_there() -> None:
+    from tests.test_prune import WordEmbedder
+
+    s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: WordEmbedder()))
+    out, decision = s.apply(Request(prompt="remove the GitHub issue 51", tools=tuple(catalog(60))))
+    assert decision.data["scoring"] == "semantic+lexical"
+    assert len(out.tools) == 10
