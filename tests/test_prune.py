@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,9 +188,17 @@ def test_relevant_old_turn_is_kept_verbatim() -> None:
     history[8] = {"role": "user", "content": "Our server is db-west-7 on port 54321. " + FILLER}
     req = Request(prompt="Which port did db-west-7 use, 54321?", messages=tuple(history))
     out, decision = stage(side_ask=Recorder()).apply(req)
-    assert any("54321" in str(m["content"]) for m in out.messages)
     assert decision.data["relevant"] == [[8, 9]]
+    # Quoted in the final user turn, after every cache breakpoint, not among the messages.
+    last = out.api_messages()[-1]["content"]
+    assert "USER (message 8): Our server is db-west-7 on port 54321." in last[0]["text"]
+    assert last[-1] == {"type": "text", "text": req.prompt}
+    assert not any("54321" in str(m["content"]) for m in out.messages)
     assert not problems(out.api_messages())
+    # Another prompt selects other turns, yet system and messages are the same bytes.
+    other, d2 = stage(side_ask=Recorder()).apply(replace(req, prompt="Anything else?"))
+    assert d2.data["relevant"] != decision.data["relevant"]
+    assert (other.system, other.messages) == (out.system, out.messages)
 
 
 class WordEmbedder:

@@ -222,12 +222,13 @@ class PruneStage:
 
     # ---- applying ---------------------------------------------------------------------
     def rewrite(self, request: Request, plan: PrunePlan, summary: Summary | None) -> Request:
-        """The request with the plan applied (and the summary, if any, in the system prompt)."""
+        """The request with the plan applied: the summary (if any) ends the system prompt,
+        the first and the recent turns stay messages, and the relevant older turns go as
+        an excerpt in front of the prompt, after every cache breakpoint, so a selection
+        that changes from turn to turn never disturbs the cached prefix."""
         msgs = request.messages
-        keep = ([plan.pinned] if plan.pinned else []) + plan.relevant + plan.kept
-        new_msgs = tuple(
-            m for t in sorted(keep, key=lambda t: t.index) for m in msgs[t.start : t.end]
-        )
+        keep = ([plan.pinned] if plan.pinned else []) + plan.kept
+        new_msgs = tuple(m for t in keep for m in msgs[t.start : t.end])
         system = request.system
         if summary is not None:
             blocks: list[dict[str, Any]] = []
@@ -238,7 +239,10 @@ class PruneStage:
             covered = plan.old[-1].end - plan.old[0].start
             blocks.append({"type": "text", "text": framed(summary.text, covered)})
             system = tuple(blocks)
-        return replace(request, messages=new_msgs, system=system)
+        prefix = request.prompt_prefix
+        if plan.relevant:
+            prefix = (*prefix, {"type": "text", "text": excerpt(msgs, plan.relevant)})
+        return replace(request, messages=new_msgs, system=system, prompt_prefix=prefix)
 
     def _count(self, request: Request) -> tokens.TokenCount:
         params: dict[str, Any] = {"model": self.count_model, "messages": request.api_messages()}
@@ -330,6 +334,19 @@ class PruneStage:
             replace(pruned, removed_tokens=request.removed_tokens + removed),
             Decision("prune", plan.level, reason, data),
         )
+
+
+def excerpt(messages: tuple[dict[str, Any], ...], turns: list[Turn]) -> str:
+    """Older turns as quoted text for the final user message."""
+    parts = [
+        f"{m.get('role', 'user').upper()} (message {i}): {message_text(m)}"
+        for t in turns
+        for i, m in enumerate(messages[t.start : t.end], start=t.start)
+    ]
+    return (
+        "Earlier messages of this conversation that relate to my next request "
+        "(quoted for reference):\n\n" + "\n\n".join(parts) + "\n\nMy request:"
+    )
 
 
 def plan_data(plan: PrunePlan) -> dict[str, Any]:
