@@ -69,10 +69,21 @@ def transcript(messages: Any) -> str:
     return "\n\n".join(lines)
 
 
-def summary_request(messages: Any, parent: Request, max_tokens: int) -> Request:
-    """The Request that asks the cheap tier for a summary of `messages`."""
+def summary_request(
+    messages: Any, parent: Request, max_tokens: int, previous: str | None = None
+) -> Request:
+    """The Request that asks the cheap tier for a summary of `messages`; with `previous`
+    (the summary of the messages before them) it is rolled forward instead of re-read."""
+    if previous:
+        prompt = (
+            "Here is the summary of the conversation so far:\n\n"
+            f"{previous.strip()}\n\nUpdate it with these newer messages, keeping the same "
+            "four headings:\n\n" + transcript(messages)
+        )
+    else:
+        prompt = "Summarize this part of the conversation:\n\n" + transcript(messages)
     return Request(
-        prompt="Summarize this part of the conversation:\n\n" + transcript(messages),
+        prompt=prompt,
         system=SUMMARY_SYSTEM.format(words=int(max_tokens * 0.7)),
         query_type="summary",
         priority=parent.priority,

@@ -301,3 +301,20 @@ def test_decisions_show_the_prune_plan(home: Path) -> None:
     assert json.dumps(prune.to_dict())  # serialisable for the ledger
     assert prune.data["pinned"] == [[0, 1]]
     assert prune.data["summarized"]
+
+
+def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
+    from tars_opt.db import connect
+
+    asked = Recorder()
+    s = stage(db=connect(tmp_path / "t.db"), side_ask=asked, relevant_top_k=0)
+    s.apply(Request(prompt="next", messages=conversation(30)))
+    assert asked.calls[0].prompt.startswith("Summarize this part")
+    s.apply(Request(prompt="next", messages=conversation(30)))
+    assert len(asked.calls) == 1  # same history: reused
+    s.apply(Request(prompt="next", messages=conversation(34)))  # the cut moved one step
+    assert len(asked.calls) == 2
+    rolled = asked.calls[1].prompt
+    assert rolled.startswith("Here is the summary of the conversation so far")
+    assert "Topic: planning" in rolled
+    assert "Question 2:" not in rolled  # already summarized: not sent again

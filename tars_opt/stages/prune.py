@@ -34,6 +34,8 @@ from tars_opt.types import Decision, Request
 log = logging.getLogger("tars_opt.prune")
 # Characters of a turn that go into its embedding (the model reads 256 tokens anyway).
 EMBED_CHARS = 1200
+# How many earlier steps to look back for a summary to roll forward.
+PREVIOUS_LOOKUPS = 8
 
 
 @dataclass
@@ -254,6 +256,21 @@ class PruneStage:
             return self.counter.count(params)
         return tokens.TokenCount(tokens.estimate_params(params), exact=False)
 
+    def _previous_summary(self, request: Request, plan: PrunePlan) -> tuple[Summary | None, int]:
+        """The stored summary of a shorter old part (an earlier step of this conversation)
+        and how many of the old messages it covers, so a summary rolls forward."""
+        if self.store is None:
+            return None, 0
+        msgs = request.messages
+        start = plan.old[0].start
+        step = max(1, self.config.summary_step // 2)
+        for cut in range(len(plan.old) - step, 0, -step)[:PREVIOUS_LOOKUPS]:
+            end = plan.old[cut - 1].end
+            found = self.store.peek(summary_key(msgs[start:end], request.namespace))
+            if found is not None:
+                return found, end - start
+        return None, 0
+
     def _summary(self, request: Request, plan: PrunePlan) -> Summary:
         """The stored summary for the plan's old part, or a new one from the cheap tier."""
         assert plan.summary_key is not None
@@ -265,7 +282,15 @@ class PruneStage:
         if self.side_ask is None:
             raise BackendError("no way to call the API for a summary", kind="unavailable")
         old = plan.old_messages(request.messages)
-        reply = self.side_ask(summary_request(old, request, self.config.summary_max_tokens))
+        previous, done = self._previous_summary(request, plan)
+        reply = self.side_ask(
+            summary_request(
+                old[done:],
+                request,
+                self.config.summary_max_tokens,
+                previous=previous.text if previous else None,
+            )
+        )
         if not reply.text.strip():
             raise BackendError("the summary came back empty", kind="empty_summary")
         source = sum(t.tokens for t in plan.old)
