@@ -187,6 +187,10 @@ class ToolsConfig(_Strict):
     # and the API's BM25 tool search tool, so the model can still find them.
     mode: Literal["select", "tool_search"] = "select"
     semantic: bool = True
+    # Within a session, keep the previous selection while it still holds the tools in use
+    # and the sticky_top best scored ones (a stable tool list keeps the prompt cache).
+    sticky: bool = True
+    sticky_top: int = Field(3, ge=1)
 
 
 class LedgerConfig(_Strict):

@@ -139,3 +139,24 @@ def test_semantic_scores_are_used_when_an_embedder_is_there() -> None:
     out, decision = s.apply(Request(prompt="remove the GitHub issue 51", tools=tuple(catalog(60))))
     assert decision.data["scoring"] == "semantic+lexical"
     assert len(out.tools) == 10
+
+
+def test_a_session_keeps_its_selection_while_it_fits() -> None:
+    s = stage()
+    tools = tuple(catalog(120))
+    first, _ = s.apply(
+        Request(prompt="Add a new ticket on Jira called 'login bug'", tools=tools, session="s1")
+    )
+    # A follow-up on the same subject: same tool list, same bytes (cache-friendly).
+    again, decision = s.apply(
+        Request(prompt="Add a new ticket on Jira called 'release 4.2'", tools=tools, session="s1")
+    )
+    assert again.tools == first.tools and decision.data["sticky"] is True
+    # A new subject: the selection follows it.
+    other, decision = s.apply(
+        Request(prompt="What's the forecast from the weather app?", tools=tools, session="s1")
+    )
+    assert decision.data["sticky"] is False and other.tools != first.tools
+    # Without a session nothing is remembered.
+    _, none = s.apply(Request(prompt="Add a new ticket on Jira", tools=tools))
+    assert "sticky" not in none.data

@@ -11,6 +11,8 @@ load any of them (their schemas are not billed until it does).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import replace
 from typing import Any
@@ -46,6 +48,10 @@ class ToolStage:
     def __init__(self, config: ToolsConfig, scorer: Scorer | None = None) -> None:
         self.config = config
         self.scorer = scorer or Scorer(default_embedder if config.semantic else None)
+        # The last selection per (namespace, session, catalogue): reused while it still
+        # holds the tools that matter now, so the tool list (the very start of the cached
+        # prefix) stays the same bytes from turn to turn.
+        self._last: dict[tuple[str, str, str], list[int]] = {}
 
     def select(self, request: Request) -> tuple[list[int], dict[str, Any]]:
         """Indexes of the tools to send (catalogue order) and the facts behind the choice."""
@@ -74,6 +80,24 @@ class ToolStage:
         }
         return sorted(chosen), facts
 
+    def _sticky(self, request: Request, keep: list[int], facts: dict[str, Any]) -> list[int]:
+        if not self.config.sticky or request.session is None:
+            return keep
+        names = [str(t.get("name")) for t in request.tools]
+        catalogue = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+        key = (request.namespace, request.session, catalogue)
+        previous = self._last.get(key)
+        top = [n for n in facts["scores"]][: self.config.sticky_top]
+        must = {*facts["used"], *facts["named"], *top}
+        if previous is not None and must <= {names[i] for i in previous}:
+            facts["sticky"] = True
+            return previous
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = keep
+        facts["sticky"] = False
+        return keep
+
     def apply(self, request: Request) -> tuple[Request, Decision]:
         """Trim (or defer) the tool list; the Decision names what was sent and why."""
         tools = list(request.tools)
@@ -81,6 +105,7 @@ class ToolStage:
         if len(tools) <= k:
             return request, Decision("tools", "all", f"{len(tools)} tools, limit {k}")
         keep, facts = self.select(request)
+        keep = self._sticky(request, keep, facts)
         dropped = [t for i, t in enumerate(tools) if i not in keep]
         removed = sum(tokens.estimate_tool(t) for t in dropped)
         facts["selected"] = [str(tools[i].get("name")) for i in keep]
@@ -96,6 +121,8 @@ class ToolStage:
             sent = tuple(tools[i] for i in keep)
             action, how = "selected", "the rest not sent"
         reason = f"{len(keep)} of {len(tools)} tools by relevance ({facts['scoring']}); {how}"
+        if facts.get("sticky"):
+            reason += "; the session's previous selection still fits, kept for the cache"
         return (
             replace(request, tools=sent, removed_tokens=request.removed_tokens + max(0, removed)),
             Decision("tools", action, reason, facts),
