@@ -132,7 +132,7 @@ def context_report(console: Console, r: dict[str, Any]) -> None:
     if prune:
         table = Table("part", "messages", title=f"pruning: {prune['level']} ({prune['reason']})")
         table.add_row("first turn (kept)", _ranges(prune["pinned"]))
-        table.add_row("relevant (kept)", _ranges(prune["relevant"]))
+        table.add_row("relevant (quoted before the prompt)", _ranges(prune["relevant"]))
         table.add_row("recent (kept)", _ranges(prune["kept"]))
         table.add_row("summarized", _ranges(prune["summarized"]))
         table.add_row("dropped", _ranges(prune["dropped"]))
