@@ -318,3 +318,16 @@ def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
     assert rolled.startswith("Here is the summary of the conversation so far")
     assert "Topic: planning" in rolled
     assert "Question 2:" not in rolled  # already summarized: not sent again
+
+
+def test_a_session_keeps_its_level_across_query_types() -> None:
+    s = stage(side_ask=Recorder(), relevant_top_k=0)
+    history = conversation(30)
+    first = s.plan(Request(prompt="x", messages=history, query_type="template", session="a"))
+    assert first.level == "aggressive"
+    code = s.plan(Request(prompt="y", messages=history, query_type="code", session="a"))
+    assert code.level == "aggressive" and "kept for the prompt cache" in code.reason
+    other = s.plan(Request(prompt="y", messages=history, query_type="code", session="b"))
+    assert other.level == "light"
+    high = s.plan(Request(prompt="y", messages=history, priority="high", session="a"))
+    assert high.level == "light"  # an explicit priority rule still wins

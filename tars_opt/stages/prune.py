@@ -94,6 +94,10 @@ class PruneStage:
         self.counter = counter
         self.count_model = count_model
         self.clock = clock
+        # The level a session settled on: kept while the session lasts (budget pressure
+        # may still raise it), so prompts of another query type do not flip the level and
+        # rewrite the cached prefix.
+        self._levels: dict[tuple[str, str], str] = {}
 
     # ---- planning (no API calls) ----------------------------------------------------
     def choose_level(self, request: Request, history_tokens: int) -> tuple[str, str]:
@@ -106,6 +110,10 @@ class PruneStage:
             )
         if request.priority in cfg.by_priority:
             return cfg.by_priority[request.priority], f"priority {request.priority}"
+        if request.session is not None:
+            kept = self._levels.get((request.namespace, request.session))
+            if kept is not None:
+                return kept, f"session {request.session} level (kept for the prompt cache)"
         if request.query_type in cfg.by_query_type:
             return cfg.by_query_type[request.query_type or ""], f"query type {request.query_type}"
         return cfg.default_level, "default level"
@@ -126,6 +134,10 @@ class PruneStage:
             after = self.estimate_after(request, plan)
             nxt = _next_level(level)
             if nxt is None or after <= self.config.budget_tokens * self.config.escalate_over:
+                if request.session is not None and request.priority not in self.config.by_priority:
+                    if len(self._levels) > 10_000:
+                        self._levels.clear()
+                    self._levels[(request.namespace, request.session)] = level
                 return plan
             reason = f"{reason}; still ~{after} tokens at {level}: budget pressure"
             level = nxt
