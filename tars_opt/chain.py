@@ -7,6 +7,7 @@ drain uses the same prepare/finish, so deferred work is optimized and accounted 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -16,8 +17,11 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
+from tars_opt.alerts import Alerter
 from tars_opt.backends import Backend, BackendError
+from tars_opt.budget import Budget, BudgetExceeded
 from tars_opt.config import Config
+from tars_opt.experiment import in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
 from tars_opt.prompt_cache import check_usage, mark_breakpoints
@@ -96,6 +100,8 @@ class Optimizer:
             )
         )
         self._backend = backend
+        self.budget = Budget(config, db, prices=self.prices, clock=clock)
+        self.alerter = Alerter(config.alerts, db, clock=clock)
 
     @property
     def backend(self) -> Backend:
@@ -114,7 +120,13 @@ class Optimizer:
         if request.model is not None:
             request = replace(request, forced_model=True)
             decisions.append(Decision("route", "forced", f"--model {request.model}"))
-        for stage in self.stages:
+        elif in_holdout(request.request_id, self.config.experiment.holdout):
+            # The A/B holdout: the baseline system, no stage at all, to measure the saving.
+            base = self.config.models.baseline
+            tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
+            request = replace(request, holdout=True, model=base, tier=tier)
+            decisions.append(Decision("experiment", "holdout", "sent unoptimized (A/B)"))
+        for stage in self.stages if not request.holdout else ():
             if request.forced_model and stage.name == "route":
                 continue
             outcome = stage.apply(request)
@@ -132,10 +144,12 @@ class Optimizer:
             request = replace(request, tier=tier, model=self.config.tier_model(tier))
         # Unknown prices fail here, before any money is spent.
         self.prices.rates(request.model or "")
+        # The holdout is the baseline system: no prompt caching either.
         params, marks, why = mark_breakpoints(
             build_params(request),
             self.config.context.prompt_caching,
-            deferred=bool(getattr(request, "defer", False)),
+            deferred=bool(getattr(request, "defer", False)),  # the drain's field, once merged
+            enabled=not request.holdout,
         )
         if marks:  # unmarked requests (short prefixes) add nothing to the trace
             decisions.append(
@@ -152,8 +166,22 @@ class Optimizer:
         helper = Optimizer(self.config, self.db, backend=self.backend, stages=[], clock=self.clock)
         return helper.ask(replace(request, tier=tier, model=self.config.tier_model(tier)))
 
-    def finish(self, prepared: Prepared, result: BackendResult, *, source: str = "api") -> Reply:
-        """Price the result, write its ledger row (committed on return) and return the Reply."""
+    def finish(
+        self,
+        prepared: Prepared,
+        result: BackendResult,
+        *,
+        source: str = "api",
+        escalated_from: str | None = None,
+        notify: bool = True,
+    ) -> Reply:
+        """Price the result, write its ledger row (committed on return) and return the Reply.
+
+        `escalated_from` marks a re-ask of another request on a stronger tier: the baseline
+        already counted that request once, so this row's baseline is 0 and routing's saving
+        absorbs the difference (an escalation shows as negative routing savings).
+        `notify=False` skips the stages' `after` hooks (for an answer about to be escalated).
+        """
         req = prepared.request
         model = req.model or result.model
         if req.overhead_for:
@@ -167,6 +195,10 @@ class Optimizer:
             money = self.prices.attribute(
                 result.usage, model, self.config.models.baseline, req.removed_tokens
             )
+        if escalated_from is not None:
+            saved = dict(money.saved)
+            saved["routing"] -= money.baseline
+            money = Money(actual=money.actual, baseline=0.0, saved=saved)
         for d in prepared.decisions:
             if d.stage == "prompt_cache" and d.data.get("breakpoints"):
                 minimum = self.config.context.prompt_caching.minimum(model)
@@ -187,8 +219,10 @@ class Optimizer:
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
         )
-        self._record(req, reply, api_request_id=result.api_request_id)
-        for stage in self.stages:
+        self._record(
+            req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
+        )
+        for stage in self.stages if notify and not req.holdout else ():
             after = getattr(stage, "after", None)
             if after is not None:
                 after(prepared, reply)
@@ -232,20 +266,56 @@ class Optimizer:
         log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
 
     def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Prepare, send and finish one request. Raises BackendError after recording it."""
+        """Prepare, send and finish one request, escalating once if routing says so.
+
+        Raises BackendError (after recording it) when the first call fails, and
+        BudgetExceeded (nothing sent, nothing recorded) under a blocking budget.
+        """
         prepared = self.prepare(request)
         if isinstance(prepared, Reply):
             return prepared
+        reply, retry = self._call(prepared, on_text)
+        if retry is not None:
+            # If the re-ask fails (it is in the ledger) or the budget refuses it, the first
+            # answer is still an answer.
+            with contextlib.suppress(BackendError, BudgetExceeded):
+                reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
+        self.budget.check_alerts(self.alerter)
+        return reply
+
+    def _call(
+        self,
+        prepared: Prepared,
+        on_text: Callable[[str], None] | None,
+        *,
+        escalated_from: str | None = None,
+    ) -> tuple[Reply, Prepared | None]:
+        """One backend call under a budget reservation; returns the reply and, when routing
+        wants a stronger tier, the re-ask to send."""
         backend = self.backend
+        reservation = self.budget.reserve(prepared)
         try:
-            if on_text is not None:
-                result = backend.stream(prepared.params, on_text)
-            else:
-                result = backend.send(prepared.params)
-        except BackendError as exc:
-            self.fail(prepared, exc)
-            raise
-        return self.finish(prepared, result)
+            try:
+                if on_text is not None:
+                    result = backend.stream(prepared.params, on_text)
+                else:
+                    result = backend.send(prepared.params)
+            except BackendError as exc:
+                self.fail(prepared, exc)
+                raise
+            retry = None
+            if escalated_from is None and any(s.name == "route" for s in self.stages):
+                from tars_opt.stages.route import escalate
+
+                retry = escalate(self.config, prepared, result)
+            # An answer being escalated is not handed to the stages (the cache must not keep it).
+            reply = self.finish(
+                prepared, result, notify=retry is None, escalated_from=escalated_from
+            )
+        finally:
+            # Settled after the ledger row is written: the cost always counts somewhere.
+            self.budget.settle(reservation)
+        return reply, retry
 
 
 def build_params(request: Request) -> dict[str, Any]:
@@ -301,4 +371,8 @@ def default_stages(
         from tars_opt.stages.tools import ToolStage
 
         stages.append(ToolStage(config.tools))
+    if config.routing.enabled:
+        from tars_opt.stages.route import RouteStage
+
+        stages.append(RouteStage(config))
     return stages

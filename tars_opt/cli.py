@@ -17,11 +17,14 @@ from rich.table import Table
 from tars_opt import render
 from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
+from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
 from tars_opt.db import DatabaseError
+from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
+from tars_opt.report import ReportError
 from tars_opt.types import QUERY_TYPES, Request
 
 app = typer.Typer(
@@ -38,9 +41,13 @@ context_app = typer.Typer(
     help="See what pruning, tool selection and prompt caching do to a request.",
     no_args_is_help=True,
 )
+router_app = typer.Typer(
+    help="Train the learned router and calibrate routing thresholds.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(context_app, name="context")
+app.add_typer(router_app, name="router")
 
 
 class _Consoles:
@@ -69,6 +76,8 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+# `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
+BUDGET_EXIT = 3
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
 
 
@@ -77,12 +86,22 @@ def friendly_errors() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code, never a traceback."""
     try:
         yield
-    except (ConfigError, InputError, DatabaseError, UnknownModelPrice) as exc:
+    except (
+        ConfigError,
+        InputError,
+        DatabaseError,
+        UnknownModelPrice,
+        ReportError,
+        FeedbackError,
+    ) as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
     except BackendError as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+    except BudgetExceeded as exc:
+        _consoles.err.print(f"refused: {exc}", markup=False)
+        raise typer.Exit(BUDGET_EXIT) from None
     except Exception as exc:
         if type(exc).__name__ == "MissingApiKey":
             _consoles.err.print(f"error: {exc}", markup=False)
@@ -360,6 +379,84 @@ def config_check(config: ConfigOpt = None) -> None:
     with friendly_errors():
         loaded = load_config(config)
         _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
+
+
+RouterOpt = Annotated[
+    str | None, typer.Option("--router", help="heuristic|learned (default: routing.router).")
+]
+
+
+@router_app.command("train")
+def router_train(
+    data: Annotated[Path, typer.Option("--data", help="Labelled prompts (JSONL).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Router file (default: in the data dir).")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the learned router on labelled prompts (JSONL: prompt plus label, correct or
+    quality per tier) and write it with its calibration table.
+
+    Example: [bold]tars-opt router train --data labelled.jsonl[/bold]
+    """
+    from tars_opt.router.ops import train_file
+
+    with friendly_errors():
+        cfg = load_config(config).config
+        model, path = train_file(cfg, data, out)
+        cal = model.note["calibration"]
+        if as_json:
+            typer.echo(json.dumps({"path": str(path), **model.note}, indent=2))
+            return
+        _consoles.out.print(
+            f"trained on {model.note['n_fit']} prompts, calibrated on {model.note['n_holdout']}"
+            f" held out: APGR {cal['apgr']:.3f}, CPT(50%) {cal['cpt50']:.0%}, "
+            f"CPT(80%) {cal['cpt80']:.0%}\nwrote {path} (and its .json note)\n"
+            f"use it: routing.router: learned, routing.learned.path: {path}",
+            markup=False,
+        )
+
+
+@router_app.command("calibrate")
+def router_calibrate(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Labelled prompts (JSONL) to measure on.")
+    ] = None,
+    router: RouterOpt = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Use this table for routing.strong_share.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the table threshold -> strong share -> expected quality of a router, measured on
+    --data or the table in use now; routing.strong_share picks its threshold from it.
+
+    Example: [bold]tars-opt router calibrate --data labelled.jsonl --save[/bold]
+    """
+    from tars_opt.router import ops
+
+    with friendly_errors():
+        cfg = load_config(config).config
+        name = router or cfg.routing.router
+        if name not in ("heuristic", "learned"):
+            raise InputError(f"--router {name!r} is not one of heuristic, learned")
+        if save and data is None:
+            raise InputError("--save needs --data: the table to keep is measured on it")
+        result = ops.calibrate(cfg, name, data)
+        saved = ops.save(cfg, result) if save else None
+        if as_json:
+            typer.echo(json.dumps({**result, "saved": str(saved) if saved else None}, indent=2))
+            return
+        render.calibration(_consoles.out, result)
+        if saved:
+            _consoles.out.print(f"saved as the {name} calibration: {saved}", markup=False)
+
+
+# The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)
+# live in their own module, which adds them to `app` when imported.
+from tars_opt import monitor_cli  # noqa: E402, F401
 
 
 def main() -> Any:  # pragma: no cover - console entry for `python -m tars_opt`

@@ -66,7 +66,74 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
 
 
-def _v2_context(db: sqlite_utils.Database) -> None:
+def _monitor(db: sqlite_utils.Database) -> None:
+    """Budget reservations, alerts, baselines, metric snapshots, feedback, the A/B holdout."""
+    db.execute(
+        """CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            model TEXT,
+            amount REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            period TEXT NOT NULL,
+            ts REAL NOT NULL,
+            ts_iso TEXT NOT NULL,
+            level TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            delivery TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (key, period)
+        )"""
+    )
+    db.execute("CREATE INDEX alerts_ts ON alerts(ts)")
+    db.execute(
+        """CREATE TABLE baselines (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            start TEXT NOT NULL,
+            "end" TEXT NOT NULL,
+            source TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE metric_snapshots (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            ts_iso TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            ts REAL NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('good', 'bad')),
+            note TEXT
+        )"""
+    )
+    db.execute("ALTER TABLE calls ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
+
+
+def _v2_routing(db: sqlite_utils.Database) -> None:
+    # Routing: the router's score and name per call, and the link from an escalated
+    # re-ask to the request whose answer failed.
+    db.execute("ALTER TABLE calls ADD COLUMN route_score REAL")
+    db.execute("ALTER TABLE calls ADD COLUMN router TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN escalated_from TEXT")
+    db.execute("CREATE INDEX calls_escalated_from ON calls(escalated_from)")
+
+
+def _v3_context(db: sqlite_utils.Database) -> None:
     # Summaries of old history, reused while the summarized messages stay the same.
     db.execute(
         """
@@ -99,7 +166,12 @@ def _v2_context(db: sqlite_utils.Database) -> None:
 
 
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_context]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _monitor,
+    _v2_routing,
+    _v3_context,
+]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

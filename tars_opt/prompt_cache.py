@@ -56,14 +56,19 @@ def _has_marks(params: dict[str, Any]) -> bool:
 
 
 def mark_breakpoints(
-    params: dict[str, Any], config: PromptCachingConfig, *, deferred: bool = False
+    params: dict[str, Any],
+    config: PromptCachingConfig,
+    *,
+    deferred: bool = False,
+    enabled: bool = True,
 ) -> tuple[dict[str, Any], list[Breakpoint], str]:
     """A copy of `params` with cache_control marks, the marks, and a one-line reason.
 
-    Requests the caller marked already are left alone (the caller manages caching).
+    Requests the caller marked already are left alone (the caller manages caching);
+    `enabled=False` (the A/B holdout) marks nothing.
     """
-    if not config.enabled:
-        return params, [], "prompt caching off in the config"
+    if not config.enabled or not enabled:
+        return params, [], "prompt caching off"
     if _has_marks(params):
         return params, [], "the request carries its own cache_control marks"
     ttl = config.ttl_deferred if deferred else config.ttl_interactive

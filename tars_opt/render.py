@@ -38,6 +38,18 @@ def decisions(console: Console, items: list[Decision]) -> None:
     for d in items:
         table.add_row(d.stage, d.action, d.reason)
     console.print(table)
+    for d in items:
+        factors = d.data.get("factors") if d.stage == "route" else None
+        if factors:
+            console.print(route_factors(d.data))
+
+
+def route_factors(data: dict[str, Any]) -> Table:
+    """The heuristic score factor by factor (points out of each factor's weight)."""
+    table = Table("factor", "points", title=f"complexity score {data.get('score')}")
+    for name, points in sorted(data["factors"].items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{points:.1f}")
+    return table
 
 
 def spend(console: Console, s: SpendSummary) -> None:
@@ -56,6 +68,12 @@ def spend(console: Console, s: SpendSummary) -> None:
         f"budget: {usd(s.periods['month']['cost'])} of {usd(s.budget_usd)} this month "
         f"({s.month_used_share:.1%}); at this pace {usd(s.month_pace_usd)} by month end"
     )
+    month = s.periods["month"]
+    if month.get("escalations"):
+        console.print(
+            f"escalations this month: {month['escalations']} re-asks on a stronger tier cost "
+            f"{usd(month['escalation_cost'])} (counted against routing's savings)"
+        )
     for title, rows in (("this month by model", s.by_model), ("this month by source", s.by_source)):
         if rows:
             console.print(_breakdown(title, rows))
@@ -105,6 +123,108 @@ def calls(console: Console, rows: list[dict[str, Any]]) -> None:
             r["request_id"],
         )
     console.print(table)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def baseline(console: Console, base: Any) -> None:
+    from tars_opt.baseline import METRICS
+
+    table = Table("metric", "baseline", title=f"baseline: {base.source}")
+    for name, info in METRICS.items():
+        v = base.metrics.get(name)
+        shown = "-" if v is None else (
+            usd(v) if info.kind == "usd" else pct(v) if info.kind == "share"
+            else f"{v:.2f} s" if info.kind == "seconds" else f"{v:,.0f}"
+        )  # fmt: skip
+        table.add_row(info.label, shown)
+    console.print(table)
+
+
+def checks(console: Console, items: list[Any]) -> None:
+    colors = {"ok": "green", "skipped": "dim", "warning": "yellow", "critical": "red"}
+    for c in items:
+        console.print(
+            f"  [{colors[c.status]}]{c.status.upper():8}[/] {c.name}: {c.value} - {c.detail}",
+            highlight=False,
+        )
+
+
+def session(console: Console, data: dict[str, Any]) -> None:
+    console.print(
+        f"session {data['session']}: {data['calls']} calls ({data['errors']} failed), "
+        f"cost {usd(data['cost'])}, baseline {usd(data['baseline_cost'])}, "
+        f"saved {usd(data['saved'])}; {data['first'] or '-'} .. {data['last'] or '-'}",
+        markup=False,
+    )
+
+
+def period(console: Console, m: Any) -> None:
+    from tars_opt.ledger import iso
+
+    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days)",
+                  markup=False)  # fmt: skip
+    head = Table("calls", "answered", "errors", "cost", "baseline", "saved", "cache hit",
+                 "cheap", "batch", "deferred", "escalated")  # fmt: skip
+    head.add_row(str(m.calls), str(m.answered), f"{m.errors} ({pct(m.error_rate)})",
+                 usd(m.cost), usd(m.baseline_cost), f"{usd(m.saved)} ({pct(m.saved_share)})",
+                 f"{pct(m.cache_hit_rate)} ({m.exact_hits}e/{m.semantic_hits}s)",
+                 pct(m.cheap_share), pct(m.batch_share), pct(m.deferred_share),
+                 pct(m.escalation_rate))  # fmt: skip
+    console.print(head)
+    sav = Table("strategy", "saved", title="saved by strategy")
+    for k, v in m.saved_by_strategy.items():
+        sav.add_row(k.replace("_", " "), usd(v))
+    console.print(sav)
+    tok = Table(*m.tokens, title="tokens by bucket")
+    tok.add_row(*(f"{v:,}" for v in m.tokens.values()))
+    console.print(tok)
+    if m.latency_ms:
+        lat = Table("source", "n", "p50 ms", "p95 ms", title="latency")
+        for k, v in m.latency_ms.items():
+            lat.add_row(k, str(v["n"]), f"{v['p50']:.0f}", f"{v['p95']:.0f}")
+        console.print(lat)
+    if m.model_mix:
+        mix = Table("model", "calls", "share", "cost", title="model mix")
+        for x in m.model_mix:
+            mix.add_row(x["model"], str(x["calls"]), pct(x["share"]), usd(x["cost"]))
+        console.print(mix)
+    if m.per_session:
+        ses = Table("session", "calls", "cost", "baseline", title="top sessions by cost")
+        for x in m.per_session:
+            ses.add_row(x["session"], str(x["calls"]), usd(x["cost"]), usd(x["baseline_cost"]))
+        console.print(ses)
+
+
+def budget(console: Console, b: Any) -> None:
+    console.print(
+        f"{b.month}: spent {usd(b.spent_usd)} + in flight {usd(b.reserved_usd)} of "
+        f"{usd(b.budget_usd)} ({b.used_share:.1%}); month-end pace {usd(b.pace_usd)}; "
+        f"policy at 100%: {b.policy}" + ("; OVER BUDGET" if b.over else ""),
+        markup=False,
+    )
+
+
+def calibration(console: Console, result: dict[str, Any]) -> None:
+    """The threshold -> strong share -> quality table of a router."""
+    title = f"{result['router']} router calibration ({result['source']})"
+    table = Table("threshold", "strong share", "expected quality", "gap recovered", title=title)
+    for row in result["table"]:
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['strong_share']:.0%}",
+            f"{row['quality']:.3f}",
+            f"{row['pgr']:.0%}",
+        )
+    console.print(table)
+    if result.get("apgr") is not None:
+        console.print(
+            f"APGR {result['apgr']:.3f}  CPT(50%) {result['cpt50']:.0%}  "
+            f"CPT(80%) {result['cpt80']:.0%}"
+            + (f"  on {result['n']} prompts" if result.get("n") else "")
+        )
 
 
 def _ranges(items: list[list[int]]) -> str:

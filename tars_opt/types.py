@@ -122,6 +122,8 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # In the A/B holdout: sent unoptimized to measure what optimizing saves.
+    holdout: bool = False
     # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
     # is charged to the strategy named here, so that strategy's saving is net of it.
     overhead_for: str | None = None

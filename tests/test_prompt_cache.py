@@ -102,7 +102,7 @@ def test_the_chain_logs_a_miss(home: Path, caplog: pytest.LogCaptureFixture) -> 
     app = open_app(backend="offline")
     opt = app.optimizer(backend=NoCache())
     with caplog.at_level(logging.WARNING, logger="tars_opt.prompt_cache"):
-        opt.ask(Request(prompt="hi", system=LONG_SYSTEM))
+        opt.ask(Request(prompt="hi", system=LONG_SYSTEM, model="claude-sonnet-5-5"))
     assert any(r.getMessage() == "prompt cache miss" for r in caplog.records)
 
 
@@ -132,7 +132,12 @@ def test_prefix_is_byte_identical_across_turns_and_hits_the_cache(home: Path) ->
     prepared: list[Prepared] = []
     reads = []
     for turn in range(8):
-        req = Request(prompt=f"Next step {turn}?", messages=tuple(history), system=LONG_SYSTEM)
+        req = Request(
+            prompt=f"Next step {turn}?",
+            messages=tuple(history),
+            system=LONG_SYSTEM,
+            model="claude-sonnet-5-5",  # routing aside: sonnet caches from 1,024 tokens
+        )
         p = opt.prepare(req)
         assert isinstance(p, Prepared)
         prepared.append(p)
