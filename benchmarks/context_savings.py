@@ -169,8 +169,11 @@ def cache_simulation(convs: list, prune_on: bool, limit: int, semantic: bool) ->
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "c.yaml"
+        # Routing and the A/B holdout off: one model, every request optimized, so the
+        # figures isolate pruning and prompt caching (a router that switches models per
+        # prompt also switches caches; holdout requests are sent uncached).
         cfg_path.write_text(
-            "backend: offline\n"
+            "backend: offline\nrouting: {enabled: false}\nexperiment: {holdout: 0}\n"
             f"context: {{enabled: {str(prune_on).lower()}, semantic: {str(semantic).lower()}}}\n"
         )
         app = open_app(cfg_path, db=Path(tmp) / "t.db")
