@@ -87,7 +87,9 @@ class Optimizer:
         self.clock = clock
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
-        self.stages: list[Stage] = stages if stages is not None else default_stages(config, db)
+        self.stages: list[Stage] = (
+            stages if stages is not None else default_stages(config, db, clock=clock)
+        )
         self._backend = backend
 
     @property
@@ -227,9 +229,16 @@ def build_params(request: Request) -> dict[str, Any]:
     return params
 
 
-def default_stages(config: Config, db: sqlite_utils.Database) -> list[Stage]:
+def default_stages(
+    config: Config, db: sqlite_utils.Database, *, clock: Callable[[], float] = time.time
+) -> list[Stage]:
     """The stages the config switches on, in chain order: cache, defer, prune, tools, route.
 
     Stages arrive with their issues; a stage not built yet is absent, never faked.
     """
-    return []
+    stages: list[Stage] = []
+    if config.cache.enabled:
+        from tars_opt.stages.cache import CacheStage
+
+        stages.append(CacheStage(config, db, clock=clock))
+    return stages

@@ -113,6 +113,12 @@ def ask(
     session: Annotated[str | None, typer.Option(help="Group calls of one task.")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it arrives.")] = False,
     explain: Annotated[bool, typer.Option(help="Print each stage's decision and why.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither answer from nor store in the cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Skip the cached answer; store the fresh one.")
+    ] = False,
     backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -130,6 +136,8 @@ def ask(
             raise InputError(f"--priority {priority!r} is not one of high, normal, low")
         if max_tokens is not None and max_tokens < 1:
             raise InputError("--max-tokens must be at least 1")
+        if no_cache and refresh:
+            raise InputError("--no-cache and --refresh exclude each other: pick one")
         text = read_prompt(prompt, sys.stdin)
         history = read_context(context) if context else ()
         schemas = read_tools(tools) if tools else ()
@@ -147,6 +155,7 @@ def ask(
             namespace=namespace,
             session=session,
             stream=stream,
+            cache_mode="off" if no_cache else "refresh" if refresh else "use",
         )
         on_text = None
         if stream and not as_json:
@@ -156,6 +165,8 @@ def ask(
                 sys.stdout.flush()
 
         reply = opened.optimizer().ask(request, on_text=on_text)
+        for warning in {d.data["warning"] for d in reply.decisions if d.data.get("warning")}:
+            _consoles.err.print(f"warning: {warning}", markup=False)
         if as_json:
             typer.echo(json.dumps(reply.to_dict(), indent=2))
             return
@@ -272,6 +283,12 @@ def config_check(config: ConfigOpt = None) -> None:
     with friendly_errors():
         loaded = load_config(config)
         _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
+
+
+# Registered last: the cache commands reuse the helpers above.
+from tars_opt.cli_cache import cache_app  # noqa: E402
+
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> Any:  # pragma: no cover - console entry for `python -m tars_opt`

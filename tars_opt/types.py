@@ -102,7 +102,8 @@ class Request:
     """One prompt on its way through the chain.
 
     Stages return changed copies (`dataclasses.replace`). `model` and `tier` are set by
-    routing (or forced by the caller); `removed_tokens` counts the estimated input tokens
+    routing (or forced by the caller); `cache_mode` is use|refresh|off (response cache);
+    `removed_tokens` counts the estimated input tokens
     that pruning and tool selection took out, so the baseline can price the unpruned request.
     """
 
@@ -122,6 +123,9 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
+    # fresh answer), "off" (neither).
+    cache_mode: str = "use"
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""
