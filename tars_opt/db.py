@@ -71,7 +71,8 @@ def _cache(db: sqlite_utils.Database) -> None:
     db.execute(
         """
         CREATE TABLE cache_entries (
-            id INTEGER PRIMARY KEY,
+            -- AUTOINCREMENT: ids are never reused, so a ledger row's entry id stays true.
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             key TEXT NOT NULL UNIQUE,
             norm_key TEXT,
             namespace TEXT NOT NULL,
