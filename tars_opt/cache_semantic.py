@@ -75,14 +75,21 @@ class SemanticIndex:
             return
         if self._index is None:
             self._index = PartitionedIndex(model.dim)
+        grouped: dict[Partition, tuple[list[int], list[np.ndarray]]] = {}
         for row in self.store.vectors(self._seen, now):
             self._seen = max(self._seen, row["id"])
             key = (row["namespace"], row["fingerprint"], row["selector"], row["query_type"])
             try:
                 vec = from_blob(row["embedding"], model.dim)
-                self._index.add(key, row["id"], vec)
             except ValueError:
                 continue  # a vector of another model or a damaged blob: never matched
+            if not np.all(np.isfinite(vec)) or not vec.any():
+                continue
+            ids, vecs = grouped.setdefault(key, ([], []))
+            ids.append(row["id"])
+            vecs.append(vec)
+        for key, (ids, vecs) in grouped.items():  # one bulk add per partition
+            self._index.add_many(key, ids, np.vstack(vecs))
 
     def forget(self, entry_id: int) -> None:
         """Drop an entry from the in-memory index (it was deleted or expired)."""

@@ -367,3 +367,10 @@ def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split() == ["cache", "False", "False"]
+
+
+def test_long_prompts_get_exact_matches_only(home: Path) -> None:
+    h = Harness(SEMANTIC)
+    reply = h.ask("Summarise this: " + "lorem ipsum dolor sit amet " * 60, query_type="other")
+    assert "embedding window" in h.decision(reply).reason
+    assert h.opt.stages[0].semantic._embedder is None

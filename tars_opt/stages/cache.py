@@ -26,6 +26,7 @@ from tars_opt.cache_semantic import EmbedderFactory, Partition, SemanticIndex
 from tars_opt.cache_store import CacheStore, Entry, NewEntry
 from tars_opt.config import Config
 from tars_opt.pricing import PriceBook
+from tars_opt.tokens import estimate_text
 from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 
 log = logging.getLogger("tars_opt.cache")
@@ -38,6 +39,9 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _PENDING_MAX = 256  # prompts/vectors of in-flight misses kept for `after`
+# The embedding model reads at most 256 tokens: two long prompts that differ after that
+# would look identical, so longer prompts get exact matches only (with a safety margin).
+SEMANTIC_MAX_TOKENS = 200
 
 
 def _sha(text: str) -> str:
@@ -93,6 +97,8 @@ class CacheStage:
             return "multi-turn: exact match only"
         if time_sensitive:
             return "time-sensitive prompt: exact match only"
+        if estimate_text(request.prompt) > SEMANTIC_MAX_TOKENS:
+            return "prompt longer than the embedding window: exact match only"
         if kind not in sem.types:
             return f"no semantic matching for {kind} prompts"
         if sem.thresholds.get(kind) is None:
