@@ -109,6 +109,45 @@ _OPPOSITES = [
     ("all", "none"),
     ("everyone", "nobody"),
     ("can", "cannot"),
+    ("short", "long"),
+    ("shorter", "longer"),
+    ("shortest", "longest"),
+    ("original", "new"),
+    ("least", "most"),
+    ("small", "large"),
+    ("smallest", "largest"),
+    ("big", "small"),
+    ("biggest", "smallest"),
+    ("hot", "cold"),
+    ("wet", "dry"),
+    ("light", "dark"),
+    ("light", "heavy"),
+    ("strong", "weak"),
+    ("strengths", "weaknesses"),
+    ("success", "failure"),
+    ("rise", "fall"),
+    ("input", "output"),
+    ("inner", "outer"),
+    ("internal", "external"),
+    ("public", "private"),
+    ("past", "future"),
+    ("begin", "end"),
+    ("early", "late"),
+    ("earlier", "later"),
+    ("young", "old"),
+    ("younger", "older"),
+    ("same", "different"),
+    ("similar", "different"),
+    ("friend", "enemy"),
+    ("husband", "wife"),
+    ("boyfriend", "girlfriend"),
+    ("son", "daughter"),
+    ("father", "mother"),
+    ("brother", "sister"),
+    ("king", "queen"),
+    ("buy", "rent"),
+    ("learn", "teach"),
+    ("import", "export"),
 ]
 _PREFIXES = ("un", "dis", "in", "im", "il", "ir", "non", "de", "anti", "mis", "counter")
 
@@ -210,7 +249,25 @@ def _opposite_words(a: set[str], b: set[str]) -> str | None:
 
 
 def _contained(entity: str, text_lower: str, ws: set[str]) -> bool:
-    return entity in ws or entity in text_lower
+    # Whole words only: the entity "c" (as in "Round C") is not in every text with a c.
+    if entity in ws:
+        return True
+    return re.search(rf"(?<!\w){re.escape(entity)}(?!\w)", text_lower) is not None
+
+
+def _first_positions(items: Sequence[str], ws: Sequence[str]) -> list[str]:
+    """`items` that occur as words in `ws`, in order of their first occurrence there."""
+    first: dict[str, int] = {}
+    for i, w in enumerate(ws):
+        first.setdefault(w, i)
+    found = [x for x in items if x in first]
+    return sorted(found, key=lambda x: first[x])
+
+
+def _swapped(pool: set[str], wa: Sequence[str], wb: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The order of the `pool` words both prompts contain, in each prompt."""
+    both = [w for w in pool if w in set(wa) and w in set(wb)]
+    return _first_positions(both, wa), _first_positions(both, wb)
 
 
 def check(a: str, b: str) -> Veto | None:
@@ -232,10 +289,14 @@ def check(a: str, b: str) -> Veto | None:
     ]
     if missing:
         return Veto("entities", f"{missing[0]!r} is in one prompt only")
-    shared_a = [e for e in ea if e in eb]
-    shared_b = [e for e in eb if e in ea]
-    if shared_a != shared_b:
-        return Veto("order", f"{shared_a} vs {shared_b}")
+    # Role swaps: named things, or both sides of an opposite pair, in another order
+    # ("France beat Germany" / "Germany beat France", "Gemini woman, Libra man" / ...).
+    named = {w for e in ea + eb for w in words(e)}
+    paired = {w for w in set(wa) & set(wb) if w in _OPPOSITE and _OPPOSITE[w] & set(wa) & set(wb)}
+    for pool in (named, paired):
+        order_a, order_b = _swapped(pool, wa, wb)
+        if order_a != order_b:
+            return Veto("order", f"{order_a} vs {order_b}")
     if Counter(wa) == Counter(wb) and wa != wb:
         return Veto("order", "same words in another order")
     return None

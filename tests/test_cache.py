@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from tars_opt import BackendError, Request, open_app
 from tars_opt.app import App
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cache_store import CacheStore
+from tars_opt.cli import app
 from tars_opt.types import BackendResult, Reply
 from tests.conftest import REPO
 
@@ -37,9 +39,14 @@ class Clock:
 class Harness:
     """An app, an optimizer on the offline backend and a fake clock."""
 
-    def __init__(self, overrides: dict[str, Any] | None = None, backend: Any = None) -> None:
+    def __init__(
+        self,
+        overrides: dict[str, Any] | None = None,
+        backend: Any = None,
+        config: Path | None = None,
+    ) -> None:
         self.clock = Clock()
-        self.app: App = open_app(backend="offline", overrides=overrides)
+        self.app: App = open_app(config, backend="offline", overrides=overrides)
         self.opt = self.app.optimizer(
             backend=backend or OfflineBackend(clock=self.clock), clock=self.clock
         )
@@ -96,7 +103,8 @@ def test_exact_hit_is_free_and_recorded_with_its_entry(h: Harness) -> None:
         {"messages": ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"})},
     ],
 )
-def test_anything_that_shapes_the_answer_changes_the_exact_key(h: Harness, change: dict) -> None:
+def test_anything_that_shapes_the_answer_changes_the_exact_key(home: Path, change: dict) -> None:
+    h = Harness({"cache.semantic.enabled": False})
     h.ask("What is the capital of France?", query_type="fact")
     other = h.ask("What is the capital of France?", **{"query_type": "fact", **change})
     assert other.source == "api"
@@ -236,7 +244,10 @@ def test_cache_disabled_in_config(home: Path) -> None:
     assert h.ask("hi").source == "api" and not h.opt.stages
 
 
-def test_no_threshold_means_exact_only_and_no_model(h: Harness) -> None:
+def test_no_threshold_means_exact_only_and_no_model(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("cache:\n  semantic:\n    thresholds:\n      fact: null\n")
+    h = Harness(config=config)
     reply = h.ask("How do I reset my password?", query_type="fact")
     assert "no threshold for fact" in h.decision(reply).reason
     assert h.opt.stages[0].semantic._embedder is None  # never loaded
@@ -354,11 +365,14 @@ def test_broken_model_turns_semantic_off_with_a_warning(
 
 
 def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path) -> None:
+    question = "What is the capital of France?"
+    first = CliRunner().invoke(app, ["ask", "--backend", "offline", question])
+    assert first.exit_code == 0, first.output
+    # A fresh process, the real backend and no key: only a cache hit can answer.
     code = (
         "import sys, json; from typer.testing import CliRunner; from tars_opt.cli import app; "
-        "r = CliRunner(); q = 'What is the capital of France?'; "
-        "a = r.invoke(app, ['ask', '--backend', 'offline', q]); assert a.exit_code == 0, a.output; "
-        "b = r.invoke(app, ['ask', '--json', q]); assert b.exit_code == 0, b.output; "
+        f"b = CliRunner().invoke(app, ['ask', '--json', {question!r}]); "
+        "assert b.exit_code == 0, b.output; "
         "print(json.loads(b.output)['source'], 'anthropic' in sys.modules, "
         "'onnxruntime' in sys.modules)"
     )
