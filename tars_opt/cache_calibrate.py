@@ -107,6 +107,16 @@ def guard_passes(pairs: Pairs) -> np.ndarray:
     )
 
 
+def wilson_upper(k: int, n: int, z: float = 1.96) -> float:
+    """Upper end of the 95% Wilson score interval of the rate k/n (0 when n is 0)."""
+    if n == 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + margin) / (1 + z * z / n))
+
+
 @dataclass(frozen=True)
 class Score:
     """How a threshold does on labelled pairs."""
@@ -128,12 +138,18 @@ class Score:
     def recall(self) -> float:
         return (self.hits - self.false_hits) / self.positives if self.positives else 0.0
 
+    @property
+    def false_hit_rate_upper95(self) -> float:
+        """Upper end of the 95% Wilson interval: how bad the rate could really be."""
+        return wilson_upper(self.false_hits, self.hits)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "hits": self.hits,
             "false_hits": self.false_hits,
             "false_hit_rate": self.false_hit_rate,
+            "false_hit_rate_upper95": self.false_hit_rate_upper95,
             "precision": self.precision,
             "recall": self.recall,
             "positives": self.positives,

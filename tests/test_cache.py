@@ -360,6 +360,9 @@ def test_broken_model_turns_semantic_off_with_a_warning(
         assert h.ask("How do I reset my password?", query_type="fact").source == "cache"
         later = h.ask("How can I reset my password?", query_type="fact")
         assert later.source == "api" and "semantic cache off" in h.decision(later).reason
+        # Case and punctuation folding needs no model.
+        folded = h.ask("how do i reset my password", query_type="fact")
+        assert folded.source == "cache" and h.decision(folded).data["match"] == "normalized"
     finally:
         embed.clear_cache()
 

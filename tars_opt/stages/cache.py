@@ -103,8 +103,6 @@ class CacheStage:
             return f"no semantic matching for {kind} prompts"
         if sem.thresholds.get(kind) is None:
             return f"no threshold for {kind} (run `tars-opt cache calibrate`)"
-        if self.semantic.problem:
-            return self.semantic.problem
         return None
 
     def apply(self, request: Request) -> tuple[Request, Decision] | Reply:
@@ -140,10 +138,9 @@ class CacheStage:
             return self._hit(request, entry, "normalized", 1.0, started, now)
         vec = self.semantic.embed(request.prompt)
         if vec is None:
-            data["semantic"] = data["warning"] = self.semantic.problem
-            return request, Decision(
-                "cache", "miss", f"no exact match; {self.semantic.problem}", data
-            )
+            # The model is missing or broken: exact and normalised matching go on.
+            data["warning"] = self.semantic.problem
+            return request, Decision("cache", "miss", f"no match; {self.semantic.problem}", data)
         self._remember(request.request_id, request.prompt, vec)
         threshold = float(self.cfg.semantic.thresholds[kind] or 1.0)
         vetoes: list[dict[str, Any]] = []
