@@ -16,8 +16,11 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
+from tars_opt.alerts import Alerter
 from tars_opt.backends import Backend, BackendError
+from tars_opt.budget import Budget
 from tars_opt.config import Config
+from tars_opt.experiment import in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
 from tars_opt.querytype import guess_query_type
@@ -91,6 +94,8 @@ class Optimizer:
             stages if stages is not None else default_stages(config, db, clock=clock)
         )
         self._backend = backend
+        self.budget = Budget(config, db, prices=self.prices, clock=clock)
+        self.alerter = Alerter(config.alerts, db, clock=clock)
 
     @property
     def backend(self) -> Backend:
@@ -109,7 +114,13 @@ class Optimizer:
         if request.model is not None:
             request = replace(request, forced_model=True)
             decisions.append(Decision("route", "forced", f"--model {request.model}"))
-        for stage in self.stages:
+        elif in_holdout(request.request_id, self.config.experiment.holdout):
+            # The A/B holdout: the baseline system, no stage at all, to measure the saving.
+            base = self.config.models.baseline
+            tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
+            request = replace(request, holdout=True, model=base, tier=tier)
+            decisions.append(Decision("experiment", "holdout", "sent unoptimized (A/B)"))
+        for stage in self.stages if not request.holdout else ():
             if request.forced_model and stage.name == "route":
                 continue
             outcome = stage.apply(request)
@@ -153,7 +164,7 @@ class Optimizer:
             stop_reason=result.stop_reason,
         )
         self._record(req, reply, api_request_id=result.api_request_id)
-        for stage in self.stages:
+        for stage in self.stages if not req.holdout else ():
             after = getattr(stage, "after", None)
             if after is not None:
                 after(prepared, reply)
@@ -202,15 +213,23 @@ class Optimizer:
         if isinstance(prepared, Reply):
             return prepared
         backend = self.backend
+        # Raises BudgetExceeded (nothing sent, nothing recorded) under a blocking budget.
+        reservation = self.budget.reserve(prepared)
         try:
-            if on_text is not None:
-                result = backend.stream(prepared.params, on_text)
-            else:
-                result = backend.send(prepared.params)
-        except BackendError as exc:
-            self.fail(prepared, exc)
-            raise
-        return self.finish(prepared, result)
+            try:
+                if on_text is not None:
+                    result = backend.stream(prepared.params, on_text)
+                else:
+                    result = backend.send(prepared.params)
+            except BackendError as exc:
+                self.fail(prepared, exc)
+                raise
+            reply = self.finish(prepared, result)
+        finally:
+            # Settled after the ledger row is written: the cost always counts somewhere.
+            self.budget.settle(reservation)
+        self.budget.check_alerts(self.alerter)
+        return reply
 
 
 def build_params(request: Request) -> dict[str, Any]:

@@ -17,11 +17,14 @@ from rich.table import Table
 from tars_opt import render
 from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
+from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
 from tars_opt.db import DatabaseError
+from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
+from tars_opt.report import ReportError
 from tars_opt.types import QUERY_TYPES, Request
 
 app = typer.Typer(
@@ -64,6 +67,8 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+# `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
+BUDGET_EXIT = 3
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
 
 
@@ -72,12 +77,22 @@ def friendly_errors() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code, never a traceback."""
     try:
         yield
-    except (ConfigError, InputError, DatabaseError, UnknownModelPrice) as exc:
+    except (
+        ConfigError,
+        InputError,
+        DatabaseError,
+        UnknownModelPrice,
+        ReportError,
+        FeedbackError,
+    ) as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
     except BackendError as exc:
         _consoles.err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+    except BudgetExceeded as exc:
+        _consoles.err.print(f"refused: {exc}", markup=False)
+        raise typer.Exit(BUDGET_EXIT) from None
     except Exception as exc:
         if type(exc).__name__ == "MissingApiKey":
             _consoles.err.print(f"error: {exc}", markup=False)
@@ -284,6 +299,10 @@ def config_check(config: ConfigOpt = None) -> None:
         loaded = load_config(config)
         _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
 
+
+# The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)
+# live in their own module, which adds them to `app` when imported.
+from tars_opt import monitor_cli  # noqa: E402, F401
 
 # Registered last: the cache commands reuse the helpers above.
 from tars_opt.cli_cache import cache_app  # noqa: E402

@@ -93,6 +93,97 @@ class PricingConfig(_Strict):
 
 class BudgetConfig(_Strict):
     monthly_usd: float = Field(200.0, gt=0)
+    # Shares of the monthly budget that raise an alert, once each per month.
+    alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    # At 100%: warn (alert only), defer (the defer stage defers all it may), block (refuse
+    # non-urgent requests).
+    policy: Literal["warn", "defer", "block"] = "warn"
+    # A reservation left by a process that died stops counting after this long.
+    reservation_ttl_s: float = Field(900.0, gt=0)
+
+    @field_validator("alert_at")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 10 for v in value):
+            raise ValueError("alert_at holds shares of the budget such as 0.5, 0.8, 1.0")
+        return sorted(set(value))
+
+
+class AlertsConfig(_Strict):
+    # POST each alert as JSON ({"text": ...}, Slack-compatible) to this URL; null = off.
+    webhook_url: str | None = None
+    # Run this command per alert (no shell), the alert as JSON on stdin; null = off.
+    command: str | None = None
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class RegressionConfig(_Strict):
+    warning: float = Field(0.10, gt=0)
+    critical: float = Field(0.25, gt=0)
+    # Fewer calls than this in a week: too few to call a change a regression.
+    min_calls: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegressionConfig:
+        if self.critical < self.warning:
+            raise ValueError("critical must be at least warning")
+        return self
+
+
+class BaselineConfig(_Strict):
+    daily_cost_usd: float = Field(8.50, ge=0)
+    calls_per_day: float = Field(234, ge=0)
+    tokens_per_day: float = Field(850_000, ge=0)
+    cheap_share: float = Field(0.0, ge=0, le=1)
+    cache_hit_rate: float = Field(0.0, ge=0, le=1)
+    batch_share: float = Field(0.0, ge=0, le=1)
+    latency_s: float = Field(2.3, ge=0)
+    error_rate: float = Field(0.02, ge=0, le=1)
+    source: str = "plan: measured 2026-02-11..13 (100% Sonnet, no cache)"
+
+
+class PhaseTargets(_Strict):
+    daily_cost_usd: float | None = Field(None, ge=0)
+    calls_per_day: float | None = Field(None, ge=0)
+    tokens_per_day: float | None = Field(None, ge=0)
+    cheap_share: float | None = Field(None, ge=0, le=1)
+    cache_hit_rate: float | None = Field(None, ge=0, le=1)
+    batch_share: float | None = Field(None, ge=0, le=1)
+    latency_s: float | None = Field(None, ge=0)
+    error_rate: float | None = Field(None, ge=0, le=1)
+
+
+class PhaseConfig(_Strict):
+    name: str
+    start: date
+    end: date  # inclusive
+    targets: PhaseTargets = Field(default_factory=PhaseTargets)
+
+    @model_validator(mode="after")
+    def _dates(self) -> PhaseConfig:
+        if self.end < self.start:
+            raise ValueError(f"phase {self.name!r} ends before it starts")
+        return self
+
+
+class HeartbeatConfig(_Strict):
+    # Queued tasks waiting longer than this are stuck.
+    stuck_after_h: float = Field(24.0, gt=0)
+    # More waiting tasks than this is a backlog.
+    max_backlog: int = Field(500, ge=1)
+    # The window the heartbeat's rates are measured over.
+    window_h: float = Field(24.0, gt=0)
+
+
+class ExperimentConfig(_Strict):
+    # Share of eligible requests sent unoptimized (baseline model, no stages) to measure
+    # the real saving. 0 turns the holdout off.
+    holdout: float = Field(0.05, ge=0, le=0.5)
+
+
+class ReportsConfig(_Strict):
+    # Where `tars-opt report` writes (relative paths: to the current directory).
+    dir: Path = Path("reports")
 
 
 class StageSwitch(_Strict):
@@ -217,6 +308,14 @@ class Config(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    # The shipped defaults (performance-config.yaml) carry the plan's three phases.
+    phases: list[PhaseConfig] = Field(default_factory=list)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -252,6 +351,7 @@ ENV_KEYS: dict[str, str] = {
     "TARS_OPT_DB": "database",
     "TARS_OPT_BACKEND": "backend",
     "ANTHROPIC_BASE_URL": "api.base_url",
+    "TARS_OPT_HOLDOUT": "experiment.holdout",
 }
 
 

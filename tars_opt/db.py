@@ -66,6 +66,64 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
 
 
+def _monitor(db: sqlite_utils.Database) -> None:
+    """Budget reservations, alerts, baselines, metric snapshots, feedback, the A/B holdout."""
+    db.execute(
+        """CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            model TEXT,
+            amount REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            period TEXT NOT NULL,
+            ts REAL NOT NULL,
+            ts_iso TEXT NOT NULL,
+            level TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            delivery TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (key, period)
+        )"""
+    )
+    db.execute("CREATE INDEX alerts_ts ON alerts(ts)")
+    db.execute(
+        """CREATE TABLE baselines (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            start TEXT NOT NULL,
+            "end" TEXT NOT NULL,
+            source TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE metric_snapshots (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            ts_iso TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            ts REAL NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('good', 'bad')),
+            note TEXT
+        )"""
+    )
+    db.execute("ALTER TABLE calls ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
+
+
 def _cache(db: sqlite_utils.Database) -> None:
     """The response cache: one row per stored answer, and the ledger's link to a hit."""
     db.execute(
@@ -117,7 +175,7 @@ def _cache(db: sqlite_utils.Database) -> None:
 
 
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _cache]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _cache]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

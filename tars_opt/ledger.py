@@ -87,6 +87,7 @@ class Ledger:
             "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
             "answer": rep.text if self.store_prompts else None,
             "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
+            "holdout": int(req.holdout),
         }
         for name in STRATEGIES:
             row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)

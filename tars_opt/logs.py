@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,21 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record (it may be swapped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup_logging(
     data_dir: Path,
     *,
@@ -58,20 +74,26 @@ def setup_logging(
     verbose: bool = False,
     key_env: str = "ANTHROPIC_API_KEY",
 ) -> logging.Logger:
-    """Attach the file (and with `verbose`, stderr) handlers once per log file."""
+    """Send tars-opt's logs to <data_dir>/logs/tars-opt.log (and stderr with `verbose`).
+
+    Replaces the handlers an earlier call attached, so a process that opens several data
+    dirs logs to the last one only.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG if verbose else level)
+    for old in [h for h in logger.handlers if getattr(h, "_tars_opt", False)]:
+        logger.removeHandler(old)
+        old.close()
     log_dir = ensure_private_dir(data_dir / "logs")
-    path = str(log_dir / "tars-opt.log")
-    attached = {getattr(h, "baseFilename", None) for h in logger.handlers}
-    if os.path.abspath(path) not in attached:
-        handler = logging.FileHandler(path, encoding="utf-8")
+    handlers: list[logging.Handler] = [
+        logging.FileHandler(log_dir / "tars-opt.log", encoding="utf-8")
+    ]
+    if verbose:
+        handlers.append(_CurrentStderr())
+    secrets = SecretFilter([key_env, "ANTHROPIC_API_KEY"])
+    for handler in handlers:
         handler.setFormatter(JsonFormatter())
-        handler.addFilter(SecretFilter([key_env, "ANTHROPIC_API_KEY"]))
+        handler.addFilter(secrets)
+        handler._tars_opt = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-        if verbose:
-            echo = logging.StreamHandler()
-            echo.setFormatter(JsonFormatter())
-            echo.addFilter(SecretFilter([key_env, "ANTHROPIC_API_KEY"]))
-            logger.addHandler(echo)
     return logger

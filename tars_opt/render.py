@@ -76,8 +76,17 @@ def _breakdown(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def calls(console: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table("time (UTC)", "source", "model", "in/out", "cost", "saved", "ms", "error",
-                  title="recent calls")
+    table = Table(
+        "time (UTC)",
+        "source",
+        "model",
+        "in/out",
+        "cost",
+        "saved",
+        "ms",
+        "error",
+        title="recent calls",
+    )
     # The request id is what a user copies into `feedback` or a query: never cut it.
     table.add_column("request", no_wrap=True, min_width=28)
     for r in rows:
@@ -96,3 +105,85 @@ def calls(console: Console, rows: list[dict[str, Any]]) -> None:
             r["request_id"],
         )
     console.print(table)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def baseline(console: Console, base: Any) -> None:
+    from tars_opt.baseline import METRICS
+
+    table = Table("metric", "baseline", title=f"baseline: {base.source}")
+    for name, info in METRICS.items():
+        v = base.metrics.get(name)
+        shown = "-" if v is None else (
+            usd(v) if info.kind == "usd" else pct(v) if info.kind == "share"
+            else f"{v:.2f} s" if info.kind == "seconds" else f"{v:,.0f}"
+        )  # fmt: skip
+        table.add_row(info.label, shown)
+    console.print(table)
+
+
+def checks(console: Console, items: list[Any]) -> None:
+    colors = {"ok": "green", "skipped": "dim", "warning": "yellow", "critical": "red"}
+    for c in items:
+        console.print(
+            f"  [{colors[c.status]}]{c.status.upper():8}[/] {c.name}: {c.value} - {c.detail}",
+            highlight=False,
+        )
+
+
+def session(console: Console, data: dict[str, Any]) -> None:
+    console.print(
+        f"session {data['session']}: {data['calls']} calls ({data['errors']} failed), "
+        f"cost {usd(data['cost'])}, baseline {usd(data['baseline_cost'])}, "
+        f"saved {usd(data['saved'])}; {data['first'] or '-'} .. {data['last'] or '-'}",
+        markup=False,
+    )
+
+
+def period(console: Console, m: Any) -> None:
+    from tars_opt.ledger import iso
+
+    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days)",
+                  markup=False)  # fmt: skip
+    head = Table("calls", "answered", "errors", "cost", "baseline", "saved", "cache hit",
+                 "cheap", "batch", "deferred", "escalated")  # fmt: skip
+    head.add_row(str(m.calls), str(m.answered), f"{m.errors} ({pct(m.error_rate)})",
+                 usd(m.cost), usd(m.baseline_cost), f"{usd(m.saved)} ({pct(m.saved_share)})",
+                 f"{pct(m.cache_hit_rate)} ({m.exact_hits}e/{m.semantic_hits}s)",
+                 pct(m.cheap_share), pct(m.batch_share), pct(m.deferred_share),
+                 pct(m.escalation_rate))  # fmt: skip
+    console.print(head)
+    sav = Table("strategy", "saved", title="saved by strategy")
+    for k, v in m.saved_by_strategy.items():
+        sav.add_row(k.replace("_", " "), usd(v))
+    console.print(sav)
+    tok = Table(*m.tokens, title="tokens by bucket")
+    tok.add_row(*(f"{v:,}" for v in m.tokens.values()))
+    console.print(tok)
+    if m.latency_ms:
+        lat = Table("source", "n", "p50 ms", "p95 ms", title="latency")
+        for k, v in m.latency_ms.items():
+            lat.add_row(k, str(v["n"]), f"{v['p50']:.0f}", f"{v['p95']:.0f}")
+        console.print(lat)
+    if m.model_mix:
+        mix = Table("model", "calls", "share", "cost", title="model mix")
+        for x in m.model_mix:
+            mix.add_row(x["model"], str(x["calls"]), pct(x["share"]), usd(x["cost"]))
+        console.print(mix)
+    if m.per_session:
+        ses = Table("session", "calls", "cost", "baseline", title="top sessions by cost")
+        for x in m.per_session:
+            ses.add_row(x["session"], str(x["calls"]), usd(x["cost"]), usd(x["baseline_cost"]))
+        console.print(ses)
+
+
+def budget(console: Console, b: Any) -> None:
+    console.print(
+        f"{b.month}: spent {usd(b.spent_usd)} + in flight {usd(b.reserved_usd)} of "
+        f"{usd(b.budget_usd)} ({b.used_share:.1%}); month-end pace {usd(b.pace_usd)}; "
+        f"policy at 100%: {b.policy}" + ("; OVER BUDGET" if b.over else ""),
+        markup=False,
+    )

@@ -123,6 +123,8 @@ class Request:
     stream: bool = False
     request_id: str = field(default_factory=new_request_id)
     removed_tokens: int = 0
+    # In the A/B holdout: sent unoptimized to measure what optimizing saves.
+    holdout: bool = False
     # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
     # fresh answer), "off" (neither).
     cache_mode: str = "use"

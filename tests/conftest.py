@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-pytest_plugins = ["tests.fake_anthropic.plugin"] if (Path(__file__).parent / "fake_anthropic" / "plugin.py").exists() else []  # TEMP
+pytest_plugins = ["tests.fake_anthropic.plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 # Read before the autouse fixture clears TARS_OPT_* variables.
@@ -23,6 +23,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(var, raising=False)
     data = tmp_path / "home"
     monkeypatch.setenv("TARS_OPT_HOME", str(data))
+    # The A/B holdout picks requests by a hash of their random id: off unless a test
+    # turns it on, so tests that expect optimization are deterministic.
+    monkeypatch.setenv("TARS_OPT_HOLDOUT", "0")
     monkeypatch.chdir(tmp_path)
     return data
 

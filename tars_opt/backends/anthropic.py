@@ -185,4 +185,11 @@ class _translated_errors:
                 kind=kind,
                 status=exc.status_code,
             ) from None
+        if type(exc).__module__.split(".")[0] in ("httpx", "httpx2"):
+            # A connection that breaks mid-stream surfaces as the transport's own error,
+            # which the SDK neither wraps nor retries.
+            raise BackendError(
+                f"the connection to the API broke mid-answer ({type(exc).__name__}): try again",
+                kind="connection_error",
+            ) from None
         return False

@@ -1,0 +1,267 @@
+"""The monitoring commands of the CLI: report, baseline, heartbeat, dashboard, feedback,
+metrics, budget. Argument parsing and rendering only; the logic is in the library."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tars_opt import render
+from tars_opt.alerts import Alerter
+from tars_opt.baseline import Baseline, capture_baseline, current_baseline
+from tars_opt.budget import Budget
+from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, friendly_errors
+from tars_opt.dashboard import Frame, read_frame, run_live
+from tars_opt.dashboard import render as render_frame
+from tars_opt.feedback import VERDICTS, record_feedback
+from tars_opt.heartbeat import run_heartbeat
+from tars_opt.inputs import InputError
+from tars_opt.metrics import date_range, measure, session_metrics
+from tars_opt.report import final_spec, phase_spec, range_spec, week_spec, write_report
+
+baseline_app = typer.Typer(help="The unoptimized baseline savings are measured against.",
+                           no_args_is_help=True)  # fmt: skip
+app.add_typer(baseline_app, name="baseline")
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (UTC).")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Last day, inclusive, YYYY-MM-DD.")]
+
+
+def _day(flag: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{flag} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+@app.command()
+def report(
+    phase: Annotated[int | None, typer.Option(help="Phase number from the config.")] = None,
+    week: Annotated[bool, typer.Option("--week", help="The last full ISO week.")] = False,
+    final: Annotated[bool, typer.Option("--final", help="First phase start to last end.")] = (
+        False
+    ),
+    first: FromOpt = None,
+    last: ToOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Markdown file to write.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write a Markdown benchmark report with PNG charts beside it.
+
+    Example: [bold]tars-opt report --phase 2[/bold]  (writes reports/PHASE_2_BENCHMARK.md)
+    """
+    with friendly_errors():
+        chosen = sum([phase is not None, week, final, first is not None or last is not None])
+        if chosen != 1:
+            raise InputError("choose one of --phase N, --week, --final, or --from/--to")
+        opened = _open(config, db)
+        now = time.time()
+        if phase is not None:
+            spec = phase_spec(opened.config, phase)
+        elif week:
+            spec = week_spec(now)
+        elif final:
+            spec = final_spec(opened.config)
+        else:
+            if first is None or last is None:
+                raise InputError("--from and --to go together: give both days")
+            spec = range_spec(_day("--from", first), _day("--to", last))
+        result = write_report(opened.db, opened.config, spec, now=now, out=out)
+        data = {
+            "report": str(result.path),
+            "charts": [str(c) for c in result.charts],
+            "targets_met": result.passed,
+            "targets_judged": result.judged,
+        }
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        met = f" (targets met: {result.passed} of {result.judged})" if result.judged else ""
+        _consoles.out.print(
+            f"wrote {result.path}{met}; charts: " + ", ".join(c.name for c in result.charts),
+            markup=False,
+        )
+
+
+@baseline_app.command("capture")
+def baseline_capture(
+    first: FromOpt = None,
+    last: ToOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Measure the baseline from the ledger over whole days; it then replaces the config's.
+
+    Example: [bold]tars-opt baseline capture --from 2026-02-11 --to 2026-02-13[/bold]
+    """
+    with friendly_errors():
+        if first is None or last is None:
+            raise InputError("give both --from and --to (YYYY-MM-DD, UTC, inclusive)")
+        opened = _open(config, db)
+        try:
+            base = capture_baseline(opened.db, opened.config, _day("--from", first),
+                                    _day("--to", last), time.time())  # fmt: skip
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        _print_baseline(base, as_json)
+
+
+@baseline_app.command("show")
+def baseline_show(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Show the baseline in use (the newest capture, else the config's) and its source.
+
+    Example: [bold]tars-opt baseline show --json[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        _print_baseline(current_baseline(opened.db, opened.config), as_json)
+
+
+def _print_baseline(base: Baseline, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(base.__dict__, indent=2))
+        return
+    render.baseline(_consoles.out, base)
+
+
+@app.command()
+def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Run the HEARTBEAT checks, store a snapshot; exit 0 ok, 1 warning, 2 critical.
+
+    Example: [bold]tars-opt heartbeat || echo "needs attention"[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        cfg = opened.config
+        # drain_if_off_peak: the deferral drain (issue 5) plugs in here.
+        result = run_heartbeat(
+            opened.db,
+            cfg,
+            now=time.time(),
+            alerter=Alerter(cfg.alerts, opened.db),
+            drain_if_off_peak=None,
+        )
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        else:
+            _consoles.out.print(result.summary_line(), markup=False)
+            render.checks(_consoles.out, result.checks)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def dashboard(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=1)] = 5.0,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """A live screen of spend, savings, model mix, hit rates, queue, calls and alerts.
+
+    Example: [bold]tars-opt dashboard[/bold]  (Ctrl-C to leave; --once for one frame)
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+
+        def read() -> Frame:
+            return read_frame(opened.db, opened.config, time.time())
+
+        if once:
+            _consoles.out.print(render_frame(read()))
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            run_live(read, _consoles.out, interval_s=interval)
+
+
+@app.command()
+def feedback(
+    request_id: Annotated[str, typer.Argument(help="The request id (see `tars-opt log`).")],
+    verdict: Annotated[str, typer.Argument(help="good or bad.")],
+    note: Annotated[str | None, typer.Option(help="Why, in a few words.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Rate an answer good or bad; counts show in metrics and reports.
+
+    Example: [bold]tars-opt feedback req_0123456789abcdef0123 bad --note "stale"[/bold]
+    """
+    with friendly_errors():
+        if verdict not in VERDICTS:
+            raise InputError(f"verdict {verdict!r} is not good or bad")
+        opened = _open(config, db)
+        # evictor: the response cache store (issue 3) passes itself here to drop bad answers.
+        result = record_feedback(opened.db, request_id, verdict, note, now=time.time(),
+                                 evictor=None)  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        evicted = {True: "; its cached answer was removed", False: "; nothing cached to remove",
+                   None: ""}[result.evicted]  # fmt: skip
+        _consoles.out.print(f"recorded {verdict} for {request_id} ({result.source}, tier "
+                            f"{result.tier or '-'}){evicted}", markup=False)  # fmt: skip
+
+
+@app.command()
+def metrics(
+    first: FromOpt = None,
+    last: ToOpt = None,
+    days: Annotated[int, typer.Option(help="The last N days (UTC, today included).", min=1)] = 7,
+    session: Annotated[str | None, typer.Option(help="One `ask --session` id.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Calls, tokens, cost vs baseline, savings by strategy, rates and latency for a period.
+
+    Example: [bold]tars-opt metrics --from 2026-02-17 --to 2026-02-23 --json[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        if session is not None:
+            data = session_metrics(opened.db, session)
+            if as_json:
+                typer.echo(json.dumps(data, indent=2))
+            else:
+                render.session(_consoles.out, data)
+            return
+        now = time.time()
+        if first is not None or last is not None:
+            if first is None or last is None:
+                raise InputError("--from and --to go together: give both days")
+            lo, hi = _day("--from", first), _day("--to", last)
+            if hi < lo:
+                raise InputError(f"--to {hi} is before --from {lo}")
+            start, end = date_range(lo, hi)
+        else:
+            today = datetime.fromtimestamp(now, UTC).date()
+            start, end = date_range(today - timedelta(days=days - 1), today)
+        m = measure(opened.db, opened.config, start, min(end, now))
+        if as_json:
+            typer.echo(json.dumps(m.to_dict(), indent=2, default=str))
+            return
+        render.period(_consoles.out, m)
+
+
+@app.command()
+def budget(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """The month's spend, in-flight reservations and pace against the budget and policy.
+
+    Example: [bold]tars-opt budget --json[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        state = Budget(opened.config, opened.db).state()
+        if as_json:
+            typer.echo(json.dumps(state.to_dict(), indent=2))
+            return
+        render.budget(_consoles.out, state)

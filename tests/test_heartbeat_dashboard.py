@@ -1,0 +1,293 @@
+"""Heartbeat exit codes and snapshot, the dashboard frame, feedback, baselines, regressions
+and the A/B holdout."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from tars_opt import Decision, Request, open_app
+from tars_opt.alerts import Alerter
+from tars_opt.backends.offline import OfflineBackend
+from tars_opt.baseline import compare, raise_regression_alerts, weekly_regressions
+from tars_opt.cli import app
+from tars_opt.dashboard import read_frame, render, run_live
+from tars_opt.experiment import in_holdout
+from tars_opt.feedback import record_feedback
+from tests.handmade import add_call, cache_hit, haiku, phase_week
+
+
+def config_file(tmp_path: Path, **sections) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"backend": "offline", **sections}, default_flow_style=False))
+    return str(path)
+
+
+def today_phase(**targets) -> list[dict]:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return [{"name": "now", "start": day, "end": day, "targets": targets}]
+
+
+# --- heartbeat --------------------------------------------------------------------------
+
+
+def test_heartbeat_ok_exit_0_and_a_stored_snapshot(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["heartbeat"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("tars-opt heartbeat OK:")
+    assert "SKIPPED  queue" in result.output
+    db = open_app().db
+    row = db.execute("SELECT kind, status, metrics FROM metric_snapshots").fetchone()
+    assert row[:2] == ("heartbeat", "ok") and "budget" in json.loads(row[2])
+
+
+def test_heartbeat_warning_exit_1_on_a_missed_target(tmp_path: Path, runner) -> None:
+    cfg = config_file(tmp_path, phases=today_phase(cache_hit_rate=0.5, cheap_share=0.1))
+    db = open_app(cfg).db
+    now = time.time()
+    for i in range(4):
+        add_call(db, now - 60 * (i + 1), **haiku())
+    add_call(db, now - 30, **cache_hit())
+    result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["status"] == "warning"
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["cache hit rate"]["status"] == "warning"
+    assert "20.0% is below the 50% target (phase 1)" in checks["cache hit rate"]["detail"]
+    assert checks["routing share"]["status"] == "ok"
+    assert "tars-opt WARNING: cache hit rate" in result.stderr  # the alert
+    again = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
+    assert again.exit_code == 1 and "tars-opt WARNING" not in again.stderr  # once a day
+
+
+def test_heartbeat_critical_exit_2_when_the_budget_is_spent(tmp_path: Path, runner) -> None:
+    cfg = config_file(tmp_path, budget={"monthly_usd": 1})
+    add_call(open_app(cfg).db, time.time() - 5, cost=1.2)
+    result = runner.invoke(app, ["heartbeat", "-c", cfg])
+    assert result.exit_code == 2
+    assert result.stdout.startswith("tars-opt heartbeat CRITICAL: budget: the monthly budget")
+
+
+def test_heartbeat_queue_backlog_and_stuck_tasks(tmp_path: Path, runner) -> None:
+    cfg = config_file(tmp_path, heartbeat={"max_backlog": 1, "stuck_after_h": 1})
+    db = open_app(cfg).db
+    db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, state TEXT, created_at REAL)")
+    now = time.time()
+    db.execute("INSERT INTO tasks (state, created_at) VALUES ('queued', ?), ('queued', ?)",
+               [now - 7200, now - 60])  # fmt: skip
+    result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
+    assert result.exit_code == 1
+    queue = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "queue")
+    assert queue["detail"] == "backlog 2 > 1; 1 task(s) waiting over 1 h"
+
+
+def test_heartbeat_script_wraps_the_command(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "heartbeat.sh"
+    text = script.read_text()
+    assert text.startswith("#!/") and "tars-opt heartbeat" in text
+    assert script.stat().st_mode & 0o111
+
+
+# --- dashboard -----------------------------------------------------------------------
+
+
+def test_dashboard_once_prints_one_frame(runner: CliRunner) -> None:
+    db = open_app().db
+    rid = add_call(db, time.time() - 10, **haiku())
+    result = runner.invoke(app, ["dashboard", "--once"])
+    assert result.exit_code == 0, result.output
+    for part in ("spend vs budget", "saved by strategy", "model mix (today)", "hit rates",
+                 "recent calls", rid, "no alerts in the last 24 h"):  # fmt: skip
+        assert part in result.output, part
+    assert "queue" not in result.output  # no tasks table: omitted
+
+
+def test_dashboard_live_redraws_on_its_interval(home: Path) -> None:
+    opened = open_app()
+    reads, sleeps = [], []
+
+    def read():
+        reads.append(1)
+        return read_frame(opened.db, opened.config, time.time())
+
+    out = io.StringIO()
+    run_live(read, Console(file=out, width=120), interval_s=5, sleep=sleeps.append, frames=3)
+    assert len(reads) == 3 and sleeps == [5, 5]
+    Console(file=io.StringIO()).print(render(read()))
+
+
+# --- feedback ------------------------------------------------------------------------
+
+
+class RecordingEvictor:
+    """Stands in for the cache store of issue 3: remembers what it was asked to evict."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def evict_for_call(self, call: dict) -> bool:
+        self.calls.append(call["request_id"])
+        return call["source"] == "cache"
+
+
+def test_feedback_cli_records_and_replaces_a_verdict(runner: CliRunner) -> None:
+    db = open_app().db
+    rid = add_call(db, time.time(), **cache_hit())
+    result = runner.invoke(app, ["feedback", rid, "bad", "--note", "stale answer"])
+    assert result.exit_code == 0 and f"recorded bad for {rid} (cache" in result.output
+    runner.invoke(app, ["feedback", rid, "good"])
+    rows = db.execute("SELECT verdict, note FROM feedback").fetchall()
+    assert rows == [("good", None)]
+
+
+def test_feedback_rejects_unknown_ids_bad_verdicts_and_failed_calls(runner) -> None:
+    db = open_app().db
+    failed = add_call(db, time.time(), error="api_error: boom")
+    assert runner.invoke(app, ["feedback", "req_nope", "bad"]).exit_code == 2
+    assert runner.invoke(app, ["feedback", failed, "bad"]).exit_code == 2
+    out = runner.invoke(app, ["feedback", failed, "meh"])
+    assert out.exit_code == 2 and "not good or bad" in out.output
+
+
+def test_bad_feedback_hands_the_call_to_the_cache_evictor(home: Path) -> None:
+    db = open_app().db
+    rid = add_call(db, time.time(), **cache_hit())
+    evictor = RecordingEvictor()
+    assert record_feedback(db, rid, "good", now=1, evictor=evictor).evicted is None
+    result = record_feedback(db, rid, "bad", now=2, evictor=evictor)
+    assert result.evicted is True and evictor.calls == [rid]
+
+
+# --- baseline and regressions ---------------------------------------------------------
+
+
+def test_baseline_capture_measures_the_ledger_and_wins_over_the_config(runner) -> None:
+    phase_week(open_app().db)
+    shown = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
+    assert shown["source"].startswith("plan:") and shown["metrics"]["daily_cost_usd"] == 8.5
+    cap = runner.invoke(app, ["baseline", "capture", "--from", "2026-02-17", "--to",
+                              "2026-02-23", "--json"])  # fmt: skip
+    assert cap.exit_code == 0, cap.output
+    data = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
+    assert data["source"] == "ledger 2026-02-17..2026-02-23 (280 calls)"
+    assert data["metrics"]["daily_cost_usd"] == pytest.approx(0.4505 / 7)
+    empty = runner.invoke(app, ["baseline", "capture", "--from", "2025-01-01", "--to",
+                                "2025-01-02"])  # fmt: skip
+    assert empty.exit_code == 2 and "no calls" in empty.output
+    assert runner.invoke(app, ["baseline", "capture", "--from", "2025-01-01"]).exit_code == 2
+
+
+def test_regression_thresholds() -> None:
+    ref = {"cost_per_request": 1.0, "cache_hit_rate": 0.20, "error_rate": 0.0}
+    assert compare({"cost_per_request": 1.09}, ref, "baseline", 0.10, 0.25) == []
+    (warn,) = compare({"cost_per_request": 1.11}, ref, "baseline", 0.10, 0.25)
+    assert warn.level == "warning" and warn.worse_by == pytest.approx(0.11)
+    (crit,) = compare({"cost_per_request": 1.30}, ref, "baseline", 0.10, 0.25)
+    assert crit.level == "critical"
+    (drop,) = compare({"cache_hit_rate": 0.17}, ref, "previous week", 0.10, 0.25)
+    assert drop.level == "warning" and "15% worse than the previous week" in drop.message()
+    assert compare({"cache_hit_rate": 0.30}, ref, "baseline", 0.10, 0.25) == []
+    assert compare({"error_rate": 0.5}, ref, "baseline", 0.10, 0.25) == []  # no reference
+
+
+def test_weekly_regressions_against_the_previous_week_alert_once(home: Path) -> None:
+    opened = open_app()
+    db, now = opened.db, time.time()
+    for i in range(25):
+        add_call(db, now - 8 * 86400 - i * 60, latency_ms=1000.0)
+        add_call(db, now - 1 * 86400 - i * 60, latency_ms=1400.0)
+    found = weekly_regressions(db, opened.config, now)
+    (lat,) = [r for r in found if r.metric == "latency_s"]
+    assert lat.against == "previous week" and lat.level == "critical"
+    err = io.StringIO()
+    alerter = Alerter(opened.config.alerts, db, stderr=err)
+    assert raise_regression_alerts(found, alerter, now) == len(found)
+    assert raise_regression_alerts(found, alerter, now) == 0
+    assert "CRITICAL: Response time (mean, interactive) is 40% worse" in err.getvalue()
+
+
+def test_too_few_calls_are_not_a_regression(home: Path) -> None:
+    opened = open_app()
+    add_call(opened.db, time.time() - 60, latency_ms=99_000.0)
+    assert weekly_regressions(opened.db, opened.config, time.time()) == []
+
+
+# --- A/B holdout ---------------------------------------------------------------------
+
+
+def test_holdout_choice_is_deterministic_and_near_its_share() -> None:
+    ids = [f"req_{i:06d}" for i in range(20_000)]
+    share = sum(in_holdout(i, 0.05) for i in ids) / len(ids)
+    assert 0.045 < share < 0.055
+    assert [in_holdout(i, 0.05) for i in ids[:50]] == [in_holdout(i, 0.05) for i in ids[:50]]
+    assert not any(in_holdout(i, 0) for i in ids[:100])
+
+
+class PinCheap:
+    name = "route"
+
+    def apply(self, request: Request):
+        return replace(request, tier="cheap", model="claude-haiku-5-5"), Decision(
+            "route", "cheap", "test"
+        )
+
+
+def test_holdout_requests_skip_every_stage_and_are_marked(monkeypatch) -> None:
+    monkeypatch.setenv("TARS_OPT_HOLDOUT", "0.5")
+    opened = open_app(backend="offline")
+    opt = opened.optimizer(backend=OfflineBackend())
+    opt.stages = [PinCheap()]
+    ids = [f"req_ab_{i:03d}" for i in range(40)]
+    for rid in ids:
+        opt.ask(Request(prompt=f"question {rid}", request_id=rid))
+    rows = opened.db.execute("SELECT request_id, holdout, model, decisions FROM calls").fetchall()
+    tiers = opened.db.execute("SELECT DISTINCT tier FROM calls WHERE holdout = 1").fetchall()
+    assert tiers == [("strong",)]
+    held = [r for r in rows if r[1]]
+    assert {r[0] for r in held} == {i for i in ids if in_holdout(i, 0.5)}
+    assert 10 < len(held) < 30
+    for _, flag, model, decisions in rows:
+        stages = [d["stage"] for d in json.loads(decisions)]
+        if flag:
+            assert model == "claude-sonnet-5-5" and "route" not in stages
+            assert "experiment" in stages
+        else:
+            assert model == "claude-haiku-5-5" and "route" in stages
+
+
+def test_forced_model_is_never_held_out(monkeypatch) -> None:
+    monkeypatch.setenv("TARS_OPT_HOLDOUT", "0.5")
+    opt = open_app(backend="offline").optimizer(backend=OfflineBackend())
+    for i in range(20):
+        reply = opt.ask(Request(prompt="hi", model="claude-haiku-5-5", request_id=f"r{i}"))
+        assert reply.model == "claude-haiku-5-5"
+
+
+def test_monitor_commands_have_help_with_examples(runner: CliRunner) -> None:
+    for sub in (["report"], ["heartbeat"], ["dashboard"], ["feedback"], ["metrics"],
+                ["budget"], ["baseline", "capture"], ["baseline", "show"]):  # fmt: skip
+        result = runner.invoke(app, [*sub, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, sub
+
+
+def test_metrics_and_budget_commands(runner: CliRunner) -> None:
+    db = open_app().db
+    add_call(db, "2026-02-17T10:00", session="task-1", cost=0.01, baseline_cost=0.02)
+    data = json.loads(runner.invoke(app, ["metrics", "--from", "2026-02-17", "--to",
+                                          "2026-02-17", "--json"]).output)  # fmt: skip
+    assert data["calls"] == 1 and data["summary"]["daily_cost_usd"] == pytest.approx(0.01)
+    ses = json.loads(runner.invoke(app, ["metrics", "--session", "task-1", "--json"]).output)
+    assert ses["saved"] == pytest.approx(0.01)
+    table = runner.invoke(app, ["metrics", "--days", "3"])
+    assert table.exit_code == 0 and "saved by strategy" in table.output
+    state = json.loads(runner.invoke(app, ["budget", "--json"]).output)
+    assert state["policy"] == "warn" and state["budget_usd"] == 200
