@@ -47,13 +47,17 @@ def _sha(text: str) -> str:
 def model_selector(request: Request, config: Config) -> str:
     """Which model will answer: the forced model, the requested tier, or the router.
 
-    A routed request names the tier map too, so changing models invalidates old answers.
+    A routed request names the tier map and the routing settings too: the router picks the
+    tier from the prompt and those, so changing either invalidates old answers.
     """
     if request.forced_model and request.model:
         return f"model:{request.model}"
     if request.tier:
         return f"tier:{request.tier}:{config.models.tiers.get(request.tier, '?')}"
-    tiers = canonical({"tiers": config.models.tiers, "default": config.models.default_tier})
+    routing = config.routing.model_dump(mode="json") if config.routing.enabled else None
+    tiers = canonical(
+        {"tiers": config.models.tiers, "default": config.models.default_tier, "routing": routing}
+    )
     return f"routed:{_sha(tiers)[:12]}"
 
 

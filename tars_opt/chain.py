@@ -7,6 +7,7 @@ drain uses the same prepare/finish, so deferred work is optimized and accounted 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,13 +19,13 @@ import sqlite_utils
 
 from tars_opt.alerts import Alerter
 from tars_opt.backends import Backend, BackendError
-from tars_opt.budget import Budget
+from tars_opt.budget import Budget, BudgetExceeded
 from tars_opt.config import Config
 from tars_opt.experiment import in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
 from tars_opt.querytype import guess_query_type
-from tars_opt.types import BackendResult, Decision, Prepared, Reply, Request
+from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request
 
 log = logging.getLogger("tars_opt.chain")
 
@@ -140,13 +141,31 @@ class Optimizer:
         self.prices.rates(request.model or "")
         return Prepared(request, build_params(request), decisions, started)
 
-    def finish(self, prepared: Prepared, result: BackendResult, *, source: str = "api") -> Reply:
-        """Price the result, write its ledger row (committed on return) and return the Reply."""
+    def finish(
+        self,
+        prepared: Prepared,
+        result: BackendResult,
+        *,
+        source: str = "api",
+        escalated_from: str | None = None,
+        notify: bool = True,
+    ) -> Reply:
+        """Price the result, write its ledger row (committed on return) and return the Reply.
+
+        `escalated_from` marks a re-ask of another request on a stronger tier: the baseline
+        already counted that request once, so this row's baseline is 0 and routing's saving
+        absorbs the difference (an escalation shows as negative routing savings).
+        `notify=False` skips the stages' `after` hooks (for an answer about to be escalated).
+        """
         req = prepared.request
         model = req.model or result.model
         money = self.prices.attribute(
             result.usage, model, self.config.models.baseline, req.removed_tokens
         )
+        if escalated_from is not None:
+            saved = dict(money.saved)
+            saved["routing"] -= money.baseline
+            money = Money(actual=money.actual, baseline=0.0, saved=saved)
         latency = result.latency_ms
         if latency is None:
             latency = (time.perf_counter() - prepared.started) * 1000.0
@@ -163,8 +182,10 @@ class Optimizer:
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
         )
-        self._record(req, reply, api_request_id=result.api_request_id)
-        for stage in self.stages if not req.holdout else ():
+        self._record(
+            req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
+        )
+        for stage in self.stages if notify and not req.holdout else ():
             after = getattr(stage, "after", None)
             if after is not None:
                 after(prepared, reply)
@@ -208,12 +229,33 @@ class Optimizer:
         log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
 
     def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Prepare, send and finish one request. Raises BackendError after recording it."""
+        """Prepare, send and finish one request, escalating once if routing says so.
+
+        Raises BackendError (after recording it) when the first call fails, and
+        BudgetExceeded (nothing sent, nothing recorded) under a blocking budget.
+        """
         prepared = self.prepare(request)
         if isinstance(prepared, Reply):
             return prepared
+        reply, retry = self._call(prepared, on_text)
+        if retry is not None:
+            # If the re-ask fails (it is in the ledger) or the budget refuses it, the first
+            # answer is still an answer.
+            with contextlib.suppress(BackendError, BudgetExceeded):
+                reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
+        self.budget.check_alerts(self.alerter)
+        return reply
+
+    def _call(
+        self,
+        prepared: Prepared,
+        on_text: Callable[[str], None] | None,
+        *,
+        escalated_from: str | None = None,
+    ) -> tuple[Reply, Prepared | None]:
+        """One backend call under a budget reservation; returns the reply and, when routing
+        wants a stronger tier, the re-ask to send."""
         backend = self.backend
-        # Raises BudgetExceeded (nothing sent, nothing recorded) under a blocking budget.
         reservation = self.budget.reserve(prepared)
         try:
             try:
@@ -224,12 +266,19 @@ class Optimizer:
             except BackendError as exc:
                 self.fail(prepared, exc)
                 raise
-            reply = self.finish(prepared, result)
+            retry = None
+            if escalated_from is None and any(s.name == "route" for s in self.stages):
+                from tars_opt.stages.route import escalate
+
+                retry = escalate(self.config, prepared, result)
+            # An answer being escalated is not handed to the stages (the cache must not keep it).
+            reply = self.finish(
+                prepared, result, notify=retry is None, escalated_from=escalated_from
+            )
         finally:
             # Settled after the ledger row is written: the cost always counts somewhere.
             self.budget.settle(reservation)
-        self.budget.check_alerts(self.alerter)
-        return reply
+        return reply, retry
 
 
 def build_params(request: Request) -> dict[str, Any]:
@@ -260,4 +309,8 @@ def default_stages(
         from tars_opt.stages.cache import CacheStage
 
         stages.append(CacheStage(config, db, clock=clock))
+    if config.routing.enabled:
+        from tars_opt.stages.route import RouteStage
+
+        stages.append(RouteStage(config))
     return stages

@@ -37,8 +37,12 @@ config_app = typer.Typer(
     help="Create, show and check performance-config.yaml.", no_args_is_help=True
 )
 db_app = typer.Typer(help="The SQLite database (ledger, cache, queue).", no_args_is_help=True)
+router_app = typer.Typer(
+    help="Train the learned router and calibrate routing thresholds.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(router_app, name="router")
 
 
 class _Consoles:
@@ -298,6 +302,79 @@ def config_check(config: ConfigOpt = None) -> None:
     with friendly_errors():
         loaded = load_config(config)
         _consoles.out.print(f"ok: {loaded.path or 'shipped defaults'}")
+
+
+RouterOpt = Annotated[
+    str | None, typer.Option("--router", help="heuristic|learned (default: routing.router).")
+]
+
+
+@router_app.command("train")
+def router_train(
+    data: Annotated[Path, typer.Option("--data", help="Labelled prompts (JSONL).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Router file (default: in the data dir).")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the learned router on labelled prompts (JSONL: prompt plus label, correct or
+    quality per tier) and write it with its calibration table.
+
+    Example: [bold]tars-opt router train --data labelled.jsonl[/bold]
+    """
+    from tars_opt.router.ops import train_file
+
+    with friendly_errors():
+        cfg = load_config(config).config
+        model, path = train_file(cfg, data, out)
+        cal = model.note["calibration"]
+        if as_json:
+            typer.echo(json.dumps({"path": str(path), **model.note}, indent=2))
+            return
+        _consoles.out.print(
+            f"trained on {model.note['n_fit']} prompts, calibrated on {model.note['n_holdout']}"
+            f" held out: APGR {cal['apgr']:.3f}, CPT(50%) {cal['cpt50']:.0%}, "
+            f"CPT(80%) {cal['cpt80']:.0%}\nwrote {path} (and its .json note)\n"
+            f"use it: routing.router: learned, routing.learned.path: {path}",
+            markup=False,
+        )
+
+
+@router_app.command("calibrate")
+def router_calibrate(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Labelled prompts (JSONL) to measure on.")
+    ] = None,
+    router: RouterOpt = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Use this table for routing.strong_share.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the table threshold -> strong share -> expected quality of a router, measured on
+    --data or the table in use now; routing.strong_share picks its threshold from it.
+
+    Example: [bold]tars-opt router calibrate --data labelled.jsonl --save[/bold]
+    """
+    from tars_opt.router import ops
+
+    with friendly_errors():
+        cfg = load_config(config).config
+        name = router or cfg.routing.router
+        if name not in ("heuristic", "learned"):
+            raise InputError(f"--router {name!r} is not one of heuristic, learned")
+        if save and data is None:
+            raise InputError("--save needs --data: the table to keep is measured on it")
+        result = ops.calibrate(cfg, name, data)
+        saved = ops.save(cfg, result) if save else None
+        if as_json:
+            typer.echo(json.dumps({**result, "saved": str(saved) if saved else None}, indent=2))
+            return
+        render.calibration(_consoles.out, result)
+        if saved:
+            _consoles.out.print(f"saved as the {name} calibration: {saved}", markup=False)
 
 
 # The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)

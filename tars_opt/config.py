@@ -297,6 +297,121 @@ class CacheConfig(_Strict):
         return self.ttl_s.get(query_type or "other", self.ttl_s.get("other", 3600))
 
 
+# --- routing (issue 4) -------------------------------------------------------------------
+
+ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
+
+
+class HeuristicWeights(_Strict):
+    """Points each factor adds at its full value; they sum to the score's 100."""
+
+    words: float = Field(15, ge=0)
+    questions: float = Field(10, ge=0)
+    technical: float = Field(25, ge=0)
+    reasoning: float = Field(30, ge=0)
+    context: float = Field(10, ge=0)
+    output: float = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HeuristicWeights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one weight must be above 0")
+        return self
+
+
+class HeuristicRouterConfig(_Strict):
+    weights: HeuristicWeights = Field(default_factory=HeuristicWeights)
+    # Score bands named in --explain: simple < 25 <= straightforward < 50 <= complex < 75.
+    levels: list[float] = Field(default_factory=lambda: [25.0, 50.0, 75.0])
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"strong": 50.0})
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_sorted(cls, value: list[float]) -> list[float]:
+        if len(value) != 3 or sorted(value) != value or not all(0 <= v <= 100 for v in value):
+            raise ValueError("levels must be three ascending scores in 0-100, e.g. [25, 50, 75]")
+        return value
+
+
+class LearnedRouterConfig(_Strict):
+    # null = the router that ships with tars-opt; else a file made by `tars-opt router train`.
+    path: Path | None = None
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"strong": 50.0})
+
+
+class EscalationConfig(_Strict):
+    enabled: bool = True
+    triggers: list[Literal["max_tokens", "empty", "refusal", "check"]] = Field(
+        default_factory=lambda: list(ESCALATION_TRIGGERS)
+    )
+    # A cheap answer whose start matches one of these (case-insensitive regex) is a refusal.
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^\s*(i'?m sorry|i am sorry|sorry),? (but )?i (can'?t|cannot|am unable|won'?t)",
+            r"^\s*i (can'?t|cannot|am unable to|won'?t) (help|assist|do|answer|provide)",
+            r"^\s*as an ai\b",
+        ]
+    )
+    # The `check` trigger: a regex every cheap answer must match (null = no check).
+    require_pattern: str | None = None
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            _compile(pattern)
+        return value
+
+    @field_validator("require_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+
+
+class RoutingConfig(_Strict):
+    enabled: bool = True
+    router: Literal["heuristic", "learned"] = "heuristic"
+    # The one knob: share of calls to send above the cheapest tier. Calibration on labelled
+    # data turns it into the router's threshold; null = use the thresholds below.
+    strong_share: float | None = Field(None, ge=0, le=1)
+    # Or: the share of the strong tier's quality gain to keep (0-1); the cheapest threshold
+    # that reaches it on the calibration data. Only one of the two may be set.
+    quality_target: float | None = Field(None, ge=0, le=1)
+    heuristic: HeuristicRouterConfig = Field(default_factory=HeuristicRouterConfig)
+    learned: LearnedRouterConfig = Field(default_factory=LearnedRouterConfig)
+    # Query types and keywords (case-insensitive substrings) always sent to a tier.
+    pinned_types: dict[str, str] = Field(default_factory=dict)
+    pinned_keywords: dict[str, str] = Field(default_factory=dict)
+    # Requests that carry tools go at least to this tier (null = no minimum).
+    tools_min_tier: str | None = None
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> RoutingConfig:
+        if self.strong_share is not None and self.quality_target is not None:
+            raise ValueError("set strong_share or quality_target, not both")
+        return self
+
+    def tier_names(self) -> dict[str, str]:
+        """Every tier name this section refers to, by the key that names it."""
+        named = {f"routing.heuristic.thresholds.{t}": t for t in self.heuristic.thresholds}
+        named.update({f"routing.learned.thresholds.{t}": t for t in self.learned.thresholds})
+        named.update({f"routing.pinned_types.{k}": t for k, t in self.pinned_types.items()})
+        named.update({f"routing.pinned_keywords.{k}": t for k, t in self.pinned_keywords.items()})
+        if self.tools_min_tier is not None:
+            named["routing.tools_min_tier"] = self.tools_min_tier
+        return named
+
+
 class Config(_Strict):
     """The whole of performance-config.yaml."""
 
@@ -319,6 +434,7 @@ class Config(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @model_validator(mode="after")
     def _models_priced(self) -> Config:
@@ -330,6 +446,25 @@ class Config(_Strict):
             if model not in priced and re.sub(r"-\d{8}$", "", model) not in priced:
                 raise ValueError(
                     f"{key} is {model!r}, which has no price: add it under pricing.models"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _routing_tiers_known(self) -> Config:
+        tiers = list(self.models.tiers)
+        for key, tier in self.routing.tier_names().items():
+            if tier not in tiers:
+                raise ValueError(f"{key} names tier {tier!r}, which is not one of {tiers}")
+        for name in ("heuristic", "learned"):
+            if tiers[0] in getattr(self.routing, name).thresholds:
+                raise ValueError(
+                    f"routing.{name}.thresholds.{tiers[0]}: the cheapest tier needs no "
+                    "threshold (it takes every score below the others): remove it"
+                )
+        for qtype in self.routing.pinned_types:
+            if qtype not in QUERY_TYPES:
+                raise ValueError(
+                    f"routing.pinned_types.{qtype}: not a query type, use one of {QUERY_TYPES}"
                 )
         return self
 
@@ -468,7 +603,13 @@ def _merge(
 
 def _is_leaf_map(dotted: str) -> bool:
     # Maps whose entries a user replaces as a whole rather than key by key.
-    return dotted in {"models.tiers"}
+    return dotted in {
+        "models.tiers",
+        "routing.heuristic.thresholds",
+        "routing.learned.thresholds",
+        "routing.pinned_types",
+        "routing.pinned_keywords",
+    }
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

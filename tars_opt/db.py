@@ -124,6 +124,15 @@ def _monitor(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
 
 
+def _v2_routing(db: sqlite_utils.Database) -> None:
+    # Routing: the router's score and name per call, and the link from an escalated
+    # re-ask to the request whose answer failed.
+    db.execute("ALTER TABLE calls ADD COLUMN route_score REAL")
+    db.execute("ALTER TABLE calls ADD COLUMN router TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN escalated_from TEXT")
+    db.execute("CREATE INDEX calls_escalated_from ON calls(escalated_from)")
+
+
 def _cache(db: sqlite_utils.Database) -> None:
     """The response cache: one row per stored answer, and the ledger's link to a hit."""
     db.execute(
@@ -175,7 +184,7 @@ def _cache(db: sqlite_utils.Database) -> None:
 
 
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _cache]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _v2_routing, _cache]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

@@ -29,6 +29,7 @@ class CallRecord:
     baseline_model: str | None = None
     error: str | None = None
     api_request_id: str | None = None
+    escalated_from: str | None = None
 
 
 class Ledger:
@@ -88,7 +89,11 @@ class Ledger:
             "answer": rep.text if self.store_prompts else None,
             "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
             "holdout": int(req.holdout),
+            "escalated_from": rec.escalated_from,
         }
+        route = next((d for d in rep.decisions if d.stage == "route" and "score" in d.data), None)
+        row["route_score"] = route.data["score"] if route else None
+        row["router"] = route.data.get("router") if route else None
         for name in STRATEGIES:
             row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)
         # A response-cache hit names its entry and similarity, so a bad hit can be audited.
@@ -109,13 +114,17 @@ class Ledger:
         return _decode(rows[0]) if rows else None
 
     def spend(self, start: float, end: float) -> dict[str, Any]:
-        """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors."""
+        """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
+        escalations (re-asks on a stronger tier) and what they cost."""
         saved = ", ".join(f"SUM(saved_{s}) AS saved_{s}" for s in STRATEGIES)
         row = next(
             self.db.query(
                 f"""SELECT COUNT(*) AS calls, COALESCE(SUM(cost), 0) AS cost,
                     COALESCE(SUM(baseline_cost), 0) AS baseline_cost,
-                    SUM(error IS NOT NULL) AS errors, {saved}
+                    SUM(error IS NOT NULL) AS errors, {saved},
+                    SUM(escalated_from IS NOT NULL) AS escalations,
+                    SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
+                        AS escalation_cost
                     FROM calls WHERE ts >= ? AND ts < ?""",
                 [start, end],
             )

@@ -38,6 +38,18 @@ def decisions(console: Console, items: list[Decision]) -> None:
     for d in items:
         table.add_row(d.stage, d.action, d.reason)
     console.print(table)
+    for d in items:
+        factors = d.data.get("factors") if d.stage == "route" else None
+        if factors:
+            console.print(route_factors(d.data))
+
+
+def route_factors(data: dict[str, Any]) -> Table:
+    """The heuristic score factor by factor (points out of each factor's weight)."""
+    table = Table("factor", "points", title=f"complexity score {data.get('score')}")
+    for name, points in sorted(data["factors"].items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{points:.1f}")
+    return table
 
 
 def spend(console: Console, s: SpendSummary) -> None:
@@ -56,6 +68,12 @@ def spend(console: Console, s: SpendSummary) -> None:
         f"budget: {usd(s.periods['month']['cost'])} of {usd(s.budget_usd)} this month "
         f"({s.month_used_share:.1%}); at this pace {usd(s.month_pace_usd)} by month end"
     )
+    month = s.periods["month"]
+    if month.get("escalations"):
+        console.print(
+            f"escalations this month: {month['escalations']} re-asks on a stronger tier cost "
+            f"{usd(month['escalation_cost'])} (counted against routing's savings)"
+        )
     for title, rows in (("this month by model", s.by_model), ("this month by source", s.by_source)):
         if rows:
             console.print(_breakdown(title, rows))
@@ -187,3 +205,21 @@ def budget(console: Console, b: Any) -> None:
         f"policy at 100%: {b.policy}" + ("; OVER BUDGET" if b.over else ""),
         markup=False,
     )
+def calibration(console: Console, result: dict[str, Any]) -> None:
+    """The threshold -> strong share -> quality table of a router."""
+    title = f"{result['router']} router calibration ({result['source']})"
+    table = Table("threshold", "strong share", "expected quality", "gap recovered", title=title)
+    for row in result["table"]:
+        table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['strong_share']:.0%}",
+            f"{row['quality']:.3f}",
+            f"{row['pgr']:.0%}",
+        )
+    console.print(table)
+    if result.get("apgr") is not None:
+        console.print(
+            f"APGR {result['apgr']:.3f}  CPT(50%) {result['cpt50']:.0%}  "
+            f"CPT(80%) {result['cpt80']:.0%}"
+            + (f"  on {result['n']} prompts" if result.get("n") else "")
+        )

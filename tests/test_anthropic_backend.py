@@ -40,16 +40,19 @@ def test_ask_through_the_sdk_records_a_hand_checked_ledger_row(
     data = json.loads(result.output)
     assert data["answer"] == "Paris." and data["source"] == "api"
     sent = api.requests_to("/v1/messages")[-1]
-    assert sent.body["model"] == "claude-sonnet-5-5"
+    # a short fact question: routed to the cheap tier
+    assert sent.body["model"] == "claude-haiku-5-5" and data["model"] == "claude-haiku-5-5"
     assert sent.body["messages"] == [{"role": "user", "content": "What is the capital of France?"}]
     r = row(home, data["request_id"])
     assert r["output_tokens"] == 7 and r["tokens_estimated"] == 0
     assert r["input_tokens"] == data["usage"]["input_tokens"] > 0
-    assert r["api_request_id"] and r["backend"] == "anthropic"
-    # sonnet-5-5: $2 in, $10 out per million; unrouted, so cost == baseline
-    hand = (r["input_tokens"] * 2 + 7 * 10) / 1e6
+    assert r["api_request_id"] and r["backend"] == "anthropic" and r["tier"] == "cheap"
+    # haiku-5-5: $0.10 in, $0.50 out per million; baseline sonnet-5-5: $2 in, $10 out
+    hand = (r["input_tokens"] * 0.10 + 7 * 0.50) / 1e6
+    base = (r["input_tokens"] * 2 + 7 * 10) / 1e6
     assert r["cost"] == pytest.approx(hand, abs=1e-12)
-    assert r["baseline_cost"] == pytest.approx(hand, abs=1e-12)
+    assert r["baseline_cost"] == pytest.approx(base, abs=1e-12)
+    assert r["saved_routing"] == pytest.approx(base - hand, abs=1e-12)
     costs = json.loads(runner.invoke(app, ["costs", "--json"]).output)
     assert costs["periods"]["today"]["calls"] == 1
     assert costs["periods"]["today"]["cost"] == pytest.approx(hand, abs=1e-12)

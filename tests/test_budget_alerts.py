@@ -36,7 +36,9 @@ def _worker(config: str, n: int, out) -> None:  # runs in a child process
         try:
             opt.ask(
                 Request(
-                    prompt=f"Explain topic {i} of worker {mp.current_process().pid}", max_tokens=300
+                    prompt=f"Explain topic {i} of worker {mp.current_process().pid}",
+                    max_tokens=300,
+                    model="claude-sonnet-5-5",  # forced: routing must not shrink the cost
                 )
             )
             done += 1

@@ -241,7 +241,8 @@ def test_no_cache_and_refresh(h: Harness) -> None:
 def test_cache_disabled_in_config(home: Path) -> None:
     h = Harness({"cache.enabled": False})
     h.ask("hi")
-    assert h.ask("hi").source == "api" and not h.opt.stages
+    assert h.ask("hi").source == "api"
+    assert not [s for s in h.opt.stages if s.name == "cache"]
 
 
 def test_no_threshold_means_exact_only_and_no_model(home: Path, tmp_path: Path) -> None:
@@ -391,3 +392,11 @@ def test_long_prompts_get_exact_matches_only(home: Path) -> None:
     reply = h.ask("Summarise this: " + "lorem ipsum dolor sit amet " * 60, query_type="other")
     assert "embedding window" in h.decision(reply).reason
     assert h.opt.stages[0].semantic._embedder is None
+
+
+def test_routing_settings_are_part_of_the_key(home: Path, tmp_path: Path) -> None:
+    Harness().ask("What is the capital of France?", query_type="fact")
+    config = tmp_path / "c.yaml"
+    config.write_text("routing:\n  heuristic:\n    thresholds:\n      strong: 5\n")
+    other = Harness(config=config).ask("What is the capital of France?", query_type="fact")
+    assert other.source == "api"

@@ -48,7 +48,7 @@ def test_ask_prints_answer_and_one_summary_line(runner: CliRunner) -> None:
     assert "What is the capital of France?" in lines[0]
     summary = lines[-1]
     for part in (
-        "claude-sonnet-5-5",
+        "claude-haiku-5-5",  # a simple prompt: routed to the cheap tier
         "tokens in",
         "cache write",
         "cache read",
@@ -196,7 +196,7 @@ def test_missing_key_says_how_to_fix_and_exits_2(runner: CliRunner, home: Path) 
 
 
 def test_costs_and_log(runner: CliRunner) -> None:
-    first = ask_json(runner, "What is 2+2?")
+    first = ask_json(runner, "--model", "claude-sonnet-5-5", "What is 2+2?")
     second = ask_json(runner, "--model", "claude-haiku-5-5", "Name a colour")
     costs = runner.invoke(app, ["costs", "--json"])
     assert costs.exit_code == 0
