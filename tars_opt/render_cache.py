@@ -163,10 +163,10 @@ def calibration(console: Console, rows: list[dict[str, Any]], pairs: int) -> Non
         table.add_row(
             r["type"],
             f"{r['target']:.2%}",
-            "none (off)" if t is None else f"{t:.4f}",
-            f"{r['precision']:.2%}",
-            f"{r['false_hit_rate']:.2%} ({r['false_hit_rate_upper95']:.2%})",
-            f"{r['recall']:.2%}",
+            "none reaches the target (semantic off)" if t is None else f"{t:.4f}",
+            "-" if t is None else f"{r['precision']:.2%}",
+            "-" if t is None else f"{r['false_hit_rate']:.2%} ({r['false_hit_rate_upper95']:.2%})",
+            "-" if t is None else f"{r['recall']:.2%}",
             str(r["hits"]),
             str(r["false_hits"]),
         )

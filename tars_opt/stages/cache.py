@@ -148,7 +148,9 @@ class CacheStage:
             partition, vec, self.cfg.semantic.candidates, threshold, now
         ):
             if cand.usage.output_tokens > request.max_tokens:
-                vetoes.append({"entry_id": cand.id, "similarity": score, "guard": "max_tokens"})
+                vetoes.append(
+                    {"entry_id": cand.id, "similarity": round(score, 4), "guard": "max_tokens"}
+                )
                 continue
             veto = (
                 cache_guards.check(cand.prompt, request.prompt)
