@@ -61,9 +61,13 @@ def model_selector(request: Request, config: Config) -> str:
     return f"routed:{_sha(tiers)[:12]}"
 
 
-def context_fingerprint(request: Request) -> str:
-    """Hash of the system prompt and tools: answers are only shared within one context."""
-    return _sha(canonical({"system": request.system, "tools": list(request.tools)}))[:32]
+def context_fingerprint(request: Request, *, with_history: bool = False) -> str:
+    """Hash of the system prompt and tools (and the history, when it is fixed context such
+    as few-shot examples): answers are only shared within one context."""
+    context: dict[str, object] = {"system": request.system, "tools": list(request.tools)}
+    if with_history:
+        context["history"] = list(request.messages)
+    return _sha(canonical(context))[:32]
 
 
 def exact_key(request: Request, selector: str) -> str:

@@ -225,6 +225,8 @@ class CacheSemanticConfig(_Strict):
     )
     guards: bool = True
     candidates: int = Field(5, ge=1, le=50)
+    # History is fixed context (few-shot examples): same-history prompts may match.
+    fixed_history: bool = False
 
     @field_validator("types")
     @classmethod

@@ -400,3 +400,14 @@ def test_routing_settings_are_part_of_the_key(home: Path, tmp_path: Path) -> Non
     config.write_text("routing:\n  heuristic:\n    thresholds:\n      strong: 5\n")
     other = Harness(config=config).ask("What is the capital of France?", query_type="fact")
     assert other.source == "api"
+
+
+@needs_model
+def test_fixed_history_allows_semantic_within_the_same_history(home: Path) -> None:
+    h = Harness({**SEMANTIC, "cache.semantic.fixed_history": True})
+    shots = ({"role": "user", "content": "Q: 2+2?"}, {"role": "assistant", "content": "4"})
+    h.ask("How do I reset my password?", query_type="fact", messages=shots)
+    near = h.ask("How can I reset my password?", query_type="fact", messages=shots)
+    assert near.source == "cache" and h.decision(near).data["match"] == "semantic"
+    other = ({"role": "user", "content": "Q: 3+3?"}, {"role": "assistant", "content": "6"})
+    assert h.ask("How can I reset my password?", query_type="fact", messages=other).source == "api"

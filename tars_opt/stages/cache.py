@@ -93,7 +93,7 @@ class CacheStage:
         kind = request.query_type or "other"
         if not sem.enabled:
             return "semantic cache disabled in the config"
-        if request.messages:
+        if request.messages and not sem.fixed_history:
             return "multi-turn: exact match only"
         if time_sensitive:
             return "time-sensitive prompt: exact match only"
@@ -112,7 +112,9 @@ class CacheStage:
             return request, Decision("cache", "skip", "--no-cache: no lookup, no store")
         now = self.clock()
         selector = model_selector(request, self.config)
-        fingerprint = context_fingerprint(request)
+        fingerprint = context_fingerprint(
+            request, with_history=bool(request.messages) and self.cfg.semantic.fixed_history
+        )
         kind = request.query_type or "other"
         ts = self.time_sensitive(request.prompt)
         data: dict[str, Any] = {
