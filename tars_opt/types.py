@@ -128,6 +128,10 @@ class Request:
     # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
     # fresh answer), "off" (neither).
     cache_mode: str = "use"
+    # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
+    # caller can wait for the answer (None = the config's default).
+    defer: bool = False
+    max_wait_s: float | None = None
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""
