@@ -67,6 +67,15 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def private_file(path: Path) -> Path:
+    """Create `path` user-only (0600) if missing, and take group/other access off an
+    existing one: logs carry prompts' ids, models and errors."""
+    os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
+
+
 def setup_logging(
     data_dir: Path,
     *,
@@ -84,10 +93,8 @@ def setup_logging(
     for old in [h for h in logger.handlers if getattr(h, "_tars_opt", False)]:
         logger.removeHandler(old)
         old.close()
-    log_dir = ensure_private_dir(data_dir / "logs")
-    handlers: list[logging.Handler] = [
-        logging.FileHandler(log_dir / "tars-opt.log", encoding="utf-8")
-    ]
+    log_file = private_file(ensure_private_dir(data_dir / "logs") / "tars-opt.log")
+    handlers: list[logging.Handler] = [logging.FileHandler(log_file, encoding="utf-8")]
     if verbose:
         handlers.append(_CurrentStderr())
     secrets = SecretFilter([key_env, "ANTHROPIC_API_KEY"])

@@ -5,6 +5,7 @@ Shared by tests/reliability/test_kill9.py (CI) and scripts/soak.py (longer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -117,10 +118,8 @@ def integrity(db_path: Path) -> str:
 
 def _kill_after(zygote: Zygote, pid: int, delay: float) -> dict[str, Any]:
     time.sleep(delay)
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it may have finished already
         os.kill(pid, signal.SIGKILL)  # our own forked worker, by its id
-    except ProcessLookupError:
-        pass
     return zygote.wait(pid)
 
 
