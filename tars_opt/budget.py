@@ -23,6 +23,7 @@ import sqlite_utils
 
 from tars_opt.alerts import Alert, Alerter, month_period
 from tars_opt.config import BudgetConfig, Config
+from tars_opt.db import rollback
 from tars_opt.ledger import Periods
 from tars_opt.metrics import month_pace
 from tars_opt.pricing import PriceBook
@@ -164,7 +165,7 @@ class Budget:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         return Reservation(int(cur.lastrowid or 0), amount)
 

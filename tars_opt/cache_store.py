@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
+from tars_opt.db import rollback
 from tars_opt.types import Usage
 
 # Columns a listing shows (everything but the vector and the full texts).
@@ -130,7 +131,7 @@ class CacheStore:
             changed = cur.rowcount
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            rollback(cur.connection)
             raise
         return changed
 
@@ -202,7 +203,7 @@ class CacheStore:
             entry_id = int(cur.lastrowid or 0)
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            rollback(cur.connection)
             raise
         return entry_id
 
@@ -225,8 +226,7 @@ class CacheStore:
         if entry_id is not None:
             return self.delete(int(entry_id))
         return (
-            self._write("DELETE FROM cache_entries WHERE request_id = ?", [call["request_id"]])
-            > 0
+            self._write("DELETE FROM cache_entries WHERE request_id = ?", [call["request_id"]]) > 0
         )
 
     def delete_matching(self, text: str) -> int:
@@ -280,7 +280,7 @@ class CacheStore:
                 cur.execute(f"DELETE FROM cache_entries WHERE id IN ({marks})", chunk)
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            rollback(cur.connection)
             raise
         return removed + len(victims)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlite_utils
 
+from tars_opt.db import rollback
 from tars_opt.types import STRATEGIES, Reply, Request
 
 
@@ -51,7 +52,7 @@ class Ledger:
             row_id = int(cur.lastrowid or 0)
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            rollback(cur.connection)
             raise
         return row_id
 

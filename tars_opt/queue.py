@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
+from tars_opt.db import rollback
 from tars_opt.inputs import InputError
 from tars_opt.taskjson import request_from_json, request_to_json
 from tars_opt.types import Request, new_request_id
@@ -52,7 +53,7 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Cursor]:
         yield cur
         cur.execute("COMMIT")
     except BaseException:
-        cur.execute("ROLLBACK")
+        rollback(cur.connection)
         raise
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.db import rollback
 from tars_opt.types import BackendResult, Usage
 
 
@@ -30,7 +31,7 @@ class OfflineBatchStore:
             )
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            rollback(cur.connection)
             raise
 
     def info(self, batch_id: str) -> BatchInfo | None:

@@ -96,7 +96,20 @@ def drain(spec: dict[str, Any]) -> None:
         sys.stderr.write(f"exit {exc.code}\n")
 
 
-JOBS = {"ask_loop": ask_loop, "cli_ask": cli_ask, "drain": drain}
+def drain_loop(spec: dict[str, Any]) -> None:
+    """`drain --now` again and again for `seconds`."""
+    from tars_opt.cli import app
+
+    deadline = time.monotonic() + float(spec["seconds"])
+    while time.monotonic() < deadline:
+        try:
+            app(["drain", "--now", *spec.get("args", [])], prog_name="tars-opt")
+        except SystemExit as exc:
+            sys.stderr.write(f"exit {exc.code}\n")
+        time.sleep(0.2)
+
+
+JOBS = {"ask_loop": ask_loop, "cli_ask": cli_ask, "drain": drain, "drain_loop": drain_loop}
 
 
 def _child(spec: dict[str, Any]) -> None:
