@@ -5,6 +5,7 @@ exit code, never a traceback, never a half-written row."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tars_opt.trace import cache_hit_kind, was_deferred, was_escalated
 from tars_opt.types import Usage
 
 SETTINGS = settings(
-    max_examples=25,
+    # scripts/soak.py runs these with more examples.
+    max_examples=int(os.environ.get("TARS_OPT_SOAK_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -9,8 +9,8 @@ from tests.reliability.killing import run_kills
 
 
 def test_sigkill_at_random_points_of_ask_and_drain(fake_api, tmp_path: Path) -> None:
-    run = run_kills(fake_api, tmp_path, asks=30, clis=14, drains=12, seed=11)
+    run = run_kills(fake_api, tmp_path, asks=32, clis=14, drains=14, seed=11)
     print(run)
     assert run.problems == []
     assert run.killed >= 50
-    assert run.received > 0 and run.tasks == 36
+    assert run.received > 0 and run.tasks == 42
