@@ -116,6 +116,27 @@ def integrity(db_path: Path) -> str:
         conn.close()
 
 
+def _first_answer(path: Path, limit: float = 20.0) -> None:
+    """Wait (bounded) until a worker has printed its first answer: its start-up (imports
+    done, but the embedding model to load) takes longer on a loaded machine, and most kills
+    should land while it is answering."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        time.sleep(0.01)
+
+
+def _batch_sent(server: FakeAnthropic, before: int, limit: float = 20.0) -> None:
+    """Wait (bounded) until a drain has sent its batch: kills then land between submitting,
+    recording, polling and collecting."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if len(server.requests_to("/v1/messages/batches", "POST")) > before:
+            return
+        time.sleep(0.005)
+
+
 def _kill_after(zygote: Zygote, pid: int, delay: float) -> dict[str, Any]:
     time.sleep(delay)
     with contextlib.suppress(ProcessLookupError):  # it may have finished already
@@ -156,17 +177,18 @@ def run_kills(
     clis: int,
     drains: int,
     seed: int,
-    window: float = 0.9,
+    window: float = 0.6,
 ) -> KillRun:
     """Kill `asks` library ask loops, `clis` CLI asks and `drains` drains at random moments
-    (uniform in [0, window] s after the fork); check after each kill and at the end."""
+    (uniform in [0, window] s after the fork, or after the first answer for most asks);
+    check after each kill and at the end."""
     rng = random.Random(seed)
     home = work / "home"
     run = KillRun()
     # Answers take a little while, so kills land inside calls as well as between them.
     server.responder = lambda body: {"text": "prime: 101", "delay": rng.choice([0, 0.01, 0.03])}
     server.batch_mode = "polls"
-    server.batch_polls = 2
+    server.batch_polls = 4
     env = worker_env(server, home)
     os.environ.update(env)  # the checks below open the same home
     app = open_app()
@@ -192,6 +214,7 @@ def run_kills(
                     )["ticket"]
                     for k in range(3)
                 ]
+                batches_before = len(server.requests_to("/v1/messages/batches", "POST"))
                 pid = zygote.fork(job, out, env, args=["--wait", "--config", str(cfg)])
             elif job == "cli_ask":
                 pid = zygote.fork(job, out, env, tag=f"k{seed}-{n}", n=50)
@@ -199,7 +222,13 @@ def run_kills(
             else:
                 pid = zygote.fork(job, out, env, tag=f"k{seed}-{n}", n=200)
                 outputs.append(out)
-            status = _kill_after(zygote, pid, rng.uniform(0.05, window))
+            if job == "drain" and n % 2:  # half the drains: once their batch is sent
+                _batch_sent(server, batches_before)
+            elif job != "drain" and n % 5:  # 1 in 5 from the fork: start-up too
+                _first_answer(outputs[-50] if job == "cli_ask" else out)
+            # A drain whose batch is out finishes within a few polls: kill it sooner.
+            limit = window / 2 if job == "drain" and n % 2 else window
+            status = _kill_after(zygote, pid, rng.uniform(0.0, limit))
             if status["signal"] == signal.SIGKILL:
                 run.points[job] += 1
             else:
