@@ -73,3 +73,25 @@ def test_cached_answers_never_cross_namespaces(fake_api_env, runner) -> None:
     assert ask("beta", "What is the capital of France?") == "api"
     assert ask("beta", "what is the capital of france") == "cache"  # its own entry
     assert ask("gamma", "What's the capital city of France?") == "api"
+
+
+def test_the_log_scrubs_the_key_from_extras_and_tracebacks(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from tars_opt.logs import setup_logging
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    logger = setup_logging(home)
+    log = logging.getLogger("tars_opt.test")
+    log.warning("key %s in args", KEY, extra={"header": f"x-api-key: {KEY}"})
+    try:
+        raise RuntimeError(f"client built with {KEY}")
+    except RuntimeError:
+        log.exception("failed")
+    for handler in logger.handlers:
+        handler.flush()
+    text = (home / "logs" / "tars-opt.log").read_text()
+    assert "[REDACTED]" in text and "RuntimeError" in text
+    assert KEY not in text
