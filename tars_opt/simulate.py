@@ -86,6 +86,8 @@ class SimResult:
     seed: int
     notes: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
+    # Per call, by request id (left out of to_dict).
+    outcomes: dict[str, Outcome] = field(default_factory=dict, repr=False)
 
     @property
     def saved(self) -> float:
@@ -106,7 +108,8 @@ class SimResult:
         return count / self.calls if self.calls else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.pop("outcomes")
         out.update(
             saved=self.saved,
             saved_share=self.saved_share,
@@ -294,6 +297,70 @@ def _cache_sources(db: sqlite_utils.Database) -> dict[int, str]:
     return {r["id"]: r["request_id"] for r in db.query("SELECT id, request_id FROM cache_entries")}
 
 
+@dataclass
+class Outcome:
+    """What became of one call of the workload."""
+
+    request_id: str
+    source: str | None = None  # api | batch | cache; None = not answered
+    cost: float = 0.0  # its own row plus any escalation re-ask
+    baseline_cost: float = 0.0
+    tier: str | None = None  # the tier whose answer the caller got (a hit: the origin's)
+    labels: dict[str, float] = field(default_factory=dict)  # the served answer's labels
+    hit: str | None = None  # exact | semantic
+    entry_id: int | None = None  # the cache entry a hit served
+    escalated: bool = False
+
+    def quality(self) -> float | None:
+        """The served answer's label, or None when it is not known."""
+        return self.labels.get(self.tier) if self.tier is not None else None
+
+
+def call_outcomes(
+    db: sqlite_utils.Database, by_id: dict[str, Call], first_row: int
+) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
+    """Per-call outcomes of a replay, and every ledger row it wrote."""
+    rows = [
+        {**r, "decisions": json.loads(r["decisions"] or "[]")}
+        for r in db.query("SELECT * FROM calls WHERE id > ? ORDER BY id", [first_row])
+    ]
+    out = {rid: Outcome(rid) for rid in by_id}
+    escalated_to: dict[str, str] = {}  # a re-ask's id -> the original's id
+    for r in rows:
+        origin = r["escalated_from"]
+        if origin and origin in out:
+            escalated_to[r["request_id"]] = origin
+            o = out[origin]
+            o.cost += r["cost"] or 0.0
+            o.escalated = True
+            if r["error"] is None:
+                o.tier = r["tier"]
+        elif r["request_id"] in out:
+            o = out[r["request_id"]]
+            o.cost += r["cost"] or 0.0
+            o.baseline_cost += r["baseline_cost"] or 0.0
+            if r["error"] is None:
+                o.source = r["source"]
+                if o.tier is None:
+                    o.tier = r["tier"]
+                o.labels = by_id[r["request_id"]].labels
+                if r["source"] == "cache":
+                    o.hit = cache_hit_kind(r["decisions"])
+                    hit = next((d for d in r["decisions"] if d.get("stage") == "cache"), {})
+                    o.entry_id = (hit.get("data") or {}).get("entry_id")
+    entries = _cache_sources(db)
+    for o in out.values():
+        if o.source != "cache":
+            continue
+        origin = entries.get(o.entry_id) if o.entry_id is not None else None
+        origin = escalated_to.get(origin, origin) if origin is not None else None
+        served = out.get(origin) if origin is not None else None
+        # Served from outside this replay (an earlier run in --db): its label is unknown.
+        o.tier = served.tier if served is not None else None
+        o.labels = served.labels if served is not None else {}
+    return out, rows
+
+
 def measure_run(
     db: sqlite_utils.Database,
     config: Config,
@@ -302,10 +369,7 @@ def measure_run(
     first_row: int,
 ) -> dict[str, Any]:
     """Cost, savings, mix, hits and quality of the ledger rows a replay wrote."""
-    rows = [
-        {**r, "decisions": json.loads(r["decisions"] or "[]")}
-        for r in db.query("SELECT * FROM calls WHERE id > ? ORDER BY id", [first_row])
-    ]
+    outcomes, rows = call_outcomes(db, by_id, first_row)
     saved = {s: sum(r[f"saved_{s}"] or 0.0 for r in rows) for s in STRATEGIES}
     mix: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -313,62 +377,16 @@ def measure_run(
             m = mix.setdefault(r["model"], {"model": r["model"], "calls": 0, "cost": 0.0})
             m["calls"] += 1
             m["cost"] += r["cost"] or 0.0
-    answered_by: dict[str, dict[str, Any]] = {}  # request id -> its own row
-    final_tier: dict[str, str | None] = {}
-    escalated_to: dict[str, str] = {}  # the re-ask's id -> the original id
-    for r in rows:
-        if r["escalated_from"]:
-            escalated_to[r["request_id"]] = r["escalated_from"]
-            if r["error"] is None:
-                final_tier[r["escalated_from"]] = r["tier"]
-        elif r["request_id"] in by_id:
-            answered_by[r["request_id"]] = r
-            if r["error"] is None:
-                final_tier.setdefault(r["request_id"], r["tier"])
-    entries = _cache_sources(db)
-    hits: Counter[str] = Counter()
-    served_by: dict[str, str] = {}  # a cache hit's id -> the request whose answer it served
-    for rid, r in answered_by.items():
-        if r["source"] != "cache":
-            continue
-        hits[cache_hit_kind(r["decisions"])] += 1
-        hit = next((d for d in r["decisions"] if d.get("stage") == "cache"), None)
-        entry = (hit or {}).get("data", {}).get("entry_id")
-        origin = entries.get(entry) if entry is not None else None
-        if origin is not None:
-            served_by[rid] = escalated_to.get(origin, origin)
-    base_tier = next(
-        (t for t, m in config.models.tiers.items() if m == config.models.baseline), None
-    )
-    got = base = 0.0
-    labelled = 0
-    for rid, call in by_id.items():
-        if not call.labels or base_tier not in call.labels:
-            continue
-        row = answered_by.get(rid)
-        if row is None or row["error"] is not None:
-            continue
-        source, labels = rid, call.labels
-        if row["source"] == "cache":
-            origin = served_by.get(rid)
-            if origin is None or origin not in by_id:
-                continue  # served from outside this replay: its label is unknown
-            source, labels = origin, by_id[origin].labels
-        tier = final_tier.get(source)
-        if tier is None or tier not in labels:
-            continue
-        labelled += 1
-        got += labels[tier]
-        base += call.labels[base_tier]
-    sources = Counter(r["source"] for r in rows if r["request_id"] in by_id)
+    got, base, labelled = quality_sums(config, by_id, outcomes)
+    hits = Counter(o.hit for o in outcomes.values() if o.hit)
     return {
-        "answered": sum(1 for r in answered_by.values() if r["error"] is None),
+        "answered": sum(1 for o in outcomes.values() if o.source is not None),
         "ledger_rows": len(rows),
         "baseline_cost": sum(r["baseline_cost"] or 0.0 for r in rows),
         "cost": sum(r["cost"] or 0.0 for r in rows),
         "saved_by_strategy": saved,
         "model_mix": sorted(mix.values(), key=lambda m: -m["calls"]),
-        "sources": dict(sources),
+        "sources": dict(Counter(o.source for o in outcomes.values() if o.source)),
         "exact_hits": hits["exact"],
         "semantic_hits": hits["semantic"],
         "deferred": len(queued),
@@ -379,4 +397,30 @@ def measure_run(
         "labelled": labelled,
         "quality": got / labelled if labelled else None,
         "quality_baseline": base / labelled if labelled else None,
+        "outcomes": outcomes,
     }
+
+
+def baseline_tier(config: Config) -> str | None:
+    """The tier whose model is the baseline model (the all-baseline answers' labels)."""
+    return next((t for t, m in config.models.tiers.items() if m == config.models.baseline), None)
+
+
+def quality_sums(
+    config: Config, by_id: dict[str, Call], outcomes: dict[str, Outcome]
+) -> tuple[float, float, int]:
+    """Summed quality of the served answers, of the baseline tier's answers, and how many
+    calls both are known for (labelled, answered, the serving tier labelled)."""
+    base_tier = baseline_tier(config)
+    got = base = 0.0
+    n = 0
+    for rid, call in by_id.items():
+        if base_tier is None or base_tier not in call.labels:
+            continue
+        q = outcomes[rid].quality()
+        if q is None:
+            continue
+        n += 1
+        got += q
+        base += call.labels[base_tier]
+    return got, base, n
