@@ -212,13 +212,13 @@ class Optimizer:
             )
         )
 
-    def fail(self, prepared: Prepared, error: BackendError) -> None:
+    def fail(self, prepared: Prepared, error: BackendError, *, source: str = "api") -> None:
         """Record a request that failed after retries: a ledger row with its error, no cost."""
         req = prepared.request
         reply = Reply(
             text="",
             model=req.model,
-            source="api",
+            source=source,
             request_id=req.request_id,
             latency_ms=(time.perf_counter() - prepared.started) * 1000.0,
             decisions=list(prepared.decisions),
@@ -301,6 +301,10 @@ def default_stages(config: Config, db: sqlite_utils.Database) -> list[Stage]:
     Stages arrive with their issues; a stage not built yet is absent, never faked.
     """
     stages: list[Stage] = []
+    if config.lazy.enabled:
+        from tars_opt.stages.defer import DeferStage
+
+        stages.append(DeferStage(config, db))
     if config.routing.enabled:
         from tars_opt.stages.route import RouteStage
 

@@ -20,12 +20,16 @@ from tars_opt.backends import BackendError
 from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
 from tars_opt.db import DatabaseError
+from tars_opt.drain import Drainer
 from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
+from tars_opt.queue import STATES, Queue
 from tars_opt.report import ReportError
+from tars_opt.taskjson import task_view
 from tars_opt.types import QUERY_TYPES, Request
+from tars_opt.window import parse_duration
 
 app = typer.Typer(
     help="Cut what an agent pays for the Anthropic API without making its answers worse.",
@@ -40,9 +44,13 @@ db_app = typer.Typer(help="The SQLite database (ledger, cache, queue).", no_args
 router_app = typer.Typer(
     help="Train the learned router and calibrate routing thresholds.", no_args_is_help=True
 )
+queue_app = typer.Typer(
+    help="The deferred queue: list, show, cancel and retry tasks.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
+app.add_typer(queue_app, name="queue")
 
 
 class _Consoles:
@@ -131,6 +139,15 @@ def ask(
     ),
     session: Annotated[str | None, typer.Option(help="Group calls of one task.")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it arrives.")] = False,
+    defer: Annotated[
+        bool, typer.Option(help="Queue it for the off-peak batch drain (half price).")
+    ] = False,
+    max_wait: Annotated[
+        str | None, typer.Option(help="Longest you can wait for the answer, e.g. 30m, 6h, 2d.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="If it is queued, block until its answer exists.")
+    ] = False,
     explain: Annotated[bool, typer.Option(help="Print each stage's decision and why.")] = False,
     backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
     as_json: JsonOpt = False,
@@ -149,6 +166,10 @@ def ask(
             raise InputError(f"--priority {priority!r} is not one of high, normal, low")
         if max_tokens is not None and max_tokens < 1:
             raise InputError("--max-tokens must be at least 1")
+        try:
+            max_wait_s = parse_duration(max_wait) if max_wait is not None else None
+        except ValueError as exc:
+            raise InputError(f"--max-wait {exc}") from None
         text = read_prompt(prompt, sys.stdin)
         history = read_context(context) if context else ()
         schemas = read_tools(tools) if tools else ()
@@ -166,6 +187,8 @@ def ask(
             namespace=namespace,
             session=session,
             stream=stream,
+            defer=defer,
+            max_wait_s=max_wait_s,
         )
         on_text = None
         if stream and not as_json:
@@ -175,6 +198,14 @@ def ask(
                 sys.stdout.flush()
 
         reply = opened.optimizer().ask(request, on_text=on_text)
+        if reply.source == "queued" and reply.ticket:
+            if wait:
+                _wait_and_show(opened, reply.ticket, as_json)
+            elif as_json:
+                typer.echo(json.dumps(reply.to_dict(), indent=2))
+            else:
+                render.queued(_consoles.out, reply)
+            return
         if as_json:
             typer.echo(json.dumps(reply.to_dict(), indent=2))
             return
@@ -185,6 +216,176 @@ def ask(
         if explain:
             render.decisions(_consoles.out, reply.decisions)
         _consoles.out.print(render.reply_line(reply), style="dim", markup=False)
+
+
+def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
+    _consoles.err.print(
+        f"queued as {ticket}; waiting for its answer (a drain must run: cron, "
+        "`tars-opt drain --daemon` or `tars-opt drain --now`)",
+        style="dim",
+        markup=False,
+    )
+    task = Queue(opened.db).wait(ticket, poll_s=opened.config.lazy.poll_seconds)
+    _show_result(task, as_json)
+
+
+def _show_result(task: dict[str, Any], as_json: bool) -> None:
+    view = task_view(task)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+    else:
+        render.result(_consoles.out, view)
+    if view["state"] in ("failed", "expired", "canceled"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def result(
+    ticket: Annotated[str, typer.Argument(help="The ticket `ask` printed (t_...).")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Print a deferred request's answer when it is done, its state otherwise.
+
+    Exit 0 when done or still on its way, 1 when it failed, expired or was canceled.
+
+    Example: [bold]tars-opt result t_3f9a1c0d2b7e4a55 --json[/bold]
+    """
+    with friendly_errors():
+        _show_result(Queue(_open(config, db).db).require(ticket), as_json)
+
+
+@app.command()
+def drain(
+    now: Annotated[bool, typer.Option(help="Submit even outside the off-peak window.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Poll until every submitted batch has ended and is collected.")
+    ] = False,
+    daemon: Annotated[
+        bool,
+        typer.Option(help="Run in the foreground on a schedule (APScheduler) until SIGTERM."),
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send queued requests as Message Batches off-peak and collect finished ones (for cron).
+
+    Safe to kill at any moment and run again. Outside the window it only collects.
+
+    Example: [bold]tars-opt drain --now --wait[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db, verbose, backend)
+        if daemon:
+            from tars_opt.daemon import Daemon
+
+            _consoles.err.print(
+                f"drain daemon: window {opened.config.lazy.window} UTC; logs in "
+                f"{opened.config.resolved_data_dir() / 'logs'}; stop with Ctrl-C or SIGTERM",
+                markup=False,
+            )
+            Daemon(opened.config, opened.config.resolved_database()).start()
+            return
+        drainer = Drainer(opened.config, opened.db)
+        if wait and not as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(
+                TextColumn("batches"), BarColumn(), MofNCompleteColumn(), console=_consoles.err
+            ) as bar:
+                job = bar.add_task("collect", total=None)
+                report = drainer.run(
+                    now=now,
+                    wait=True,
+                    on_progress=lambda done, total: bar.update(job, completed=done, total=total),
+                )
+        else:
+            report = drainer.run(now=now, wait=wait)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+            return
+        render.drain_report(_consoles.out, report, time.time())
+
+
+@queue_app.command("list")
+def queue_list(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states (repeatable).")] = None,
+    n: Annotated[int, typer.Option("-n", help="How many, newest first.", min=1)] = 50,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """List deferred tasks, newest first, with counts by state.
+
+    Example: [bold]tars-opt queue list --state queued[/bold]
+    """
+    with friendly_errors():
+        for s in state or []:
+            if s not in STATES:
+                raise InputError(f"--state {s!r} is not one of {', '.join(STATES)}")
+        q = Queue(_open(config, db).db)
+        views = [task_view(t) for t in q.list(state, n)]
+        if as_json:
+            typer.echo(json.dumps({"counts": q.counts(), "tasks": views}, indent=2))
+            return
+        render.tasks(_consoles.out, views)
+        counts = ", ".join(f"{k} {v}" for k, v in q.counts().items() if v)
+        _consoles.out.print(f"by state: {counts or 'empty'}", style="dim", markup=False)
+
+
+@queue_app.command("show")
+def queue_show(
+    ticket: Annotated[str, typer.Argument(help="Ticket (t_...) or task id.")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show one task: state, times, attempts, batch, error.
+
+    Example: [bold]tars-opt queue show t_3f9a1c0d2b7e4a55[/bold]
+    """
+    with friendly_errors():
+        view = task_view(Queue(_open(config, db).db).require(ticket))
+        if as_json:
+            typer.echo(json.dumps(view, indent=2))
+            return
+        render.task(_consoles.out, view)
+
+
+@queue_app.command("cancel")
+def queue_cancel(
+    ticket: Annotated[str, typer.Argument(help="Ticket (t_...) or task id.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Cancel a queued task (one already in a batch cannot be withdrawn).
+
+    Example: [bold]tars-opt queue cancel t_3f9a1c0d2b7e4a55[/bold]
+    """
+    with friendly_errors():
+        task = Queue(_open(config, db).db).cancel(ticket)
+        _consoles.out.print(f"canceled {task['ticket']}", markup=False)
+
+
+@queue_app.command("retry")
+def queue_retry(
+    ticket: Annotated[str, typer.Argument(help="Ticket (t_...) or task id.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Queue a failed, expired or canceled task again for the next drain.
+
+    Example: [bold]tars-opt queue retry t_3f9a1c0d2b7e4a55[/bold]
+    """
+    with friendly_errors():
+        task = Queue(_open(config, db).db).retry(ticket)
+        _consoles.out.print(
+            f"queued {task['ticket']} again (attempt {task['attempts']})", markup=False
+        )
 
 
 @app.command()

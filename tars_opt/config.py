@@ -193,6 +193,46 @@ class LedgerConfig(_Strict):
     store_prompts: bool = True
 
 
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class LazyConfig(_Strict):
+    """Lazy loading: the defer stage, the off-peak window and the drain of the queue."""
+
+    enabled: bool = True
+    window: str = "00:00-06:00"
+    min_wait_minutes: float = Field(5.0, ge=0)
+    default_max_wait_hours: float = Field(24.0, gt=0)
+    defer_low_priority: bool = False
+    budget_threshold: float = Field(0.8, ge=0)
+    deadline_fallback: Literal["sync", "queue"] = "sync"
+    expected_turnaround_minutes: float = Field(60.0, ge=0)
+    max_retries: int = Field(2, ge=0, le=20)
+    max_batch_requests: int = Field(100_000, ge=1, le=100_000)
+    max_batch_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000)
+    claim_limit: int = Field(100_000, ge=1)
+    wave_size: int = Field(2_000, ge=1)
+    cache_shared_prefix: bool = True
+    shared_prefix_min_tokens: int = Field(1024, ge=0)
+    claim_lease_minutes: float = Field(30.0, gt=0)
+    poll_seconds: float = Field(30.0, gt=0)
+    recover_list_limit: int = Field(1000, ge=1)
+    drain_every_minutes: int = Field(15, ge=1, le=59)
+    collect_every_minutes: int = Field(10, ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window_format(cls, value: str) -> str:
+        m = _HHMM.match(value.strip())
+        if not m:
+            raise ValueError(
+                f"window {value!r} must look like HH:MM-HH:MM in UTC, e.g. 00:00-06:00"
+            )
+        if m.group(1, 2) == m.group(3, 4):
+            raise ValueError(f"window {value!r} is empty: start and end must differ")
+        return value.strip()
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -332,6 +372,7 @@ class Config(_Strict):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    lazy: LazyConfig = Field(default_factory=LazyConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 

@@ -123,6 +123,7 @@ def _monitor(db: sqlite_utils.Database) -> None:
     )
     db.execute("ALTER TABLE calls ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
 
+
 def _v2_routing(db: sqlite_utils.Database) -> None:
     # Routing: the router's score and name per call, and the link from an escalated
     # re-ask to the request whose answer failed.
@@ -132,8 +133,83 @@ def _v2_routing(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_escalated_from ON calls(escalated_from)")
 
 
+def _v_queue(db: sqlite_utils.Database) -> None:
+    """The deferred queue (`tasks`), the Message Batches it went out in (`batches`), and the
+    offline backend's batches (`offline_batches`), kept so `drain` works across processes."""
+    db.execute(
+        """
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            batch_id TEXT UNIQUE,
+            state TEXT NOT NULL CHECK (state IN
+                ('submitting', 'in_progress', 'canceling', 'ended', 'collected', 'foreign',
+                 'abandoned')),
+            backend TEXT,
+            model TEXT,
+            requests INTEGER NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            counts TEXT NOT NULL DEFAULT '{}',
+            discovered INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            lease_until REAL,
+            note TEXT,
+            created_at REAL NOT NULL,
+            submitted_at REAL,
+            ended_at REAL,
+            collected_at REAL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX batches_state ON batches(state)")
+    db.execute(
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            ticket TEXT NOT NULL UNIQUE,
+            request_id TEXT NOT NULL,
+            request TEXT NOT NULL,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            priority INTEGER NOT NULL,
+            reason TEXT,
+            state TEXT NOT NULL CHECK (state IN
+                ('queued', 'claimed', 'submitted', 'done', 'failed', 'expired', 'canceled')),
+            max_wait_s REAL,
+            deadline REAL,
+            expected_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            custom_id TEXT NOT NULL UNIQUE,
+            batch_row INTEGER REFERENCES batches(id),
+            batch_id TEXT,
+            prepared TEXT,
+            owner TEXT,
+            lease_until REAL,
+            result TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            claimed_at REAL,
+            submitted_at REAL,
+            finished_at REAL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX tasks_state_priority ON tasks(state, priority, created_at, id)")
+    db.execute("CREATE INDEX tasks_batch_row ON tasks(batch_row)")
+    db.execute(
+        """
+        CREATE TABLE offline_batches (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            info TEXT NOT NULL,
+            items TEXT NOT NULL
+        )
+        """
+    )
+
+
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _v2_routing]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _v2_routing, _v_queue]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

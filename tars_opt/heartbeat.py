@@ -23,9 +23,30 @@ from tars_opt.metrics import measure, queue_status
 
 STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
-# The drain of issue 5 plugs in here: given the time, drain the queue if off-peak and say what
-# it did (None: nothing to do). The heartbeat itself never sends anything.
+# Given the time, drain the queue if there is work and say what it did (None: nothing to do).
 DrainHook = Callable[[float], str | None]
+
+
+def drain_hook(config: Config, db: sqlite_utils.Database) -> DrainHook:
+    """The heartbeat's drain: one `tars-opt drain` run when tasks are open or batches are in
+    flight (it submits only inside the off-peak window, and always collects)."""
+
+    def run(now: float) -> str | None:
+        from tars_opt.drain import Drainer
+
+        open_tasks = queue_status(db, now, float("inf"))["open"]
+        if not open_tasks:
+            return None
+        try:
+            report = Drainer(config, db, clock=lambda: now).run()
+        except Exception as exc:  # the heartbeat reports; it must not die on a drain problem
+            return f"drain failed: {exc}"
+        sent = sum(b["requests"] for b in report.submitted)
+        done = sum(report.outcomes.values())
+        where = "in" if report.in_window else "outside"
+        return f"{where} the window: submitted {sent}, collected {done}"
+
+    return run
 
 
 @dataclass(frozen=True)

@@ -383,35 +383,24 @@ def session_metrics(db: sqlite_utils.Database, session: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) -> dict | None:
-    """Tasks by state, the oldest waiting and how many are stuck; None without a queue.
+OPEN_TASK_STATES = ("queued", "claimed", "submitted")
 
-    Reads the `tasks` table of the deferral queue when it exists. "Done" states are the
-    ones named done/completed/succeeded/failed/canceled; the rest are waiting or in flight.
-    """
-    have = columns(db, "tasks")
-    if not have or "state" not in have:
-        return None
-    finished = ("done", "completed", "complete", "succeeded", "failed", "canceled", "cancelled")
+
+def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) -> dict[str, Any]:
+    """The deferred queue: tasks by state, how many are open (queued, claimed, submitted),
+    the age of the oldest open one, and how many have not moved for `stuck_after_s`."""
     by_state = dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
-    open_states = [s for s in by_state if s not in finished]
-    out: dict[str, Any] = {
+    marks = ", ".join("?" for _ in OPEN_TASK_STATES)
+    oldest, stuck = db.execute(
+        f"SELECT MIN(created_at), SUM(updated_at < ?) FROM tasks WHERE state IN ({marks})",
+        [now - stuck_after_s, *OPEN_TASK_STATES],
+    ).fetchone()
+    return {
         "by_state": by_state,
-        "open": sum(by_state[s] for s in open_states),
-        "oldest_age_s": None,
-        "stuck": None,
+        "open": sum(by_state.get(s, 0) for s in OPEN_TASK_STATES),
+        "oldest_age_s": None if oldest is None else now - oldest,
+        "stuck": int(stuck or 0),
     }
-    stamp = next((c for c in ("updated_at", "created_at", "enqueued_at", "ts") if c in have), None)
-    if stamp and open_states:
-        marks = ", ".join("?" for _ in open_states)
-        oldest, stuck = db.execute(
-            f'SELECT MIN("{stamp}"), SUM("{stamp}" < ?) FROM tasks WHERE state IN ({marks})',
-            [now - stuck_after_s, *open_states],
-        ).fetchone()
-        if isinstance(oldest, int | float):
-            out["oldest_age_s"] = now - oldest
-            out["stuck"] = int(stuck or 0)
-    return out
 
 
 def measure(db: sqlite_utils.Database, config: Config, start: float, end: float) -> PeriodMetrics:

@@ -20,7 +20,7 @@ from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, frien
 from tars_opt.dashboard import Frame, read_frame, run_live
 from tars_opt.dashboard import render as render_frame
 from tars_opt.feedback import VERDICTS, record_feedback
-from tars_opt.heartbeat import run_heartbeat
+from tars_opt.heartbeat import drain_hook, run_heartbeat
 from tars_opt.inputs import InputError
 from tars_opt.metrics import date_range, measure, session_metrics
 from tars_opt.report import final_spec, phase_spec, range_spec, week_spec, write_report
@@ -142,13 +142,12 @@ def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = No
     with friendly_errors():
         opened = _open(config, db)
         cfg = opened.config
-        # drain_if_off_peak: the deferral drain (issue 5) plugs in here.
         result = run_heartbeat(
             opened.db,
             cfg,
             now=time.time(),
             alerter=Alerter(cfg.alerts, opened.db),
-            drain_if_off_peak=None,
+            drain_if_off_peak=drain_hook(cfg, opened.db),
         )
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2, default=str))

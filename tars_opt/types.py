@@ -124,6 +124,10 @@ class Request:
     removed_tokens: int = 0
     # In the A/B holdout: sent unoptimized to measure what optimizing saves.
     holdout: bool = False
+    # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
+    # caller can wait for the answer (None = the config's default).
+    defer: bool = False
+    max_wait_s: float | None = None
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""

@@ -22,6 +22,7 @@ from tars_opt.cli import app
 from tars_opt.dashboard import read_frame, render, run_live
 from tars_opt.experiment import in_holdout
 from tars_opt.feedback import record_feedback
+from tars_opt.queue import Queue
 from tests.handmade import add_call, cache_hit, haiku, phase_week
 
 
@@ -43,7 +44,7 @@ def test_heartbeat_ok_exit_0_and_a_stored_snapshot(runner: CliRunner) -> None:
     result = runner.invoke(app, ["heartbeat"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("tars-opt heartbeat OK:")
-    assert "SKIPPED  queue" in result.output
+    assert "OK       queue: 0 waiting" in result.output
     db = open_app().db
     row = db.execute("SELECT kind, status, metrics FROM metric_snapshots").fetchone()
     assert row[:2] == ("heartbeat", "ok") and "budget" in json.loads(row[2])
@@ -80,10 +81,12 @@ def test_heartbeat_critical_exit_2_when_the_budget_is_spent(tmp_path: Path, runn
 def test_heartbeat_queue_backlog_and_stuck_tasks(tmp_path: Path, runner) -> None:
     cfg = config_file(tmp_path, heartbeat={"max_backlog": 1, "stuck_after_h": 1})
     db = open_app(cfg).db
-    db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, state TEXT, created_at REAL)")
     now = time.time()
-    db.execute("INSERT INTO tasks (state, created_at) VALUES ('queued', ?), ('queued', ?)",
-               [now - 7200, now - 60])  # fmt: skip
+    for age in (7200, 60):
+        Queue(db, clock=lambda age=age: now - age).enqueue(
+            Request(prompt=f"task {age}"), reason="test", max_wait_s=None, deadline=None,
+            expected_at=None,
+        )  # fmt: skip
     result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
     assert result.exit_code == 1
     queue = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "queue")
@@ -108,7 +111,7 @@ def test_dashboard_once_prints_one_frame(runner: CliRunner) -> None:
     for part in ("spend vs budget", "saved by strategy", "model mix (today)", "hit rates",
                  "recent calls", rid, "no alerts in the last 24 h"):  # fmt: skip
         assert part in result.output, part
-    assert "queue" not in result.output  # no tasks table: omitted
+    assert "queued" not in result.output  # an empty queue shows no states
 
 
 def test_dashboard_live_redraws_on_its_interval(home: Path) -> None:
@@ -291,3 +294,13 @@ def test_metrics_and_budget_commands(runner: CliRunner) -> None:
     assert table.exit_code == 0 and "saved by strategy" in table.output
     state = json.loads(runner.invoke(app, ["budget", "--json"]).output)
     assert state["policy"] == "warn" and state["budget_usd"] == 200
+
+
+def test_heartbeat_runs_the_drain_when_tasks_wait(tmp_path: Path, runner) -> None:
+    cfg = config_file(tmp_path)
+    queued = runner.invoke(app, ["ask", "-c", cfg, "--backend", "offline", "--defer", "--json",
+                                 "Summarise the history of Rome"])  # fmt: skip
+    assert json.loads(queued.stdout)["source"] == "queued"
+    result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
+    drain = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "drain")
+    assert drain["value"] == "ran" and "the window: submitted" in drain["detail"]

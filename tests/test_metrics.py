@@ -16,6 +16,8 @@ from tars_opt.metrics import (
     queue_status,
     session_metrics,
 )
+from tars_opt.queue import Queue
+from tars_opt.types import Request
 from tests.handmade import add_call, cache_hit, haiku, ts
 
 
@@ -138,12 +140,14 @@ def test_percentile_and_weeks() -> None:
     assert (str(monday), str(sunday), label) == ("2026-02-09", "2026-02-15", "2026-07")
 
 
-def test_queue_status_without_and_with_a_tasks_table(db) -> None:
-    assert queue_status(db, 1000.0, 60) is None
-    db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, state TEXT, created_at REAL)")
-    db.execute(
-        "INSERT INTO tasks (state, created_at) VALUES ('queued', 100), ('queued', 990),"
-        " ('done', 10)"
-    )
+def test_queue_status_counts_open_tasks_and_stuck_ones(db) -> None:
+    assert queue_status(db, 1000.0, 60)["open"] == 0
+    for t in (100.0, 990.0, 10.0):
+        Queue(db, clock=lambda t=t: t).enqueue(
+            Request(prompt=f"at {t}"), reason="test", max_wait_s=None, deadline=None,
+            expected_at=None,
+        )  # fmt: skip
+    db.execute("UPDATE tasks SET state = 'done' WHERE created_at = 10")
     q = queue_status(db, 1000.0, stuck_after_s=60)
+    assert q["by_state"] == {"queued": 2, "done": 1}
     assert q["open"] == 2 and q["stuck"] == 1 and q["oldest_age_s"] == 900

@@ -229,7 +229,8 @@ def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(home: Pat
     row = opened.ledger.get(reply.request_id)
     assert row["router"] == "heuristic" and row["route_score"] == route.data["score"]
     assert row["tier"] == "cheap" and row["escalated_from"] is None
-    assert row["decisions"][1]["data"]["threshold"] == 50.0
+    stored = next(d for d in row["decisions"] if d["stage"] == "route")
+    assert stored["data"]["threshold"] == 50.0
 
 
 def test_a_version_1_database_gains_the_routing_columns(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt import tokens
@@ -44,14 +46,17 @@ class OfflineBackend:
     """Answers every request locally and deterministically.
 
     `clock` drives prompt-cache expiry, so simulations can run on a simulated clock.
+    Message Batches live in this process, or in `store` (an OfflineBatchStore on the
+    SQLite file) so that a later process - the next cron `drain` - can collect them.
     """
 
     name = "offline"
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, store: Any = None) -> None:
         self._clock = clock
         self._prefixes: dict[str, float] = {}  # prefix hash -> expiry
         self._batches: dict[str, _Batch] = {}
+        self._store = store
 
     def send(self, params: dict[str, Any]) -> BackendResult:
         """Answer one request."""
@@ -130,7 +135,7 @@ class OfflineBackend:
             estimated=True,
         )
 
-    # Message Batches: kept in this process; every batch ends as soon as it is made.
+    # Message Batches: every batch is answered when it is made and ends at once.
     def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo:
         ids = [r["custom_id"] for r in requests]
         if len(set(ids)) != len(ids):
@@ -139,26 +144,37 @@ class OfflineBackend:
                 kind="invalid_request_error",
                 status=400,
             )
-        batch_id = f"msgbatch_offline_{_digest(*ids, str(len(self._batches))):016x}"
+        now = self._clock()
+        batch_id = f"msgbatch_offline_{_digest(*ids, repr(now), uuid.uuid4().hex):016x}"
         items = [
             BatchItem(r["custom_id"], "succeeded", result=self._answer(r["params"], tier="batch"))
             for r in requests
         ]
+        created = datetime.fromtimestamp(now, UTC).isoformat()
         info = BatchInfo(
             batch_id,
             "ended",
             {"succeeded": len(items), "processing": 0, "errored": 0, "canceled": 0, "expired": 0},
+            created_at=created,
+            ended_at=created,
         )
-        self._batches[batch_id] = _Batch(info, items)
+        if self._store is not None:
+            self._store.save(info, items, now)
+        else:
+            self._batches[batch_id] = _Batch(info, items)
         return info
 
     def _batch(self, batch_id: str) -> _Batch:
-        try:
-            return self._batches[batch_id]
-        except KeyError:
+        found = self._batches.get(batch_id)
+        if found is None and self._store is not None:
+            info = self._store.info(batch_id)
+            if info is not None:
+                return _Batch(info, self._store.items(batch_id) or [])
+        if found is None:
             raise BackendError(
                 f"no batch {batch_id} in this offline session", kind="not_found_error", status=404
-            ) from None
+            )
+        return found
 
     def poll_batch(self, batch_id: str) -> BatchInfo:
         return self._batch(batch_id).info
@@ -167,6 +183,8 @@ class OfflineBackend:
         return self._batch(batch_id).info
 
     def list_batches(self, limit: int = 100) -> list[BatchInfo]:
+        if self._store is not None:
+            return self._store.recent(limit)
         return [b.info for b in list(self._batches.values())[::-1][:limit]]
 
     def batch_results(self, batch_id: str) -> Iterator[BatchItem]:

@@ -1,0 +1,76 @@
+"""Offline Message Batches kept in the SQLite file, so `drain --backend offline` works
+across processes (cron: one run submits, a later run collects) like the real API does."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import sqlite_utils
+
+from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.types import BackendResult, Usage
+
+
+class OfflineBatchStore:
+    """The `offline_batches` table: one row per batch, its info and its result items."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def save(self, info: BatchInfo, items: list[BatchItem], created_at: float) -> None:
+        """Store a whole batch in one transaction (the offline 'API accepted it')."""
+        cur = self.db.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute(
+                "INSERT INTO offline_batches (id, created_at, info, items) VALUES (?, ?, ?, ?)",
+                [info.id, created_at, json.dumps(asdict(info)), _dump_items(items)],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def info(self, batch_id: str) -> BatchInfo | None:
+        rows = list(self.db.query("SELECT info FROM offline_batches WHERE id = ?", [batch_id]))
+        return BatchInfo(**json.loads(rows[0]["info"])) if rows else None
+
+    def items(self, batch_id: str) -> list[BatchItem] | None:
+        rows = list(self.db.query("SELECT items FROM offline_batches WHERE id = ?", [batch_id]))
+        return _load_items(rows[0]["items"]) if rows else None
+
+    def recent(self, limit: int) -> list[BatchInfo]:
+        rows = self.db.query(
+            "SELECT info FROM offline_batches ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            [limit],
+        )
+        return [BatchInfo(**json.loads(r["info"])) for r in rows]
+
+
+def _dump_items(items: list[BatchItem]) -> str:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        data: dict[str, Any] = {"custom_id": item.custom_id, "outcome": item.outcome}
+        if item.error is not None:
+            data["error"] = item.error
+        if item.result is not None:
+            res = asdict(item.result)
+            res["usage"] = asdict(item.result.usage)
+            data["result"] = res
+        out.append(data)
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _load_items(text: str) -> list[BatchItem]:
+    items = []
+    for data in json.loads(text):
+        result = None
+        if data.get("result") is not None:
+            res = dict(data["result"])
+            res["usage"] = Usage(**res["usage"])
+            res["content"] = tuple(res.get("content") or ())
+            result = BackendResult(**res)
+        items.append(BatchItem(data["custom_id"], data["outcome"], result, data.get("error")))
+    return items
