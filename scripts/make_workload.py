@@ -217,17 +217,19 @@ def build(root: Path, seed: int, repeat_rate: float, rephrase_rate: float) -> li
     # 1. Single questions: 70 MMLU, 30 GSM8K (10 of them with the calculator tool),
     #    20 MMLU as low-priority deferrable quiz review (defer: true).
     singles = _times(rng, 120, start)
-    for i, t in enumerate(singles):
-        if i < 70:
-            add(t, mmlu[i], type="fact")
-        elif i < 100:
-            item = gsm[i - 70]
-            extra: dict[str, Any] = {}
-            if i < 80:
-                extra = {"tools": TOOLS[:1] + TOOLS[3:]}
+    roles = ["mmlu"] * 70 + ["gsm8k-tools"] * 10 + ["gsm8k"] * 20 + ["deferred"] * 20
+    rng.shuffle(roles)
+    used: Counter[str] = Counter()
+    for t, role in zip(singles, roles, strict=True):
+        used[role] += 1
+        if role == "mmlu":
+            add(t, mmlu[used[role] - 1], type="fact")
+        elif role.startswith("gsm8k"):
+            item = gsm[used["gsm8k"] + used["gsm8k-tools"] - 1]
+            extra: dict[str, Any] = {"tools": TOOLS[:1] + TOOLS[3:]} if role != "gsm8k" else {}
             add(t, item, **extra)
         else:
-            add(t, mmlu[i - 30], type="fact", priority="low", defer=True,
+            add(t, mmlu[69 + used[role]], type="fact", priority="low", defer=True,
                 namespace="nightly-review")  # fmt: skip
     # 2. MT-Bench two-turn conversations (24 sessions = 48 calls): turn 2 carries turn 1
     #    and gpt-4-1106's answer to it as history; 8 of them with web_search/read_file.

@@ -91,7 +91,9 @@ class Optimizer:
         self.clock = clock
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
-        self.stages: list[Stage] = stages if stages is not None else default_stages(config, db)
+        self.stages: list[Stage] = (
+            stages if stages is not None else default_stages(config, db, clock=clock)
+        )
         self._backend = backend
         self.budget = Budget(config, db, prices=self.prices, clock=clock)
         self.alerter = Alerter(config.alerts, db, clock=clock)
@@ -295,16 +297,19 @@ def build_params(request: Request) -> dict[str, Any]:
     return params
 
 
-def default_stages(config: Config, db: sqlite_utils.Database) -> list[Stage]:
+def default_stages(
+    config: Config, db: sqlite_utils.Database, *, clock: Callable[[], float] = time.time
+) -> list[Stage]:
     """The stages the config switches on, in chain order: cache, defer, prune, tools, route.
 
-    Stages arrive with their issues; a stage not built yet is absent, never faked.
+    Stages arrive with their issues; a stage not built yet is absent, never faked. `clock`
+    is the Optimizer's (a simulated one in `tars-opt simulate`).
     """
     stages: list[Stage] = []
     if config.lazy.enabled:
         from tars_opt.stages.defer import DeferStage
 
-        stages.append(DeferStage(config, db))
+        stages.append(DeferStage(config, db, clock=clock))
     if config.routing.enabled:
         from tars_opt.stages.route import RouteStage
 

@@ -132,7 +132,11 @@ class Drainer(Recovery):
     def optimizer(self) -> Optimizer:
         if self._optimizer is None:
             # The chain minus the defer stage: a queued task is not deferred again.
-            stages = [s for s in default_stages(self.config, self.db) if s.name != "defer"]
+            stages = [
+                s
+                for s in default_stages(self.config, self.db, clock=self.clock)
+                if s.name != "defer"
+            ]
             self._optimizer = Optimizer(
                 self.config, self.db, backend=self.backend, stages=stages, clock=self.clock
             )

@@ -266,3 +266,30 @@ def test_cli_summary_and_report(tmp_path: Path, runner: CliRunner) -> None:
     assert md.startswith("# Simulation: agent-day")
     assert "| baseline cost |" in md and "labelled prompts" in md
     assert "Example:" in runner.invoke(app, ["simulate", "--help"]).output
+
+
+def test_deferred_work_drains_in_the_simulated_off_peak_window(tmp_path: Path) -> None:
+    """The simulated clock crosses the 00:00-06:00 window: work deferred inside it goes at
+    the drain's next tick; work deferred by day waits for the window to open."""
+    trace = write_jsonl(tmp_path / "night.jsonl", [
+        {"time": "2026-03-01T03:05:00Z", "prompt": "nightly job A", "defer": True},
+        {"time": "2026-03-01T14:00:00Z", "prompt": "daytime job B", "defer": True,
+         "priority": "low"},
+        {"time": "2026-03-01T15:00:00Z", "prompt": "interactive question"},
+        {"time": "2026-03-01T16:00:00Z", "prompt": "urgent job", "defer": True, "urgent": True},
+    ])  # fmt: skip
+    db_path = tmp_path / "sim.db"
+    r = simulate(load_workload(trace), config(), db_path=db_path)
+    assert (r.deferred, r.drains, r.answered) == (2, 2, 4)
+    assert r.sources == {"batch": 2, "api": 2}
+    assert r.saved_by_strategy["batching"] > 0
+    db = sqlite_utils.Database(db_path)
+    rows = {
+        row["prompt"]: row
+        for row in db.query("SELECT prompt, ts_iso, source, service_tier FROM calls")
+    }
+    assert rows["nightly job A"]["ts_iso"] == "2026-03-01T03:15:00.000Z"  # the next tick
+    assert rows["daytime job B"]["ts_iso"] == "2026-03-02T00:00:00.000Z"  # window opens
+    assert rows["nightly job A"]["service_tier"] == "batch"
+    assert rows["urgent job"]["source"] == "api"
+    assert r.end == pytest.approx(load_workload(trace).calls[0].time + 75300)
