@@ -28,6 +28,7 @@ import sqlite_utils
 
 from tars_opt.backends import Backend, BackendError, BatchItem
 from tars_opt.batching import group_requests, mark_shared_prefixes
+from tars_opt.budget import Budget
 from tars_opt.chain import Optimizer, build_backend, default_stages
 from tars_opt.config import Config
 from tars_opt.ledger import Ledger
@@ -316,12 +317,21 @@ class Drainer(Recovery):
         Waves bound memory: only `lazy.wave_size` tasks (and their batch body, which the
         SDK copies while sending) are held at once, whatever the queue's length.
         """
-        budget = self.lazy.claim_limit
-        while budget > 0:
-            wave = self.queue.claim(self.owner, self.lease_s, min(budget, self.lazy.wave_size))
+        spent = Budget(self.config, self.db, clock=self.clock).state()
+        if spent.policy == "block" and spent.over:
+            # A batch's cost is known only when it is collected, so the blocking budget
+            # is checked before each run rather than reserved per task.
+            report.submit_errors.append(
+                f"budget spent ({spent.used_share:.0%} of ${spent.budget_usd:g}) and "
+                "budget.policy is block: nothing submitted; queued tasks stay queued"
+            )
+            return
+        left = self.lazy.claim_limit
+        while left > 0:
+            wave = self.queue.claim(self.owner, self.lease_s, min(left, self.lazy.wave_size))
             if not wave:
                 return
-            budget -= len(wave)
+            left -= len(wave)
             report.claimed += len(wave)
             errors = len(report.submit_errors)
             self._submit_wave(wave, report)

@@ -258,3 +258,16 @@ def test_store_prompts_off_keeps_no_prompt_in_finished_tasks(home: Path) -> None
         assert task["state"] == "done" and request["prompt"] == "" and request["messages"] == []
         assert task["prepared"] is None
         assert json.loads(task["result"])["answer"]  # the answer is what the user waits for
+
+
+def test_a_spent_blocking_budget_submits_nothing(home: Path) -> None:
+    from tests.handmade import add_call
+
+    clock = Clock(NIGHT)
+    app, backend, _ = setup(clock)
+    add_call(app.db, NIGHT - 60, cost=250.0)
+    blocked = open_app(backend="offline", overrides={"budget.policy": "block"})
+    report = drainer(blocked, backend, clock).run()
+    assert report.claimed == 0 and backend.submits == 0
+    assert "budget.policy is block" in report.submit_errors[0]
+    assert set(states(app).values()) == {"queued"}
