@@ -256,6 +256,7 @@ def _run(
     drain = _Drain(cfg, db, backend, clock)
     by_id: dict[str, Call] = {}
     queued: set[str] = set()
+    served_by: dict[str, str] = {}  # a cache hit's id -> the request whose answer it served
     refused = unsupported = 0
     total = len(workload.calls)
     for i, call in enumerate(workload.calls):
@@ -272,13 +273,18 @@ def _run(
         else:
             if reply.source == "queued":
                 queued.add(rid)
+            elif reply.source == "cache":
+                # Read the entry's origin now: expired entries are evicted later.
+                origin = _hit_origin(db, reply.decisions)
+                if origin is not None:
+                    served_by[rid] = origin
         if on_progress is not None:
             on_progress(i + 1, total)
     drain.finish()
     notes = []
     if unsupported:
         notes.append(f"{unsupported} calls asked to defer, but this build has no defer stage")
-    result = measure_run(db, cfg, by_id, queued, first_row)
+    result = measure_run(db, cfg, by_id, queued, served_by, first_row)
     result.update(
         workload=workload.name, config=config_name, calls=total, refused=refused,
         drains=drain.runs, start=workload.calls[0].time, end=clock(), seed=seed,
@@ -288,13 +294,14 @@ def _run(
     return SimResult(**result)
 
 
-def _cache_sources(db: sqlite_utils.Database) -> dict[int, str]:
-    if "cache_entries" not in db.table_names():
-        return {}
-    cols = {c.name for c in db["cache_entries"].columns}
-    if "request_id" not in cols:
-        return {}
-    return {r["id"]: r["request_id"] for r in db.query("SELECT id, request_id FROM cache_entries")}
+def _hit_origin(db: sqlite_utils.Database, decisions: list[Any]) -> str | None:
+    """The request id whose answer a cache hit served (from its entry), if known."""
+    hit = next((d for d in decisions if d.stage == "cache" and d.action == "hit"), None)
+    entry = hit.data.get("entry_id") if hit is not None else None
+    if entry is None or "cache_entries" not in db.table_names():
+        return None
+    rows = list(db.query("SELECT request_id FROM cache_entries WHERE id = ?", [entry]))
+    return rows[0]["request_id"] if rows and rows[0].get("request_id") else None
 
 
 @dataclass
@@ -308,7 +315,6 @@ class Outcome:
     tier: str | None = None  # the tier whose answer the caller got (a hit: the origin's)
     labels: dict[str, float] = field(default_factory=dict)  # the served answer's labels
     hit: str | None = None  # exact | semantic
-    entry_id: int | None = None  # the cache entry a hit served
     escalated: bool = False
 
     def quality(self) -> float | None:
@@ -317,9 +323,13 @@ class Outcome:
 
 
 def call_outcomes(
-    db: sqlite_utils.Database, by_id: dict[str, Call], first_row: int
+    db: sqlite_utils.Database,
+    by_id: dict[str, Call],
+    served_by: dict[str, str],
+    first_row: int,
 ) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
-    """Per-call outcomes of a replay, and every ledger row it wrote."""
+    """Per-call outcomes of a replay, and every ledger row it wrote. `served_by` maps a
+    cache hit to the request whose answer it served."""
     rows = [
         {**r, "decisions": json.loads(r["decisions"] or "[]")}
         for r in db.query("SELECT * FROM calls WHERE id > ? ORDER BY id", [first_row])
@@ -346,13 +356,10 @@ def call_outcomes(
                 o.labels = by_id[r["request_id"]].labels
                 if r["source"] == "cache":
                     o.hit = cache_hit_kind(r["decisions"])
-                    hit = next((d for d in r["decisions"] if d.get("stage") == "cache"), {})
-                    o.entry_id = (hit.get("data") or {}).get("entry_id")
-    entries = _cache_sources(db)
     for o in out.values():
         if o.source != "cache":
             continue
-        origin = entries.get(o.entry_id) if o.entry_id is not None else None
+        origin = served_by.get(o.request_id)
         origin = escalated_to.get(origin, origin) if origin is not None else None
         served = out.get(origin) if origin is not None else None
         # Served from outside this replay (an earlier run in --db): its label is unknown.
@@ -366,10 +373,11 @@ def measure_run(
     config: Config,
     by_id: dict[str, Call],
     queued: set[str],
+    served_by: dict[str, str],
     first_row: int,
 ) -> dict[str, Any]:
     """Cost, savings, mix, hits and quality of the ledger rows a replay wrote."""
-    outcomes, rows = call_outcomes(db, by_id, first_row)
+    outcomes, rows = call_outcomes(db, by_id, served_by, first_row)
     saved = {s: sum(r[f"saved_{s}"] or 0.0 for r in rows) for s in STRATEGIES}
     mix: dict[str, dict[str, Any]] = {}
     for r in rows:

@@ -293,3 +293,14 @@ def test_deferred_work_drains_in_the_simulated_off_peak_window(tmp_path: Path) -
     assert rows["nightly job A"]["service_tier"] == "batch"
     assert rows["urgent job"]["source"] == "api"
     assert r.end == pytest.approx(load_workload(trace).calls[0].time + 75300)
+
+
+def test_bundled_day_under_the_defaults_is_fast_and_complete() -> None:
+    """The README's first command: the whole day in well under the 20 s budget."""
+    r = simulate(load_workload(), config())
+    assert r.answered == r.calls == 234
+    assert r.labelled == 234
+    assert r.wall_s < 20
+    assert r.deferred > 0 and r.drains > 0
+    assert r.cost < r.baseline_cost
+    assert sum(r.saved_by_strategy.values()) == pytest.approx(r.baseline_cost - r.cost)
