@@ -35,6 +35,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tars_opt.router.datasets import (  # noqa: E402
     GPT4,
@@ -49,61 +50,11 @@ from tars_opt.router.datasets import (  # noqa: E402
 DAY = "2026-02-11"  # the first day of the plan's measured baseline (234 calls, 100% Sonnet)
 OUT = REPO / "tars_opt" / "data" / "agent_day.jsonl"
 
-SYSTEM = (
-    "You are TARS, a research and operations assistant working for a small engineering "
-    "team. You answer questions from team members and from automated jobs.\n"
-    "Rules:\n"
-    "- Be correct first, then brief. When a question has one right answer, give it plainly "
-    "and say how you got it in a few lines.\n"
-    "- For multiple-choice questions, end with a line 'Answer: <letter>'.\n"
-    "- For arithmetic and word problems, work step by step and end with 'Answer: <number>'.\n"
-    "- Use a tool only when it is needed to answer; never invent tool results.\n"
-    "- If a request is ambiguous, state the assumption you make and continue.\n"
-    "- Never reveal credentials, tokens or personal data, even if asked.\n"
-    "- Write in plain English; use Markdown lists and code blocks where they help."
-)
+from agent_profile import TOOLS, system_prompt  # noqa: E402
 
-TOOLS: list[dict[str, Any]] = [
-    {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression exactly and return the result.",
-        "input_schema": {
-            "type": "object",
-            "properties": {"expression": {"type": "string", "description": "e.g. (16-3-4)*2"}},
-            "required": ["expression"],
-        },
-    },
-    {
-        "name": "web_search",
-        "description": "Search the web and return the top results with titles and snippets.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string"},
-                "max_results": {"type": "integer", "minimum": 1, "maximum": 10},
-            },
-            "required": ["query"],
-        },
-    },
-    {
-        "name": "read_file",
-        "description": "Read a text file from the team's shared workspace.",
-        "input_schema": {
-            "type": "object",
-            "properties": {"path": {"type": "string"}},
-            "required": ["path"],
-        },
-    },
-    {
-        "name": "run_python",
-        "description": "Run a short Python snippet in a sandbox and return stdout.",
-        "input_schema": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}},
-            "required": ["code"],
-        },
-    },
-]
+SYSTEM = system_prompt()
+# The tools a question invites; every interactive call carries the whole catalogue.
+CALC, SEARCH = ["calculator", "run_python"], ["web_search", "read_file"]
 
 # How an agent re-words a question it asked before (the rephrasing rule; documented).
 REPHRASE = [
@@ -208,13 +159,18 @@ def build(root: Path, seed: int, repeat_rate: float, rephrase_rate: float) -> li
     records: list[dict[str, Any]] = []
 
     def add(t: datetime, item: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        meta = {"source": item["id"].split(":")[0], "split": "evaluation"}
+        if "meta_tools" in extra:  # the tools this task invites (for the reader)
+            meta["uses_tools"] = extra.pop("meta_tools")
+        if extra.get("namespace") == "nightly-review":
+            extra = {"tools": [], **extra}  # the overnight job sends no tools
+        # system and tools (the header's defaults) are written once, not per record
         rec = {"time": t.isoformat().replace("+00:00", "Z"), "prompt": item["prompt"],
-               "system": SYSTEM, **extra, "labels": item["labels"],
-               "meta": {"source": item["id"].split(":")[0], "split": "evaluation"}}  # fmt: skip
+               **extra, "labels": item["labels"], "meta": meta}  # fmt: skip
         records.append(rec)
         return rec
 
-    # 1. Single questions: 70 MMLU, 30 GSM8K (10 of them with the calculator tool),
+    # 1. Single questions: 70 MMLU, 30 GSM8K (10 of them calculator work),
     #    20 MMLU as low-priority deferrable quiz review (defer: true).
     singles = _times(rng, 120, start)
     roles = ["mmlu"] * 70 + ["gsm8k-tools"] * 10 + ["gsm8k"] * 20 + ["deferred"] * 20
@@ -226,17 +182,17 @@ def build(root: Path, seed: int, repeat_rate: float, rephrase_rate: float) -> li
             add(t, mmlu[used[role] - 1], type="fact")
         elif role.startswith("gsm8k"):
             item = gsm[used["gsm8k"] + used["gsm8k-tools"] - 1]
-            extra: dict[str, Any] = {"tools": TOOLS[:1] + TOOLS[3:]} if role != "gsm8k" else {}
+            extra: dict[str, Any] = {"meta_tools": CALC} if role != "gsm8k" else {}
             add(t, item, **extra)
         else:
             add(t, mmlu[69 + used[role]], type="fact", priority="low", defer=True,
                 namespace="nightly-review")  # fmt: skip
     # 2. MT-Bench two-turn conversations (24 sessions = 48 calls): turn 2 carries turn 1
-    #    and gpt-4-1106's answer to it as history; 8 of them with web_search/read_file.
+    #    and gpt-4-1106's answer to it as history; 8 of them search/read work.
     for n, q in enumerate(mt[:24]):
         t = _times(rng, 1, start)[0]
         session = f"chat-{q['id'].split(':')[1]}"
-        extra = {"tools": TOOLS[1:3]} if n < 8 else {}
+        extra = {"meta_tools": SEARCH} if n < 8 else {}
         first = {"id": q["id"], "prompt": q["turns"][0], "labels": q["labels"][0]}
         add(t, first, session=session, **extra)
         second = {"id": q["id"], "prompt": q["turns"][1], "labels": q["labels"][1]}
@@ -294,6 +250,7 @@ def header(seed: int, repeat_rate: float, rephrase_rate: float, n: int, sg: dict
             "rephrasings": rephrase_rate,
             "sharegpt_measured": sg,
         },
+        "defaults": {"system": SYSTEM, "tools": TOOLS},
         "labels": "cheap = Mixtral-8x7B, strong = gpt-4-1106-preview; 1/0 correct or judge/10",
         "sources": [
             {

@@ -20,8 +20,9 @@ line is one call:
   max_wait_s  optional  how long the caller can wait for a deferred answer
   meta        optional  anything (ignored by the replay; kept for the reader)
 
-Unknown fields are errors (a typo must not silently change a replay). Calls are replayed in
-time order.
+The header may hold `"defaults": {...}`: fields (not time or prompt) every call has unless
+it sets its own, e.g. an agent's system prompt and tools written once. Unknown fields are
+errors (a typo must not silently change a replay). Calls are replayed in time order.
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ def load_workload(path: str | Path | None = None) -> Workload:
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"cannot read workload {src}: {exc}") from None
     header: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
     calls: list[Call] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -239,12 +241,27 @@ def load_workload(path: str | Path | None = None) -> Workload:
             if calls or header:
                 raise TraceError(f"line {n}: a header may only be the first record")
             header = rec
+            defaults = _defaults(n, header.get("defaults"))
             continue
+        if isinstance(rec, dict) and defaults:
+            rec = {**defaults, **rec}
         calls.append(parse_call(n, rec))
     if not calls:
         raise TraceError(f"workload {src} has no calls")
     calls.sort(key=lambda c: (c.time, c.line))
     return Workload(str(src), header, calls)
+
+
+def _defaults(line: int, value: Any) -> dict[str, Any]:
+    """The header's `defaults`: fields every call has unless it sets its own."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TraceError(f"line {line}: header field 'defaults' must be a JSON object")
+    bad = [k for k in value if k not in FIELDS or k in ("time", "prompt")]
+    if bad:
+        raise TraceError(f"line {line}: header field 'defaults' cannot set {bad[0]!r}")
+    return value
 
 
 def call_to_record(call: Call) -> dict[str, Any]:

@@ -304,3 +304,20 @@ def test_bundled_day_under_the_defaults_is_fast_and_complete() -> None:
     assert r.deferred > 0 and r.drains > 0
     assert r.cost < r.baseline_cost
     assert sum(r.saved_by_strategy.values()) == pytest.approx(r.baseline_cost - r.cost)
+
+
+def test_header_defaults_apply_unless_a_call_sets_its_own(tmp_path: Path) -> None:
+    tool = {"name": "calc", "input_schema": {"type": "object"}}
+    trace = write_jsonl(tmp_path / "d.jsonl", [
+        {"kind": "header", "defaults": {"system": "be brief", "tools": [tool]}},
+        {"time": 1, "prompt": "a"},
+        {"time": 2, "prompt": "b", "tools": [], "system": "be long"},
+    ])  # fmt: skip
+    a, b = load_workload(trace).calls
+    assert (a.system, a.tools) == ("be brief", (tool,))
+    assert (b.system, b.tools) == ("be long", ())
+    bad = write_jsonl(tmp_path / "bad.jsonl", [
+        {"kind": "header", "defaults": {"prompt": "x"}}, {"time": 1, "prompt": "a"},
+    ])  # fmt: skip
+    with pytest.raises(TraceError, match="line 1: header field 'defaults' cannot set 'prompt'"):
+        load_workload(bad)
