@@ -83,27 +83,39 @@ def bench_embedder(rounds: int, quality: bool) -> None:
     took = time.perf_counter() - start
     import onnxruntime  # already imported by the load above
 
-    print(f"model load (onnxruntime {onnxruntime.__version__}; imports, sha256 of both files, "
-          f"session): {took:.3f} s")
+    print(
+        f"model load (onnxruntime {onnxruntime.__version__}; imports, sha256 of both files, "
+        f"session): {took:.3f} s"
+    )
     after = rss_mb()[0]
-    print(f"RSS: {before:.0f} MiB before load (python, numpy, tars_opt), {after:.0f} MiB after "
-          f"(+{after - before:.0f} MiB for onnxruntime and the model)")
+    print(
+        f"RSS: {before:.0f} MiB before load (python, numpy, tars_opt), {after:.0f} MiB after "
+        f"(+{after - before:.0f} MiB for onnxruntime and the model)"
+    )
 
     data = stsb_test()
-    sentences = (data[0] + data[1])[:1000] if data else [
-        f"Sentence {i} asks how to configure feature {i % 37} of the tool." for i in range(1000)
-    ]
+    sentences = (
+        (data[0] + data[1])[:1000]
+        if data
+        else [
+            f"Sentence {i} asks how to configure feature {i % 37} of the tool." for i in range(1000)
+        ]
+    )
     queries = sentences[:200]
     embedder.embed(queries[:8])  # warm-up: first run allocates onnxruntime buffers
     p50, p99 = latencies(lambda i: embedder.embed([queries[i]]), len(queries), rounds)
     mean_tokens = np.mean([len(embedder._tokenizer.encode(q).ids) for q in queries])
-    print(f"single query embed: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-          f"(median of {rounds} rounds x {len(queries)} queries, mean {mean_tokens:.0f} tokens)")
+    print(
+        f"single query embed: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+        f"(median of {rounds} rounds x {len(queries)} queries, mean {mean_tokens:.0f} tokens)"
+    )
     start = time.perf_counter()
     embedder.embed(sentences)
     took = time.perf_counter() - start
-    print(f"1,000 sentences (batches of {embedder.batch_size}): {took:.2f} s "
-          f"= {len(sentences) / took:.0f} sentences/s")
+    print(
+        f"1,000 sentences (batches of {embedder.batch_size}): {took:.2f} s "
+        f"= {len(sentences) / took:.0f} sentences/s"
+    )
 
     if quality and data:
         left, right, gold = data
@@ -126,9 +138,11 @@ def bench_index(rounds: int, dim: int = 384) -> None:
         k10 = latencies(lambda i, ix=index: ix.search(queries[i], k=10), 50, rounds)
         # The floor: one bare BLAS matrix-vector product over the same matrix.
         floor = latencies(lambda i, m=vecs: m @ queries[i], 200, rounds)
-        print(f"VectorIndex {n:>7,} x {dim}: top-1 p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
-              f"top-10 p50 {k10[0]:.3f} ms; bare numpy M@q p50 {floor[0]:.3f} ms; "
-              f"add_many {built * 1e3:.0f} ms")
+        print(
+            f"VectorIndex {n:>7,} x {dim}: top-1 p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
+            f"top-10 p50 {k10[0]:.3f} ms; bare numpy M@q p50 {floor[0]:.3f} ms; "
+            f"add_many {built * 1e3:.0f} ms"
+        )
         del index, vecs
 
     # Per-item adds exercise the doubling growth and the id maps.
@@ -137,8 +151,11 @@ def bench_index(rounds: int, dim: int = 384) -> None:
     start = time.perf_counter()
     for i in range(10_000):
         index.add(i, one[i])
-    print(f"VectorIndex add() one at a time: {(time.perf_counter() - start) * 1e2:.1f} us/add "
-          f"(10k adds); remove(): ", end="")
+    print(
+        f"VectorIndex add() one at a time: {(time.perf_counter() - start) * 1e2:.1f} us/add "
+        f"(10k adds); remove(): ",
+        end="",
+    )
     start = time.perf_counter()
     for i in range(0, 10_000, 2):
         index.remove(i)
@@ -148,8 +165,11 @@ def bench_index(rounds: int, dim: int = 384) -> None:
     parts = PartitionedIndex(dim)
     vecs = rng.standard_normal((100_000, dim), dtype=np.float32)
     for p in range(100):
-        parts.add_many(("ns", p, "fact"), list(range(p * 1000, (p + 1) * 1000)),
-                       vecs[p * 1000 : (p + 1) * 1000])
+        parts.add_many(
+            ("ns", p, "fact"),
+            list(range(p * 1000, (p + 1) * 1000)),
+            vecs[p * 1000 : (p + 1) * 1000],
+        )
     p50, p99 = latencies(lambda i: parts.search(("ns", i % 100, "fact"), queries[i]), 200, rounds)
     print(f"PartitionedIndex 100,000 in 100 partitions: top-1 p50 {p50:.3f} ms, p99 {p99:.3f} ms")
 

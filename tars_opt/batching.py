@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from tars_opt import tokens
@@ -64,12 +65,17 @@ def has_breakpoint(params: dict[str, Any]) -> bool:
     return any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
-def mark_shared_prefixes(ready: list[tuple[dict[str, Any], Prepared]], min_tokens: int) -> int:
+def mark_shared_prefixes(
+    ready: list[tuple[dict[str, Any], Prepared]],
+    min_tokens: int,
+    minimum: Callable[[str], int] = lambda _model: 0,
+) -> int:
     """Give a system prompt shared by 2+ requests a 1-hour prompt-cache breakpoint.
 
     Batches can take longer than the default 5-minute cache lives, hence 1h. Skipped when
-    the prefix is under `min_tokens` (estimated; below a model's minimum nothing is cached)
-    or the request already has a breakpoint. Returns how many requests were marked.
+    the prefix is under `min_tokens` or the model's `minimum` (estimated; below a model's
+    minimum nothing is cached) or the request already has a breakpoint (the chain's
+    prompt caching marks long prefixes itself). Returns how many requests were marked.
     """
     keys = [prefix_key(p.params) for _, p in ready]
     counts = Counter(keys)
@@ -87,7 +93,7 @@ def mark_shared_prefixes(ready: list[tuple[dict[str, Any], Prepared]], min_token
             size += sum(tokens.estimate_tool(t) for t in params.get("tools") or [])
             sizes[key] = size
         size = sizes[key]
-        if size < min_tokens:
+        if size < max(min_tokens, minimum(str(params.get("model") or ""))):
             continue
         blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral", "ttl": "1h"}}
         params["system"] = blocks

@@ -24,8 +24,9 @@ from tars_opt.config import Config
 from tars_opt.experiment import in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
+from tars_opt.prompt_cache import check_usage, mark_breakpoints
 from tars_opt.querytype import guess_query_type
-from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request
+from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
 
 log = logging.getLogger("tars_opt.chain")
 
@@ -92,7 +93,11 @@ class Optimizer:
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
         self.stages: list[Stage] = (
-            stages if stages is not None else default_stages(config, db, clock=clock)
+            stages
+            if stages is not None
+            else default_stages(
+                config, db, side_ask=self.side_ask, backend=lambda: self.backend, clock=clock
+            )
         )
         self._backend = backend
         self.budget = Budget(config, db, prices=self.prices, clock=clock)
@@ -139,7 +144,27 @@ class Optimizer:
             request = replace(request, tier=tier, model=self.config.tier_model(tier))
         # Unknown prices fail here, before any money is spent.
         self.prices.rates(request.model or "")
-        return Prepared(request, build_params(request), decisions, started)
+        # The holdout is the baseline system: no prompt caching either.
+        params, marks, why = mark_breakpoints(
+            build_params(request),
+            self.config.context.prompt_caching,
+            deferred=request.defer,
+            enabled=not request.holdout,
+        )
+        if marks:  # unmarked requests (short prefixes) add nothing to the trace
+            decisions.append(
+                Decision(
+                    "prompt_cache", "marked", why, {"breakpoints": [m.to_dict() for m in marks]}
+                )
+            )
+        return Prepared(request, params, decisions, started)
+
+    def side_ask(self, request: Request) -> Reply:
+        """A call the optimizer makes for itself (a summary): on the summary tier, through
+        no stages, answered by the same backend and written to the ledger as its own row."""
+        tier = self.config.context.summary_tier
+        helper = Optimizer(self.config, self.db, backend=self.backend, stages=[], clock=self.clock)
+        return helper.ask(replace(request, tier=tier, model=self.config.tier_model(tier)))
 
     def finish(
         self,
@@ -159,13 +184,25 @@ class Optimizer:
         """
         req = prepared.request
         model = req.model or result.model
-        money = self.prices.attribute(
-            result.usage, model, self.config.models.baseline, req.removed_tokens
-        )
+        if req.overhead_for:
+            # Work the unoptimized system would not have done: no baseline, all cost
+            # charged against the strategy that needed it.
+            actual = self.prices.cost(result.usage, model)
+            saved = dict.fromkeys(STRATEGIES, 0.0)
+            saved[req.overhead_for] = -actual
+            money = Money(actual=actual, baseline=0.0, saved=saved)
+        else:
+            money = self.prices.attribute(
+                result.usage, model, self.config.models.baseline, req.removed_tokens
+            )
         if escalated_from is not None:
             saved = dict(money.saved)
             saved["routing"] -= money.baseline
             money = Money(actual=money.actual, baseline=0.0, saved=saved)
+        for d in prepared.decisions:
+            if d.stage == "prompt_cache" and d.data.get("breakpoints"):
+                minimum = self.config.context.prompt_caching.minimum(model)
+                check_usage(result.usage, d.data["breakpoints"], minimum, req.request_id)
         latency = result.latency_ms
         if latency is None:
             latency = (time.perf_counter() - prepared.started) * 1000.0
@@ -298,18 +335,46 @@ def build_params(request: Request) -> dict[str, Any]:
 
 
 def default_stages(
-    config: Config, db: sqlite_utils.Database, *, clock: Callable[[], float] = time.time
+    config: Config,
+    db: sqlite_utils.Database,
+    side_ask: Callable[[Request], Reply] | None = None,
+    backend: Callable[[], Backend] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[Stage]:
     """The stages the config switches on, in chain order: cache, defer, prune, tools, route.
 
-    Stages arrive with their issues; a stage not built yet is absent, never faked. `clock`
-    is the Optimizer's (a simulated one in `tars-opt simulate`).
+    Stages arrive with their issues; a stage not built yet is absent, never faked.
+    `side_ask` lets a stage make its own calls (summaries) through the optimizer;
+    `backend` gives the (lazily built) backend for count_tokens.
     """
     stages: list[Stage] = []
     if config.lazy.enabled:
         from tars_opt.stages.defer import DeferStage
 
-        stages.append(DeferStage(config, db, clock=clock))
+        stages.append(DeferStage(config, db, clock))
+    if config.context.enabled:
+        from tars_opt.stages.prune import PruneStage
+        from tars_opt.tokens import TokenCounter
+
+        counter = None
+        if config.context.count_tokens == "api" and backend is not None:
+            counter = TokenCounter(
+                backend, db=db, per_minute=config.context.count_tokens_per_minute, clock=clock
+            )
+        stages.append(
+            PruneStage(
+                config.context,
+                db,
+                side_ask=side_ask,
+                counter=counter,
+                count_model=config.models.baseline,
+                clock=clock,
+            )
+        )
+    if config.tools.enabled:
+        from tars_opt.stages.tools import ToolStage
+
+        stages.append(ToolStage(config.tools))
     if config.routing.enabled:
         from tars_opt.stages.route import RouteStage
 

@@ -50,7 +50,12 @@ queue_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
+context_app = typer.Typer(
+    help="See what pruning, tool selection and prompt caching do to a request.",
+    no_args_is_help=True,
+)
 app.add_typer(queue_app, name="queue")
+app.add_typer(context_app, name="context")
 
 
 class _Consoles:
@@ -122,6 +127,10 @@ def _open(
 def ask(
     prompt: Annotated[str | None, typer.Argument(help="The prompt, or - to read stdin.")] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    system_file: Annotated[
+        Path | None,
+        typer.Option(help="Modular system prompt (YAML/Markdown sections with conditions)."),
+    ] = None,
     context: Annotated[
         Path | None, typer.Option(help="JSON conversation so far: a list of {role, content}.")
     ] = None,
@@ -174,6 +183,7 @@ def ask(
         history = read_context(context) if context else ()
         schemas = read_tools(tools) if tools else ()
         opened = _open(config, db, verbose, backend)
+        system, sections = _system_prompt(system, system_file, opened.config, query_type, text)
         request = Request(
             prompt=text,
             messages=history,
@@ -215,7 +225,85 @@ def ask(
             typer.echo(reply.text)
         if explain:
             render.decisions(_consoles.out, reply.decisions)
+            if sections is not None:
+                _consoles.out.print(f"system sections sent: {', '.join(sections) or '-'}")
         _consoles.out.print(render.reply_line(reply), style="dim", markup=False)
+
+
+def _system_prompt(
+    system: str | None,
+    system_file: Path | None,
+    config: Any,
+    query_type: str | None,
+    prompt: str,
+) -> tuple[str | None, list[str] | None]:
+    """--system, else the matching sections of --system-file or context.system_file."""
+    from tars_opt.querytype import guess_query_type
+    from tars_opt.sysprompt import compose, load_sections
+
+    if system is not None and system_file is not None:
+        raise InputError("give either --system or --system-file, not both")
+    path = system_file or (config.context.system_file if system is None else None)
+    if path is None:
+        return system, None
+    composed = compose(load_sections(path), query_type or guess_query_type(prompt), prompt)
+    return composed.text or None, composed.sent
+
+
+@context_app.command("inspect")
+def context_inspect(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt, or - to read stdin.")] = None,
+    context: Annotated[
+        Path | None, typer.Option(help="JSON conversation so far: a list of {role, content}.")
+    ] = None,
+    tools: Annotated[Path | None, typer.Option(help="JSON list of tool schemas.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    system_file: Annotated[
+        Path | None, typer.Option(help="Modular system prompt (YAML/Markdown sections).")
+    ] = None,
+    query_type: Annotated[
+        str | None,
+        typer.Option("--type", help="research|fact|code|template|other (guessed when omitted)."),
+    ] = None,
+    priority: Annotated[str, typer.Option(help="high|normal|low.")] = "normal",
+    namespace: Annotated[str, typer.Option(help="Namespace of stored summaries.")] = "default",
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show what would be sent - tokens before/after, kept, summarized, dropped, cache
+    breakpoints, tools - without calling the API.
+
+    Example: [bold]tars-opt context inspect --context chat.json --tools tools.json "and now?"[/bold]
+    """
+    from tars_opt.inspect_context import inspect
+
+    with friendly_errors():
+        if query_type is not None and query_type not in QUERY_TYPES:
+            raise InputError(f"--type {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+        if priority not in ("high", "normal", "low"):
+            raise InputError(f"--priority {priority!r} is not one of high, normal, low")
+        text = read_prompt(prompt, sys.stdin)
+        history = read_context(context) if context else ()
+        schemas = read_tools(tools) if tools else ()
+        opened = _open(config, db)
+        system_text, sections = _system_prompt(system, system_file, opened.config, query_type, text)
+        request = Request(
+            prompt=text,
+            messages=history,
+            system=system_text,
+            tools=schemas,
+            query_type=query_type,
+            priority=priority,
+            namespace=namespace,
+        )
+        report = inspect(opened.config, opened.db, request)
+        if sections is not None:
+            report["system_sections"] = sections
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+            return
+        render.context_report(_consoles.out, report)
 
 
 def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:

@@ -189,6 +189,102 @@ class StageSwitch(_Strict):
     enabled: bool = True
 
 
+Level = Literal["none", "light", "medium", "aggressive"]
+LEVEL_ORDER: tuple[str, ...] = ("none", "light", "medium", "aggressive")
+
+
+class PruneLevelConfig(_Strict):
+    # Messages kept verbatim at the end of the history (whole turns: a tool_use and its
+    # tool_result are never split, so slightly more may be kept).
+    keep_last: int = Field(ge=1)
+    # Replace what is not kept by a summary made by the cheap tier (else it is dropped).
+    summarize: bool
+
+
+class PromptCachingConfig(_Strict):
+    enabled: bool = True
+    ttl_interactive: Literal["5m", "1h"] = "5m"
+    ttl_deferred: Literal["5m", "1h"] = "1h"
+    # Smallest cacheable prefix per model family (first family named in the model id
+    # wins); shorter prefixes are not marked, as the API would ignore them anyway.
+    min_tokens: dict[str, int] = Field(
+        default_factory=lambda: {
+            "haiku": 4096,
+            "sonnet": 1024,
+            "opus": 4096,
+            "default": 4096,
+        }
+    )
+
+    def minimum(self, model: str) -> int:
+        """The smallest cacheable prefix for `model`."""
+        for family, tokens in self.min_tokens.items():
+            if family != "default" and family in model:
+                return tokens
+        return self.min_tokens.get("default", 4096)
+
+
+class ContextConfig(_Strict):
+    enabled: bool = True
+    # History tokens (estimated) above which pruning starts; below it nothing is pruned.
+    budget_tokens: int = Field(4000, ge=100)
+    levels: dict[str, PruneLevelConfig] = Field(
+        default_factory=lambda: {
+            "light": PruneLevelConfig(keep_last=20, summarize=False),
+            "medium": PruneLevelConfig(keep_last=10, summarize=True),
+            "aggressive": PruneLevelConfig(keep_last=3, summarize=True),
+        }
+    )
+    default_level: Level = "medium"
+    by_query_type: dict[str, Level] = Field(
+        default_factory=lambda: {"code": "light", "research": "light", "template": "aggressive"}
+    )
+    by_priority: dict[str, Level] = Field(default_factory=lambda: {"high": "light"})
+    # Budget pressure: when the pruned history is still over budget_tokens x this, go one
+    # level further (light -> medium -> aggressive).
+    escalate_over: float = Field(1.5, ge=1.0)
+    keep_first_user: bool = True
+    # Older turns most relevant to the prompt, kept verbatim: at most this many, within
+    # relevant_tokens, scoring at least relevant_min_score.
+    relevant_top_k: int = Field(3, ge=0)
+    relevant_tokens: int = Field(2000, ge=0)
+    relevant_min_score: float = Field(0.3, ge=0.0, le=1.0)
+    semantic: bool = True
+    # The summarized part only moves in steps of this many messages, so the summary and
+    # the cached prefix stay the same for several turns.
+    summary_step: int = Field(8, ge=2)
+    summary_tier: str = "cheap"
+    summary_max_tokens: int = Field(400, ge=50, le=4000)
+    # estimate: local estimates; api: the backend's count_tokens (cached, rate-limited).
+    count_tokens: Literal["estimate", "api"] = "estimate"
+    count_tokens_per_minute: int = Field(50, ge=1)
+    system_file: Path | None = None
+    prompt_caching: PromptCachingConfig = Field(default_factory=PromptCachingConfig)
+
+    @field_validator("levels")
+    @classmethod
+    def _all_levels(cls, value: dict[str, PruneLevelConfig]) -> dict[str, PruneLevelConfig]:
+        missing = {"light", "medium", "aggressive"} - set(value)
+        if missing:
+            raise ValueError(
+                f"levels needs light, medium and aggressive; missing {sorted(missing)}"
+            )
+        return value
+
+
+class ToolsConfig(_Strict):
+    enabled: bool = True
+    max_per_request: int = Field(10, ge=1)
+    # select: send only the top tools; tool_search: send all, the rest with defer_loading
+    # and the API's BM25 tool search tool, so the model can still find them.
+    mode: Literal["select", "tool_search"] = "select"
+    semantic: bool = True
+    # Within a session, keep the previous selection while it still holds the tools in use
+    # and the sticky_top best scored ones (a stable tool list keeps the prompt cache).
+    sticky: bool = True
+    sticky_top: int = Field(3, ge=1)
+
+
 class LedgerConfig(_Strict):
     store_prompts: bool = True
 
@@ -363,6 +459,8 @@ class Config(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
@@ -382,6 +480,11 @@ class Config(_Strict):
         priced = set(self.pricing.models)
         wanted = {f"models.tiers.{t}": m for t, m in self.models.tiers.items()}
         wanted["models.baseline"] = self.models.baseline
+        if self.context.summary_tier not in self.models.tiers:
+            raise ValueError(
+                f"context.summary_tier {self.context.summary_tier!r} is not one of the tiers "
+                f"{sorted(self.models.tiers)}"
+            )
         for key, model in wanted.items():
             if model not in priced and re.sub(r"-\d{8}$", "", model) not in priced:
                 raise ValueError(

@@ -208,8 +208,46 @@ def _v_queue(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v3_context(db: sqlite_utils.Database) -> None:
+    # Summaries of old history, reused while the summarized messages stay the same.
+    db.execute(
+        """
+        CREATE TABLE summaries (
+            key TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            source_tokens INTEGER NOT NULL,
+            messages INTEGER NOT NULL,
+            model TEXT,
+            request_id TEXT,
+            created REAL NOT NULL,
+            used REAL NOT NULL,
+            uses INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    # Exact token counts from the API's count_tokens, by content hash.
+    db.execute(
+        """
+        CREATE TABLE token_counts (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            created REAL NOT NULL
+        )
+        """
+    )
+
+
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _monitor, _v2_routing, _v_queue]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _monitor,
+    _v2_routing,
+    _v_queue,
+    _v3_context,
+]
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:

@@ -29,7 +29,7 @@ import sqlite_utils
 from tars_opt.backends import Backend, BackendError, BatchItem
 from tars_opt.batching import group_requests, mark_shared_prefixes
 from tars_opt.budget import Budget
-from tars_opt.chain import Optimizer, build_backend, default_stages
+from tars_opt.chain import Optimizer, build_backend
 from tars_opt.config import Config
 from tars_opt.ledger import Ledger
 from tars_opt.queue import Queue
@@ -132,15 +132,11 @@ class Drainer(Recovery):
     @property
     def optimizer(self) -> Optimizer:
         if self._optimizer is None:
-            # The chain minus the defer stage: a queued task is not deferred again.
-            stages = [
-                s
-                for s in default_stages(self.config, self.db, clock=self.clock)
-                if s.name != "defer"
-            ]
-            self._optimizer = Optimizer(
-                self.config, self.db, backend=self.backend, stages=stages, clock=self.clock
-            )
+            opt = Optimizer(self.config, self.db, backend=self.backend, clock=self.clock)
+            # The chain minus the defer stage: a queued task is not deferred again. Pruning
+            # keeps the optimizer's side_ask, so its summaries (sent at once) still work.
+            opt.stages = [s for s in opt.stages if s.name != "defer"]
+            self._optimizer = opt
         return self._optimizer
 
     @property
@@ -345,7 +341,11 @@ class Drainer(Recovery):
         for task in claimed:
             if self._settled_from_ledger(task):
                 continue
-            outcome = self.optimizer.prepare(request_from_json(task["request"]))
+            # defer=True: whatever queued it, it goes out in a batch, so prompt-cache marks
+            # get the deferred (1h) TTL - a batch can outlast the 5-minute cache.
+            outcome = self.optimizer.prepare(
+                replace(request_from_json(task["request"]), defer=True)
+            )
             if isinstance(outcome, Reply):  # a stage answered it (a cache hit)
                 self.queue.settle(
                     task["id"], task["custom_id"], "done", result=_reply_json(outcome)
@@ -356,7 +356,11 @@ class Drainer(Recovery):
         if report.answered_in_prepare and not self.config.ledger.store_prompts:
             self.queue.forget_prompts()
         if self.lazy.cache_shared_prefix:
-            mark_shared_prefixes(ready, self.lazy.shared_prefix_min_tokens)
+            mark_shared_prefixes(
+                ready,
+                self.lazy.shared_prefix_min_tokens,
+                minimum=self.config.context.prompt_caching.minimum,
+            )
         self.queue.save_prepared_many(
             self.owner, [(t["id"], prepared_to_json(p)) for t, p in ready]
         )

@@ -128,9 +128,18 @@ class Request:
     # caller can wait for the answer (None = the config's default).
     defer: bool = False
     max_wait_s: float | None = None
+    # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
+    # is charged to the strategy named here, so that strategy's saving is net of it.
+    overhead_for: str | None = None
+    # Text blocks sent before the prompt in the final user turn: older turns pruning keeps
+    # for this prompt only. Being last, they never disturb the cached prefix.
+    prompt_prefix: tuple[dict[str, Any], ...] = ()
 
     def api_messages(self) -> list[dict[str, Any]]:
         """The history plus the prompt as the final user turn."""
+        if self.prompt_prefix:
+            last: Any = [*self.prompt_prefix, {"type": "text", "text": self.prompt}]
+            return [*self.messages, {"role": "user", "content": last}]
         return [*self.messages, {"role": "user", "content": self.prompt}]
 
 

@@ -204,7 +204,8 @@ def test_one_batch_per_model_and_shared_prefix_gets_a_1h_breakpoint(home: Path) 
     clock = Clock(NIGHT)
     app = open_app(backend="offline")
     q = Queue(app.db, clock)
-    system = "You are a careful analyst. " * 400
+    # Long enough for every model's minimum cacheable prefix (haiku: 4,096 tokens).
+    system = "You are a careful analyst. " * 800
     for i, model in enumerate(["claude-haiku-5-5", "claude-sonnet-5-5"] * 3):
         q.enqueue(
             Request(prompt=f"task {i}", model=model, system=system),
@@ -227,9 +228,9 @@ def test_one_batch_per_model_and_shared_prefix_gets_a_1h_breakpoint(home: Path) 
     ]
     rows = list(app.db.query("SELECT * FROM calls WHERE source = 'batch' ORDER BY id"))
     marked = [
-        r for r in rows if any(d["action"] == "prompt_cache" for d in json.loads(r["decisions"]))
+        r for r in rows if any(d["stage"] == "prompt_cache" for d in json.loads(r["decisions"]))
     ]
-    assert len(marked) == 6
+    assert len(marked) == 6  # the long shared system prompt, not the short one
     assert sum(r["cache_write_1h"] > 0 for r in rows) == 2  # one write per model
     assert sum(r["cache_read"] > 0 for r in rows) == 4
 

@@ -24,8 +24,11 @@ from tars_opt.types import BackendResult, Usage
 # (time to first token s, output tokens per second): rough public figures per family.
 SPEEDS: dict[str, tuple[float, float]] = {"haiku": (0.35, 160.0), "sonnet": (0.7, 75.0)}
 DEFAULT_SPEED = (1.0, 45.0)
-MIN_CACHEABLE = {"haiku": 2048, "sonnet": 1024}
+# The same minimums as the shipped context.prompt_caching.min_tokens.
+MIN_CACHEABLE = {"haiku": 4096, "sonnet": 1024, "opus": 4096}
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+# The API looks for a cache hit at each breakpoint and up to 20 blocks before it.
+LOOKBACK = 20
 
 
 def _digest(*parts: str) -> int:
@@ -110,21 +113,32 @@ class OfflineBackend:
         )
 
     def _usage(self, params: dict[str, Any], model: str, output: int, tier: str) -> Usage:
+        """Usage with the API's prompt caching: a cache entry per breakpoint (prefixes of
+        at least the model's minimum), a hit on the longest live entry at a breakpoint or
+        up to LOOKBACK blocks before one, writes for the rest up to the last breakpoint."""
         total = tokens.estimate_params(params)
-        prefix_tokens, ttl, key = _cached_prefix(params)
+        points = _prefix_points(params)
+        marks = [i for i, p in enumerate(points) if p[2] is not None]
         w5 = w1 = read = 0
-        minimum = MIN_CACHEABLE.get(_family(model), 1024)
-        if key and prefix_tokens >= minimum:
+        if marks:
+            minimum = MIN_CACHEABLE.get(_family(model), 4096)
             now = self._clock()
-            full_key = f"{model}:{key}"
-            if self._prefixes.get(full_key, 0.0) > now:
-                read = prefix_tokens
-            elif ttl == "1h":
-                w1 = prefix_tokens
-            else:
-                w5 = prefix_tokens
-            # A read refreshes the cache entry's lifetime, as the API does.
-            self._prefixes[full_key] = now + TTL_SECONDS.get(ttl, 300.0)
+            window = {j for m in marks for j in range(max(0, m - LOOKBACK), m + 1)}
+            live = [j for j in window if self._prefixes.get(f"{model}:{points[j][1]}", 0) > now]
+            hit = max(live, default=None)
+            read = points[hit][0] if hit is not None else 0
+            last = marks[-1]
+            ttl = str(points[last][2].get("ttl", "5m"))
+            if points[last][0] >= minimum and (hit is None or hit < last):
+                if ttl == "1h":
+                    w1 = points[last][0] - read
+                else:
+                    w5 = points[last][0] - read
+            # Entries live per breakpoint; a read refreshes the entry's lifetime, as the
+            # API does.
+            for j in [*marks, *([hit] if hit is not None else [])]:
+                if points[j][0] >= minimum:
+                    self._prefixes[f"{model}:{points[j][1]}"] = now + TTL_SECONDS.get(ttl, 300.0)
         return Usage(
             input_tokens=max(0, total - w5 - w1 - read),
             output_tokens=output,
@@ -191,18 +205,18 @@ class OfflineBackend:
         yield from self._batch(batch_id).items
 
 
-def _cached_prefix(params: dict[str, Any]) -> tuple[int, str, str]:
-    """Tokens, TTL and hash of the prefix up to the last cache_control breakpoint."""
-    parts: list[Any] = []
+def _prefix_points(params: dict[str, Any]) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """For each block boundary (tool, system block, message): the prefix's tokens, its
+    hash (cache_control marks left out, as the API ignores them) and the mark there."""
+    points: list[tuple[int, str, dict[str, Any] | None]] = []
+    digest = hashlib.sha256()
     count = 0
-    found: tuple[int, str, str] = (0, "5m", "")
     system = params.get("system")
     system_blocks = system if isinstance(system, list) else [system] if system else []
     sections = [("tool", params.get("tools") or []), ("system", system_blocks)]
     sections += [("message", [m]) for m in params.get("messages", [])]
     for kind, items in sections:
         for item in items:
-            parts.append(item)
             if kind == "tool":
                 count += tokens.estimate_tool(item)
             elif kind == "message":
@@ -211,11 +225,27 @@ def _cached_prefix(params: dict[str, Any]) -> tuple[int, str, str]:
                 count += tokens.estimate_text(
                     item if isinstance(item, str) else str(item.get("text", ""))
                 )
-            marker = _marker(item)
-            if marker is not None:
-                digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-                found = (count, str(marker.get("ttl", "5m")), digest.hexdigest())
-    return found
+            digest.update(json.dumps(_unmarked(item), sort_keys=True, default=str).encode())
+            points.append((count, digest.copy().hexdigest(), _marker(item)))
+    return points
+
+
+def _unmarked(item: Any) -> Any:
+    """The item as the cache sees it: no cache_control, text content as a text block
+    (the API reads "text" and [{"type": "text", "text": "text"}] alike)."""
+    if isinstance(item, str):
+        item = {"type": "text", "text": item}
+    elif isinstance(item.get("content"), str) and "role" in item:
+        item = {**item, "content": [{"type": "text", "text": item["content"]}]}
+    return _strip_marks(item)
+
+
+def _strip_marks(item: Any) -> Any:
+    if isinstance(item, dict):
+        return {k: _strip_marks(v) for k, v in item.items() if k != "cache_control"}
+    if isinstance(item, list):
+        return [_strip_marks(v) for v in item]
+    return item
 
 
 def _marker(item: Any) -> dict[str, Any] | None:

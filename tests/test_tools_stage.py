@@ -1,0 +1,162 @@
+"""Stage tools: top-k by relevance, tools in use never dropped, tool search mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.tool_catalog import catalog, prompts
+from tars_opt import Request, open_app
+from tars_opt.backends.offline import OfflineBackend
+from tars_opt.config import ToolsConfig
+from tars_opt.relevance import Scorer
+from tars_opt.stages.tools import TOOL_SEARCH, ToolStage
+from tars_opt.tokens import estimate_tool
+
+
+@pytest.fixture(autouse=True)
+def lexical_only(home: Path) -> None:
+    """Chains built from the config score by word overlap: fast and deterministic. (The
+    semantic path has its own tests with a small embedder.)"""
+    Path("performance-config.yaml").write_text(
+        "context: {semantic: false}\ntools: {semantic: false}\n"
+    )
+
+
+def stage(**cfg) -> ToolStage:
+    return ToolStage(ToolsConfig(**cfg), scorer=Scorer(None))
+
+
+def test_few_tools_are_all_sent() -> None:
+    tools = tuple(catalog(8))
+    req = Request(prompt="hi", tools=tools)
+    out, decision = stage().apply(req)
+    assert out.tools == tools and decision.action == "all"
+
+
+def test_many_tools_are_cut_to_the_relevant_top_k_in_catalogue_order() -> None:
+    tools = tuple(catalog(120))
+    req = Request(prompt="Add a new ticket on Jira called 'login bug'", tools=tools)
+    out, decision = stage().apply(req)
+    names = [t["name"] for t in out.tools]
+    assert len(names) == 10
+    assert "jira_create_ticket" in names
+    order = [t["name"] for t in tools]
+    assert names == sorted(names, key=order.index)  # the catalogue's order is kept
+    dropped = [t for t in tools if t["name"] not in names]
+    assert out.removed_tokens == sum(estimate_tool(t) for t in dropped)
+    assert decision.data["selected"] == names
+    assert len(decision.data["dropped"]) == 110
+
+
+def test_a_tool_the_conversation_uses_is_never_dropped() -> None:
+    tools = tuple(catalog(120))
+    history = (
+        {"role": "user", "content": "what's the weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "t1",
+                    "name": "spotify_delete_playlist",
+                    "input": {"id": "x"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
+        },
+        {"role": "assistant", "content": "Done."},
+    )
+    req = Request(
+        prompt="Add a new ticket on Jira called 'login bug'", tools=tools, messages=history
+    )
+    out, decision = stage(max_per_request=3).apply(req)
+    names = {t["name"] for t in out.tools}
+    assert "spotify_delete_playlist" in names
+    assert "jira_create_ticket" in names
+    assert decision.data["used"] == ["spotify_delete_playlist"]
+
+
+def test_a_tool_named_in_the_prompt_is_kept() -> None:
+    tools = tuple(catalog(120))
+    req = Request(prompt="use hr_create_leave_request for next week", tools=tools)
+    out, decision = stage(max_per_request=2).apply(req)
+    assert "hr_create_leave_request" in {t["name"] for t in out.tools}
+    assert decision.data["named"] == ["hr_create_leave_request"]
+
+
+def test_server_tools_are_always_sent() -> None:
+    tools = (*catalog(30), {"type": "web_search_20250305", "name": "web_search"})
+    out, _ = stage(max_per_request=5).apply(Request(prompt="find news", tools=tools))
+    assert "web_search" in {t["name"] for t in out.tools}
+
+
+def test_tool_search_mode_defers_the_rest() -> None:
+    tools = tuple(catalog(60))
+    req = Request(prompt="Remove the GitHub issue 51", tools=tools)
+    out, decision = stage(mode="tool_search").apply(req)
+    assert decision.action == "deferred"
+    assert len(out.tools) == 61 and out.tools[-1] == TOOL_SEARCH
+    loaded = [t for t in out.tools[:-1] if not t.get("defer_loading")]
+    assert len(loaded) == 10
+    assert "github_delete_issue" in {t["name"] for t in loaded}
+    assert out.removed_tokens > 0
+
+
+def test_lexical_recall_at_10_on_the_generated_catalogue() -> None:
+    tools = catalog(150)
+    pairs = prompts(tools)[::3]
+    s = stage()
+    hits = 0
+    for text, needed in pairs:
+        out, _ = s.apply(Request(prompt=text, tools=tuple(tools)))
+        hits += needed in {t["name"] for t in out.tools}
+    assert hits / len(pairs) >= 0.8
+
+
+def test_the_chain_sends_only_the_selected_tools(home: Path) -> None:
+    app = open_app(backend="offline")
+    reply = app.optimizer(backend=OfflineBackend()).ask(
+        Request(
+            prompt="Look through Confluence for articles about release 4.2",
+            tools=tuple(catalog(100)),
+        )
+    )
+    row = app.ledger.get(reply.request_id)
+    assert row["removed_tokens"] > 0 and row["saved_pruning"] > 0
+    tools_decision = [d for d in row["decisions"] if d["stage"] == "tools"][0]
+    assert len(tools_decision["data"]["selected"]) == 10
+
+
+def test_semantic_scores_are_used_when_an_embedder_is_there() -> None:
+    from tests.test_prune import WordEmbedder
+
+    s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: WordEmbedder()))
+    out, decision = s.apply(Request(prompt="remove the GitHub issue 51", tools=tuple(catalog(60))))
+    assert decision.data["scoring"] == "semantic+lexical"
+    assert len(out.tools) == 10
+
+
+def test_a_session_keeps_its_selection_while_it_fits() -> None:
+    s = stage()
+    tools = tuple(catalog(120))
+    first, _ = s.apply(
+        Request(prompt="Add a new ticket on Jira called 'login bug'", tools=tools, session="s1")
+    )
+    # A follow-up on the same subject: same tool list, same bytes (cache-friendly).
+    again, decision = s.apply(
+        Request(prompt="Add a new ticket on Jira called 'release 4.2'", tools=tools, session="s1")
+    )
+    assert again.tools == first.tools and decision.data["sticky"] is True
+    # A new subject: the selection follows it.
+    other, decision = s.apply(
+        Request(prompt="What's the forecast from the weather app?", tools=tools, session="s1")
+    )
+    assert decision.data["sticky"] is False and other.tools != first.tools
+    # Without a session nothing is remembered.
+    _, none = s.apply(Request(prompt="Add a new ticket on Jira", tools=tools))
+    assert "sticky" not in none.data
