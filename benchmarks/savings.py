@@ -51,8 +51,11 @@ PER_DAY = 234
 SHARES = [round(0.1 * k, 1) for k in range(1, 10)]
 
 
-def labelled_items(root: Path, split: str, sample: int | None, rng: random.Random) -> list[dict]:
-    """(source, prompt, history, labels) items of one split."""
+def labelled_items(
+    root: Path, split: str, sample: int | None, rng: random.Random, fraction: float = 1.0
+) -> list[dict]:
+    """(source, prompt, history, labels) items of one split: at most `sample` of MMLU and
+    of GSM8K each, or `fraction` of each (keeping the split's proportions)."""
     items: list[dict[str, Any]] = []
     for name, data in (("mmlu", load_mmlu(root, split)), ("gsm8k", load_gsm8k(root, split))):
         rows = [
@@ -62,6 +65,8 @@ def labelled_items(root: Path, split: str, sample: int | None, rng: random.Rando
         ]  # fmt: skip
         if sample is not None and len(rows) > sample:
             rows = rng.sample(rows, sample)
+        elif fraction < 1.0:
+            rows = rng.sample(rows, round(len(rows) * fraction))
         items += rows
     if split == "evaluation":  # MT-Bench is evaluation only
         for q in _mt_bench(root):
@@ -163,11 +168,12 @@ def oracle_cost(work: Workload, cheap: SimResult, strong: SimResult, ids: list[s
     return cost if got >= target - 1e-9 else None
 
 
-def pick_knobs(root: Path, pattern: dict, sample: int) -> tuple[float | None, float | None]:
-    """On the calibration split: the largest strong_share >= 50% cheaper and the smallest
-    one with >= 97% quality."""
+def pick_knobs(root: Path, pattern: dict, fraction: float) -> tuple[float | None, float | None]:
+    """On the calibration split (a sample in its own MMLU/GSM8K proportions): the largest
+    strong_share >= 50% cheaper and the smallest one with >= 97% quality."""
     rng = random.Random(1)
-    work = with_repeats(labelled_items(root, "calibration", sample, rng), pattern, rng)
+    items = labelled_items(root, "calibration", None, rng, fraction)
+    work = with_repeats(items, pattern, rng)
     cheaper = keeps = None
     for share in SHARES:
         r = run(work, shipped(**{"routing.strong_share": share}), f"calibration share {share}")
@@ -187,7 +193,12 @@ def main() -> None:
         default=None,
         help="At most this many MMLU and GSM8K prompts each (default: all).",
     )
-    ap.add_argument("--calibration-sample", type=int, default=800)
+    ap.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=0.2,
+        help="Share of the calibration split used to pick knobs.",
+    )
     ap.add_argument("--no-learned", action="store_true", help="Skip the learned router row.")
     ap.add_argument("--json", type=Path, help="Also write the numbers here.")
     args = ap.parse_args()  # fmt: skip
@@ -203,7 +214,7 @@ def _main(args: argparse.Namespace) -> None:
     print(f"ShareGPT repeat pattern: {pattern['repeat_rate']:.2%} of prompts repeat an "
           f"earlier one; group sizes {pattern['group_sizes']}")  # fmt: skip
     print("choosing knobs on the calibration split:")
-    cheaper, keeps = pick_knobs(args.data, pattern, args.calibration_sample)
+    cheaper, keeps = pick_knobs(args.data, pattern, args.calibration_fraction)
     rng = random.Random(0)
     work = with_repeats(labelled_items(args.data, "evaluation", args.sample, rng), pattern, rng)
     print(f"evaluation workload: {len(work.calls)} calls")
