@@ -348,6 +348,10 @@ def default_stages(
     `backend` gives the (lazily built) backend for count_tokens.
     """
     stages: list[Stage] = []
+    if config.cache.enabled:
+        from tars_opt.stages.cache import CacheStage
+
+        stages.append(CacheStage(config, db, clock=clock))
     if config.lazy.enabled:
         from tars_opt.stages.defer import DeferStage
 

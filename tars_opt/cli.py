@@ -158,6 +158,12 @@ def ask(
         bool, typer.Option(help="If it is queued, block until its answer exists.")
     ] = False,
     explain: Annotated[bool, typer.Option(help="Print each stage's decision and why.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither answer from nor store in the cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Skip the cached answer; store the fresh one.")
+    ] = False,
     backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -175,6 +181,8 @@ def ask(
             raise InputError(f"--priority {priority!r} is not one of high, normal, low")
         if max_tokens is not None and max_tokens < 1:
             raise InputError("--max-tokens must be at least 1")
+        if no_cache and refresh:
+            raise InputError("--no-cache and --refresh exclude each other: pick one")
         try:
             max_wait_s = parse_duration(max_wait) if max_wait is not None else None
         except ValueError as exc:
@@ -197,6 +205,7 @@ def ask(
             namespace=namespace,
             session=session,
             stream=stream,
+            cache_mode="off" if no_cache else "refresh" if refresh else "use",
             defer=defer,
             max_wait_s=max_wait_s,
         )
@@ -208,6 +217,8 @@ def ask(
                 sys.stdout.flush()
 
         reply = opened.optimizer().ask(request, on_text=on_text)
+        for warning in {d.data["warning"] for d in reply.decisions if d.data.get("warning")}:
+            _consoles.err.print(f"warning: {warning}", markup=False)
         if reply.source == "queued" and reply.ticket:
             if wait:
                 _wait_and_show(opened, reply.ticket, as_json)
@@ -683,6 +694,11 @@ def router_calibrate(
 # The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)
 # live in their own module, which adds them to `app` when imported; so does `simulate`.
 from tars_opt import monitor_cli, simulate_cli  # noqa: E402, F401
+
+# Registered last: the cache commands reuse the helpers above.
+from tars_opt.cli_cache import cache_app  # noqa: E402
+
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> Any:  # pragma: no cover - console entry for `python -m tars_opt`

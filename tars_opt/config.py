@@ -26,6 +26,7 @@ from tars_opt.paths import default_data_dir
 from tars_opt.types import QUERY_TYPES
 
 CONFIG_FILENAME = "performance-config.yaml"
+_QUERY_TYPES = QUERY_TYPES
 EXAMPLE_CONFIG = Path(__file__).parent / "data" / CONFIG_FILENAME
 
 
@@ -333,6 +334,107 @@ class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+# Prompts whose answer depends on when they are asked (case-insensitive regexes).
+DEFAULT_TIME_SENSITIVE: tuple[str, ...] = (
+    r"\b(today|tonight|tomorrow|yesterday|now|nowadays|currently|current|latest|newest|recent|"
+    r"recently|upcoming|breaking|real[- ]time|so far|as of|this (morning|afternoon|evening|"
+    r"week|weekend|month|quarter|year|season)|(next|last) (night|week|month|quarter|year))\b",
+    r"\b(price|prices|cost of|stock|stocks|share price|exchange rate|weather|forecast|news|"
+    r"headlines|score|scores|standings|trending|election results?|poll|polls)\b",
+    r"\bwhat (time|day|date) is it\b",
+    r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}(/\d{2,4})?\b",
+    r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}(st|nd|rd|th)?\b",
+)
+
+
+class CacheSemanticConfig(_Strict):
+    enabled: bool = True
+    # Types that may be answered by a similar (not identical) earlier prompt.
+    types: list[str] = Field(default_factory=lambda: ["research", "fact", "template", "other"])
+    # Lowest cosine similarity for a semantic hit, per type; null = no semantic hits.
+    thresholds: dict[str, float | None] = Field(
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, None)
+    )
+    # The false-hit rate `cache calibrate` keeps each threshold within.
+    target_false_hit_rate: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.01)
+    )
+    guards: bool = True
+    candidates: int = Field(5, ge=1, le=50)
+    # History is fixed context (few-shot examples): same-history prompts may match.
+    fixed_history: bool = False
+
+    @field_validator("types")
+    @classmethod
+    def _types_known(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if t not in _QUERY_TYPES]
+        if bad:
+            raise ValueError(f"unknown query type {bad[0]!r}: use {', '.join(_QUERY_TYPES)}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_valid(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for kind, threshold in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if threshold is not None and not 0.0 < threshold <= 1.0:
+                raise ValueError(f"threshold for {kind} must be in (0, 1] or null, not {threshold}")
+        return value
+
+    @field_validator("target_false_hit_rate")
+    @classmethod
+    def _rates_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, rate in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"target false-hit rate for {kind} must be in [0, 1), not {rate}")
+        return value
+
+
+class CacheConfig(_Strict):
+    enabled: bool = True
+    ttl_s: dict[str, int] = Field(
+        default_factory=lambda: {
+            "research": 3600,
+            "fact": 7200,
+            "code": 86400,
+            "template": 86400,
+            "other": 3600,
+        }
+    )
+    time_sensitive_ttl_s: int = Field(300, ge=0)
+    time_sensitive_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_TIME_SENSITIVE))
+    max_entries: int = Field(50_000, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    semantic: CacheSemanticConfig = Field(default_factory=CacheSemanticConfig)
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _ttl_valid(cls, value: dict[str, int]) -> dict[str, int]:
+        for kind, ttl in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if ttl < 0:
+                raise ValueError(f"ttl for {kind} must be 0 or more seconds, not {ttl}")
+        return value
+
+    @field_validator("time_sensitive_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
+        return value
+
+    def ttl_for(self, query_type: str | None) -> int:
+        """Seconds an answer of this type stays fresh (unlisted types use `other`)."""
+        return self.ttl_s.get(query_type or "other", self.ttl_s.get("other", 3600))
+
+
 # --- routing (issue 4) -------------------------------------------------------------------
 
 ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
@@ -470,6 +572,7 @@ class Config(_Strict):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     lazy: LazyConfig = Field(default_factory=LazyConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

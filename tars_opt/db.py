@@ -238,6 +238,54 @@ def _v3_context(db: sqlite_utils.Database) -> None:
         )
         """
     )
+def _cache(db: sqlite_utils.Database) -> None:
+    """The response cache: one row per stored answer, and the ledger's link to a hit."""
+    db.execute(
+        """
+        CREATE TABLE cache_entries (
+            -- AUTOINCREMENT: ids are never reused, so a ledger row's entry id stays true.
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            norm_key TEXT,
+            namespace TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            query_type TEXT NOT NULL,
+            semantic INTEGER NOT NULL DEFAULT 0,
+            time_sensitive INTEGER NOT NULL DEFAULT 0,
+            prompt TEXT NOT NULL,
+            embedding BLOB,
+            embed_model TEXT,
+            reply TEXT NOT NULL,
+            model TEXT NOT NULL,
+            stop_reason TEXT,
+            max_tokens INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_5m INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h INTEGER NOT NULL DEFAULT 0,
+            cache_read INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            usage_estimated INTEGER NOT NULL DEFAULT 0,
+            removed_tokens INTEGER NOT NULL DEFAULT 0,
+            request_id TEXT,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0,
+            last_hit REAL,
+            saved_usd REAL NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX cache_entries_expires ON cache_entries(expires)")
+    db.execute(
+        "CREATE INDEX cache_entries_norm ON cache_entries"
+        "(namespace, fingerprint, selector, query_type, norm_key)"
+    )
+    db.execute("ALTER TABLE calls ADD COLUMN cache_entry_id INTEGER")
+    db.execute("ALTER TABLE calls ADD COLUMN cache_similarity REAL")
+    db.execute("ALTER TABLE calls ADD COLUMN cache_match TEXT")
+    db.execute("CREATE INDEX calls_cache_entry ON calls(cache_entry_id)")
 
 
 # Append only: a released migration never changes, a new one goes at the end.
@@ -247,6 +295,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v2_routing,
     _v_queue,
     _v3_context,
+    _cache,
 ]
 
 

@@ -96,6 +96,12 @@ class Ledger:
         row["router"] = route.data.get("router") if route else None
         for name in STRATEGIES:
             row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)
+        # A response-cache hit names its entry and similarity, so a bad hit can be audited.
+        hit = next((d for d in rep.decisions if d.stage == "cache" and d.action == "hit"), None)
+        if hit is not None:
+            row["cache_entry_id"] = hit.data.get("entry_id")
+            row["cache_similarity"] = hit.data.get("similarity")
+            row["cache_match"] = hit.data.get("match")
         return row
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:

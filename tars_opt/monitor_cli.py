@@ -16,6 +16,7 @@ from tars_opt import render
 from tars_opt.alerts import Alerter
 from tars_opt.baseline import Baseline, capture_baseline, current_baseline
 from tars_opt.budget import Budget
+from tars_opt.cache_store import CacheStore
 from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, friendly_errors
 from tars_opt.dashboard import Frame, read_frame, run_live
 from tars_opt.dashboard import render as render_frame
@@ -198,9 +199,9 @@ def feedback(
         if verdict not in VERDICTS:
             raise InputError(f"verdict {verdict!r} is not good or bad")
         opened = _open(config, db)
-        # evictor: the response cache store (issue 3) passes itself here to drop bad answers.
+        # A bad answer leaves the response cache at once.
         result = record_feedback(opened.db, request_id, verdict, note, now=time.time(),
-                                 evictor=None)  # fmt: skip
+                                 evictor=CacheStore(opened.db))  # fmt: skip
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return

@@ -102,7 +102,8 @@ class Request:
     """One prompt on its way through the chain.
 
     Stages return changed copies (`dataclasses.replace`). `model` and `tier` are set by
-    routing (or forced by the caller); `removed_tokens` counts the estimated input tokens
+    routing (or forced by the caller); `cache_mode` is use|refresh|off (response cache);
+    `removed_tokens` counts the estimated input tokens
     that pruning and tool selection took out, so the baseline can price the unpruned request.
     """
 
@@ -124,6 +125,9 @@ class Request:
     removed_tokens: int = 0
     # In the A/B holdout: sent unoptimized to measure what optimizing saves.
     holdout: bool = False
+    # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
+    # fresh answer), "off" (neither).
+    cache_mode: str = "use"
     # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
     # caller can wait for the answer (None = the config's default).
     defer: bool = False

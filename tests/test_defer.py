@@ -125,7 +125,13 @@ def test_lazy_switched_off_never_queues(home: Path) -> None:
 
 def test_default_stages_include_defer(home: Path) -> None:
     app = open_app(backend="offline")
-    assert [s.name for s in app.optimizer().stages] == ["defer", "prune", "tools", "route"]
+    assert [s.name for s in app.optimizer().stages] == [
+        "cache",
+        "defer",
+        "prune",
+        "tools",
+        "route",
+    ]
     off = open_app(backend="offline", overrides={"lazy.enabled": False})
     assert "defer" not in [s.name for s in off.optimizer().stages]
 
