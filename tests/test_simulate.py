@@ -321,3 +321,23 @@ def test_header_defaults_apply_unless_a_call_sets_its_own(tmp_path: Path) -> Non
     ])  # fmt: skip
     with pytest.raises(TraceError, match="line 1: header field 'defaults' cannot set 'prompt'"):
         load_workload(bad)
+
+
+def test_a_cache_hit_inherits_the_label_of_the_answer_it_served(tmp_path: Path) -> None:
+    """An exact repeat is answered from the cache: its quality is the label of the tier
+    that answered the first ask, for the first ask's prompt; the baseline side still
+    counts the repeat's own strong label."""
+    cfg = config(write_config(tmp_path / "c.yaml", PINNED + "experiment:\n  holdout: 0\n"))
+    trace = write_jsonl(tmp_path / "t.jsonl", [
+        {"time": "2026-03-01T10:00:00Z", "prompt": "prove that 7 is prime",
+         "labels": {"cheap": 0, "strong": 1}},
+        {"time": "2026-03-01T10:05:00Z", "prompt": "prove that 7 is prime",
+         "labels": {"cheap": 0, "strong": 0.5}},
+    ])  # fmt: skip
+    r = simulate(load_workload(trace), cfg)
+    assert r.exact_hits == 1 and r.sources == {"api": 1, "cache": 1}
+    hit = r.outcomes["sim0-000001"]
+    assert (hit.source, hit.tier, hit.labels) == ("cache", "strong", {"cheap": 0, "strong": 1})
+    assert r.labelled == 2
+    assert r.quality == pytest.approx(2 / 2) and r.quality_baseline == pytest.approx(1.5 / 2)
+    assert r.saved_by_strategy["response_cache"] > 0
