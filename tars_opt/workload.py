@@ -317,13 +317,17 @@ def export_ledger(
 ) -> ExportResult:
     """Write the ledger's requests as a trace to replay under another config.
 
-    One record per request (re-asks of an escalation and failed calls are left out: the
-    replay makes its own). The ledger keeps the prompt (when `ledger.store_prompts` is on),
-    its type, priority, session and namespace - not the history, system prompt or tools, so
+    One record per request (re-asks of an escalation, the optimizer's own summary calls and
+    failed calls are left out: the replay makes its own). The ledger keeps the prompt (when
+    `ledger.store_prompts` is on), its type, priority, session and namespace - not the
+    history, system prompt or tools, so
     a replay's prompts are shorter than the originals. Answers that came from a batch are
     marked `defer: true`. Rows without a stored prompt cannot be replayed and are counted.
     """
-    where, args = ["escalated_from IS NULL", "error IS NULL"], []
+    # A row without a baseline is work the unoptimized system would not have done (a
+    # summary the optimizer asked for itself): the replay makes its own.
+    where = ["escalated_from IS NULL", "error IS NULL", "baseline_cost > 0"]
+    args: list[Any] = []
     if start is not None:
         where.append("ts >= ?")
         args.append(start)
