@@ -157,7 +157,8 @@ class Optimizer:
                     "prompt_cache", "marked", why, {"breakpoints": [m.to_dict() for m in marks]}
                 )
             )
-        return Prepared(request, params, decisions, started)
+        prepare_ms = (time.perf_counter() - started) * 1000.0
+        return Prepared(request, params, decisions, started, prepare_ms)
 
     def side_ask(self, request: Request) -> Reply:
         """A call the optimizer makes for itself (a summary): on the summary tier, through
@@ -293,6 +294,9 @@ class Optimizer:
         """One backend call under a budget reservation; returns the reply and, when routing
         wants a stronger tier, the re-ask to send."""
         backend = self.backend
+        # Latency is what the request itself took: its preparation plus this call, not the
+        # one-time construction of the backend (the SDK import costs ~1.7 s per process).
+        prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
         try:
             try:

@@ -154,7 +154,8 @@ class Prepared:
     request: Request
     params: dict[str, Any]
     decisions: list[Decision]
-    started: float
+    started: float  # perf_counter at the start of prepare: latency runs from here
+    prepare_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -195,3 +195,24 @@ def test_help_does_not_import_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_latency_excludes_building_the_backend(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    import tars_opt.chain as chain
+
+    class Measured(OfflineBackend):
+        def send(self, params: dict) -> BackendResult:
+            result = super().send(params)
+            return replace(result, latency_ms=None)  # measured by the chain, not modelled
+
+    def slow_build(config, clock):  # stands in for the ~1.7 s SDK import
+        _time.sleep(0.3)
+        return Measured()
+
+    monkeypatch.setattr(chain, "build_backend", slow_build)
+    opt = open_app().optimizer()
+    opt.stages = []  # only the backend's time is under test
+    reply = opt.ask(Request(prompt="hi", model="claude-haiku-5-5"))
+    assert reply.latency_ms < 250

@@ -1,7 +1,8 @@
 """The real Anthropic API through the official SDK.
 
-`import anthropic` costs ~1.7 s, so it happens on the first call that needs the network,
-never at import: `--help`, cache hits, reports and the dashboard stay fast.
+`import anthropic` costs ~1.7 s, so it happens when this backend is built - which the
+Optimizer does only on the path that sends - never at import: `--help`, cache hits,
+deferrals, reports and the dashboard stay fast.
 Retries and timeouts are the SDK's own, configured from the config.
 """
 
@@ -37,27 +38,18 @@ class AnthropicBackend:
     ) -> None:
         if not api_key:
             raise MissingApiKey("no API key given")
-        self._api_key = api_key
         self._base_url = base_url
-        self._timeout_s = timeout_s
-        self._max_retries = max_retries
-        self._client_obj: Any = None
+        import anthropic  # lazy: only code that sends builds this backend
+
+        self._client = anthropic.Anthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicBackend(base_url={self._base_url!r})"
-
-    @property
-    def _client(self) -> Any:
-        if self._client_obj is None:
-            import anthropic  # lazy: see the module docstring
-
-            self._client_obj = anthropic.Anthropic(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                timeout=self._timeout_s,
-                max_retries=self._max_retries,
-            )
-        return self._client_obj
 
     def send(self, params: dict[str, Any]) -> BackendResult:
         """One Messages call; the SDK retries what is retryable."""
