@@ -23,7 +23,7 @@ import sqlite_utils
 
 from tars_opt.alerts import Alert, Alerter, month_period
 from tars_opt.config import BudgetConfig, Config
-from tars_opt.db import rollback
+from tars_opt.db import transaction
 from tars_opt.ledger import Periods
 from tars_opt.metrics import month_pace
 from tars_opt.pricing import PriceBook
@@ -156,10 +156,8 @@ class Budget:
         """
         amount = self.estimate(prepared)
         now = self.clock()
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
+        with transaction(self.db) as cur:
+            cur.execute(
                 "DELETE FROM reservations WHERE ts < ?", [now - self._cfg.reservation_ttl_s]
             )
             spent, reserved = self._sums(now)
@@ -174,15 +172,11 @@ class Budget:
                     f"+ ~${amount:.4f} for this call > ${limit:.2f} (policy block); retry with "
                     "--urgent, raise budget.monthly_usd, or set budget.policy to warn or defer"
                 )
-            cur = conn.execute(
+            cur.execute(
                 "INSERT INTO reservations (request_id, ts, model, amount) VALUES (?, ?, ?, ?)",
                 [prepared.request.request_id, now, prepared.request.model, amount],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback(conn)
-            raise
-        return Reservation(int(cur.lastrowid or 0), amount)
+            return Reservation(int(cur.lastrowid or 0), amount)
 
     def settle(self, reservation: Reservation) -> None:
         """Drop a reservation once its call's actual cost is in the ledger (or it failed)."""

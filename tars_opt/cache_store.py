@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from tars_opt.db import rollback
+from tars_opt.db import transaction
 from tars_opt.types import Usage
 
 # Columns a listing shows (everything but the vector and the full texts).
@@ -124,16 +124,9 @@ class CacheStore:
         return Entry.from_row(rows[0]) if rows else None
 
     def _write(self, sql: str, params: list[Any]) -> int:
-        cur = self.db.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db) as cur:
             cur.execute(sql, params)
-            changed = cur.rowcount
-            cur.execute("COMMIT")
-        except BaseException:
-            rollback(cur.connection)
-            raise
-        return changed
+            return cur.rowcount
 
     def by_key(self, key: str, now: float) -> Entry | None:
         """The live entry with this exact key."""
@@ -194,18 +187,11 @@ class CacheStore:
         }
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur = self.db.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db) as cur:
             # A refreshed answer replaces the old one under a new id (old hits stay audited).
             cur.execute("DELETE FROM cache_entries WHERE key = ?", [e.key])
             cur.execute(f"INSERT INTO cache_entries ({cols}) VALUES ({marks})", list(row.values()))
-            entry_id = int(cur.lastrowid or 0)
-            cur.execute("COMMIT")
-        except BaseException:
-            rollback(cur.connection)
-            raise
-        return entry_id
+            return int(cur.lastrowid or 0)
 
     def record_hit(self, entry_id: int, saved_usd: float, now: float) -> None:
         """Count a hit (expiry unchanged: it is absolute)."""
@@ -271,17 +257,11 @@ class CacheStore:
             victims.append(row["id"])
             count -= 1
             size -= row["bytes"]
-        cur = self.db.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db) as cur:
             for start in range(0, len(victims), 500):
                 chunk = victims[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
                 cur.execute(f"DELETE FROM cache_entries WHERE id IN ({marks})", chunk)
-            cur.execute("COMMIT")
-        except BaseException:
-            rollback(cur.connection)
-            raise
         return removed + len(victims)
 
     def vectors(self, after_id: int, now: float) -> Iterator[dict[str, Any]]:

@@ -529,15 +529,40 @@ def costs(
 @app.command("log")
 def log_cmd(
     n: Annotated[int, typer.Option("-n", help="How many recent calls.", min=1)] = 20,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Write the whole ledger as a JSONL trace for "
+            "`tars-opt simulate --workload` (prompts only if stored).",
+        ),
+    ] = None,  # fmt: skip
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """List recent calls from the ledger, newest first.
+    """List recent calls from the ledger, newest first; or export it as a replayable trace.
 
-    Example: [bold]tars-opt log -n 5 --json[/bold]
+    Example: [bold]tars-opt log -n 5 --json[/bold]; [bold]tars-opt log --export mine.jsonl[/bold]
     """
     with friendly_errors():
+        if export is not None:
+            from tars_opt.workload import export_ledger
+
+            done = export_ledger(_open(config, db).db, export)
+            data = {"path": str(done.path), "calls": done.written,
+                    "without_prompt": done.no_prompt}  # fmt: skip
+            if as_json:
+                typer.echo(json.dumps(data, indent=2))
+                return
+            skipped = (f"; {done.no_prompt} without a stored prompt left out "
+                       "(ledger.store_prompts)") if done.no_prompt else ""  # fmt: skip
+            _consoles.out.print(
+                f"wrote {done.written} calls to {done.path}{skipped}\n"
+                f"replay them: tars-opt simulate --workload {done.path} --config candidate.yaml",
+                markup=False,
+            )
+            return
         rows = _open(config, db).ledger.recent(n)
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -687,8 +712,8 @@ def router_calibrate(
 
 
 # The monitoring commands (report, baseline, heartbeat, dashboard, feedback, metrics, budget)
-# live in their own module, which adds them to `app` when imported.
-from tars_opt import monitor_cli  # noqa: E402, F401
+# live in their own module, which adds them to `app` when imported; so does `simulate`.
+from tars_opt import monitor_cli, simulate_cli  # noqa: E402, F401
 
 # Registered last: the cache commands reuse the helpers above.
 from tars_opt.cli_cache import cache_app  # noqa: E402

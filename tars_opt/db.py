@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -13,6 +14,20 @@ from tars_opt.paths import ensure_private_dir
 
 APP_ID = 0x7A125F01  # PRAGMA application_id: marks the file as ours.
 BUSY_TIMEOUT_MS = 30_000
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Cursor]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): takes the write lock first, so
+    concurrent writers queue on the busy timeout and reads inside are current."""
+    cur = db.conn.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        rollback(db.conn)
+        raise
 
 
 class DatabaseError(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlite_utils
 
-from tars_opt.db import rollback
+from tars_opt.db import transaction
 from tars_opt.types import STRATEGIES, Reply, Request
 
 
@@ -43,18 +43,11 @@ class Ledger:
     def record(self, rec: CallRecord) -> int:
         """Insert one row in its own transaction; return its id. Committed on return."""
         row = self._row(rec)
-        cur = self.db.conn.cursor()
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db) as cur:
             cur.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", list(row.values()))
-            row_id = int(cur.lastrowid or 0)
-            cur.execute("COMMIT")
-        except BaseException:
-            rollback(cur.connection)
-            raise
-        return row_id
+            return int(cur.lastrowid or 0)
 
     def _row(self, rec: CallRecord) -> dict[str, Any]:
         req, rep, usage = rec.request, rec.reply, rec.reply.usage

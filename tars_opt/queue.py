@@ -14,13 +14,12 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
 
-from tars_opt.db import rollback
+from tars_opt.db import transaction
 from tars_opt.inputs import InputError
 from tars_opt.taskjson import request_from_json, request_to_json
 from tars_opt.types import Request, new_request_id
@@ -42,19 +41,6 @@ def new_ticket() -> str:
 def custom_id_for(ticket: str, attempt: int) -> str:
     """The batch custom_id of a task's attempt (matches ^[a-zA-Z0-9_-]{1,64}$)."""
     return f"{ticket}-{attempt}"
-
-
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Cursor]:
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock first, so reads inside are current."""
-    cur = db.conn.cursor()
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        yield cur
-        cur.execute("COMMIT")
-    except BaseException:
-        rollback(cur.connection)
-        raise
 
 
 def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:

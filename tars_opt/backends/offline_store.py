@@ -10,7 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from tars_opt.backends import BatchInfo, BatchItem
-from tars_opt.db import rollback
+from tars_opt.db import transaction
 from tars_opt.types import BackendResult, Usage
 
 
@@ -22,17 +22,11 @@ class OfflineBatchStore:
 
     def save(self, info: BatchInfo, items: list[BatchItem], created_at: float) -> None:
         """Store a whole batch in one transaction (the offline 'API accepted it')."""
-        cur = self.db.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db) as cur:
             cur.execute(
                 "INSERT INTO offline_batches (id, created_at, info, items) VALUES (?, ?, ?, ?)",
                 [info.id, created_at, json.dumps(asdict(info)), _dump_items(items)],
             )
-            cur.execute("COMMIT")
-        except BaseException:
-            rollback(cur.connection)
-            raise
 
     def info(self, batch_id: str) -> BatchInfo | None:
         rows = list(self.db.query("SELECT info FROM offline_batches WHERE id = ?", [batch_id]))
