@@ -194,6 +194,7 @@ def test_odd_api_answers_end_answered_or_failed(
         opened.db.conn.close()
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic notes the junk it was given
 def test_an_answer_with_unreadable_usage_is_failed_not_billed(
     fake_api_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
