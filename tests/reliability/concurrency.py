@@ -6,7 +6,6 @@ Shared by tests/reliability/test_concurrency.py and scripts/soak.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 from collections import Counter
@@ -104,7 +103,6 @@ def run_concurrency(
     check = integrity(home / "tars-opt.db")
     if check != "ok":
         run.problems.append(f"integrity_check: {check}")
-    os.environ.pop("TARS_OPT_CONFIG", None)
     return run
 
 

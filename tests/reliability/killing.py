@@ -190,7 +190,30 @@ def run_kills(
     server.batch_mode = "polls"
     server.batch_polls = 4
     env = worker_env(server, home)
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the checks below open the same home
+    try:
+        return _run_kills(server, work, run, env, rng, asks, clis, drains, seed, window)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_kills(
+    server: FakeAnthropic,
+    work: Path,
+    run: KillRun,
+    env: dict[str, str],
+    rng: random.Random,
+    asks: int,
+    clis: int,
+    drains: int,
+    seed: int,
+    window: float,
+) -> KillRun:
     app = open_app()
     db_path = Path(app.config.resolved_database())
     outputs: list[Path] = []
