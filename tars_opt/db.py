@@ -399,7 +399,7 @@ def _migrate(db: sqlite_utils.Database, path: Path) -> None:
 def explain(exc: sqlite3.Error, path: Path | str = "the database") -> str:
     """A one-line reason and fix for an SQLite failure (mid-command ones too)."""
     if isinstance(exc, sqlite3.DatabaseError):
-        return _explain(exc, Path(path) if path != "the database" else path)
+        return _explain(exc, path)
     return f"{path}: {exc}"
 
 
