@@ -419,4 +419,4 @@ def _explain(exc: sqlite3.DatabaseError, path: Path | str) -> str:
         return f"cannot write the database {path} ({text}): check its permissions or use --db"
     if "disk is full" in text or "disk I/O" in text:
         return f"cannot write the database {path} ({text}): free disk space and run again"
-    return f"database {path}: {text}"
+    return f"{path}: {text}"
