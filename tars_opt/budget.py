@@ -118,7 +118,22 @@ class Budget:
             "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts >= ?",
             [now - self._cfg.reservation_ttl_s],
         ).fetchone()[0]
-        return float(spent), float(reserved)
+        return float(spent), float(reserved) + self._batches_in_flight()
+
+    def _batches_in_flight(self) -> float:
+        """Under a blocking budget, the estimated (batch-priced) cost of deferred tasks that
+        are prepared or submitted but not collected: their cost lands in the ledger only
+        when the batch ends, and the budget must hold until then."""
+        if self._cfg.policy != "block":
+            return 0.0
+        from tars_opt.taskjson import prepared_from_json  # the queue's format
+
+        factor = 1.0 - self.config.pricing.batch_discount
+        rows = self.db.conn.execute(
+            "SELECT prepared FROM tasks WHERE state IN ('claimed', 'submitted') "
+            "AND prepared IS NOT NULL"
+        ).fetchall()
+        return sum(self.estimate(prepared_from_json(row[0])) * factor for row in rows)
 
     def state(self) -> BudgetState:
         """The month's spend, open reservations and pace against the budget."""

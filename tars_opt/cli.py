@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
 from tars_opt.budget import BudgetExceeded
 from tars_opt.config import CONFIG_FILENAME, EXAMPLE_CONFIG, ConfigError, flatten, load_config
-from tars_opt.db import DatabaseError
+from tars_opt.db import DatabaseError, explain
 from tars_opt.drain import Drainer
 from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
@@ -110,6 +111,25 @@ def friendly_errors() -> Iterator[None]:
     except BudgetExceeded as exc:
         _consoles.err.print(f"refused: {exc}", markup=False)
         raise typer.Exit(BUDGET_EXIT) from None
+    except sqlite3.Error as exc:
+        # Mid-command failures of the file (disk full, damaged page, read-only, locked too
+        # long): every record is its own transaction, so nothing half-written remains.
+        _consoles.err.print(f"error: {explain(exc)}", markup=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _consoles.err.print(
+            f"error: cannot use{where}: {exc.strerror or exc}; "
+            "check free disk space and permissions of the data dir (TARS_OPT_HOME)",
+            markup=False,
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _consoles.err.print(
+            "interrupted: what was recorded before stays; an unanswered call left no row",
+            markup=False,
+        )
+        raise typer.Exit(130) from None
     except Exception as exc:
         if type(exc).__name__ == "MissingApiKey":
             _consoles.err.print(f"error: {exc}", markup=False)

@@ -26,12 +26,20 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Cursor]:
         yield cur
         cur.execute("COMMIT")
     except BaseException:
-        cur.execute("ROLLBACK")
+        rollback(db.conn)
         raise
 
 
 class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so itself: after a
+    full disk or an I/O error it may have, and a second ROLLBACK would raise over the
+    error that says what went wrong."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -339,6 +347,9 @@ def connect(path: str | Path) -> sqlite_utils.Database:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Before anything writes (WAL mode rewrites the header): another program's file
+        # must stay exactly as it was.
+        _check_ours(conn, path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal" and os.access(path, os.W_OK):
             conn.execute("PRAGMA journal_mode = WAL")
@@ -350,17 +361,21 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
+def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse an SQLite file of another program (tables, but not our application_id)."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID:
+        return
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise DatabaseError(
+            f"{path} is an SQLite file of another program, not a tars-opt database: "
+            "point --db at another file"
+        )
+
+
 def _migrate(db: sqlite_utils.Database, path: Path) -> None:
     conn = db.conn
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    _check_ours(conn, path)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id != APP_ID:
-        has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if has_tables:
-            raise DatabaseError(
-                f"{path} is an SQLite file of another program, not a tars-opt database: "
-                "point --db at another file"
-            )
     if version > len(MIGRATIONS):
         raise DatabaseError(
             f"{path} was written by a newer tars-opt (schema {version}): upgrade tars-opt"
@@ -377,12 +392,24 @@ def _migrate(db: sqlite_utils.Database, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
 
 
-def _explain(exc: sqlite3.DatabaseError, path: Path) -> str:
+def explain(exc: sqlite3.Error, path: Path | str = "the database") -> str:
+    """A one-line reason and fix for an SQLite failure (mid-command ones too)."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return _explain(exc, path)
+    return f"{path}: {exc}"
+
+
+def _explain(exc: sqlite3.DatabaseError, path: Path | str) -> str:
     text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (
+            f"{path} stayed locked by another tars-opt process for "
+            f"{BUSY_TIMEOUT_MS // 1000} s ({text}): run again when it is done"
+        )
     if "not a database" in text or "malformed" in text:
         return (
             f"{path} is damaged or not an SQLite database ({text}): "
@@ -392,4 +419,4 @@ def _explain(exc: sqlite3.DatabaseError, path: Path) -> str:
         return f"cannot write the database {path} ({text}): check its permissions or use --db"
     if "disk is full" in text or "disk I/O" in text:
         return f"cannot write the database {path} ({text}): free disk space and run again"
-    return f"database {path}: {text}"
+    return f"{path}: {text}"

@@ -355,6 +355,7 @@ class Drainer(Recovery):
             ready.append((task, outcome))
         if report.answered_in_prepare and not self.config.ledger.store_prompts:
             self.queue.forget_prompts()
+        ready = self._within_budget(ready, report)
         if self.lazy.cache_shared_prefix:
             mark_shared_prefixes(
                 ready,
@@ -368,6 +369,37 @@ class Drainer(Recovery):
         groups = group_requests(ready, self.lazy.max_batch_requests, self.lazy.max_batch_bytes)
         for model, chunk in groups:
             self._submit_chunk(model, chunk, report)
+
+    def _within_budget(
+        self, ready: list[tuple[dict[str, Any], Prepared]], report: DrainReport
+    ) -> list[tuple[dict[str, Any], Prepared]]:
+        """Under a blocking budget, keep (in claim order: priority first) only the tasks
+        whose estimated batch-priced cost fits what is left; the rest go back to the queue.
+
+        Tasks already prepared or in flight count at their estimate (Budget does that).
+        """
+        budget = Budget(self.config, self.db, clock=self.clock)
+        if self.config.budget.policy != "block" or not ready:
+            return ready
+        factor = 1.0 - self.config.pricing.batch_discount
+        state = budget.state()  # its reservations include the batches in flight
+        left = state.budget_usd - state.spent_usd - state.reserved_usd
+        keep: list[tuple[dict[str, Any], Prepared]] = []
+        back: list[int] = []
+        for task, prepared in ready:
+            cost = budget.estimate(prepared) * factor
+            if cost <= left:
+                keep.append((task, prepared))
+                left -= cost
+            else:
+                back.append(task["id"])
+        if back:
+            self.queue.release(back, self.owner)
+            report.submit_errors.append(
+                f"budget.policy is block and the budget would not cover them: {len(back)} "
+                "task(s) stay queued"
+            )
+        return keep
 
     def _submit_chunk(
         self,

@@ -32,6 +32,8 @@ class JsonFormatter(logging.Formatter):
         data.update({k: v for k, v in vars(record).items() if k not in self._skip})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and scrubbed) by SecretFilter
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str)
 
 
@@ -43,12 +45,20 @@ class SecretFilter(logging.Filter):
         self.env_names = env_names
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name in self.env_names:
-            secret = os.environ.get(name)
-            if secret and len(secret) >= 8:
-                record.msg = str(record.msg).replace(secret, "[REDACTED]")
-                if record.args:
-                    record.args = tuple(str(a).replace(secret, "[REDACTED]") for a in record.args)
+        secrets = [s for s in map(os.environ.get, self.env_names) if s and len(s) >= 8]
+        if not secrets:
+            return True
+        if record.exc_info:  # a traceback can quote a value that held the key
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        for secret in secrets:
+            record.msg = str(record.msg).replace(secret, "[REDACTED]")
+            if record.args:
+                record.args = tuple(str(a).replace(secret, "[REDACTED]") for a in record.args)
+            # `extra` fields and the formatted traceback too, not only the message.
+            for key, value in list(vars(record).items()):
+                if isinstance(value, str) and secret in value:
+                    setattr(record, key, value.replace(secret, "[REDACTED]"))
         return True
 
 
@@ -65,6 +75,15 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` user-only (0600) if missing, and take group/other access off an
+    existing one: logs carry prompts' ids, models and errors."""
+    os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
 
 
 def setup_logging(
@@ -84,10 +103,8 @@ def setup_logging(
     for old in [h for h in logger.handlers if getattr(h, "_tars_opt", False)]:
         logger.removeHandler(old)
         old.close()
-    log_dir = ensure_private_dir(data_dir / "logs")
-    handlers: list[logging.Handler] = [
-        logging.FileHandler(log_dir / "tars-opt.log", encoding="utf-8")
-    ]
+    log_file = private_file(ensure_private_dir(data_dir / "logs") / "tars-opt.log")
+    handlers: list[logging.Handler] = [logging.FileHandler(log_file, encoding="utf-8")]
     if verbose:
         handlers.append(_CurrentStderr())
     secrets = SecretFilter([key_env, "ANTHROPIC_API_KEY"])

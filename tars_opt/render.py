@@ -205,6 +205,8 @@ def budget(console: Console, b: Any) -> None:
         f"policy at 100%: {b.policy}" + ("; OVER BUDGET" if b.over else ""),
         markup=False,
     )
+
+
 def calibration(console: Console, result: dict[str, Any]) -> None:
     """The threshold -> strong share -> quality table of a router."""
     title = f"{result['router']} router calibration ({result['source']})"

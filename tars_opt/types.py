@@ -64,24 +64,40 @@ class Usage:
 
         Without a TTL breakdown, cache writes count as 5-minute writes (the API's default).
         """
-        data = raw.model_dump() if hasattr(raw, "model_dump") else dict(raw or {})
-        written = int(data.get("cache_creation_input_tokens") or 0)
+        data = raw.model_dump() if hasattr(raw, "model_dump") else raw or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"usage is {type(data).__name__}, not an object")
+        written = _count(data, "cache_creation_input_tokens")
         split = data.get("cache_creation") or {}
-        w1h = int(split.get("ephemeral_1h_input_tokens") or 0)
-        w5m = int(split.get("ephemeral_5m_input_tokens") or 0)
+        if not isinstance(split, dict):
+            raise ValueError(f"usage.cache_creation is {type(split).__name__}, not an object")
+        w1h = _count(split, "ephemeral_1h_input_tokens")
+        w5m = _count(split, "ephemeral_5m_input_tokens")
         if w1h + w5m != written:
             # Breakdown absent or inconsistent: trust the total, keep any 1h share reported.
             w1h = min(w1h, written)
             w5m = written - w1h
         return cls(
-            input_tokens=int(data.get("input_tokens") or 0),
-            output_tokens=int(data.get("output_tokens") or 0),
+            input_tokens=_count(data, "input_tokens"),
+            output_tokens=_count(data, "output_tokens"),
             cache_write_5m=w5m,
             cache_write_1h=w1h,
-            cache_read=int(data.get("cache_read_input_tokens") or 0),
+            cache_read=_count(data, "cache_read_input_tokens"),
             service_tier=str(data.get("service_tier") or "standard"),
             estimated=estimated,
         )
+
+
+def _count(data: dict[str, Any], name: str) -> int:
+    """A token count from the API's usage: missing/null is 0; anything but a whole number
+    >= 0 raises ValueError naming the field (money is computed from it)."""
+    value = data.get(name)
+    if value is None:
+        return 0
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 0:
+        raise ValueError(f"usage.{name} is {value!r}, not a token count")
+    return int(value)
 
 
 @dataclass(frozen=True)

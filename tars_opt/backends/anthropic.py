@@ -117,12 +117,19 @@ class AnthropicBackend:
 
 def to_result(message: Any, request_id: str | None) -> BackendResult:
     """An SDK Message as a BackendResult."""
+    try:
+        usage = Usage.from_api(message.usage)
+    except ValueError as exc:  # the call was made, but its cost cannot be known
+        raise BackendError(
+            f"the API's answer has unreadable usage ({exc}): not recorded as answered",
+            kind="bad_response",
+        ) from None
     blocks = tuple(b.model_dump(exclude_none=True) for b in message.content)
     text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
     return BackendResult(
         text=text,
         model=message.model,
-        usage=Usage.from_api(message.usage),
+        usage=usage,
         stop_reason=message.stop_reason,
         content=blocks,
         api_request_id=request_id,
