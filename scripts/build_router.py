@@ -95,13 +95,7 @@ def main() -> None:
         "weights": config.routing.heuristic.weights.model_dump(),
         **{k: v for k, v in note.items() if k != "split"},
         "split": "calibration buckets 0-5 (no fitting: the whole calibration split)",
-        "n": result["n"],
-        "apgr": result["apgr"],
-        "cpt50": result["cpt50"],
-        "cpt80": result["cpt80"],
-        "weak_quality": result["weak_quality"],
-        "strong_quality": result["strong_quality"],
-        "table": result["table"],
+        **result,
     }
     out = args.out / SHIPPED_HEURISTIC.name
     out.write_text(json.dumps({"heuristic": entry}, indent=1) + "\n", encoding="utf-8")

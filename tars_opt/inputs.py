@@ -13,14 +13,19 @@ class InputError(Exception):
     """Bad input from the user; the message names the problem and the fix in one line."""
 
 
-def _load_json(path: str | Path, what: str) -> Any:
+def read_text_file(path: str | Path, what: str, error: type[InputError] = InputError) -> str:
+    """A user's text file, or one line (as `error`) saying why it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{what} file {path} does not exist: check the path") from None
+        raise error(f"{what} file {path} does not exist: check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+        raise error(f"cannot read {what} file {path}: {exc}") from None
+
+
+def _load_json(path: str | Path, what: str) -> Any:
+    text = read_text_file(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tars_opt.inputs import InputError
+from tars_opt.inputs import InputError, read_text_file
 from tars_opt.types import QUERY_TYPES
 
 _HEADING = re.compile(r"^##\s+(.+?)\s*$")
@@ -122,12 +122,7 @@ def _parse_markdown(path: Path, raw: str) -> list[Section]:
 def load_sections(path: str | Path) -> list[Section]:
     """Read a modular system prompt (.yaml/.yml or .md); one-line InputError when wrong."""
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"system file {path} does not exist: check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read system file {path}: {exc}") from None
+    raw = read_text_file(path, "system")
     if path.suffix.lower() in {".md", ".markdown"}:
         sections = _parse_markdown(path, raw)
     else:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tars_opt.inputs import InputError
+from tars_opt.inputs import InputError, read_text_file
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
 FIELDS = (
@@ -219,12 +219,7 @@ def parse_call(line: int, rec: Any) -> Call:
 def load_workload(path: str | Path | None = None) -> Workload:
     """Read and validate a trace (the bundled agent day when `path` is None)."""
     src = Path(path) if path is not None else BUNDLED
-    try:
-        text = src.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TraceError(f"workload {src} not found: give a JSONL trace file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"cannot read workload {src}: {exc}") from None
+    text = read_text_file(src, "workload", TraceError)
     header: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
     calls: list[Call] = []

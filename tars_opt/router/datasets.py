@@ -94,38 +94,34 @@ def _contaminated(root: Path, name: str) -> set[str]:
         return {json.loads(line)["eval_prompt"] for line in fh if line.strip()}
 
 
-def load_mmlu(root: Path, split: Split) -> Labelled:
-    """MMLU (57 subjects): Mixtral vs GPT-4-1106 correctness, split by `mmlu:<prompt>`."""
-    skip = _contaminated(root, "mmlu")
+def _load_correctness(root: Path, name: str, files: list[Path], split: Split) -> Labelled:
+    """Mixtral vs GPT-4-1106 correctness rows from RouteLLM's CSVs, split by `<name>:<prompt>`,
+    with RouteLLM's contaminated prompts left out."""
+    skip = _contaminated(root, name)
     prompts, weak, strong = [], [], []
-    for path in sorted((root / ROUTELLM / "mmlu" / "responses").glob("mmlu_*.csv")):
+    for path in files:
         with path.open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 prompt = row["prompt"]
-                if prompt in skip or not in_split(f"mmlu:{prompt}", split):
+                if prompt in skip or not in_split(f"{name}:{prompt}", split):
                     continue
                 prompts.append(prompt)
                 weak.append(_truth(row[MIXTRAL]))
                 strong.append(_truth(row[GPT4]))
-    keys = [f"mmlu:{p}" for p in prompts]
-    return Labelled(f"mmlu-{split}", prompts, np.array(weak), np.array(strong), keys)
+    keys = [f"{name}:{p}" for p in prompts]
+    return Labelled(f"{name}-{split}", prompts, np.array(weak), np.array(strong), keys)
+
+
+def load_mmlu(root: Path, split: Split) -> Labelled:
+    """MMLU (57 subjects): Mixtral vs GPT-4-1106 correctness, split by `mmlu:<prompt>`."""
+    files = sorted((root / ROUTELLM / "mmlu" / "responses").glob("mmlu_*.csv"))
+    return _load_correctness(root, "mmlu", files, split)
 
 
 def load_gsm8k(root: Path, split: Split) -> Labelled:
     """GSM8K test: Mixtral vs GPT-4-1106 correctness, split by `gsm8k:<prompt>`."""
-    skip = _contaminated(root, "gsm8k")
-    prompts, weak, strong = [], [], []
-    path = root / ROUTELLM / "gsm8k" / "gsm8k_responses.csv"
-    with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            prompt = row["prompt"]
-            if prompt in skip or not in_split(f"gsm8k:{prompt}", split):
-                continue
-            prompts.append(prompt)
-            weak.append(_truth(row[MIXTRAL]))
-            strong.append(_truth(row[GPT4]))
-    keys = [f"gsm8k:{p}" for p in prompts]
-    return Labelled(f"gsm8k-{split}", prompts, np.array(weak), np.array(strong), keys)
+    files = [root / ROUTELLM / "gsm8k" / "gsm8k_responses.csv"]
+    return _load_correctness(root, "gsm8k", files, split)
 
 
 def load_mt_bench(root: Path) -> Labelled:

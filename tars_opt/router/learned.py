@@ -255,12 +255,7 @@ def train(
         "l2_search": tried,
         "calibration": {
             "on": "the held-out prompts",
-            "apgr": result["apgr"],
-            "cpt50": result["cpt50"],
-            "cpt80": result["cpt80"],
-            "weak_quality": result["weak_quality"],
-            "strong_quality": result["strong_quality"],
-            "table": result["table"],
+            **{k: v for k, v in result.items() if k != "n"},
         },
     }
     return router
