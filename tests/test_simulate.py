@@ -192,7 +192,7 @@ def test_trace_schema_errors_name_line_and_field(
 
 def test_missing_and_empty_workloads(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["simulate", "-w", str(tmp_path / "none.jsonl")])
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output
     empty = write_jsonl(tmp_path / "e.jsonl", [{"kind": "header", "name": "e"}])
     result = runner.invoke(app, ["simulate", "-w", str(empty)])
     assert result.exit_code == 2 and "has no calls" in result.output
