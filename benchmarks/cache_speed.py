@@ -168,13 +168,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--lookups", type=int, default=300)
     args = parser.parse_args()
-    config = load_config(
-        overrides={
-            "cache.semantic.thresholds.fact": 0.95,
-            "cache.max_entries": 10**7,
-            "cache.max_bytes": 10**12,
-        }
-    ).config
+    config = load_config(overrides={"cache.max_entries": 10**7, "cache.max_bytes": 10**12}).config
+    print(f"shipped semantic threshold (fact): {config.cache.semantic.thresholds['fact']}")
     model = get_embedder()
     rng = np.random.default_rng(7)
     print(f"{'entries':>8} | {'lookup':<34} | latency")

@@ -62,12 +62,21 @@ def test_rejects_a_bare_string(embedder: MiniLMEmbedder) -> None:
 
 def test_paraphrases_are_closer_than_unrelated(embedder: MiniLMEmbedder) -> None:
     pairs = [
-        ("How do I reset my password?", "What's the way to change a forgotten password?",
-         "The weather in Paris is sunny today."),
-        ("A cat is sleeping on the sofa.", "A kitten naps on the couch.",
-         "Interest rates were raised by the central bank."),
-        ("Write a Python function that sorts a list.", "Implement list sorting in Python.",
-         "Who won the football world cup in 1998?"),
+        (
+            "How do I reset my password?",
+            "What's the way to change a forgotten password?",
+            "The weather in Paris is sunny today.",
+        ),
+        (
+            "A cat is sleeping on the sofa.",
+            "A kitten naps on the couch.",
+            "Interest rates were raised by the central bank.",
+        ),
+        (
+            "Write a Python function that sorts a list.",
+            "Implement list sorting in Python.",
+            "Who won the football world cup in 1998?",
+        ),
     ]
     for anchor, para, other in pairs:
         a, p, o = embedder.embed([anchor, para, other])

@@ -63,6 +63,27 @@ def test_random_adds_and_removes_match_brute_force() -> None:
     assert not index.remove("never-added")
 
 
+@pytest.mark.parametrize("spread", [0.02, 0.3, 3.0])
+def test_pruned_min_score_search_is_exact(spread: float) -> None:
+    """The head-only bound never drops a match, whether it prunes nearly every row (tight
+    clusters far from the query), few rows (a loose bound), or something between."""
+    rng = np.random.default_rng(11)
+    centres = _unit(rng, 5, 384)
+    vecs = np.repeat(centres, 400, axis=0) + spread * _unit(rng, 2000, 384) / 384**0.5 * 8
+    index = VectorIndex(384)
+    index.add_many(list(range(2000)), vecs)
+    ref = {i: v / np.linalg.norm(v) for i, v in enumerate(vecs)}
+    for q in [vecs[3], vecs[1500] + 0.05 * rng.standard_normal(384), rng.standard_normal(384)]:
+        for min_score in (0.0, 0.5, 0.9, 0.99):
+            want = [(i, s) for i, s in _brute(ref, q, 7) if s >= min_score]
+            _same(index.search(q, k=7, min_score=min_score), want)
+            allowed = set(range(0, 2000, 2))
+            sub = {i: ref[i] for i in allowed}
+            want = [(i, s) for i, s in _brute(sub, q, 3) if s >= min_score]
+            _same(index.search(q, k=3, min_score=min_score, allowed=allowed), want)
+    np.testing.assert_allclose(index.vector(3), ref[3], atol=1e-6)
+
+
 def test_min_score_and_allowed_filter() -> None:
     rng = np.random.default_rng(2)
     vecs = _unit(rng, 200)
