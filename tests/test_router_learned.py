@@ -121,7 +121,36 @@ def test_the_shipped_router_loads_offline_with_its_note() -> None:
     trivia = router.route_score(Request(prompt="Which colour do you get mixing blue and yellow?"))
     assert maths.score > trivia.score
     assert maths.router == "learned" and "predicted_gain" in maths.details
-    assert SHIPPED.stat().st_size < 64_000  # weights only, never the training data
+    assert "fallback" not in maths.details  # a GSM8K-like prompt: the ridge decides
+    # Weights, 64 centroids and held-out factor values: numbers only, never prompt text.
+    assert SHIPPED.stat().st_size < 160_000
+    with np.load(SHIPPED) as arrays:
+        assert all(arrays[k].dtype.kind in "fiu" for k in arrays.files)
+        assert arrays["centroids"].shape == (64, 384)
+
+
+def test_unfamiliar_prompts_get_the_heuristic_on_the_same_scale() -> None:
+    """Far from the training data (MMLU/GSM8K), the ridge's guess is noise: the heuristic
+    decides, as a percentile of its scores on the held-out prompts."""
+    router = load_learned()
+    ask = (
+        "Design a distributed rate limiter for a multi-region API gateway and discuss "
+        "the trade-offs."
+    )
+    design = router.route_score(Request(prompt=ask))
+    hello = router.route_score(Request(prompt="hi"))
+    for scored in (design, hello):
+        assert scored.details["fallback"] == "heuristic"
+        assert scored.details["familiarity"] < router.familiar_min
+        assert "so the heuristic decides" in scored.explain
+    assert design.score > 90 > 10 > hello.score
+    # Same mapping in bulk (benchmarks score embedded prompts this way).
+    prompts = ["hi", ask]
+    bulk = router.score_embedded(router.embedder.embed(prompts), prompts)
+    np.testing.assert_allclose(bulk, [hello.score, design.score], atol=0.01)
+    # An old router file without centroids treats every prompt as familiar.
+    router.centroids = None
+    assert "fallback" not in router.route_score(Request(prompt="hi")).details
 
 
 def test_learned_router_in_the_chain_and_ledger(tmp_path: Path) -> None:
@@ -180,7 +209,7 @@ def test_calibrate_save_feeds_strong_share(runner: CliRunner, tmp_path: Path) ->
     measured = json.loads(result.output)
     assert measured["saved"] and len(measured["table"]) == 21 and measured["n"] == 48
     config = tmp_path / "c.yaml"
-    config.write_text("backend: offline\nrouting:\n  strong_share: 0.5\n")
+    config.write_text("backend: offline\nrouting:\n  router: heuristic\n  strong_share: 0.5\n")
     opened = open_app(config)
     reply = opened.optimizer().ask(Request(prompt="hi"))
     route = next(d for d in reply.decisions if d.stage == "route")
@@ -189,7 +218,11 @@ def test_calibrate_save_feeds_strong_share(runner: CliRunner, tmp_path: Path) ->
 
 
 def test_calibrate_shows_the_shipped_table_without_data(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["router", "calibrate"])
+    result = runner.invoke(app, ["router", "calibrate"])  # the default router: learned
+    assert result.exit_code == 0, result.output
+    assert "learned router calibration (the router file)" in result.output
+    assert "APGR 0.69" in result.output and "100%" in result.output
+    result = runner.invoke(app, ["router", "calibrate", "--router", "heuristic"])
     assert result.exit_code == 0, result.output
     assert "router_heuristic_calibration.json" in result.output and "100%" in result.output
 

@@ -34,7 +34,9 @@ def config(path: Path | None = None):  # noqa: ANN201 - a Config
 
 
 # Short prompts score low on the heuristic (cheap tier); "prove" is pinned to strong.
-PINNED = "routing:\n  pinned_keywords:\n    prove: strong\n"
+PINNED = (
+    "routing:\n  router: heuristic\n  strong_share: null\n  pinned_keywords:\n    prove: strong\n"
+)
 
 
 def tiny(tmp_path: Path) -> Path:

@@ -9,6 +9,13 @@ held-out part of the training data.
 
 The raw prediction is mapped to a 0-100 score by its percentile on the held-out prompts,
 so a threshold of 50 sends about half of prompts like the training ones to the strong tier.
+
+A ridge fit on one kind of prompt (say multiple-choice exams) says nothing useful about
+another (a design question in chat), so the router knows where its training data lives: k
+centroids of the training embeddings. A prompt whose cosine to the nearest centroid is below
+what 95% of the held-out prompts reach is "unfamiliar" and gets the heuristic's score instead,
+expressed as a percentile of the heuristic's scores on the same held-out prompts - the same
+0-100 scale, so the thresholds and the strong-share knob mean the same for both.
 A trained router is one .npz (weights, standardisation, percentiles) plus a .json note
 (data, split, date, held-out quality and the calibration table).
 """
@@ -25,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tars_opt.config import HeuristicRouterConfig
 from tars_opt.router import RouteScore
 from tars_opt.router.calibration import summary
 from tars_opt.router.datasets import Labelled
@@ -40,6 +48,8 @@ from tars_opt.types import Request
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "router_learned.npz"
 L2_GRID = (1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
 FORMAT = 1
+FAMILIAR_K = 64  # centroids summarising where the training prompts are
+FAMILIAR_PERCENTILE = 5.0  # held-out prompts less familiar than this share are "unfamiliar"
 
 
 class LearnedUnavailable(RuntimeError):
@@ -81,6 +91,11 @@ class LearnedRouter:
     model_id: str = ""
     name: str = "learned"
     embedder: Any = None
+    centroids: np.ndarray | None = None  # (k, dim) unit vectors; None: every prompt familiar
+    familiar_min: float = -1.0  # cosine to the nearest centroid below which -> heuristic
+    held_factors: np.ndarray | None = None  # (n, 6) heuristic factors of the held-out prompts
+    fallback: HeuristicRouter | None = None  # scores unfamiliar prompts
+    _held_heuristic: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def table(self) -> list[dict[str, float]]:
@@ -95,9 +110,42 @@ class LearnedRouter:
         """Raw predictions as 0-100 percentiles of the held-out predictions."""
         return np.interp(raw, self.percentiles, np.linspace(0.0, 100.0, len(self.percentiles)))
 
-    def score_embedded(self, embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
+    def familiarity(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Cosine of each embedding to the nearest training centroid (None: no centroids)."""
+        if self.centroids is None or not len(self.centroids):
+            return None
+        return (np.asarray(embeddings, dtype=np.float32) @ self.centroids.T).max(axis=1)
+
+    def unfamiliar(self, embeddings: np.ndarray) -> np.ndarray:
+        """Which prompts fall outside the training data (and get the heuristic's score)."""
+        fam = self.familiarity(embeddings)
+        if fam is None or self.fallback is None or self.held_factors is None:
+            return np.zeros(len(embeddings), dtype=bool)
+        return fam < self.familiar_min
+
+    def heuristic_percentile(self, scores: np.ndarray) -> np.ndarray:
+        """Heuristic scores as mid-rank percentiles (0-100) of its held-out scores."""
+        if self._held_heuristic is None:
+            assert self.fallback is not None and self.held_factors is not None
+            points = np.array([self.fallback.points[name] for name in FACTORS])
+            self._held_heuristic = np.sort(np.minimum(100.0, self.held_factors @ points))
+        held = self._held_heuristic
+        below = np.searchsorted(held, scores, side="left")
+        upto = np.searchsorted(held, scores, side="right")
+        return 100.0 * (below + upto) / (2 * len(held))
+
+    def score_embedded(
+        self, embeddings: np.ndarray, prompts: list[str], contexts: list[int] | None = None
+    ) -> np.ndarray:
         """Scores 0-100 for prompts whose embeddings are already computed."""
-        return self.to_score(self.raw(features(embeddings, heuristic_features(prompts))))
+        heur = heuristic_features(prompts, contexts)
+        scores = self.to_score(self.raw(features(embeddings, heur)))
+        odd = self.unfamiliar(embeddings)
+        if odd.any():
+            assert self.fallback is not None
+            points = np.array([self.fallback.points[name] for name in FACTORS])
+            scores[odd] = self.heuristic_percentile(np.minimum(100.0, heur[odd] @ points))
+        return scores
 
     def score_prompts(self, prompts: list[str]) -> np.ndarray:
         """Scores 0-100 for bare prompts (embeds them)."""
@@ -113,17 +161,25 @@ class LearnedRouter:
         heur = heuristic_features([request.prompt], [context_tokens(request)])
         gain = float(self.raw(features(vector, heur))[0])
         score = float(self.to_score(np.array([gain]))[0])
-        return RouteScore(
-            round(score, 2),
-            self.name,
-            f"predicted strong-tier gain {gain:+.3f} = percentile {score:.0f} of "
-            f"{self.note.get('data', 'its training data')}",
-            {
-                "predicted_gain": round(gain, 4),
-                "model_id": self.model_id,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        data = self.note.get("data", "its training data")
+        explain = f"predicted strong-tier gain {gain:+.3f} = percentile {score:.0f} of {data}"
+        details: dict[str, Any] = {"predicted_gain": round(gain, 4), "model_id": self.model_id}
+        fam = self.familiarity(vector)
+        if fam is not None:
+            details["familiarity"] = round(float(fam[0]), 4)
+        if self.unfamiliar(vector)[0]:
+            assert self.fallback is not None
+            heuristic = self.fallback.route_score(request)
+            score = float(self.heuristic_percentile(np.array([heuristic.score]))[0])
+            explain = (
+                f"prompt unlike the training data ({data}: similarity "
+                f"{details['familiarity']:.2f} < {self.familiar_min:.2f}), so the heuristic "
+                f"decides: score {heuristic.score:.1f} = percentile {score:.0f}; "
+                f"{heuristic.explain}"
+            )
+            details.update(heuristic.details, fallback="heuristic", heuristic_score=heuristic.score)
+        details["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return RouteScore(round(score, 2), self.name, explain, details)
 
     def save(self, path: Path) -> Path:
         """Write `path` (.npz) and its note (`path` with .json); return the note's path."""
@@ -138,6 +194,15 @@ class LearnedRouter:
             mean=self.mean.astype(np.float32),
             scale=self.scale.astype(np.float32),
             percentiles=self.percentiles,
+            **(
+                {
+                    "centroids": self.centroids.astype(np.float32),
+                    "familiar_min": np.array(self.familiar_min),
+                    "held_factors": self.held_factors.astype(np.float32),
+                }
+                if self.centroids is not None and self.held_factors is not None
+                else {}
+            ),
         )
         tmp.replace(path)
         self.model_id = _file_id(path)
@@ -175,6 +240,10 @@ def load(path: Path) -> LearnedRouter:
         percentiles=arrays["percentiles"].astype(np.float64),
         note=note,
         model_id=_file_id(path),
+        # Files from before the familiarity check have no centroids: always familiar.
+        centroids=arrays.get("centroids"),
+        familiar_min=float(arrays.get("familiar_min", -1.0)),
+        held_factors=arrays.get("held_factors"),
     )
 
 
@@ -186,9 +255,25 @@ def load_learned(
     `embed=False` skips loading the embedding model (to read the note or table only).
     """
     router = load(Path(path).expanduser() if path else SHIPPED)
+    router.fallback = heuristic or HeuristicRouter(HeuristicRouterConfig())
     if embed:
         router.embedder = _embedder()
     return router
+
+
+def centroids(vecs: np.ndarray, k: int, *, iters: int = 20, seed: int = 0) -> np.ndarray:
+    """Spherical k-means: k unit centroids of unit vectors (deterministic for a seed)."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    k = min(k, len(vecs))
+    cent = vecs[np.random.default_rng(seed).choice(len(vecs), k, replace=False)].copy()
+    for _ in range(iters):
+        nearest = np.argmax(vecs @ cent.T, axis=1)
+        for j in range(k):
+            total = vecs[nearest == j].sum(axis=0)
+            norm = float(np.linalg.norm(total))
+            if norm > 1e-9:  # an empty cluster keeps its old centre
+                cent[j] = total / norm
+    return cent
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
@@ -233,14 +318,21 @@ def train(
     assert best is not None
     _, l2, w, b = best
     pred_held = z[held] @ w + b
+    cent = centroids(embeddings[fit], FAMILIAR_K)
+    held_fam = (np.asarray(embeddings[held], dtype=np.float32) @ cent.T).max(axis=1)
     router = LearnedRouter(
         weights=w,
         bias=b,
         mean=mean,
         scale=scale,
         percentiles=np.percentile(pred_held, np.arange(101)),
+        centroids=cent,
+        familiar_min=float(np.percentile(held_fam, FAMILIAR_PERCENTILE)),
+        held_factors=x[held, embeddings.shape[1] :],
+        fallback=HeuristicRouter(HeuristicRouterConfig()),
     )
-    held_scores = router.to_score(pred_held)
+    held_prompts = [p for p, h in zip(data.prompts, held, strict=True) if h]
+    held_scores = router.score_embedded(embeddings[held], held_prompts)
     result = summary(held_scores, data.weak[held], data.strong[held])
     router.note = {
         **(note or {}),
@@ -253,6 +345,14 @@ def train(
         "n_holdout": int(held.sum()),
         "l2": l2,
         "l2_search": tried,
+        "familiarity": {
+            "centroids": len(cent),
+            "min_similarity": round(router.familiar_min, 4),
+            "rule": f"prompts whose cosine to the nearest of {len(cent)} k-means centroids of "
+            f"the fit prompts is below the {FAMILIAR_PERCENTILE:g}th percentile of the "
+            "held-out prompts' get the heuristic's score (as a percentile of its held-out "
+            "scores)",
+        },
         "calibration": {
             "on": "the held-out prompts",
             **{k: v for k, v in result.items() if k != "n"},

@@ -38,8 +38,11 @@ def run_concurrency(
     loops on `drain --now`, under a blocking budget answers are sized to reach."""
     home = work / "home"
     cfg = work / "performance-config.yaml"
+    # The heuristic router (no model load per process) keeps the answers' prices, and so
+    # how many fit the budget, what this run was sized for.
     cfg.write_text(
         f"budget:\n  monthly_usd: {BUDGET_USD}\n  policy: block\nlazy:\n  poll_seconds: 0.1\n"
+        "routing:\n  router: heuristic\n  strong_share: null\n"
     )
     # Every answer uses all its max_tokens, so the budget is reached within the run.
     server.responder = lambda body: {
