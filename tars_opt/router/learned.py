@@ -16,8 +16,10 @@ centroids of the training embeddings. A prompt whose cosine to the nearest centr
 what 95% of the held-out prompts reach is "unfamiliar" and gets the heuristic's score instead,
 expressed as a percentile of the heuristic's scores on the same held-out prompts - the same
 0-100 scale, so the thresholds and the strong-share knob mean the same for both.
-A trained router is one .npz (weights, standardisation, percentiles) plus a .json note
-(data, split, date, held-out quality and the calibration table).
+
+A trained router is one .npz (weights, standardisation, percentiles, centroids, the held-out
+prompts' heuristic factors: numbers only, never text) plus a .json note (data, split, date,
+held-out quality, the familiarity rule and the calibration table).
 """
 
 from __future__ import annotations
