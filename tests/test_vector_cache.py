@@ -205,7 +205,9 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
         {"role": "assistant", "content": "They are fine."},
     ]
     again = open_app().optimizer(backend=OfflineBackend())
-    assert isinstance(again.stages[[s.name for s in again.stages].index("prune")], PruneStage)
+    stages = {s.name: s for s in again.stages}
+    assert isinstance(stages["prune"], PruneStage)
+    assert stages["tools"].scorer._store is not None  # tool selection shares the table
     again.ask(Request(prompt="And their colonies?", messages=tuple(history)))
     assert counters[1].texts == ["And their colonies?"]
 
@@ -217,3 +219,30 @@ def test_no_database_means_memory_only(tmp_path: Path) -> None:
     db = connect(tmp_path / "t.db")
     assert PruneStage(ContextConfig(vector_cache_rows=0), db).scorer._store is None
     assert PruneStage(ContextConfig(), db).scorer._store is not None
+
+
+def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tars_opt.config import load_config
+    from tars_opt.inspect_context import inspect
+
+    counters: list[Counting] = []
+
+    def factory() -> Counting:
+        counters.append(Counting(BagOfWords()))
+        return counters[-1]
+
+    monkeypatch.setattr("tars_opt.inspect_context.default_embedder", factory)
+    history = []
+    for i in range(15):
+        history += [
+            {"role": "user", "content": f"Question {i}: {FILLER}"},
+            {"role": "assistant", "content": f"Answer {i}: {FILLER}"},
+        ]
+    request = Request(prompt="What about the vendors?", messages=tuple(history))
+    config = load_config(None).config
+    first = inspect(config, connect(home / "t.db"), request)
+    second = inspect(config, connect(home / "t.db"), request)
+    assert first["scoring"] == "semantic+lexical" and first["prune"] == second["prune"]
+    assert len(counters[0].texts) > 1 and counters[1].texts == []

@@ -34,8 +34,8 @@ from tars_opt.vector_cache import open_vector_cache
 
 log = logging.getLogger("tars_opt.prune")
 # Characters of a turn that go into its embedding: ~128 tokens on ShareGPT (median 127),
-# the length MiniLM was trained on. 1200 (~256 tokens, the model's limit) cost ~1.4x the
-# time to embed a history for the same needle check (benchmarks/context_savings.py).
+# the length MiniLM was trained on. 1200 (~256 tokens, the model's limit) took 1.2-1.5x
+# the time to embed a history for the same needle check (benchmarks/context_savings.py).
 EMBED_CHARS = 600
 # How many earlier steps to look back for a summary to roll forward.
 PREVIOUS_LOOKUPS = 8
