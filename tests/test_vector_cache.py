@@ -170,25 +170,39 @@ def test_an_unusable_table_costs_only_the_embedding(tmp_path: Path) -> None:
 FILLER = "The planning notes cover staffing, vendor timelines and budget reviews. " * 12
 
 
-def test_the_chain_prune_stage_keeps_vectors_in_the_database(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    Path("performance-config.yaml").write_text(
-        "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
-    )
+def long_history(turns: int = 15) -> list[dict]:
+    """User/assistant turns, each a few hundred tokens: over the pruning budget."""
+    history = []
+    for i in range(turns):
+        history += [
+            {"role": "user", "content": f"Question {i} about penguins: {FILLER}"},
+            {"role": "assistant", "content": f"Answer {i}: {FILLER}"},
+        ]
+    return history
+
+
+@pytest.fixture
+def processes() -> tuple[list[Counting], object]:
+    """An embedder factory whose every call (one per new scorer: one per process) gets its
+    own counting embedder, and the list of those embedders."""
     counters: list[Counting] = []
 
     def factory() -> Counting:
         counters.append(Counting(BagOfWords()))
         return counters[-1]
 
+    return counters, factory
+
+
+def test_the_chain_prune_stage_keeps_vectors_in_the_database(
+    home: Path, monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    Path("performance-config.yaml").write_text(
+        "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
+    )
+    counters, factory = processes
     monkeypatch.setattr("tars_opt.stages.prune.default_embedder", factory)
-    history = []
-    for i in range(15):
-        history += [
-            {"role": "user", "content": f"Question {i} about penguins: {FILLER}"},
-            {"role": "assistant", "content": f"Answer {i}: {FILLER}"},
-        ]
+    history = long_history()
     app = open_app()
     first = app.optimizer(backend=OfflineBackend()).ask(
         Request(prompt="What about the penguins?", messages=tuple(history))
@@ -222,25 +236,14 @@ def test_no_database_means_memory_only(tmp_path: Path) -> None:
 
 
 def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
     from tars_opt.config import load_config
     from tars_opt.inspect_context import inspect
 
-    counters: list[Counting] = []
-
-    def factory() -> Counting:
-        counters.append(Counting(BagOfWords()))
-        return counters[-1]
-
+    counters, factory = processes
     monkeypatch.setattr("tars_opt.inspect_context.default_embedder", factory)
-    history = []
-    for i in range(15):
-        history += [
-            {"role": "user", "content": f"Question {i}: {FILLER}"},
-            {"role": "assistant", "content": f"Answer {i}: {FILLER}"},
-        ]
-    request = Request(prompt="What about the vendors?", messages=tuple(history))
+    request = Request(prompt="What about the vendors?", messages=tuple(long_history()))
     config = load_config(None).config
     first = inspect(config, connect(home / "t.db"), request)
     second = inspect(config, connect(home / "t.db"), request)
