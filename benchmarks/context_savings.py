@@ -9,6 +9,7 @@ tuned on it. Summaries come from the offline backend (placeholder text), so:
 - the needle check counts only messages kept verbatim, never the summary (conservative).
 
 Run: python benchmarks/context_savings.py [--data ../shared/data] [--split evaluation]
+     [--semantic] [--cache-conversations N] [--processing-only] [--no-vector-cache]
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ sys.path.insert(0, str(REPO))
 from benchmarks.tool_catalog import catalog, prompts  # noqa: E402
 from tars_opt import tokens  # noqa: E402
 from tars_opt.config import ContextConfig, ToolsConfig, load_config  # noqa: E402
+from tars_opt.db import connect  # noqa: E402
 from tars_opt.history import message_text  # noqa: E402
 from tars_opt.relevance import Scorer, default_embedder, needles  # noqa: E402
 from tars_opt.stages.prune import PruneStage  # noqa: E402
 from tars_opt.stages.tools import ToolStage  # noqa: E402
 from tars_opt.summaries import Summary  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
+from tars_opt.vector_cache import VectorCache  # noqa: E402
 
 ROLE = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant"}
 
@@ -138,26 +141,77 @@ def levels_table(convs: list, config: ContextConfig, scorer: Scorer) -> list[dic
     return rows
 
 
-def processing_ms(convs: list, config: ContextConfig, scorer: Scorer) -> dict[str, float]:
-    """p50/p95 of plan + rewrite for 50-message histories (summary lookup excluded)."""
-    stage = PruneStage(config, None, scorer=scorer)
+def _timed(stage: PruneStage, request: Request, placeholder: Summary) -> float:
+    """Milliseconds of plan + rewrite at the medium level (the summary itself excluded)."""
+    start = time.perf_counter()
+    plan = stage.plan(request, "medium")
+    stage.rewrite(request, plan, placeholder if plan.acts else None)
+    return (time.perf_counter() - start) * 1000
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "requests": len(times),
+        "p50_ms": statistics.median(times),
+        "p95_ms": times[max(0, int(len(times) * 0.95) - 1)],
+    }
+
+
+def processing_ms(
+    convs: list, config: ContextConfig, semantic: bool, persist: bool = True
+) -> dict[str, dict[str, float]]:
+    """p50/p95 of plan + rewrite for 50-message histories (summary lookup excluded), each
+    request with a new Scorer and PruneStage as a new `tars-opt ask` process has them
+    (the model itself is loaded once, before any timing). `persist`: the scorer keeps its
+    vectors in an SQLite VectorCache, as the chain does with a database; else in memory
+    only. Four ways:
+    - cold: nothing cached (a long history seen for the first time);
+    - turn_by_turn: the conversation grew two messages a turn, each turn over the budget
+      processed by its own new scorer; only the turn at 50 messages is timed;
+    - repeat_new_process: the same request again with a new scorer (all vectors stored);
+    - repeat_same_process: the same request again with the cold scorer (vectors in memory);
+    - every_turn: every turn of the growth above the budget, 50 messages or fewer (the
+      turns where the summarized part moves a step embed the turns it takes in).
+    """
     placeholder = Summary("x", "[summary]", config.summary_max_tokens, False)
     samples = [m for _, m in convs if len(m) >= 51][:200]
-    times = []
-    for msgs in samples:
-        req = as_request(msgs[:51])
-        start = time.perf_counter()
-        plan = stage.plan(req, "medium")
-        stage.rewrite(req, plan, placeholder if plan.acts else None)
-        times.append((time.perf_counter() - start) * 1000)
-    if not times:
-        return {"histories": 0}
-    times.sort()
-    return {
-        "histories": len(times),
-        "p50_ms": statistics.median(times),
-        "p95_ms": times[int(len(times) * 0.95) - 1],
+    times: dict[str, list[float]] = {
+        "cold": [],
+        "turn_by_turn": [],
+        "repeat_new_process": [],
+        "repeat_same_process": [],
+        "every_turn": [],
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(Path(tmp) / "vectors.db")  # a real file: WAL, fsync as in use
+
+        def new_stage() -> PruneStage:
+            vectors = VectorCache(db, config.vector_cache_rows) if persist else None
+            scorer = Scorer(default_embedder if semantic else None, vectors=vectors)
+            return PruneStage(config, None, scorer=scorer)
+
+        for msgs in samples:
+            req = as_request(msgs[:51])
+            db.execute("DELETE FROM text_vectors")
+            stage = new_stage()
+            times["cold"].append(_timed(stage, req, placeholder))
+            times["repeat_same_process"].append(_timed(stage, req, placeholder))
+            times["repeat_new_process"].append(_timed(new_stage(), req, placeholder))
+            db.execute("DELETE FROM text_vectors")
+            # Without persistence a new scorer starts empty whatever came before, so the
+            # earlier turns would change nothing: they are only run when vectors persist.
+            for end in range(2, 50, 2) if persist else ():
+                turn = as_request(msgs[: end + 1])
+                if history_tokens(turn) > config.budget_tokens:
+                    times["every_turn"].append(_timed(new_stage(), turn, placeholder))
+            times["turn_by_turn"].append(_timed(new_stage(), req, placeholder))
+            if persist:
+                times["every_turn"].append(times["turn_by_turn"][-1])
+        db.conn.close()
+    if not samples:
+        return {}
+    return {name: _percentiles(t) for name, t in times.items() if t}
 
 
 def cache_simulation(convs: list, prune_on: bool, limit: int, semantic: bool) -> dict[str, Any]:
@@ -234,6 +288,16 @@ def main() -> None:
     )
     parser.add_argument("--semantic", action="store_true", help="score with the embedding model")
     parser.add_argument("--cache-conversations", type=int, default=40)
+    parser.add_argument(
+        "--no-vector-cache",
+        action="store_true",
+        help="processing timings with vectors kept in memory only (as before the SQLite cache)",
+    )
+    parser.add_argument(
+        "--processing-only",
+        action="store_true",
+        help="only the processing timings (no levels, cache simulation or tool recall)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     path = args.data / "sharegpt_v3_partial" / "conversations_first2000.json"
@@ -242,23 +306,24 @@ def main() -> None:
     config = load_config(REPO / "performance-config.yaml").config
     ctx = replace_cfg(config.context, semantic=args.semantic)
     scorer = Scorer(default_embedder if args.semantic else None)
-    cold = Scorer(default_embedder if args.semantic else None)
-    assert cold.semantic == scorer.semantic  # loads the model now, outside the timings
+    semantic = scorer.semantic  # loads the model now, outside the timings
     convs = load(path, args.split)
+    full = not args.processing_only
     result: dict[str, Any] = {
         "split": args.split,
         "conversations": len(convs),
-        "scoring": "semantic+lexical" if args.semantic and scorer.semantic else "lexical",
+        "scoring": "semantic+lexical" if semantic else "lexical",
         "budget_tokens": ctx.budget_tokens,
-        "levels": levels_table(convs, ctx, scorer),
-        # A fresh scorer: no message vector cached yet (a new process); then the same again.
-        "processing": processing_ms(convs, ctx, cold),
-        "processing_repeat": processing_ms(convs, ctx, cold),  # vectors cached per text
+        "vector_cache": "memory" if args.no_vector_cache else "sqlite",
+        "levels": levels_table(convs, ctx, scorer) if full else [],
+        "processing": processing_ms(convs, ctx, semantic, persist=not args.no_vector_cache),
         "prompt_cache": [
             cache_simulation(convs, False, args.cache_conversations, args.semantic),
             cache_simulation(convs, True, args.cache_conversations, args.semantic),
-        ],
-        "tools": tool_recall([50, 100, 150], scorer, config.tools.max_per_request),
+        ]
+        if full and args.cache_conversations
+        else [],
+        "tools": tool_recall([50, 100, 150], scorer, config.tools.max_per_request) if full else [],
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -267,21 +332,26 @@ def main() -> None:
         f"split {result['split']}: {result['conversations']} conversations, scoring "
         f"{result['scoring']}, budget {ctx.budget_tokens} tokens"
     )
-    print("\nlevel       convs  tokens before -> after    cut   median cut  needle ok (n)")
+    if result["levels"]:
+        print("\nlevel       convs  tokens before -> after    cut   median cut  needle ok (n)")
     for r in result["levels"]:
         print(
             f"{r['level']:<10} {r['conversations']:>6}  {r['tokens_before']:>10} -> "
             f"{r['tokens_after']:<10} {r['cut']:6.1%}  {r['median_cut']:9.1%}  "
             f"{r['needle_ok']:7.1%} ({r['needle_checked']})"
         )
-    for name in ("processing", "processing_repeat"):
-        p = result[name]
-        if p.get("histories"):
+    print(
+        f"\nprocessing a 50-message history (plan + rewrite, medium; vectors in "
+        f"{result['vector_cache']}; a new scorer per request unless said):"
+    )
+    for name, p in result["processing"].items():
+        if p.get("requests"):
             print(
-                f"\n{name}: {p['histories']} histories of 50 messages: "
-                f"p50 {p['p50_ms']:.1f} ms, p95 {p['p95_ms']:.1f} ms"
+                f"  {name:<20} {p['requests']:>4} requests: "
+                f"p50 {p['p50_ms']:7.1f} ms, p95 {p['p95_ms']:7.1f} ms"
             )
-    print("\nturn-by-turn (offline backend cache simulation):")
+    if result["prompt_cache"]:
+        print("\nturn-by-turn (offline backend cache simulation):")
     for r in result["prompt_cache"]:
         print(
             f"  pruning {'on ' if r['pruning'] else 'off'}: {r['turns']} turns, cache hit on "
@@ -290,7 +360,8 @@ def main() -> None:
             f"(pruning saved ${r['saved_pruning']:.4f} net of {r['summaries']} summaries "
             f"costing ${r['summary_cost']:.4f})"
         )
-    print("\ntool selection (generated catalogue), recall@10:")
+    if result["tools"]:
+        print("\ntool selection (generated catalogue), recall@10:")
     for r in result["tools"]:
         print(f"  {r['tools']:>4} tools, {r['prompts']} prompts: {r['recall_at_k']:.1%}")
 

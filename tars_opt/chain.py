@@ -381,8 +381,10 @@ def default_stages(
         )
     if config.tools.enabled:
         from tars_opt.stages.tools import ToolStage
+        from tars_opt.vector_cache import open_vector_cache
 
-        stages.append(ToolStage(config.tools))
+        vectors = open_vector_cache(db, config.context.vector_cache_rows)
+        stages.append(ToolStage(config.tools, vectors=vectors))
     if config.routing.enabled:
         from tars_opt.stages.route import RouteStage
 

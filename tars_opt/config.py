@@ -251,6 +251,9 @@ class ContextConfig(_Strict):
     relevant_tokens: int = Field(2000, ge=0)
     relevant_min_score: float = Field(0.3, ge=0.0, le=1.0)
     semantic: bool = True
+    # Embedding vectors kept in the database (hash and vector, never the text) so a new
+    # process does not embed the history again; shared with tool selection. 0 = memory only.
+    vector_cache_rows: int = Field(50_000, ge=0)
     # The summarized part only moves in steps of this many messages, so the summary and
     # the cached prefix stay the same for several turns.
     summary_step: int = Field(8, ge=2)

@@ -313,6 +313,24 @@ def _cache(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_cache_entry ON calls(cache_entry_id)")
 
 
+def _text_vectors(db: sqlite_utils.Database) -> None:
+    """Embedding vectors shared across processes (tars_opt/vector_cache.py): only the
+    SHA-256 of the embedded text and its vector, never the text itself."""
+    db.execute(
+        """
+        CREATE TABLE text_vectors (
+            model TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            used REAL NOT NULL,
+            PRIMARY KEY (model, sha256)
+        )
+        """
+    )
+    db.execute("CREATE INDEX text_vectors_used ON text_vectors(used)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
@@ -321,6 +339,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v_queue,
     _v3_context,
     _cache,
+    _text_vectors,
 ]
 
 

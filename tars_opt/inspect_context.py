@@ -17,6 +17,7 @@ from tars_opt.stages.prune import PruneStage, plan_data
 from tars_opt.stages.tools import ToolStage
 from tars_opt.summaries import Summary, SummaryStore
 from tars_opt.types import Request
+from tars_opt.vector_cache import open_vector_cache
 
 PLACEHOLDER = "[summary to be made by the {tier} tier]"
 
@@ -39,7 +40,8 @@ def inspect(config: Config, db: sqlite_utils.Database | None, request: Request) 
     if request.query_type is None:
         request = replace(request, query_type=guess_query_type(request.prompt))
     ctx = config.context
-    scorer = Scorer(default_embedder if ctx.semantic else None)
+    vectors = open_vector_cache(db, ctx.vector_cache_rows)
+    scorer = Scorer(default_embedder if ctx.semantic else None, vectors=vectors)
     pruner = PruneStage(ctx, db, scorer=scorer)
     before = _request_tokens(request)
     report: dict[str, Any] = {

@@ -5,8 +5,9 @@ Two signals, both in 0..1:
   content words found in the text - cheap, exact, and what a follow-up question usually
   refers back to;
 - semantic: cosine similarity of sentence embeddings (tars_opt/embed.py), when the model
-  is installed. Embeddings are kept per text hash, so a conversation that grows turn by
-  turn only embeds its new messages.
+  is installed. Embeddings are kept per text hash in memory and, given a VectorCache, in
+  the database too, so a conversation that grows turn by turn only embeds its new
+  messages - also when each turn is a new process.
 When the model is missing the scorer degrades to the lexical signal alone, and says so.
 """
 
@@ -16,7 +17,10 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tars_opt.vector_cache import VectorCache
 
 log = logging.getLogger("tars_opt.relevance")
 
@@ -91,11 +95,16 @@ class Scorer:
     """Scores texts against a query: max(lexical, semantic) when the embedder is there.
 
     `embedder` is a factory called once on first need (the model loads lazily); pass None
-    for lexical scoring only. Vectors are cached by text hash, at most `cache_size`.
+    for lexical scoring only. Vectors are cached by text hash in memory, at most
+    `cache_size`, and in `vectors` (the database, shared by processes) when given.
     """
 
     def __init__(
-        self, embedder: EmbedderFactory | None = default_embedder, cache_size: int = 20_000
+        self,
+        embedder: EmbedderFactory | None = default_embedder,
+        cache_size: int = 20_000,
+        *,
+        vectors: VectorCache | None = None,
     ) -> None:
         self._factory = embedder
         self._embedder: Any = None
@@ -103,6 +112,7 @@ class Scorer:
         self._cache: dict[str, Any] = {}
         self._words: dict[str, set[str]] = {}
         self._cache_size = cache_size
+        self._store = vectors
 
     @property
     def semantic(self) -> bool:
@@ -112,7 +122,12 @@ class Scorer:
     def _model(self) -> Any:
         if not self._tried:
             self._tried = True
-            self._embedder = self._factory() if self._factory else None
+            model = self._factory() if self._factory else None
+            if model is not None and self._store is not None:
+                from tars_opt.vector_cache import CachedEmbedder
+
+                model = CachedEmbedder(model, self._store)
+            self._embedder = model
         return self._embedder
 
     def _vectors(self, texts: Sequence[str]) -> Any:

@@ -22,6 +22,7 @@ from tars_opt.config import ToolsConfig
 from tars_opt.history import message_text, tool_names_used
 from tars_opt.relevance import Scorer, default_embedder
 from tars_opt.types import Decision, Request
+from tars_opt.vector_cache import VectorCache
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}
 # How much of the recent conversation joins the prompt as the query.
@@ -45,9 +46,17 @@ class ToolStage:
 
     name = "tools"
 
-    def __init__(self, config: ToolsConfig, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self,
+        config: ToolsConfig,
+        scorer: Scorer | None = None,
+        *,
+        vectors: VectorCache | None = None,
+    ) -> None:
         self.config = config
-        self.scorer = scorer or Scorer(default_embedder if config.semantic else None)
+        self.scorer = scorer or Scorer(
+            default_embedder if config.semantic else None, vectors=vectors
+        )
         # The last selection per (namespace, session, catalogue): reused while it still
         # holds the tools that matter now, so the tool list (the very start of the cached
         # prefix) stays the same bytes from turn to turn.

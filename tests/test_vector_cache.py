@@ -1,0 +1,251 @@
+"""The embedding vectors kept in the database: read back by a new process-like scorer
+without embedding again, bounded by size, damaged rows ignored, no text stored, and the
+prune stage of a chain with a database uses it."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tars_opt import Request, open_app
+from tars_opt.backends.offline import OfflineBackend
+from tars_opt.db import connect
+from tars_opt.relevance import Scorer
+from tars_opt.stages.prune import PruneStage
+from tars_opt.vector_cache import TOUCH_AFTER_S, CachedEmbedder, VectorCache, text_key
+
+
+class BagOfWords:
+    """A tiny deterministic Embedder: hashed bag of words (crc32, stable across runs)."""
+
+    name, dim = "bag-of-words-test", 32
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for w in text.lower().split():
+                out[row, zlib.crc32(w.strip(".,?:").encode()) % self.dim] += 1.0
+            out[row, 0] += 0.1  # never a zero row: the protocol promises unit vectors
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class Counting:
+    """Wraps an Embedder and records every text it is asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name, self.dim = inner.name, inner.dim
+        self.texts: list[str] = []
+        self.calls = 0
+
+    def embed(self, texts):
+        self.calls += 1
+        self.texts.extend(texts)
+        return self.inner.embed(texts)
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+TEXTS = [
+    "The penguin colonies of Antarctica grow in winter.",
+    "Quarterly budget review: vendor timelines slipped.",
+    "def parse_config(path): return yaml.safe_load(path)",
+]
+QUERY = "tell me about antarctic penguins"
+
+
+def process(path: Path, counter: Counting, **cache) -> Scorer:
+    """A scorer as a new CLI process would build it: its own connection, empty memory."""
+    return Scorer(lambda: counter, vectors=VectorCache(connect(path), **cache))
+
+
+def test_second_process_reads_the_vectors_back_without_embedding(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first, second = Counting(BagOfWords()), Counting(BagOfWords())
+    scores = process(path, first).scores(QUERY, TEXTS)
+    assert sorted(first.texts) == sorted([QUERY, *TEXTS])
+    assert process(path, second).scores(QUERY, TEXTS) == pytest.approx(scores)
+    assert second.texts == []
+    # A conversation that grew by one message: only it (and the new prompt) are embedded.
+    third = Counting(BagOfWords())
+    process(path, third).scores("and the budget?", [*TEXTS, "A new message."])
+    assert sorted(third.texts) == ["A new message.", "and the budget?"]
+
+
+def test_one_embed_call_and_duplicates_embedded_once(tmp_path: Path) -> None:
+    counter = Counting(BagOfWords())
+    cached = CachedEmbedder(counter, VectorCache(connect(tmp_path / "t.db")))
+    out = cached.embed([TEXTS[0], TEXTS[1], TEXTS[0]])
+    assert (counter.calls, counter.texts) == (1, TEXTS[:2])
+    assert np.allclose(out[0], out[2])
+    assert np.allclose(out, BagOfWords().embed([TEXTS[0], TEXTS[1], TEXTS[0]]))
+
+
+def test_no_text_is_stored_only_its_hash_and_vector(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    secret = "my password is hunter2-zebra-4471"
+    process(path, Counting(BagOfWords())).scores(QUERY, [secret, *TEXTS])
+    db = connect(path)
+    rows = list(db.query("SELECT * FROM text_vectors"))
+    assert {r["sha256"] for r in rows} == {text_key(t) for t in [QUERY, secret, *TEXTS]}
+    assert set(rows[0]) == {"model", "sha256", "dim", "vector", "used"}
+    db.conn.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("t.db*"))
+    assert b"hunter2" not in raw and b"penguin" not in raw
+
+
+def test_the_least_recently_used_rows_go_past_the_bound(tmp_path: Path) -> None:
+    db, clock = connect(tmp_path / "t.db"), Clock()
+    cache = VectorCache(db, max_rows=3, clock=clock)
+    embedder = CachedEmbedder(BagOfWords(), cache)
+    for text in ["one", "two", "three"]:
+        embedder.embed([text])
+        clock.now += 2 * TOUCH_AFTER_S
+    embedder.embed(["one"])  # read after a while: "one" becomes the most recent
+    clock.now += 1
+    embedder.embed(["four"])
+    assert cache.count() == 3
+    kept = {r["sha256"] for r in db.query("SELECT sha256 FROM text_vectors")}
+    assert kept == {text_key(t) for t in ["one", "three", "four"]}
+
+
+def test_a_recent_read_writes_nothing(tmp_path: Path) -> None:
+    db, clock = connect(tmp_path / "t.db"), Clock()
+    embedder = CachedEmbedder(BagOfWords(), VectorCache(db, clock=clock))
+    embedder.embed(TEXTS)
+    before = db.execute("SELECT total_changes()").fetchone()[0]
+    clock.now += TOUCH_AFTER_S / 2
+    embedder.embed(TEXTS)
+    assert db.execute("SELECT total_changes()").fetchone()[0] == before
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x01\x02",  # not float32
+        np.zeros(16, dtype="<f4").tobytes(),  # wrong dimension
+        np.full(32, 2.0, dtype="<f4").tobytes(),  # not a unit vector
+        np.full(32, np.nan, dtype="<f4").tobytes(),
+    ],
+)
+def test_a_damaged_vector_is_ignored_embedded_again_and_replaced(
+    tmp_path: Path, blob: bytes
+) -> None:
+    path = tmp_path / "t.db"
+    process(path, Counting(BagOfWords())).scores(QUERY, TEXTS)
+    db = connect(path)
+    db.execute("UPDATE text_vectors SET vector = ? WHERE sha256 = ?", [blob, text_key(TEXTS[1])])
+    counter = Counting(BagOfWords())
+    scores = process(path, counter).scores(QUERY, TEXTS)
+    assert counter.texts == [TEXTS[1]]
+    assert scores == pytest.approx(
+        process(tmp_path / "fresh.db", Counting(BagOfWords())).scores(QUERY, TEXTS)
+    )
+    stored = db.execute(
+        "SELECT vector FROM text_vectors WHERE sha256 = ?", [text_key(TEXTS[1])]
+    ).fetchone()[0]
+    assert np.allclose(np.frombuffer(stored, "<f4"), BagOfWords().embed([TEXTS[1]])[0])
+
+
+def test_an_unusable_table_costs_only_the_embedding(tmp_path: Path) -> None:
+    db = connect(tmp_path / "t.db")
+    counter = Counting(BagOfWords())
+    scorer = Scorer(lambda: counter, vectors=VectorCache(db))
+    db.execute("DROP TABLE text_vectors")
+    scores = scorer.scores(QUERY, TEXTS)
+    assert sorted(counter.texts) == sorted([QUERY, *TEXTS])
+    assert scores == pytest.approx(Scorer(lambda: BagOfWords()).scores(QUERY, TEXTS))
+    assert scorer.semantic  # the model stays in use
+
+
+FILLER = "The planning notes cover staffing, vendor timelines and budget reviews. " * 12
+
+
+def long_history(turns: int = 15) -> list[dict]:
+    """User/assistant turns, each a few hundred tokens: over the pruning budget."""
+    history = []
+    for i in range(turns):
+        history += [
+            {"role": "user", "content": f"Question {i} about penguins: {FILLER}"},
+            {"role": "assistant", "content": f"Answer {i}: {FILLER}"},
+        ]
+    return history
+
+
+@pytest.fixture
+def processes() -> tuple[list[Counting], object]:
+    """An embedder factory whose every call (one per new scorer: one per process) gets its
+    own counting embedder, and the list of those embedders."""
+    counters: list[Counting] = []
+
+    def factory() -> Counting:
+        counters.append(Counting(BagOfWords()))
+        return counters[-1]
+
+    return counters, factory
+
+
+def test_the_chain_prune_stage_keeps_vectors_in_the_database(
+    home: Path, monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    Path("performance-config.yaml").write_text(
+        "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
+    )
+    counters, factory = processes
+    monkeypatch.setattr("tars_opt.stages.prune.default_embedder", factory)
+    history = long_history()
+    app = open_app()
+    first = app.optimizer(backend=OfflineBackend()).ask(
+        Request(prompt="What about the penguins?", messages=tuple(history))
+    )
+    prune = next(d for d in first.decisions if d.stage == "prune")
+    assert prune.data["scoring"] == "semantic+lexical"
+    embedded = len(counters[0].texts)
+    assert embedded > 1
+    assert app.db.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] == embedded
+    # The next turn, in a new process: a new app and optimizer. Only the new prompt is
+    # embedded (the old part of the history did not change: the cut moves in steps).
+    history += [
+        {"role": "user", "content": "What about the penguins?"},
+        {"role": "assistant", "content": "They are fine."},
+    ]
+    again = open_app().optimizer(backend=OfflineBackend())
+    stages = {s.name: s for s in again.stages}
+    assert isinstance(stages["prune"], PruneStage)
+    assert stages["tools"].scorer._store is not None  # tool selection shares the table
+    again.ask(Request(prompt="And their colonies?", messages=tuple(history)))
+    assert counters[1].texts == ["And their colonies?"]
+
+
+def test_no_database_means_memory_only(tmp_path: Path) -> None:
+    from tars_opt.config import ContextConfig
+
+    assert PruneStage(ContextConfig()).scorer._store is None
+    db = connect(tmp_path / "t.db")
+    assert PruneStage(ContextConfig(vector_cache_rows=0), db).scorer._store is None
+    assert PruneStage(ContextConfig(), db).scorer._store is not None
+
+
+def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
+    home: Path, monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    from tars_opt.config import load_config
+    from tars_opt.inspect_context import inspect
+
+    counters, factory = processes
+    monkeypatch.setattr("tars_opt.inspect_context.default_embedder", factory)
+    request = Request(prompt="What about the vendors?", messages=tuple(long_history()))
+    config = load_config(None).config
+    first = inspect(config, connect(home / "t.db"), request)
+    second = inspect(config, connect(home / "t.db"), request)
+    assert first["scoring"] == "semantic+lexical" and first["prune"] == second["prune"]
+    assert len(counters[0].texts) > 1 and counters[1].texts == []
