@@ -225,10 +225,11 @@ def _main(args: argparse.Namespace) -> None:
                                            "models.default_tier": "cheap"}), "all cheap"),
     }  # fmt: skip
     configs: list[tuple[str, Config]] = [("default config (learned, strong_share 0.6)", shipped())]
-    if cheaper is not None:
+    default_share = shipped().routing.strong_share
+    if cheaper is not None and cheaper != default_share:
         configs.append((f"strong_share {cheaper} (>=50% cheaper on calibration)",
                         shipped(**{"routing.strong_share": cheaper})))  # fmt: skip
-    if keeps is not None and keeps != cheaper:
+    if keeps is not None and keeps not in (cheaper, default_share):
         configs.append((f"strong_share {keeps} (>=97% quality on calibration)",
                         shipped(**{"routing.strong_share": keeps})))  # fmt: skip
     if not args.no_heuristic:

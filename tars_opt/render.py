@@ -46,7 +46,9 @@ def decisions(console: Console, items: list[Decision]) -> None:
 
 def route_factors(data: dict[str, Any]) -> Table:
     """The heuristic score factor by factor (points out of each factor's weight)."""
-    table = Table("factor", "points", title=f"complexity score {data.get('score')}")
+    # When the learned router deferred to the heuristic, `score` is its percentile.
+    score = data.get("heuristic_score", data.get("score"))
+    table = Table("factor", "points", title=f"complexity score {score}")
     for name, points in sorted(data["factors"].items(), key=lambda kv: -kv[1]):
         table.add_row(name, f"{points:.1f}")
     return table
