@@ -105,7 +105,10 @@ def needle_ok(request: Request, pruned: Request) -> bool | None:
 
 
 def levels_table(convs: list, config: ContextConfig, scorer: Scorer) -> list[dict[str, Any]]:
-    stage = PruneStage(config, None, scorer=scorer)
+    # Every turn's vector at hand, as from a conversation's second request on (the first
+    # request of a history never seen scores its older turns by word overlap: the
+    # lexical table).
+    stage = PruneStage(replace_cfg(config, embed_in_background=False), None, scorer=scorer)
     placeholder = Summary("x", "[summary]", config.summary_max_tokens, False)
     long = [as_request(m) for _, m in convs]
     long = [r for r in long if history_tokens(r) > config.budget_tokens]
@@ -143,10 +146,21 @@ def levels_table(convs: list, config: ContextConfig, scorer: Scorer) -> list[dic
 
 def _timed(stage: PruneStage, request: Request, placeholder: Summary) -> float:
     """Milliseconds of plan + rewrite at the medium level (the summary itself excluded)."""
+    if stage.scorer.semantic:
+        # The prompt is new to a new process (a request with history skips the semantic
+        # cache, so nothing embedded it before the pruner): time its embedding too.
+        from tars_opt.embed import get_embedder
+
+        get_embedder().clear_memo()
     start = time.perf_counter()
     plan = stage.plan(request, "medium")
     stage.rewrite(request, plan, placeholder if plan.acts else None)
-    return (time.perf_counter() - start) * 1000
+    elapsed = (time.perf_counter() - start) * 1000
+    # Untimed, what the chain does while the API answers and once it has: the turns left
+    # for later are embedded and stored.
+    stage.before_send(None)
+    stage.after(None, None)
+    return elapsed
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -165,8 +179,10 @@ def processing_ms(
     request with a new Scorer and PruneStage as a new `tars-opt ask` process has them
     (the model itself is loaded once, before any timing). `persist`: the scorer keeps its
     vectors in an SQLite VectorCache, as the chain does with a database; else in memory
-    only. Four ways:
-    - cold: nothing cached (a long history seen for the first time);
+    only. The ways:
+    - cold: nothing cached (a long history seen for the first time): its older turns are
+      scored by word overlap and embedded while the API answers (untimed, see _timed);
+    - cold_inline: the same with `embed_in_background: false` (embedded before sending);
     - turn_by_turn: the conversation grew two messages a turn, each turn over the budget
       processed by its own new scorer; only the turn at 50 messages is timed;
     - repeat_new_process: the same request again with a new scorer (all vectors stored);
@@ -178,6 +194,7 @@ def processing_ms(
     samples = [m for _, m in convs if len(m) >= 51][:200]
     times: dict[str, list[float]] = {
         "cold": [],
+        "cold_inline": [],
         "turn_by_turn": [],
         "repeat_new_process": [],
         "repeat_same_process": [],
@@ -186,13 +203,16 @@ def processing_ms(
     with tempfile.TemporaryDirectory() as tmp:
         db = connect(Path(tmp) / "vectors.db")  # a real file: WAL, fsync as in use
 
-        def new_stage() -> PruneStage:
+        def new_stage(**changes: Any) -> PruneStage:
             vectors = VectorCache(db, config.vector_cache_rows) if persist else None
             scorer = Scorer(default_embedder if semantic else None, vectors=vectors)
-            return PruneStage(config, None, scorer=scorer)
+            return PruneStage(replace_cfg(config, **changes), None, scorer=scorer)
 
         for msgs in samples:
             req = as_request(msgs[:51])
+            db.execute("DELETE FROM text_vectors")
+            inline = new_stage(embed_in_background=False)
+            times["cold_inline"].append(_timed(inline, req, placeholder))
             db.execute("DELETE FROM text_vectors")
             stage = new_stage()
             times["cold"].append(_timed(stage, req, placeholder))

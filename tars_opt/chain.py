@@ -45,6 +45,12 @@ class FinishHook(Protocol):
     def after(self, prepared: Prepared, reply: Reply) -> None: ...
 
 
+class SendHook(Protocol):
+    """A stage with work that can overlap the API call (the pruner's embeddings)."""
+
+    def before_send(self, prepared: Prepared) -> None: ...
+
+
 def missing_key_message(key_env: str) -> str:
     return (
         f"no API key: set {key_env} (export {key_env}=sk-ant-...), or run without the API "
@@ -298,6 +304,11 @@ class Optimizer:
         # one-time construction of the backend (the SDK import costs ~1.7 s per process).
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
+        for stage in self.stages:
+            # Work a stage can do while the request is on the wire (embeddings for later).
+            before_send = getattr(stage, "before_send", None)
+            if before_send is not None:
+                before_send(prepared)
         try:
             try:
                 if on_text is not None:

@@ -254,6 +254,10 @@ class ContextConfig(_Strict):
     # Embedding vectors kept in the database (hash and vector, never the text) so a new
     # process does not embed the history again; shared with tool selection. 0 = memory only.
     vector_cache_rows: int = Field(50_000, ge=0)
+    # Turns with no stored vector yet are scored by word overlap this once and embedded
+    # while the API call is in flight (false: embed them before sending; deferred work
+    # always embeds first, it is not waited on).
+    embed_in_background: bool = True
     # The summarized part only moves in steps of this many messages, so the summary and
     # the cached prefix stay the same for several turns.
     summary_step: int = Field(8, ge=2)

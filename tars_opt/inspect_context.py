@@ -42,7 +42,9 @@ def inspect(config: Config, db: sqlite_utils.Database | None, request: Request) 
     ctx = config.context
     vectors = open_vector_cache(db, ctx.vector_cache_rows)
     scorer = Scorer(default_embedder if ctx.semantic else None, vectors=vectors)
-    pruner = PruneStage(ctx, db, scorer=scorer)
+    # Turns without a stored vector are embedded (and stored) now rather than in the
+    # background: the report then shows what the next real request will send.
+    pruner = PruneStage(ctx.model_copy(update={"embed_in_background": False}), db, scorer=scorer)
     before = _request_tokens(request)
     report: dict[str, Any] = {
         "query_type": request.query_type,

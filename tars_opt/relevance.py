@@ -9,6 +9,14 @@ Two signals, both in 0..1:
   the database too, so a conversation that grows turn by turn only embeds its new
   messages - also when each turn is a new process.
 When the model is missing the scorer degrades to the lexical signal alone, and says so.
+
+Texts seen for the first time can be embedded *later* (``scores(..., defer_missing=True)``):
+they are scored by word overlap this once, and :meth:`Scorer.start_background` embeds them
+on a thread while the API call is in flight (waiting on the network costs no CPU), so the
+first request of a long history does not pay ~0.4 s of embedding before it is sent.
+:meth:`Scorer.settle` joins that thread and stores the vectors for the next request. What
+is scored semantically depends only on what was stored before the request, never on how
+far the thread got, so results stay deterministic.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -75,6 +84,9 @@ def lexical_score(
 
 
 EmbedderFactory = Callable[[], Any]
+# Texts waiting for the background at most (a caller that plans without ever sending
+# must not grow the list without bound).
+_LATER_MAX = 4096
 
 
 def default_embedder() -> Any | None:
@@ -89,6 +101,25 @@ def default_embedder() -> Any | None:
     except Exception as exc:  # EmbeddingUnavailable and anything onnxruntime raises
         log.info("semantic relevance off, using word overlap", extra={"reason": str(exc)})
         return None
+
+
+class _Job:
+    """Texts being embedded on a background thread, and what came of it."""
+
+    def __init__(self, model: Any, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: Any = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(model,), name="tars-opt-embed", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, model: Any) -> None:
+        try:
+            self.vectors = model.embed(self.texts)
+        except Exception as exc:  # reported by settle(); a background error must not crash
+            self.error = exc
 
 
 class Scorer:
@@ -107,22 +138,31 @@ class Scorer:
         vectors: VectorCache | None = None,
     ) -> None:
         self._factory = embedder
-        self._embedder: Any = None
+        self._embedder: Any = None  # the model, reading and writing `vectors` when given
+        self._raw: Any = None  # the model alone (the background thread touches no database)
         self._tried = embedder is None
         self._cache: dict[str, Any] = {}
         self._words: dict[str, set[str]] = {}
         self._cache_size = cache_size
         self._store = vectors
+        self._later: dict[str, str] = {}  # key -> text, to embed after this request
+        self._job: _Job | None = None
 
     @property
     def semantic(self) -> bool:
         """Whether semantic scores are in use (loads the model on first ask)."""
         return self._model() is not None
 
+    @property
+    def waiting(self) -> int:
+        """Texts scored by word overlap so far, whose vectors come after the request."""
+        return len(self._later) + (len(self._job.texts) if self._job else 0)
+
     def _model(self) -> Any:
         if not self._tried:
             self._tried = True
             model = self._factory() if self._factory else None
+            self._raw = model
             if model is not None and self._store is not None:
                 from tars_opt.vector_cache import CachedEmbedder
 
@@ -130,19 +170,41 @@ class Scorer:
             self._embedder = model
         return self._embedder
 
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _remember(self, keys: Sequence[str], vectors: Any) -> None:
+        if len(self._cache) + len(keys) > self._cache_size:
+            self._cache.clear()
+        for key, vec in zip(keys, vectors, strict=True):
+            self._cache[key] = vec
+
     def _vectors(self, texts: Sequence[str]) -> Any:
         import numpy as np
 
         model = self._model()
-        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        keys = [self._key(t) for t in texts]
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         if todo:
-            fresh = model.embed([texts[i] for i in todo])
-            if len(self._cache) + len(todo) > self._cache_size:
-                self._cache.clear()
-            for i, vec in zip(todo, fresh, strict=True):
-                self._cache[keys[i]] = vec
+            self._remember([keys[i] for i in todo], model.embed([texts[i] for i in todo]))
         return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 1))
+
+    def _known(self, texts: Sequence[str]) -> dict[int, Any]:
+        """The vectors already at hand (memory, then the database), by text position."""
+        keys = [self._key(t) for t in texts]
+        found = {i: self._cache[k] for i, k in enumerate(keys) if k in self._cache}
+        rest = [i for i in range(len(texts)) if i not in found]
+        if rest and hasattr(self._embedder, "lookup"):
+            stored = self._embedder.lookup([texts[i] for i in rest])
+            hits = [(i, stored[j]) for j, i in enumerate(rest) if j in stored]
+            self._remember([keys[i] for i, _ in hits], [v for _, v in hits])
+            found.update(hits)
+        return found
+
+    def has_vector(self, text: str) -> bool:
+        """Whether the text's vector is in memory (looked up or embedded already)."""
+        return self._key(text) in self._cache
 
     def _text_words(self, text: str) -> set[str]:
         found = self._words.get(text)
@@ -150,8 +212,14 @@ class Scorer:
             found = self._words[text] = words(text)
         return found
 
-    def scores(self, query: str, texts: Sequence[str]) -> list[float]:
-        """One 0..1 score per text."""
+    def scores(
+        self, query: str, texts: Sequence[str], *, defer_missing: bool = False
+    ) -> list[float]:
+        """One 0..1 score per text.
+
+        `defer_missing`: texts with no vector yet get their word-overlap score and are
+        embedded after the request (start_background / settle) instead of now.
+        """
         qw = words(query)
         if len(self._words) > self._cache_size:
             self._words.clear()
@@ -161,10 +229,62 @@ class Scorer:
         if not texts or self._model() is None:
             return lexical
         try:
-            vecs = self._vectors([query, *texts])
+            if not defer_missing:
+                vecs = self._vectors([query, *texts])
+                sims = dict(enumerate((vecs[1:] @ vecs[0]).tolist()))
+            else:
+                known = self._known(texts)
+                self.later(t for i, t in enumerate(texts) if i not in known)
+                qvec = self._vectors([query])[0]
+                sims = {i: float(vec @ qvec) for i, vec in known.items()}
         except Exception as exc:  # a broken model must not break the request
             log.warning("embedding failed, using word overlap", extra={"error": str(exc)})
-            self._embedder = None
+            self._embedder = self._raw = None
+            self._later.clear()
             return lexical
-        sims = (vecs[1:] @ vecs[0]).tolist()
-        return [max(lex, float(sim)) for lex, sim in zip(lexical, sims, strict=True)]
+        return [max(lex, sims[i]) if i in sims else lex for i, lex in enumerate(lexical)]
+
+    def later(self, texts: Iterable[str]) -> None:
+        """Embed these texts after the request (those not already at hand)."""
+        if self._model() is None:
+            return
+        running = set(self._job.texts) if self._job else set()
+        for text in texts:
+            key = self._key(text)
+            if key not in self._cache and text not in running and len(self._later) < _LATER_MAX:
+                self._later[key] = text
+
+    def start_background(self) -> None:
+        """Start embedding the texts left for later on a thread (one job at a time)."""
+        if self._job is not None or not self._later or self._raw is None:
+            return
+        todo = list(self._later.values())
+        found = self._known(todo)  # the database may have them from another process
+        todo = [t for i, t in enumerate(todo) if i not in found]
+        self._later.clear()
+        if todo:
+            self._job = _Job(self._raw, todo)
+
+    def settle(self, *, embed_rest: bool = True) -> None:
+        """Wait for the background job and keep its vectors (memory and database); then,
+        with `embed_rest`, embed what was left for later but never started, else drop it."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.thread.join()
+            if job.error is not None or job.vectors is None:
+                log.warning(
+                    "background embedding failed", extra={"error": str(job.error or "no vectors")}
+                )
+            else:
+                self._keep(job.texts, job.vectors)
+        rest, self._later = list(self._later.values()), {}
+        if rest and embed_rest and self._raw is not None:
+            try:
+                self._keep(rest, self._raw.embed(rest))
+            except Exception as exc:
+                log.warning("embedding failed", extra={"error": str(exc)})
+
+    def _keep(self, texts: list[str], vectors: Any) -> None:
+        self._remember([self._key(t) for t in texts], vectors)
+        if hasattr(self._embedder, "store"):
+            self._embedder.store(texts, vectors)

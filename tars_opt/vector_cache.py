@@ -155,25 +155,42 @@ class CachedEmbedder:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings, not a single string")
         keys = [text_key(t) for t in texts]
-        try:
-            found, stale = self.cache.get(self.name, self.dim, keys)
-        except sqlite3.Error as exc:
-            log.warning("vector cache unreadable, embedding all", extra={"error": str(exc)})
-            found, stale = {}, []
+        found, stale = self._read(keys)
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         fresh: dict[str, Any] = {}
         if todo:
             vecs = self.inner.embed(list(todo.values()))
             fresh = dict(zip(todo, vecs, strict=True))
+        self._write(fresh, stale)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, key in enumerate(keys):
+            out[i] = found[key] if key in found else fresh[key]
+        return out
+
+    def lookup(self, texts: Sequence[str]) -> dict[int, Any]:
+        """The stored vectors of ``texts`` by position; embeds nothing."""
+        keys = [text_key(t) for t in texts]
+        found, stale = self._read(keys)
+        self._write({}, stale)
+        return {i: found[k] for i, k in enumerate(keys) if k in found}
+
+    def store(self, texts: Sequence[str], vectors: Any) -> None:
+        """Keep vectors embedded elsewhere (a background thread) for ``texts``."""
+        self._write({text_key(t): v for t, v in zip(texts, vectors, strict=True)}, [])
+
+    def _read(self, keys: list[str]) -> tuple[dict[str, Any], list[str]]:
+        try:
+            return self.cache.get(self.name, self.dim, keys)
+        except sqlite3.Error as exc:
+            log.warning("vector cache unreadable, embedding all", extra={"error": str(exc)})
+            return {}, []
+
+    def _write(self, fresh: dict[str, Any], stale: list[str]) -> None:
         try:
             self.cache.put(self.name, self.dim, fresh, stale)
         except sqlite3.Error as exc:
             # The vectors are good; only the next process pays for them again.
             log.warning("vector cache not written", extra={"error": str(exc)})
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, key in enumerate(keys):
-            out[i] = found[key] if key in found else fresh[key]
-        return out
 
 
 def open_vector_cache(db: sqlite_utils.Database | None, max_rows: int) -> VectorCache | None:

@@ -209,11 +209,14 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
     )
     prune = next(d for d in first.decisions if d.stage == "prune")
     assert prune.data["scoring"] == "semantic+lexical"
+    # A history seen for the first time: its turns were embedded while the call was out.
+    assert prune.data["scored_lexically"] > 0
     embedded = len(counters[0].texts)
     assert embedded > 1
     assert app.db.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] == embedded
     # The next turn, in a new process: a new app and optimizer. Only the new prompt is
-    # embedded (the old part of the history did not change: the cut moves in steps).
+    # embedded before sending (the old part of the history did not change: the cut moves
+    # in steps), and the turn added since, in the background.
     history += [
         {"role": "user", "content": "What about the penguins?"},
         {"role": "assistant", "content": "They are fine."},
@@ -222,8 +225,10 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
     stages = {s.name: s for s in again.stages}
     assert isinstance(stages["prune"], PruneStage)
     assert stages["tools"].scorer._store is not None  # tool selection shares the table
-    again.ask(Request(prompt="And their colonies?", messages=tuple(history)))
-    assert counters[1].texts == ["And their colonies?"]
+    second = again.ask(Request(prompt="And their colonies?", messages=tuple(history)))
+    prune = next(d for d in second.decisions if d.stage == "prune")
+    assert prune.data["scored_lexically"] == 0
+    assert counters[1].texts == ["And their colonies?", "What about the penguins?\nThey are fine."]
 
 
 def test_no_database_means_memory_only(tmp_path: Path) -> None:
@@ -249,3 +254,127 @@ def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
     second = inspect(config, connect(home / "t.db"), request)
     assert first["scoring"] == "semantic+lexical" and first["prune"] == second["prune"]
     assert len(counters[0].texts) > 1 and counters[1].texts == []
+
+
+# ---- turns first seen are embedded while the request is on the wire --------------------
+
+
+def _stage(path: Path, counter: Counting, **cfg) -> PruneStage:
+    from tars_opt.config import ContextConfig
+
+    scorer = Scorer(lambda: counter, vectors=VectorCache(connect(path)))
+    return PruneStage(ContextConfig(**cfg), None, scorer=scorer)
+
+
+def _needy_request(**extra) -> Request:
+    """A long history whose 3rd turn only the embedding relates to the prompt."""
+    history = long_history()
+    history[4] = {"role": "user", "content": "Antarctic penguins colonies grow in winter."}
+    return Request(prompt="antarctic penguins colonies", messages=tuple(history), **extra)
+
+
+def test_a_cold_history_waits_for_no_embedding_and_the_next_request_has_them(
+    tmp_path: Path,
+) -> None:
+    path, request = tmp_path / "t.db", _needy_request()
+    counter = Counting(BagOfWords())
+    stage = _stage(path, counter)
+    plan = stage.plan(request)
+    # Before sending, only the prompt was embedded; the older turns got word overlap.
+    assert counter.texts == [request.prompt]
+    assert plan.lexical_only == len(plan.old) > 0
+    stage.before_send(None)  # the chain: the API call starts
+    stage.after(None, None)  # ... and its answer is in
+    turns = len(plan.turns)
+    assert len(counter.texts) == 1 + turns
+    assert VectorCache(connect(path)).count() == 1 + turns
+    # The next request, in a new process: everything is stored, nothing waits.
+    again = Counting(BagOfWords())
+    warm = _stage(path, again).plan(request)
+    assert warm.lexical_only == 0 and again.texts == []
+    inline = _stage(tmp_path / "inline.db", Counting(BagOfWords()), embed_in_background=False)
+    assert [t.index for t in warm.relevant] == [t.index for t in inline.plan(request).relevant]
+
+
+def test_deferred_work_and_the_inline_setting_embed_before_sending(tmp_path: Path) -> None:
+    for name, stage, request in [
+        ("deferred", _stage(tmp_path / "a.db", Counting(BagOfWords())), _needy_request(defer=True)),
+        (
+            "inline",
+            _stage(tmp_path / "b.db", Counting(BagOfWords()), embed_in_background=False),
+            _needy_request(),
+        ),
+    ]:
+        plan = stage.plan(request)
+        assert plan.lexical_only == 0, name
+        assert stage.scorer.waiting == 0, name
+
+
+def test_a_failed_call_leaves_its_vectors_to_the_next_request(tmp_path: Path) -> None:
+    path, counter = tmp_path / "t.db", Counting(BagOfWords())
+    stage = _stage(path, counter)
+    request = _needy_request()
+    stage.apply(request)
+    stage.before_send(None)  # sent, then the API failed: after() never runs
+    stage.apply(request)  # the next request keeps what the thread made
+    assert VectorCache(connect(path)).count() == len(stage.plan(request).turns) + 1
+    assert stage.plan(request).lexical_only == 0
+
+
+def test_a_request_never_sent_drops_its_unstarted_work(tmp_path: Path) -> None:
+    counter = Counting(BagOfWords())
+    stage = _stage(tmp_path / "t.db", counter)
+    stage.plan(_needy_request())
+    assert stage.scorer.waiting > 0
+    stage.apply(Request(prompt="hi"))  # e.g. the budget refused the first one
+    assert stage.scorer.waiting == 0 and counter.texts == ["antarctic penguins colonies"]
+
+
+def test_a_background_failure_is_logged_and_costs_only_the_vectors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Breaks(Counting):
+        def embed(self, texts):
+            if len(texts) > 1:
+                raise RuntimeError("onnxruntime fell over")
+            return super().embed(texts)
+
+    stage = _stage(tmp_path / "t.db", Breaks(BagOfWords()))
+    request = _needy_request()
+    stage.plan(request)
+    stage.before_send(None)
+    stage.after(None, None)
+    assert "background embedding failed" in caplog.text
+    assert stage.plan(request).lexical_only > 0  # still word overlap, still answering
+
+
+def test_the_chain_embeds_during_the_call(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the optimizer: the pruner's batch is embedded while the backend answers,
+    and stored by the time the reply is back."""
+    import threading
+
+    Path("performance-config.yaml").write_text(
+        "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
+    )
+    running, answered = threading.Event(), threading.Event()
+
+    class Gated(BagOfWords):
+        def embed(self, texts):
+            if len(texts) > 1:  # the turns' batch, not the prompt
+                running.set()
+                assert answered.wait(10)
+            return super().embed(texts)
+
+    class Watching(OfflineBackend):
+        def send(self, params):
+            if "summar" not in str(params.get("system", "")):  # the request, not its summary
+                assert running.wait(10)  # the thread is embedding while we answer
+                answered.set()
+            return super().send(params)
+
+    monkeypatch.setattr("tars_opt.stages.prune.default_embedder", lambda: Gated())
+    app = open_app()
+    reply = app.optimizer(backend=Watching()).ask(_needy_request())
+    prune = next(d for d in reply.decisions if d.stage == "prune")
+    assert prune.data["scored_lexically"] > 0
+    assert app.db.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] > 1

@@ -56,6 +56,8 @@ class PrunePlan:
     summary_key: str | None = None
     history_tokens: int = 0
     scoring: str = "lexical"
+    # Older turns scored by word overlap only: no vector yet, embedded after the request.
+    lexical_only: int = 0
 
     @property
     def acts(self) -> bool:
@@ -126,6 +128,27 @@ class PruneStage:
 
     def plan(self, request: Request, level: str | None = None) -> PrunePlan:
         """What pruning would do; `level` forces one (no budget check, no escalation)."""
+        plan = self._plan(request, level)
+        if plan.acts and self._background(request):
+            # Every turn lacking a vector is embedded after this request, the recent ones
+            # too: they are the older turns of the next requests.
+            self.scorer.later(self._texts(request, plan.turns).values())
+        return plan
+
+    def _background(self, request: Request) -> bool:
+        """Whether turns without a vector wait for the background (not for batch work)."""
+        return self.config.embed_in_background and not request.defer
+
+    @staticmethod
+    def _texts(request: Request, turns: list[Turn]) -> dict[int, str]:
+        """The text of each turn, as it is embedded (its first EMBED_CHARS characters)."""
+        msgs = request.messages
+        return {
+            t.index: "\n".join(message_text(m) for m in msgs[t.start : t.end])[:EMBED_CHARS]
+            for t in turns
+        }
+
+    def _plan(self, request: Request, level: str | None) -> PrunePlan:
         turns = split_turns(request.messages)
         total = sum(t.tokens for t in turns)
         if level is None:
@@ -196,14 +219,15 @@ class PruneStage:
             for m in msgs[t.start : t.end]
         )
         missing = {n for n in needles(request.prompt) if n not in kept_text}
-        scores = dict(
-            zip(
-                text,
-                self.scorer.scores(request.prompt, [text[i][:EMBED_CHARS] for i in text]),
-                strict=True,
-            )
+        embedded = {i: t[:EMBED_CHARS] for i, t in text.items()}
+        background = self._background(request)
+        scored = self.scorer.scores(
+            request.prompt, list(embedded.values()), defer_missing=background
         )
+        scores = dict(zip(embedded, scored, strict=True))
         plan.scoring = "semantic+lexical" if self.scorer.semantic else "lexical"
+        if self.scorer.semantic and background:
+            plan.lexical_only = sum(1 for t in embedded.values() if not self.scorer.has_vector(t))
         chosen: list[Turn] = []
         budget = cfg.relevant_tokens
         by_index = {t.index: t for t in plan.old}
@@ -333,6 +357,9 @@ class PruneStage:
 
     def apply(self, request: Request) -> tuple[Request, Decision]:
         """Prune the request's history; the Decision says what was kept and why."""
+        # Vectors of an earlier request that never reached after() (it failed): keep what
+        # its thread made, drop what it never started (this plan asks again if needed).
+        self.scorer.settle(embed_rest=False)
         if not request.messages:
             return request, Decision("prune", "none", "no history")
         plan = self.plan(request)
@@ -378,6 +405,14 @@ class PruneStage:
             Decision("prune", plan.level, reason, data),
         )
 
+    def before_send(self, prepared: Any) -> None:
+        """The request is about to be sent: embed the turns left for later meanwhile."""
+        self.scorer.start_background()
+
+    def after(self, prepared: Any, reply: Any) -> None:
+        """The answer is in: keep the vectors embedded meanwhile for the next request."""
+        self.scorer.settle()
+
 
 def excerpt(messages: tuple[dict[str, Any], ...], turns: list[Turn]) -> str:
     """Older turns as quoted text for the final user message."""
@@ -407,4 +442,5 @@ def plan_data(plan: PrunePlan) -> dict[str, Any]:
         "summarized": ranges(plan.old) if plan.summarize else [],
         "dropped": ranges(plan.dropped()) if not plan.summarize else [],
         "scoring": plan.scoring,
+        "scored_lexically": plan.lexical_only,
     }
