@@ -24,7 +24,13 @@ from tars_opt.config import Config
 from tars_opt.experiment import in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
-from tars_opt.prompt_cache import check_usage, mark_breakpoints
+from tars_opt.prompt_cache import (
+    AUTO_UNMARKED,
+    PrefixLog,
+    check_usage,
+    mark_breakpoints,
+    stable_key,
+)
 from tars_opt.querytype import guess_query_type
 from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
 
@@ -98,6 +104,7 @@ class Optimizer:
         self.clock = clock
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
+        self.prefixes = PrefixLog(db)
         self.stages: list[Stage] = (
             stages
             if stages is not None
@@ -151,20 +158,37 @@ class Optimizer:
         # Unknown prices fail here, before any money is spent.
         self.prices.rates(request.model or "")
         # The holdout is the baseline system: no prompt caching either.
+        params = build_params(request)
+        since = None
+        if self._tracks_prefixes(request):
+            since = self.prefixes.since_sent(stable_key(params), self.clock())
         params, marks, why = mark_breakpoints(
-            build_params(request),
+            params,
             self.config.context.prompt_caching,
             deferred=request.defer,
             enabled=not request.holdout,
+            since_sent=since,
         )
-        if marks:  # unmarked requests (short prefixes) add nothing to the trace
+        if marks:
             decisions.append(
                 Decision(
                     "prompt_cache", "marked", why, {"breakpoints": [m.to_dict() for m in marks]}
                 )
             )
+        elif why.startswith(AUTO_UNMARKED):  # other unmarked requests (short) add nothing
+            decisions.append(Decision("prompt_cache", "unmarked", why))
         prepare_ms = (time.perf_counter() - started) * 1000.0
         return Prepared(request, params, decisions, started, prepare_ms)
+
+    def _tracks_prefixes(self, request: Request) -> bool:
+        """Whether the `auto` TTL needs to know when this request's prefix was sent."""
+        caching = self.config.context.prompt_caching
+        return (
+            caching.enabled
+            and caching.ttl_interactive == "auto"
+            and not request.defer
+            and not request.holdout
+        )
 
     def side_ask(self, request: Request) -> Reply:
         """A call the optimizer makes for itself (a summary): on the summary tier, through
@@ -304,6 +328,9 @@ class Optimizer:
         # one-time construction of the backend (the SDK import costs ~1.7 s per process).
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
+        if self._tracks_prefixes(prepared.request):
+            model = str(prepared.params.get("model") or "")
+            self.prefixes.sent(stable_key(prepared.params), model, self.clock())
         for stage in self.stages:
             # Work a stage can do while the request is on the wire (embeddings for later).
             before_send = getattr(stage, "before_send", None)
@@ -356,7 +383,10 @@ def default_stages(
     backend: Callable[[], Backend] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[Stage]:
-    """The stages the config switches on, in chain order: cache, defer, prune, tools, route.
+    """The stages the config switches on, in chain order: cache, defer, prune, route, tools.
+
+    Tools come after route: whether the tool list should stay whole for the prompt cache
+    depends on the model that will answer (its minimum cacheable prefix and prices).
 
     Stages arrive with their issues; a stage not built yet is absent, never faked.
     `side_ask` lets a stage make its own calls (summaries) through the optimizer;
@@ -390,14 +420,25 @@ def default_stages(
                 clock=clock,
             )
         )
-    if config.tools.enabled:
-        from tars_opt.stages.tools import ToolStage
-        from tars_opt.vector_cache import open_vector_cache
-
-        vectors = open_vector_cache(db, config.context.vector_cache_rows)
-        stages.append(ToolStage(config.tools, vectors=vectors))
     if config.routing.enabled:
         from tars_opt.stages.route import RouteStage
 
         stages.append(RouteStage(config))
+    if config.tools.enabled:
+        stages.append(tool_stage(config, db))
     return stages
+
+
+def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) -> Any:
+    """The tools stage as the chain runs it: sharing the vector table, cache-aware."""
+    from tars_opt.stages.tools import ToolStage
+    from tars_opt.vector_cache import open_vector_cache
+
+    kwargs.setdefault("vectors", open_vector_cache(db, config.context.vector_cache_rows))
+    return ToolStage(
+        config.tools,
+        caching=config.context.prompt_caching,
+        prices=PriceBook(config.pricing),
+        default_model=config.tier_model(config.models.default_tier),
+        **kwargs,
+    )

@@ -204,7 +204,8 @@ class PruneLevelConfig(_Strict):
 
 class PromptCachingConfig(_Strict):
     enabled: bool = True
-    ttl_interactive: Literal["5m", "1h"] = "5m"
+    # auto: 1h on a stable prefix sent in the last hour, else unmarked; 5m on the history.
+    ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
     ttl_deferred: Literal["5m", "1h"] = "1h"
     # Smallest cacheable prefix per model family (first family named in the model id
     # wins); shorter prefixes are not marked, as the API would ignore them anyway.

@@ -331,6 +331,16 @@ def _text_vectors(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX text_vectors_used ON text_vectors(used)")
 
 
+def _prefix_sends(db: sqlite_utils.Database) -> None:
+    """When each stable prompt prefix (model, system, tools) was last sent, by its SHA-256
+    (tars_opt/prompt_cache.py: `ttl_interactive: auto` marks a prefix sent recently)."""
+    db.execute(
+        "CREATE TABLE prefix_sends (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+        "last_sent REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX prefix_sends_last ON prefix_sends(last_sent)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
@@ -340,6 +350,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v3_context,
     _cache,
     _text_vectors,
+    _prefix_sends,
 ]
 
 

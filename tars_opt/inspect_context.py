@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
 
 from tars_opt import tokens
-from tars_opt.chain import build_params
+from tars_opt.chain import build_params, tool_stage
 from tars_opt.config import Config
-from tars_opt.prompt_cache import mark_breakpoints
+from tars_opt.prompt_cache import PrefixLog, mark_breakpoints, stable_key
 from tars_opt.querytype import guess_query_type
 from tars_opt.relevance import Scorer, default_embedder
 from tars_opt.stages.prune import PruneStage, plan_data
-from tars_opt.stages.tools import ToolStage
 from tars_opt.summaries import Summary, SummaryStore
 from tars_opt.types import Request
 from tars_opt.vector_cache import open_vector_cache
@@ -81,15 +81,22 @@ def inspect(config: Config, db: sqlite_utils.Database | None, request: Request) 
         prune["messages_after"] = len(out.messages)
         report["prune"] = prune
         report["_summary_tokens"] = summary_tokens
+    if out.model is None and config.routing.enabled:
+        # The model decides the cache minimum, so whether the tool list stays whole.
+        from tars_opt.stages.route import RouteStage
+
+        out, decision = RouteStage(config).apply(out)
+        report["route"] = {"tier": out.tier, "model": out.model, "reason": decision.reason}
     if config.tools.enabled and request.tools:
-        out, decision = ToolStage(config.tools, scorer=scorer).apply(out)
+        out, decision = tool_stage(config, db, scorer=scorer).apply(out)
         report["tools"] = {"action": decision.action, "reason": decision.reason, **decision.data}
     after = _request_tokens(out) + report.pop("_summary_tokens", 0)
     report["tokens_after"] = after
     report["saved_share"] = round(1 - after / before, 4) if before else 0.0
-    model = config.tier_model(config.models.default_tier)
+    model = out.model or config.tier_model(config.models.default_tier)
     params = build_params(replace(out, model=model))
-    _, marks, why = mark_breakpoints(params, ctx.prompt_caching)
+    since = PrefixLog(db).since_sent(stable_key(params), time.time()) if db is not None else None
+    _, marks, why = mark_breakpoints(params, ctx.prompt_caching, since_sent=since)
     report["cache"] = {"model": model, "reason": why, "breakpoints": [m.to_dict() for m in marks]}
     report["scoring"] = "semantic+lexical" if scorer.semantic else "lexical"
     return report

@@ -7,21 +7,38 @@ system prompt (which holds the summary of old history); the last message before 
 prompt. Everything before a breakpoint must stay byte-identical from turn to turn, which
 is why pruning keeps its cuts stable (see stages/prune.py) and nothing here adds dates.
 A prefix shorter than the model's minimum is not marked: the API would ignore it.
+
+TTL (`context.prompt_caching.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),
+a read 0.1x, and a read renews the entry. An agent calling every few minutes outlives a
+5-minute entry between calls and pays 1.25x on every call for nothing. `auto` (the
+default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
+the last hour - so from the second call of a busy hour on it is read - and leaves it
+unmarked otherwise (an isolated call pays 1x, not 2x); the end of the history, read only
+by the next turn of the same conversation, gets 5m. Deferred work gets `ttl_deferred`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import sqlite_utils
+
 from tars_opt import tokens
+from tars_opt.cache_keys import canonical
 from tars_opt.config import PromptCachingConfig
+from tars_opt.db import transaction
 from tars_opt.types import Usage
 
 log = logging.getLogger("tars_opt.prompt_cache")
 MAX_BREAKPOINTS = 4
+# `auto`: a stable prefix sent within this many seconds is marked with the 1h TTL.
+AUTO_WINDOW_S = 3600.0
+AUTO_UNMARKED = "ttl auto"  # how the reason of a prefix `auto` leaves unmarked begins
 
 
 @dataclass(frozen=True)
@@ -61,27 +78,32 @@ def mark_breakpoints(
     *,
     deferred: bool = False,
     enabled: bool = True,
+    since_sent: float | None = None,
 ) -> tuple[dict[str, Any], list[Breakpoint], str]:
     """A copy of `params` with cache_control marks, the marks, and a one-line reason.
 
     Requests the caller marked already are left alone (the caller manages caching);
-    `enabled=False` (the A/B holdout) marks nothing.
+    `enabled=False` (the A/B holdout) marks nothing. `since_sent`: seconds since this
+    request's stable prefix (stable_key) was last sent, None if not known to have been;
+    only the `auto` TTL reads it.
     """
     if not config.enabled or not enabled:
         return params, [], "prompt caching off"
     if _has_marks(params):
         return params, [], "the request carries its own cache_control marks"
-    ttl = config.ttl_deferred if deferred else config.ttl_interactive
+    auto = config.ttl_interactive == "auto" and not deferred
+    fixed = config.ttl_deferred if deferred else config.ttl_interactive
+    recent = since_sent is not None and 0 <= since_sent <= AUTO_WINDOW_S
     minimum = config.minimum(str(params.get("model") or ""))
     out = copy.deepcopy(params)
-    control = {"type": "ephemeral", "ttl": ttl}
-    candidates: list[tuple[str, int, Any]] = []  # (where, prefix tokens, block to mark)
+    # (where, prefix tokens, block to mark, stable: tools/system rather than history)
+    candidates: list[tuple[str, int, Any, bool]] = []
     total = 0
     tools = out.get("tools") or []
     for tool in tools:
         total += tokens.estimate_tool(tool)
     if tools:
-        candidates.append((f"tools[{len(tools) - 1}] (last tool)", total, tools[-1]))
+        candidates.append((f"tools[{len(tools) - 1}] (last tool)", total, tools[-1], True))
     system = out.get("system")
     if isinstance(system, str) and system:
         system = out["system"] = [{"type": "text", "text": system}]
@@ -91,7 +113,7 @@ def mark_breakpoints(
             last = i == len(system) - 1
             if last or i == len(system) - 2:
                 label = "system (end)" if last else f"system[{i}]"
-                candidates.append((label, total, block))
+                candidates.append((label, total, block, True))
     messages = out.get("messages") or []
     history = messages[:-1]
     for m in history:
@@ -102,17 +124,83 @@ def mark_breakpoints(
             last["content"] = [{"type": "text", "text": last["content"]}]
         content = [b for b in last.get("content") or [] if isinstance(b, dict)]
         if content:
-            candidates.append(
-                (f"messages[{len(history) - 1}] (end of history)", total, content[-1])
-            )
-    chosen = [c for c in candidates if c[1] >= minimum][-MAX_BREAKPOINTS:]
-    if not chosen:
+            label = f"messages[{len(history) - 1}] (end of history)"
+            candidates.append((label, total, content[-1], False))
+    big = [c for c in candidates if c[1] >= minimum]
+    if not big:
         longest = candidates[-1][1] if candidates else 0
         return params, [], f"prefix ~{longest} tokens is below the {minimum}-token minimum"
-    for _, _, block in chosen:
-        block["cache_control"] = dict(control)
-    marks = [Breakpoint(where, n) for where, n, _ in chosen]
-    return out, marks, f"{len(marks)} breakpoint(s), ttl {ttl}"
+    if auto and not recent:
+        big = [c for c in big if not c[3]]
+        if not big:
+            return (
+                params,
+                [],
+                (
+                    f"{AUTO_UNMARKED}: this prefix was not sent in the last hour, so it is not "
+                    "marked (a 2x write pays only when a second call reads it)"
+                ),
+            )
+    chosen = big[-MAX_BREAKPOINTS:]
+    for _, _, block, stable in chosen:
+        ttl = ("1h" if stable else "5m") if auto else fixed
+        block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
+    marks = [Breakpoint(where, n) for where, n, _, _ in chosen]
+    if not auto:
+        return out, marks, f"{len(marks)} breakpoint(s), ttl {fixed}"
+    parts = []
+    if any(c[3] for c in chosen):
+        parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
+    if not chosen[-1][3]:
+        parts.append("end of history 5m")
+    return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
+
+
+def stable_key(params: dict[str, Any]) -> str:
+    """SHA-256 of what a request shares with the next ones: model, system, tools (marks
+    left out, they change billing, not the prefix)."""
+    system = params.get("system")
+    if isinstance(system, str):  # marking turns a text system prompt into one block
+        system = [{"type": "text", "text": system}] if system else None
+    shared = {"model": params.get("model"), "system": system, "tools": params.get("tools")}
+    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+
+
+class PrefixLog:
+    """When each stable prefix was last sent (table `prefix_sends`), for the `auto` TTL.
+
+    Only the SHA-256 and the model are stored. Rows older than a day are deleted as new
+    ones come. A database that cannot be read or written costs only the marking: the
+    request goes on as if the prefix were new.
+    """
+
+    KEEP_S = 86_400.0
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def since_sent(self, key: str, now: float) -> float | None:
+        """Seconds since `key` was last sent, or None."""
+        try:
+            row = self.db.execute(
+                "SELECT last_sent FROM prefix_sends WHERE key = ?", [key]
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("prefix log unreadable", extra={"error": str(exc)})
+            return None
+        return None if row is None else now - float(row[0])
+
+    def sent(self, key: str, model: str, now: float) -> None:
+        """Record that `key` is being sent now."""
+        try:
+            with transaction(self.db) as cur:
+                cur.execute(
+                    "INSERT OR REPLACE INTO prefix_sends (key, model, last_sent) VALUES (?, ?, ?)",
+                    (key, model, now),
+                )
+                cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
+        except sqlite3.Error as exc:
+            log.warning("prefix log not written", extra={"error": str(exc)})
 
 
 def miss_cause(usage: Usage, marks: list[dict[str, Any]], minimum: int) -> str | None:

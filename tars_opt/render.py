@@ -371,6 +371,9 @@ def context_report(console: Console, r: dict[str, Any]) -> None:
         console.print(table)
         if prune.get("summary"):
             console.print(f"summary: {prune['summary']['state']}")
+    route = r.get("route")
+    if route:
+        console.print(f"route: {route['tier']} ({route['model']})")
     tools = r.get("tools")
     if tools:
         console.print(f"tools: {tools['reason']}")

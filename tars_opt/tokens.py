@@ -67,6 +67,15 @@ def estimate_message(message: dict[str, Any]) -> int:
     return estimate_text(_content_text(message.get("content", ""))) + MESSAGE_OVERHEAD
 
 
+def estimate_system(system: Any) -> int:
+    """Estimated tokens of a system prompt given as text or as text blocks."""
+    if not system:
+        return 0
+    if isinstance(system, str):
+        return estimate_text(system)
+    return sum(estimate_text(str(b.get("text", ""))) for b in system if isinstance(b, dict))
+
+
 def estimate_tool(tool: dict[str, Any]) -> int:
     """Estimated tokens of one tool schema."""
     return estimate_text(json.dumps({k: v for k, v in tool.items() if k != "cache_control"}))

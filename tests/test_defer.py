@@ -129,8 +129,8 @@ def test_default_stages_include_defer(home: Path) -> None:
         "cache",
         "defer",
         "prune",
-        "tools",
         "route",
+        "tools",
     ]
     off = open_app(backend="offline", overrides={"lazy.enabled": False})
     assert "defer" not in [s.name for s in off.optimizer().stages]

@@ -11,7 +11,14 @@ import pytest
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.config import PromptCachingConfig
-from tars_opt.prompt_cache import mark_breakpoints, miss_cause
+from tars_opt.db import connect
+from tars_opt.prompt_cache import (
+    AUTO_UNMARKED,
+    PrefixLog,
+    mark_breakpoints,
+    miss_cause,
+    stable_key,
+)
 from tars_opt.types import Prepared, Usage
 from tests.test_prune import FILLER, conversation
 
@@ -43,7 +50,7 @@ def params(**extra) -> dict:
 def test_marks_tools_system_and_end_of_history() -> None:
     tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
     out, marks, why = mark_breakpoints(
-        params(tools=tools, system=LONG_SYSTEM), PromptCachingConfig()
+        params(tools=tools, system=LONG_SYSTEM), PromptCachingConfig(ttl_interactive="5m")
     )
     assert [m.where.split(" ")[0] for m in marks] == ["tools[2]", "system", "messages[1]"]
     assert out["tools"][2]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
@@ -60,7 +67,7 @@ def test_short_prefixes_are_not_marked() -> None:
 
 
 def test_minimum_depends_on_the_model_family() -> None:
-    cfg = PromptCachingConfig()
+    cfg = PromptCachingConfig(ttl_interactive="5m")
     system = "word " * 2500  # ~2,500 tokens: enough for sonnet (1024), not haiku (4096)
     _, sonnet, _ = mark_breakpoints(params(system=system), cfg)
     _, haiku, _ = mark_breakpoints(params(system=system, model="claude-haiku-5-5"), cfg)
@@ -79,6 +86,74 @@ def test_deferred_work_uses_the_long_ttl_and_caller_marks_are_respected() -> Non
     assert same is own and marks == [] and "own cache_control" in why
     _, none, why = mark_breakpoints(params(system=LONG_SYSTEM), PromptCachingConfig(enabled=False))
     assert none == [] and "off" in why
+
+
+def _ttls(out: dict) -> list[str]:
+    blocks = [*(out.get("tools") or []), *(out.get("system") or [])]
+    blocks += [b for m in out["messages"] if isinstance(m["content"], list) for b in m["content"]]
+    return [b["cache_control"]["ttl"] for b in blocks if "cache_control" in b]
+
+
+def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
+    tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
+    request = params(tools=tools, system=LONG_SYSTEM)
+    auto = PromptCachingConfig()
+    assert auto.ttl_interactive == "auto"  # the shipped default
+    # Sent 10 minutes ago: a 5m entry would be gone, a 1h one is read (and renewed).
+    out, marks, why = mark_breakpoints(request, auto, since_sent=600)
+    assert _ttls(out) == ["1h", "1h", "5m"]  # tools, system; the history is read next turn
+    assert "sent 600 s ago" in why and len(marks) == 3
+    # Never sent, or not in the last hour: the stable part waits for a second call.
+    for since in (None, 3601.0):
+        out, marks, why = mark_breakpoints(request, auto, since_sent=since)
+        assert _ttls(out) == ["5m"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
+    single = {**request, "messages": [{"role": "user", "content": "next"}]}
+    out, marks, why = mark_breakpoints(single, auto, since_sent=None)
+    assert marks == [] and why.startswith(AUTO_UNMARKED) and out is single
+    # Deferred work keeps its own TTL whatever auto would say.
+    out, _, _ = mark_breakpoints(single, auto, deferred=True, since_sent=None)
+    assert _ttls(out) == ["1h", "1h"]
+
+
+def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None:
+    db = connect(tmp_path / "t.db")
+    log_ = PrefixLog(db)
+    key = stable_key(params(system=LONG_SYSTEM))
+    assert log_.since_sent(key, 1000.0) is None
+    log_.sent(key, "claude-sonnet-5-5", 1000.0)
+    assert log_.since_sent(key, 1600.0) == 600.0
+    # Marks do not change the key: the marked request is the same prefix.
+    marked, _, _ = mark_breakpoints(
+        params(system=LONG_SYSTEM), PromptCachingConfig(), deferred=True
+    )
+    assert stable_key(marked) == key
+    log_.sent("other", "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
+    assert log_.since_sent(key, 1000.0) is None  # a day old: gone
+    assert "careful planning" not in json.dumps(list(db.query("SELECT * FROM prefix_sends")))
+    db.execute("DROP TABLE prefix_sends")  # unusable: the request goes on unmarked
+    assert log_.since_sent(key, 1000.0) is None
+    log_.sent(key, "claude-sonnet-5-5", 1000.0)
+
+
+def test_the_chain_caches_an_agent_prefix_across_calls_minutes_apart(home: Path) -> None:
+    """Calls 10 minutes apart with the same system prompt: the first is sent unmarked,
+    the second writes the 1h entry, the rest read it (a 5m entry would never be read)."""
+    app = open_app(backend="offline")
+    clock = [1_000_000.0]
+    opt = app.optimizer(backend=OfflineBackend(clock=lambda: clock[0]), clock=lambda: clock[0])
+    replies = []
+    for i in range(4):
+        replies.append(
+            opt.ask(Request(prompt=f"Task {i}?", system=LONG_SYSTEM, model="claude-sonnet-5-5"))
+        )
+        clock[0] += 600
+    actions = [[d.action for d in r.decisions if d.stage == "prompt_cache"] for r in replies]
+    assert actions == [["unmarked"], ["marked"], ["marked"], ["marked"]]
+    usage = [r.usage for r in replies]
+    assert (usage[0].cache_write, usage[0].cache_read) == (0, 0)
+    assert usage[1].cache_write_1h > 0 and usage[1].cache_read == 0
+    assert all(u.cache_read > 0 and u.cache_write == 0 for u in usage[2:])
+    assert sum(r.saved_by_strategy["prompt_caching"] for r in replies) > 0
 
 
 def test_a_marked_prefix_with_both_counters_zero_is_a_miss_with_a_cause(
@@ -102,7 +177,8 @@ def test_the_chain_logs_a_miss(home: Path, caplog: pytest.LogCaptureFixture) -> 
     app = open_app(backend="offline")
     opt = app.optimizer(backend=NoCache())
     with caplog.at_level(logging.WARNING, logger="tars_opt.prompt_cache"):
-        opt.ask(Request(prompt="hi", system=LONG_SYSTEM, model="claude-sonnet-5-5"))
+        for prompt in ("hi", "and now?"):  # ttl auto marks the prefix from its second call
+            opt.ask(Request(prompt=prompt, system=LONG_SYSTEM, model="claude-sonnet-5-5"))
     assert any(r.getMessage() == "prompt cache miss" for r in caplog.records)
 
 

@@ -160,3 +160,71 @@ def test_a_session_keeps_its_selection_while_it_fits() -> None:
     # Without a session nothing is remembered.
     _, none = s.apply(Request(prompt="Add a new ticket on Jira", tools=tools))
     assert "sticky" not in none.data
+
+
+# ---- a tool list the prompt cache can hold stays whole --------------------------------
+
+AGENT_SYSTEM = "You are the operations agent of a small company. Follow the runbook. " * 150
+AGENT_TOOLS = tuple(catalog(16))
+
+
+def cache_aware(**cfg) -> ToolStage:
+    from tars_opt.config import PromptCachingConfig, load_config
+    from tars_opt.pricing import PriceBook
+
+    caching = PromptCachingConfig(**cfg)
+    return ToolStage(
+        ToolsConfig(),
+        scorer=Scorer(None),
+        caching=caching,
+        prices=PriceBook(load_config().config.pricing),
+        default_model="claude-haiku-5-5",
+    )
+
+
+def agent_request(**extra) -> Request:
+    return Request(
+        prompt="Add a new ticket on Jira called 'login bug'",
+        system=AGENT_SYSTEM,
+        tools=AGENT_TOOLS,
+        **extra,
+    )
+
+
+def test_a_cacheable_agent_tool_list_is_sent_whole() -> None:
+    out, decision = cache_aware().apply(agent_request(model="claude-sonnet-5-5"))
+    assert out.tools == AGENT_TOOLS and out.removed_tokens == 0
+    assert decision.action == "all" and "cached prefix" in decision.reason
+    compare = decision.data["cache_compare"]
+    assert compare["whole_cached_usd"] * 2 < compare["selected_uncached_usd"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "caching", "why"),
+    [
+        (agent_request(), {}, "haiku's 4,096-token minimum: nothing would be cached"),
+        (agent_request(model="claude-sonnet-5-5"), {"enabled": False}, "prompt caching off"),
+        (
+            Request(
+                prompt="Add a new ticket on Jira",
+                tools=tuple(catalog(150)),
+                model="claude-sonnet-5-5",
+            ),
+            {},
+            "150 tools read cached cost about what 10 cost uncached",
+        ),
+    ],
+)
+def test_otherwise_the_relevant_tools_are_selected(request_, caching, why) -> None:
+    out, decision = cache_aware(**caching).apply(request_)
+    assert decision.action == "selected", why
+    assert len(out.tools) == 10 and out.removed_tokens > 0
+
+
+def test_the_chain_routes_first_then_keeps_a_cached_tool_list(home: Path) -> None:
+    app = open_app(backend="offline")
+    opt = app.optimizer(backend=OfflineBackend())
+    assert [s.name for s in opt.stages] == ["cache", "defer", "prune", "route", "tools"]
+    reply = opt.ask(agent_request(tier="strong"))
+    tools = next(d for d in reply.decisions if d.stage == "tools")
+    assert tools.action == "all" and reply.model == "claude-sonnet-5-5"

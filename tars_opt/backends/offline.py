@@ -19,6 +19,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.cache_keys import canonical
 from tars_opt.types import BackendResult, Usage
 
 # (time to first token s, output tokens per second): rough public figures per family.
@@ -83,8 +84,8 @@ class OfflineBackend:
                 kind="invalid_request_error",
                 status=400,
             )
-        body = json.dumps(params.get("messages"), sort_keys=True, default=str)
-        seed = _digest(model, str(params.get("system")), body)
+        # cache_control marks change billing, not the answer: they do not move the seed.
+        seed = _digest(model, canonical(params.get("system")), canonical(params.get("messages")))
         wanted = 60 + seed % 540  # 60-600 output tokens, fixed per request
         max_tokens = int(params.get("max_tokens") or 1024)
         output = min(wanted, max_tokens)

@@ -15,7 +15,7 @@ from typing import Any
 
 from tars_opt.config import HeuristicRouterConfig
 from tars_opt.router import RouteScore
-from tars_opt.tokens import estimate_message, estimate_text
+from tars_opt.tokens import estimate_message, estimate_system
 from tars_opt.types import Request
 
 # Where each factor reaches its full value.
@@ -108,12 +108,7 @@ def _log_scale(count: float, full: float) -> float:
 
 def context_tokens(request: Request) -> int:
     """Estimated tokens of the history and system prompt (the prompt itself excluded)."""
-    total = sum(estimate_message(m) for m in request.messages)
-    if isinstance(request.system, str):
-        total += estimate_text(request.system)
-    elif request.system:
-        total += sum(estimate_text(str(b.get("text", ""))) for b in request.system)
-    return total
+    return sum(estimate_message(m) for m in request.messages) + estimate_system(request.system)
 
 
 def expected_output_tokens(prompt: str) -> int:

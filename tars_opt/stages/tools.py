@@ -7,6 +7,14 @@ catalogue is kept, so the tool list - the start of the cached prefix - changes o
 the selection does. In `tool_search` mode every tool is sent, the unselected ones with
 `defer_loading: true` and the API's BM25 tool search tool added, so the model can still
 load any of them (their schemas are not billed until it does).
+
+Tools are the very start of the prompt-cache prefix: a selection that follows each prompt
+changes it, and the system prompt cached after it is written again instead of read. So,
+when prompt caching can hold the whole list with the system prompt for the routed model
+(this stage runs after `route`), the whole list is sent unless the selection, sent
+uncached, would still cost less than the whole prefix read from the cache. (A session's
+sticky selection would be stable within the session, but the agent's system prompt after
+it is shared by every session and single call: only the whole list keeps that prefix.)
 """
 
 from __future__ import annotations
@@ -18,13 +26,17 @@ from dataclasses import replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.config import ToolsConfig
+from tars_opt.config import PromptCachingConfig, ToolsConfig
 from tars_opt.history import message_text, tool_names_used
+from tars_opt.pricing import PriceBook, UnknownModelPrice
 from tars_opt.relevance import Scorer, default_embedder
 from tars_opt.types import Decision, Request
 from tars_opt.vector_cache import VectorCache
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}
+# The whole list must be this many times cheaper read from the cache than the selection
+# sent uncached: its writes (1.25-2x) and the calls that find the entry lapsed cost too.
+CACHE_MARGIN = 2.0
 # How much of the recent conversation joins the prompt as the query.
 QUERY_CONTEXT_CHARS = 600
 
@@ -52,8 +64,16 @@ class ToolStage:
         scorer: Scorer | None = None,
         *,
         vectors: VectorCache | None = None,
+        caching: PromptCachingConfig | None = None,
+        prices: PriceBook | None = None,
+        default_model: str | None = None,
     ) -> None:
+        """`caching`, `prices` and `default_model` (the model when routing is off) let the
+        stage keep a cacheable tool list whole; without them it always selects."""
         self.config = config
+        self.caching = caching
+        self.prices = prices
+        self.default_model = default_model
         self.scorer = scorer or Scorer(
             default_embedder if config.semantic else None, vectors=vectors
         )
@@ -107,6 +127,55 @@ class ToolStage:
         facts["sticky"] = False
         return keep
 
+    def cache_keeps_whole(
+        self, request: Request, keep: list[int], facts: dict[str, Any]
+    ) -> str | None:
+        """Why the whole list is cheaper than the selection, or None when it is not.
+
+        Compared per call once the cache is warm: the whole list and the system prompt
+        read at the model's cache-read rate, against the selection and the system prompt
+        at the input rate (a selection that follows the prompt is never read back); the
+        whole list must win by CACHE_MARGIN.
+        """
+        model = request.model or self.default_model
+        if (
+            self.caching is None
+            or self.prices is None
+            or not model
+            or not self.caching.enabled
+            or self.config.mode != "select"
+        ):
+            return None
+        try:
+            rates = self.prices.rates(model)
+        except UnknownModelPrice:
+            return None  # the chain refuses the request with the price error itself
+        tools = list(request.tools)
+        whole = sum(tokens.estimate_tool(t) for t in tools)
+        chosen = sum(tokens.estimate_tool(tools[i]) for i in keep)
+        system = tokens.estimate_system(request.system)
+        minimum = self.caching.minimum(model)
+        if whole + system < minimum:
+            return None
+        cached = (whole + system) * rates.cache_read / 1e6
+        uncached = (chosen + system) * rates.input / 1e6
+        facts["cache_compare"] = {
+            "model": model,
+            "whole_tokens": whole,
+            "selected_tokens": chosen,
+            "system_tokens": system,
+            "whole_cached_usd": round(cached, 7),
+            "selected_uncached_usd": round(uncached, 7),
+        }
+        if cached * CACHE_MARGIN >= uncached:
+            return None
+        return (
+            f"all {len(tools)} tools: with the system prompt (~{whole + system} tokens) they "
+            f"stay one cached prefix for {model}, read at ${rates.cache_read:g}/MTok; a "
+            f"selection of {len(keep)} (~{chosen + system} tokens) would change that prefix "
+            f"and be paid at ${rates.input:g}/MTok"
+        )
+
     def apply(self, request: Request) -> tuple[Request, Decision]:
         """Trim (or defer) the tool list; the Decision names what was sent and why."""
         tools = list(request.tools)
@@ -115,6 +184,11 @@ class ToolStage:
             return request, Decision("tools", "all", f"{len(tools)} tools, limit {k}")
         keep, facts = self.select(request)
         keep = self._sticky(request, keep, facts)
+        whole = self.cache_keeps_whole(request, keep, facts)
+        if whole is not None:
+            facts["selected"] = [str(t.get("name")) for t in tools]
+            facts["dropped"] = []
+            return request, Decision("tools", "all", whole, facts)
         dropped = [t for i, t in enumerate(tools) if i not in keep]
         removed = sum(tokens.estimate_tool(t) for t in dropped)
         facts["selected"] = [str(tools[i].get("name")) for i in keep]
