@@ -204,7 +204,7 @@ class PruneLevelConfig(_Strict):
 
 class PromptCachingConfig(_Strict):
     enabled: bool = True
-    # auto: 1h on a stable prefix sent in the last hour, else unmarked; 5m on the history.
+    # auto: 1h, but a stable prefix (tools, system) not sent in the last hour is unmarked.
     ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
     ttl_deferred: Literal["5m", "1h"] = "1h"
     # Smallest cacheable prefix per model family (first family named in the model id

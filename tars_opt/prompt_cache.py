@@ -13,8 +13,10 @@ a read 0.1x, and a read renews the entry. An agent calling every few minutes out
 5-minute entry between calls and pays 1.25x on every call for nothing. `auto` (the
 default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
 the last hour - so from the second call of a busy hour on it is read - and leaves it
-unmarked otherwise (an isolated call pays 1x, not 2x); the end of the history, read only
-by the next turn of the same conversation, gets 5m. Deferred work gets `ttl_deferred`.
+unmarked otherwise (an isolated call pays 1x, not 2x). The end of a conversation's
+history is marked 1h too: a turn minutes after the last would find a 5m entry gone and
+write the whole history again, while the 1h premium is paid only on the few new tokens
+of a quick turn. Deferred work gets `ttl_deferred`.
 """
 
 from __future__ import annotations
@@ -142,8 +144,8 @@ def mark_breakpoints(
                 ),
             )
     chosen = big[-MAX_BREAKPOINTS:]
-    for _, _, block, stable in chosen:
-        ttl = ("1h" if stable else "5m") if auto else fixed
+    ttl = "1h" if auto else fixed
+    for _, _, block, _ in chosen:
         block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
     marks = [Breakpoint(where, n) for where, n, _, _ in chosen]
     if not auto:
@@ -152,7 +154,7 @@ def mark_breakpoints(
     if any(c[3] for c in chosen):
         parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
     if not chosen[-1][3]:
-        parts.append("end of history 5m")
+        parts.append("end of history 1h")
     return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
 
 

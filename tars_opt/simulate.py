@@ -1,7 +1,7 @@
 """What would I save? Replay a workload through the full chain, offline, on a simulated clock.
 
 Every call of the workload goes through the normal Optimizer (whatever stages the config
-enables: cache, defer, prune, tools, route, escalation) against the offline backend, with
+enables: cache, defer, prune, route, tools, escalation) against the offline backend, with
 one simulated clock shared by the chain, its stages, the budget and the backend's prompt
 cache. Deferred work is drained through the offline backend's Message Batches at the
 drain's cron ticks inside the off-peak window, and what is still queued after the last call

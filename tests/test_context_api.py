@@ -44,7 +44,7 @@ def test_pruned_and_marked_requests_are_valid_and_hit_the_cache(
     assert len(summaries) == 1  # made once, reused on the next turns
     main_calls = [b for b in sent if b not in summaries]
     assert all(len(b["messages"]) < 61 for b in main_calls)  # pruned
-    # ttl auto: the first call marks the end of its history (5m); from the second the
+    # ttl auto: the first call marks the end of its history; from the second the
     # system prompt, sent moments ago, gets its own 1h breakpoint.
     assert "cache_control" in str(main_calls[0]["messages"])
     assert all("'ttl': '1h'" in str(b["system"]) for b in main_calls[1:])

@@ -101,12 +101,12 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     assert auto.ttl_interactive == "auto"  # the shipped default
     # Sent 10 minutes ago: a 5m entry would be gone, a 1h one is read (and renewed).
     out, marks, why = mark_breakpoints(request, auto, since_sent=600)
-    assert _ttls(out) == ["1h", "1h", "5m"]  # tools, system; the history is read next turn
+    assert _ttls(out) == ["1h", "1h", "1h"]  # tools, system, end of history
     assert "sent 600 s ago" in why and len(marks) == 3
     # Never sent, or not in the last hour: the stable part waits for a second call.
     for since in (None, 3601.0):
         out, marks, why = mark_breakpoints(request, auto, since_sent=since)
-        assert _ttls(out) == ["5m"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
+        assert _ttls(out) == ["1h"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
     single = {**request, "messages": [{"role": "user", "content": "next"}]}
     out, marks, why = mark_breakpoints(single, auto, since_sent=None)
     assert marks == [] and why.startswith(AUTO_UNMARKED) and out is single

@@ -1,1 +1,1 @@
-"""The optimization stages, in chain order: cache, defer, prune, tools, route."""
+"""The optimization stages, in chain order: cache, defer, prune, route, tools."""
