@@ -29,7 +29,6 @@ from tars_opt.prompt_cache import (
     PrefixLog,
     check_usage,
     mark_breakpoints,
-    stable_key,
 )
 from tars_opt.querytype import guess_query_type
 from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
@@ -159,15 +158,16 @@ class Optimizer:
         self.prices.rates(request.model or "")
         # The holdout is the baseline system: no prompt caching either.
         params = build_params(request)
-        since = None
+        since: tuple[float | None, float | None] = (None, None)
         if self._tracks_prefixes(request):
-            since = self.prefixes.since_sent(stable_key(params), self.clock())
+            since = self.prefixes.times(params, self.clock())
         params, marks, why = mark_breakpoints(
             params,
             self.config.context.prompt_caching,
             deferred=request.defer,
             enabled=not request.holdout,
-            since_sent=since,
+            since_sent=since[0],
+            since_turn=since[1],
         )
         if marks:
             decisions.append(
@@ -329,8 +329,7 @@ class Optimizer:
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
         if self._tracks_prefixes(prepared.request):
-            model = str(prepared.params.get("model") or "")
-            self.prefixes.sent(stable_key(prepared.params), model, self.clock())
+            self.prefixes.record(prepared.params, self.clock())
         for stage in self.stages:
             # Work a stage can do while the request is on the wire (embeddings for later).
             before_send = getattr(stage, "before_send", None)

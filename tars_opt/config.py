@@ -204,7 +204,8 @@ class PruneLevelConfig(_Strict):
 
 class PromptCachingConfig(_Strict):
     enabled: bool = True
-    # auto: 1h, but a stable prefix (tools, system) not sent in the last hour is unmarked.
+    # auto: 1h; a stable prefix not sent in the last hour is unmarked; a quick loop's
+    # history gets 5m (tars_opt/prompt_cache.py).
     ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
     ttl_deferred: Literal["5m", "1h"] = "1h"
     # Smallest cacheable prefix per model family (first family named in the model id

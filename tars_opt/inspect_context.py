@@ -11,7 +11,7 @@ import sqlite_utils
 from tars_opt import tokens
 from tars_opt.chain import build_params, tool_stage
 from tars_opt.config import Config
-from tars_opt.prompt_cache import PrefixLog, mark_breakpoints, stable_key
+from tars_opt.prompt_cache import PrefixLog, mark_breakpoints
 from tars_opt.querytype import guess_query_type
 from tars_opt.relevance import Scorer, default_embedder
 from tars_opt.stages.prune import PruneStage, plan_data
@@ -95,8 +95,10 @@ def inspect(config: Config, db: sqlite_utils.Database | None, request: Request) 
     report["saved_share"] = round(1 - after / before, 4) if before else 0.0
     model = out.model or config.tier_model(config.models.default_tier)
     params = build_params(replace(out, model=model))
-    since = PrefixLog(db).since_sent(stable_key(params), time.time()) if db is not None else None
-    _, marks, why = mark_breakpoints(params, ctx.prompt_caching, since_sent=since)
+    since = PrefixLog(db).times(params, time.time()) if db is not None else (None, None)
+    _, marks, why = mark_breakpoints(
+        params, ctx.prompt_caching, since_sent=since[0], since_turn=since[1]
+    )
     report["cache"] = {"model": model, "reason": why, "breakpoints": [m.to_dict() for m in marks]}
     report["scoring"] = "semantic+lexical" if scorer.semantic else "lexical"
     return report

@@ -14,9 +14,10 @@ a read 0.1x, and a read renews the entry. An agent calling every few minutes out
 default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
 the last hour - so from the second call of a busy hour on it is read - and leaves it
 unmarked otherwise (an isolated call pays 1x, not 2x). The end of a conversation's
-history is marked 1h too: a turn minutes after the last would find a 5m entry gone and
-write the whole history again, while the 1h premium is paid only on the few new tokens
-of a quick turn. Deferred work gets `ttl_deferred`.
+history, read only by the conversation's next turn, gets 5m while its turns come less
+than QUICK_TURN_S apart (a quick loop: every write at 1.25x, not 2x) and 1h otherwise
+(a turn minutes after the last would find a 5m entry gone and write the whole history
+again). Deferred work gets `ttl_deferred`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ MAX_BREAKPOINTS = 4
 # `auto`: a stable prefix sent within this many seconds is marked with the 1h TTL.
 AUTO_WINDOW_S = 3600.0
 AUTO_UNMARKED = "ttl auto"  # how the reason of a prefix `auto` leaves unmarked begins
+# `auto`: a conversation whose previous turn went out less than this long ago gets a 5m
+# mark on its history (a margin under the 300 s lifetime: the next gap may be longer).
+QUICK_TURN_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,15 @@ def mark_breakpoints(
     deferred: bool = False,
     enabled: bool = True,
     since_sent: float | None = None,
+    since_turn: float | None = None,
 ) -> tuple[dict[str, Any], list[Breakpoint], str]:
     """A copy of `params` with cache_control marks, the marks, and a one-line reason.
 
     Requests the caller marked already are left alone (the caller manages caching);
-    `enabled=False` (the A/B holdout) marks nothing. `since_sent`: seconds since this
-    request's stable prefix (stable_key) was last sent, None if not known to have been;
-    only the `auto` TTL reads it.
+    `enabled=False` (the A/B holdout) marks nothing. Only the `auto` TTL reads
+    `since_sent`, the seconds since this request's stable prefix (stable_key) was last
+    sent, and `since_turn`, since this conversation's previous turn (conversation_key);
+    None: not known to have been sent.
     """
     if not config.enabled or not enabled:
         return params, [], "prompt caching off"
@@ -144,8 +150,10 @@ def mark_breakpoints(
                 ),
             )
     chosen = big[-MAX_BREAKPOINTS:]
-    ttl = "1h" if auto else fixed
-    for _, _, block, _ in chosen:
+    quick = since_turn is not None and 0 <= since_turn < QUICK_TURN_S
+    history_ttl = "5m" if quick else "1h"
+    for _, _, block, stable in chosen:
+        ttl = ("1h" if stable else history_ttl) if auto else fixed
         block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
     marks = [Breakpoint(where, n) for where, n, _, _ in chosen]
     if not auto:
@@ -154,17 +162,39 @@ def mark_breakpoints(
     if any(c[3] for c in chosen):
         parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
     if not chosen[-1][3]:
-        parts.append("end of history 1h")
+        gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "first turn"
+        parts.append(f"end of history {history_ttl} ({gap})")
     return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
 
 
 def stable_key(params: dict[str, Any]) -> str:
     """SHA-256 of what a request shares with the next ones: model, system, tools (marks
     left out, they change billing, not the prefix)."""
-    system = params.get("system")
-    if isinstance(system, str):  # marking turns a text system prompt into one block
-        system = [{"type": "text", "text": system}] if system else None
+    system = _blocks(params.get("system")) or None
     shared = {"model": params.get("model"), "system": system, "tools": params.get("tools")}
+    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+
+
+def _blocks(content: Any) -> Any:
+    """Message content as blocks (marking turns a text content into one block)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def conversation_key(params: dict[str, Any]) -> str | None:
+    """SHA-256 naming the conversation a request continues: model, tools and the first
+    message (pruning keeps it); None without history. The same for every turn of one
+    conversation. The system prompt is left out: pruning adds the summary of old turns
+    to it, which changes as the conversation goes. (Two conversations that open with the
+    same message share a key; that only moves the choice between 5m and 1h.)"""
+    messages = params.get("messages") or []
+    if len(messages) < 2:
+        return None
+    first = messages[0]
+    shared = {
+        "model": params.get("model"),
+        "tools": params.get("tools"),
+        "first": {"role": first.get("role"), "content": _blocks(first.get("content"))},
+    }
     return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
 
 
@@ -192,13 +222,26 @@ class PrefixLog:
             return None
         return None if row is None else now - float(row[0])
 
-    def sent(self, key: str, model: str, now: float) -> None:
-        """Record that `key` is being sent now."""
+    def times(self, params: dict[str, Any], now: float) -> tuple[float | None, float | None]:
+        """(since_sent, since_turn) for mark_breakpoints."""
+        turn = conversation_key(params)
+        return (
+            self.since_sent(stable_key(params), now),
+            self.since_sent(turn, now) if turn else None,
+        )
+
+    def record(self, params: dict[str, Any], now: float) -> None:
+        """Record that this request (its stable prefix, its conversation) is sent now."""
+        keys = [stable_key(params), conversation_key(params)]
+        self.sent([k for k in keys if k], str(params.get("model") or ""), now)
+
+    def sent(self, keys: list[str], model: str, now: float) -> None:
+        """Record that `keys` are being sent now."""
         try:
             with transaction(self.db) as cur:
-                cur.execute(
+                cur.executemany(
                     "INSERT OR REPLACE INTO prefix_sends (key, model, last_sent) VALUES (?, ?, ?)",
-                    (key, model, now),
+                    [(key, model, now) for key in keys],
                 )
                 cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
         except sqlite3.Error as exc:

@@ -100,9 +100,13 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     auto = PromptCachingConfig()
     assert auto.ttl_interactive == "auto"  # the shipped default
     # Sent 10 minutes ago: a 5m entry would be gone, a 1h one is read (and renewed).
-    out, marks, why = mark_breakpoints(request, auto, since_sent=600)
+    out, marks, why = mark_breakpoints(request, auto, since_sent=600, since_turn=600)
     assert _ttls(out) == ["1h", "1h", "1h"]  # tools, system, end of history
     assert "sent 600 s ago" in why and len(marks) == 3
+    # A quick loop (its previous turn 30 s ago): the history, read by the next turn,
+    # needs only 5m; the shared prefix keeps 1h (1h entries come first, as the API wants).
+    out, _, why = mark_breakpoints(request, auto, since_sent=30, since_turn=30)
+    assert _ttls(out) == ["1h", "1h", "5m"] and "previous turn 30 s ago" in why
     # Never sent, or not in the last hour: the stable part waits for a second call.
     for since in (None, 3601.0):
         out, marks, why = mark_breakpoints(request, auto, since_sent=since)
@@ -115,24 +119,48 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     assert _ttls(out) == ["1h", "1h"]
 
 
+def test_a_conversation_keeps_its_key_from_turn_to_turn() -> None:
+    from tars_opt.prompt_cache import conversation_key
+
+    first = params(system=LONG_SYSTEM)
+    later = {
+        **first,
+        # a summary joined the system prompt, more turns came, the first message stayed
+        "system": [{"type": "text", "text": LONG_SYSTEM}, {"type": "text", "text": "Summary"}],
+        "messages": [
+            *first["messages"],
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "and then?"},
+        ],
+    }
+    marked, _, _ = mark_breakpoints(later, PromptCachingConfig(), since_sent=1, since_turn=1)
+    assert conversation_key(first) == conversation_key(later) == conversation_key(marked)
+    other = {
+        **first,
+        "messages": [{"role": "user", "content": "another task"}, *first["messages"][1:]],
+    }
+    assert conversation_key(other) != conversation_key(first)
+    assert conversation_key({**first, "messages": first["messages"][-1:]}) is None
+
+
 def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None:
     db = connect(tmp_path / "t.db")
     log_ = PrefixLog(db)
     key = stable_key(params(system=LONG_SYSTEM))
     assert log_.since_sent(key, 1000.0) is None
-    log_.sent(key, "claude-sonnet-5-5", 1000.0)
+    log_.sent([key], "claude-sonnet-5-5", 1000.0)
     assert log_.since_sent(key, 1600.0) == 600.0
     # Marks do not change the key: the marked request is the same prefix.
     marked, _, _ = mark_breakpoints(
         params(system=LONG_SYSTEM), PromptCachingConfig(), deferred=True
     )
     assert stable_key(marked) == key
-    log_.sent("other", "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
+    log_.sent(["other"], "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
     assert log_.since_sent(key, 1000.0) is None  # a day old: gone
     assert "careful planning" not in json.dumps(list(db.query("SELECT * FROM prefix_sends")))
     db.execute("DROP TABLE prefix_sends")  # unusable: the request goes on unmarked
     assert log_.since_sent(key, 1000.0) is None
-    log_.sent(key, "claude-sonnet-5-5", 1000.0)
+    log_.record(params(system=LONG_SYSTEM), 1000.0)
 
 
 def test_the_chain_caches_an_agent_prefix_across_calls_minutes_apart(home: Path) -> None:
@@ -238,3 +266,27 @@ def test_prefix_is_byte_identical_across_turns_and_hits_the_cache(home: Path) ->
         assert canonical(new[: len(old)]) == canonical(old)
     assert stable >= 4
     assert sum(1 for r in reads[1:] if r > 0) >= 6
+
+
+@pytest.mark.parametrize(("gap", "ttl"), [(30, "5m"), (600, "1h")])
+def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, ttl: str) -> None:
+    app = open_app(backend="offline")
+    clock = [1_000_000.0]
+    opt = app.optimizer(backend=OfflineBackend(clock=lambda: clock[0]), clock=lambda: clock[0])
+    history = [{"role": "user", "content": "Plan the migration. " + FILLER * 20}]
+    history.append({"role": "assistant", "content": "Step one. " + FILLER * 20})
+    reads = []
+    for turn in range(3):
+        reply = opt.ask(
+            Request(prompt=f"Next {turn}?", messages=tuple(history), model="claude-sonnet-5-5")
+        )
+        marked = [d for d in reply.decisions if d.stage == "prompt_cache"]
+        if turn:  # the first turn knows no gap yet: 1h
+            assert f"end of history {ttl}" in marked[0].reason
+        reads.append(reply.usage.cache_read)
+        history += [
+            {"role": "user", "content": f"Next {turn}?"},
+            {"role": "assistant", "content": f"Done {turn}. " + FILLER},
+        ]
+        clock[0] += gap
+    assert reads[1] > 0 and reads[2] > 0  # each turn reads what the previous one wrote

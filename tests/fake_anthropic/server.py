@@ -69,7 +69,7 @@ class FakeAnthropic:
         output_tokens, delay, error: (status, type, message)} scripts replies (also in batches).
       min_cacheable_tokens / min_cacheable_by_model: below this a cache breakpoint is ignored.
       batch_mode: "immediate" (ended on creation) | "polls" (ended on the `batch_polls`-th
-        retrieve; a canceling batch ends on its next retrieve) | "manual" (`end_batch(id)`).
+        retrieve or listing; a canceling batch ends on its next one) | "manual" (`end_batch(id)`).
       batch_outcome(custom_id, params) -> "succeeded" | "errored" | "canceled" | "expired" |
         a full result dict | None (default: succeeded; canceled if the batch is canceling).
       api_key: when set, requests must carry it (x-api-key or Bearer) or get a 401.
@@ -428,6 +428,11 @@ class FakeAnthropic:
                     return _json(200, batch.to_json(self.url))
                 if method == "GET":
                     self._counters["batch_lists"] += 1
+                    # A listing counts as a poll of every batch: time passes for a batch
+                    # nobody retrieves (one a killed drain sent but never recorded), as it
+                    # does on the real API, which ends batches by time.
+                    for listed in self._batches.values():
+                        self._progress(listed)
                     newest_first = [b.to_json(self.url) for b in reversed(self._batches.values())]
                     return _json(200, paginate(newest_first, query))
             batch = self._batches.get(rest[0])
