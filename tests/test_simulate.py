@@ -265,7 +265,7 @@ def test_compare_runs_two_configs_side_by_side(tmp_path: Path, runner: CliRunner
 
 def test_cli_summary_and_report(tmp_path: Path, runner: CliRunner) -> None:
     """The README's first command on the bundled day; the embedding model is switched off
-    here to keep the test fast (the defaults' run is measured in README_simulate.md)."""
+    here to keep the test fast (the defaults' run is shown in the README, "What would it save?")."""
     lexical = write_config(
         tmp_path / "lexical.yaml",
         "cache:\n  semantic:\n    enabled: false\ncontext:\n  semantic: false\n"
