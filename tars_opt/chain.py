@@ -156,7 +156,13 @@ class Optimizer:
             request = replace(request, tier=tier, model=self.config.tier_model(tier))
         # Unknown prices fail here, before any money is spent.
         self.prices.rates(request.model or "")
-        # The holdout is the baseline system: no prompt caching either.
+        params = self._marked(request, decisions)
+        prepare_ms = (time.perf_counter() - started) * 1000.0
+        return Prepared(request, params, decisions, started, prepare_ms)
+
+    def _marked(self, request: Request, decisions: list[Decision]) -> dict[str, Any]:
+        """The request's API body with its prompt-cache breakpoints; the choice joins
+        `decisions`. The holdout is the baseline system: no prompt caching either."""
         params = build_params(request)
         since: tuple[float | None, float | None] = (None, None)
         if self._tracks_prefixes(request):
@@ -177,8 +183,7 @@ class Optimizer:
             )
         elif why.startswith(AUTO_UNMARKED):  # other unmarked requests (short) add nothing
             decisions.append(Decision("prompt_cache", "unmarked", why))
-        prepare_ms = (time.perf_counter() - started) * 1000.0
-        return Prepared(request, params, decisions, started, prepare_ms)
+        return params
 
     def _tracks_prefixes(self, request: Request) -> bool:
         """Whether the `auto` TTL needs to know when this request's prefix was sent."""
@@ -328,14 +333,10 @@ class Optimizer:
         # one-time construction of the backend (the SDK import costs ~1.7 s per process).
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
-        if self._tracks_prefixes(prepared.request):
-            self.prefixes.record(prepared.params, self.clock())
-        for stage in self.stages:
-            # Work a stage can do while the request is on the wire (embeddings for later).
-            before_send = getattr(stage, "before_send", None)
-            if before_send is not None:
-                before_send(prepared)
         try:
+            if self._tracks_prefixes(prepared.request):
+                self.prefixes.record(prepared.params, self.clock())
+            self._before_send(prepared)
             try:
                 if on_text is not None:
                     result = backend.stream(prepared.params, on_text)
@@ -349,6 +350,10 @@ class Optimizer:
                 from tars_opt.stages.route import escalate
 
                 retry = escalate(self.config, prepared, result)
+                if retry is not None:
+                    # The stronger model caches by its own minimum: mark the re-ask anew.
+                    retry.decisions = [d for d in retry.decisions if d.stage != "prompt_cache"]
+                    retry.params = self._marked(retry.request, retry.decisions)
             # An answer being escalated is not handed to the stages (the cache must not keep it).
             reply = self.finish(
                 prepared, result, notify=retry is None, escalated_from=escalated_from
@@ -357,6 +362,21 @@ class Optimizer:
             # Settled after the ledger row is written: the cost always counts somewhere.
             self.budget.settle(reservation)
         return reply, retry
+
+    def _before_send(self, prepared: Prepared) -> None:
+        """Let stages start work that overlaps the API call (the pruner's embeddings); a
+        failure there costs only that work, never the request."""
+        for stage in self.stages if not prepared.request.holdout else ():
+            before_send = getattr(stage, "before_send", None)
+            if before_send is None:
+                continue
+            try:
+                before_send(prepared)
+            except Exception as exc:
+                log.warning(
+                    "stage work before sending failed",
+                    extra={"stage": getattr(stage, "name", "?"), "error": str(exc)},
+                )
 
 
 def build_params(request: Request) -> dict[str, Any]:
@@ -438,6 +458,6 @@ def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) 
         config.tools,
         caching=config.context.prompt_caching,
         prices=PriceBook(config.pricing),
-        default_model=config.tier_model(config.models.default_tier),
+        model_of=lambda r: r.model or config.tier_model(r.tier or config.models.default_tier),
         **kwargs,
     )

@@ -13,7 +13,7 @@ a read 0.1x, and a read renews the entry. An agent calling every few minutes out
 5-minute entry between calls and pays 1.25x on every call for nothing. `auto` (the
 default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
 the last hour - so from the second call of a busy hour on it is read - and leaves it
-unmarked otherwise (an isolated call pays 1x, not 2x). The end of a conversation's
+unmarked otherwise (an isolated single-turn call pays 1x, not 2x). The end of a conversation's
 history, read only by the conversation's next turn, gets 5m while its turns come less
 than QUICK_TURN_S apart (a quick loop: every write at 1.25x, not 2x) and 1h otherwise
 (a turn minutes after the last would find a 5m entry gone and write the whole history
@@ -181,18 +181,18 @@ def _blocks(content: Any) -> Any:
 
 
 def conversation_key(params: dict[str, Any]) -> str | None:
-    """SHA-256 naming the conversation a request continues: model, tools and the first
-    message (pruning keeps it); None without history. The same for every turn of one
-    conversation. The system prompt is left out: pruning adds the summary of old turns
-    to it, which changes as the conversation goes. (Two conversations that open with the
-    same message share a key; that only moves the choice between 5m and 1h.)"""
+    """SHA-256 naming the conversation a request continues: the model and the first
+    message (pruning keeps it while `context.keep_first_user` is on); None without
+    history. The same for every turn of one conversation. Left out because they change
+    as a conversation goes: the system prompt (pruning adds the summary of old turns to
+    it) and the tools (a selection may follow the prompt). Two conversations that open
+    with the same message share a key; that only moves the choice between 5m and 1h."""
     messages = params.get("messages") or []
     if len(messages) < 2:
         return None
     first = messages[0]
     shared = {
         "model": params.get("model"),
-        "tools": params.get("tools"),
         "first": {"role": first.get("role"), "content": _blocks(first.get("content"))},
     }
     return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()

@@ -21,10 +21,12 @@ far the thread got, so results stay deterministic.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,8 @@ EmbedderFactory = Callable[[], Any]
 # Texts waiting for the background at most (a caller that plans without ever sending
 # must not grow the list without bound).
 _LATER_MAX = 4096
+# How long an answered request waits at most for the background embedding to finish.
+JOIN_TIMEOUT_S = 30.0
 
 
 def default_embedder() -> Any | None:
@@ -103,6 +107,17 @@ def default_embedder() -> Any | None:
         return None
 
 
+_RUNNING: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_running() -> None:
+    """At exit, let a background embedding end (briefly) rather than tear the model down
+    under it: a request that failed never reached the join in `after`."""
+    for thread in list(_RUNNING):
+        thread.join(JOIN_TIMEOUT_S / 3)
+
+
 class _Job:
     """Texts being embedded on a background thread, and what came of it."""
 
@@ -113,6 +128,7 @@ class _Job:
         self.thread = threading.Thread(
             target=self._run, args=(model,), name="tars-opt-embed", daemon=True
         )
+        _RUNNING.add(self.thread)
         self.thread.start()
 
     def _run(self, model: Any) -> None:
@@ -270,8 +286,11 @@ class Scorer:
         with `embed_rest`, embed what was left for later but never started, else drop it."""
         job, self._job = self._job, None
         if job is not None:
-            job.thread.join()
-            if job.error is not None or job.vectors is None:
+            job.thread.join(JOIN_TIMEOUT_S)
+            if job.thread.is_alive():
+                # Never hold an answered request hostage: the vectors are only a cache.
+                log.warning("background embedding still running; its vectors are dropped")
+            elif job.error is not None or job.vectors is None:
                 log.warning(
                     "background embedding failed", extra={"error": str(job.error or "no vectors")}
                 )
@@ -285,6 +304,9 @@ class Scorer:
                 log.warning("embedding failed", extra={"error": str(exc)})
 
     def _keep(self, texts: list[str], vectors: Any) -> None:
-        self._remember([self._key(t) for t in texts], vectors)
-        if hasattr(self._embedder, "store"):
-            self._embedder.store(texts, vectors)
+        try:
+            self._remember([self._key(t) for t in texts], vectors)
+            if hasattr(self._embedder, "store"):
+                self._embedder.store(texts, vectors)
+        except Exception as exc:  # a bad batch or an unwritable table: only the cache is lost
+            log.warning("embeddings not kept", extra={"error": str(exc)})

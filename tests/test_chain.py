@@ -133,6 +133,53 @@ def test_offline_prompt_caching_writes_then_reads_until_ttl() -> None:
     assert tiny.cache_write == 0 and tiny.cache_read == 0  # below the minimum: not cached
 
 
+def test_offline_mixed_ttls_bill_and_live_per_breakpoint() -> None:
+    """A 1h system prompt before a 5m history: each part written at its own rate, and the
+    1h entry still read after the 5m one has gone."""
+    now = [1000.0]
+    backend = OfflineBackend(clock=lambda: now[0])
+    system = "You are a careful agent. " * 600
+
+    def request(turn: str) -> dict:
+        history = [
+            {"role": "user", "content": "Plan it. " * 400},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "Planned. " * 400,
+                        "cache_control": {"type": "ephemeral", "ttl": "5m"},
+                    }
+                ],
+            },
+        ]
+        return {
+            "model": "claude-sonnet-5-5",
+            "max_tokens": 50,
+            "system": [
+                {
+                    "type": "text",
+                    "text": system,
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                }
+            ],
+            "messages": [*history, {"role": "user", "content": turn}],
+        }
+
+    first = backend.send(request("a")).usage
+    assert first.cache_write_1h > 1024 and first.cache_write_5m > 0 and first.cache_read == 0
+    now[0] += 400  # the 5m entry is gone, the 1h one lives
+    later = backend.send(request("b")).usage
+    assert later.cache_read == first.cache_write_1h
+    assert later.cache_write_5m == first.cache_write_5m and later.cache_write_1h == 0
+    # Marks do not change the answer: the same request unmarked answers alike.
+    plain = request("b")
+    plain["system"] = system
+    plain["messages"][1] = {"role": "assistant", "content": "Planned. " * 400}
+    assert backend.send(plain).usage.output_tokens == later.output_tokens
+
+
 def test_offline_batches_are_half_price(home: Path) -> None:
     backend = OfflineBackend()
     params = {

@@ -366,6 +366,14 @@ def test_automatic_caching_and_breakpoint_limit(
     too_many = [{"type": "text", "text": f"s{i}", **cc} for i in range(5)]
     with pytest.raises(anthropic.BadRequestError, match="maximum of 4 blocks"):
         cached(client, system=too_many, messages=[user("q")])
+    # Longer-lived entries come first: a 1h breakpoint after a 5m one is refused.
+    five, hour = ({"type": "ephemeral", "ttl": t} for t in ("5m", "1h"))
+    backwards = [
+        {"type": "text", "text": "a", "cache_control": five},
+        {"type": "text", "text": "b", "cache_control": hour},
+    ]
+    with pytest.raises(anthropic.BadRequestError, match="must not come after"):
+        cached(client, system=backwards, messages=[user("q")])
     fake_api.clear_cache()
     assert cached(client, **kwargs).cache_read_input_tokens == 0
 

@@ -158,9 +158,19 @@ def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None
     log_.sent(["other"], "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
     assert log_.since_sent(key, 1000.0) is None  # a day old: gone
     assert "careful planning" not in json.dumps(list(db.query("SELECT * FROM prefix_sends")))
-    db.execute("DROP TABLE prefix_sends")  # unusable: the request goes on unmarked
-    assert log_.since_sent(key, 1000.0) is None
-    log_.record(params(system=LONG_SYSTEM), 1000.0)
+
+
+def test_an_unusable_prefix_log_costs_only_the_marking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = connect(tmp_path / "t.db")
+    log_ = PrefixLog(db)
+    db.execute("DROP TABLE prefix_sends")
+    with caplog.at_level(logging.WARNING, logger="tars_opt.prompt_cache"):
+        assert log_.times(params(system=LONG_SYSTEM), 1000.0) == (None, None)
+        log_.record(params(system=LONG_SYSTEM), 1000.0)  # no exception: the request goes on
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["prefix log unreadable", "prefix log unreadable", "prefix log not written"]
 
 
 def test_the_chain_caches_an_agent_prefix_across_calls_minutes_apart(home: Path) -> None:

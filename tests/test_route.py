@@ -330,6 +330,25 @@ def test_each_trigger_escalates_once_and_both_calls_are_in_the_ledger(
     assert spend["escalations"] == 1 and spend["escalation_cost"] == pytest.approx(second["cost"])
 
 
+def test_the_re_ask_is_marked_for_the_stronger_model(tmp_path: Path) -> None:
+    """A ~2.5K-token system prompt: below Haiku's 4,096-token minimum, so the cheap call
+    is unmarked; the re-ask on Sonnet (1,024) gets its own breakpoint."""
+
+    class Seen(Scripted):
+        def send(self, params: dict[str, Any]) -> BackendResult:
+            self.params = [*getattr(self, "params", []), params]
+            return super().send(params)
+
+    backend = Seen("The answer is", "max_tokens")
+    system = "You are the operations agent of a small company. Follow the runbook. " * 150
+    extra = "context:\n  prompt_caching:\n    ttl_interactive: 5m\n"
+    opened, reply = ask_with(tmp_path, backend, extra, system=system)
+    cheap, strong = backend.params
+    assert "cache_control" not in str(cheap) and "cache_control" in str(strong["system"])
+    marks = [d for d in reply.decisions if d.stage == "prompt_cache"]
+    assert len(marks) == 1 and marks[0].action == "marked"
+
+
 def test_a_good_answer_does_not_escalate(tmp_path: Path) -> None:
     backend = Scripted("4")
     _, reply = ask_with(tmp_path, backend)

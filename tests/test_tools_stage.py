@@ -178,7 +178,7 @@ def cache_aware(**cfg) -> ToolStage:
         scorer=Scorer(None),
         caching=caching,
         prices=PriceBook(load_config().config.pricing),
-        default_model="claude-haiku-5-5",
+        model_of=lambda r: r.model or "claude-haiku-5-5",
     )
 
 
@@ -228,3 +228,12 @@ def test_the_chain_routes_first_then_keeps_a_cached_tool_list(home: Path) -> Non
     reply = opt.ask(agent_request(tier="strong"))
     tools = next(d for d in reply.decisions if d.stage == "tools")
     assert tools.action == "all" and reply.model == "claude-sonnet-5-5"
+
+
+@pytest.mark.parametrize(("tier", "action"), [("cheap", "selected"), ("strong", "all")])
+def test_without_routing_the_requested_tier_decides(home: Path, tier: str, action: str) -> None:
+    """Routing off: the tier's model (Haiku: 4,096-token minimum; Sonnet: 1,024) decides
+    whether the agent's ~2.5K-token prefix can be cached."""
+    app = open_app(backend="offline", overrides={"routing.enabled": False})
+    reply = app.optimizer(backend=OfflineBackend()).ask(agent_request(tier=tier))
+    assert next(d for d in reply.decisions if d.stage == "tools").action == action

@@ -357,12 +357,13 @@ def test_the_chain_embeds_during_the_call(home: Path, monkeypatch: pytest.Monkey
         "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
     )
     running, answered = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
 
     class Gated(BagOfWords):
         def embed(self, texts):
-            if len(texts) > 1:  # the turns' batch, not the prompt
+            if len(texts) > 1:  # the turns' batch, not the prompt (on the job's thread)
                 running.set()
-                assert answered.wait(10)
+                overlapped.append(answered.wait(10))
             return super().embed(texts)
 
     class Watching(OfflineBackend):
@@ -377,4 +378,5 @@ def test_the_chain_embeds_during_the_call(home: Path, monkeypatch: pytest.Monkey
     reply = app.optimizer(backend=Watching()).ask(_needy_request())
     prune = next(d for d in reply.decisions if d.stage == "prune")
     assert prune.data["scored_lexically"] > 0
+    assert overlapped == [True]  # the batch was being embedded while the backend answered
     assert app.db.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] > 1

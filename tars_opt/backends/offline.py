@@ -58,7 +58,7 @@ class OfflineBackend:
 
     def __init__(self, clock: Callable[[], float] = time.time, store: Any = None) -> None:
         self._clock = clock
-        self._prefixes: dict[str, float] = {}  # prefix hash -> expiry
+        self._prefixes: dict[str, tuple[float, float]] = {}  # prefix hash -> expiry, ttl s
         self._batches: dict[str, _Batch] = {}
         self._store = store
 
@@ -73,6 +73,10 @@ class OfflineBackend:
             on_text(piece + " ")
         return result
 
+    def _live(self, key: str, now: float) -> bool:
+        entry = self._prefixes.get(key)
+        return entry is not None and entry[0] > now
+
     def count_tokens(self, params: dict[str, Any]) -> int:
         return tokens.estimate_params(params)
 
@@ -84,8 +88,15 @@ class OfflineBackend:
                 kind="invalid_request_error",
                 status=400,
             )
-        # cache_control marks change billing, not the answer: they do not move the seed.
-        seed = _digest(model, canonical(params.get("system")), canonical(params.get("messages")))
+        # Marks change billing, not the answer: the seed sees the request unmarked (no
+        # cache_control, text as a text block, as marking rewrites it).
+        system = params.get("system") or []
+        blocks = [_unmarked(b) for b in (system if isinstance(system, list) else [system])]
+        seed = _digest(
+            model,
+            canonical(blocks or None),
+            canonical([_unmarked(m) for m in params.get("messages") or []]),
+        )
         wanted = 60 + seed % 540  # 60-600 output tokens, fixed per request
         max_tokens = int(params.get("max_tokens") or 1024)
         output = min(wanted, max_tokens)
@@ -125,21 +136,29 @@ class OfflineBackend:
             minimum = MIN_CACHEABLE.get(_family(model), 4096)
             now = self._clock()
             window = {j for m in marks for j in range(max(0, m - LOOKBACK), m + 1)}
-            live = [j for j in window if self._prefixes.get(f"{model}:{points[j][1]}", 0) > now]
+            live = [j for j in window if self._live(f"{model}:{points[j][1]}", now)]
             hit = max(live, default=None)
             read = points[hit][0] if hit is not None else 0
-            last = marks[-1]
-            ttl = str(points[last][2].get("ttl", "5m"))
-            if points[last][0] >= minimum and (hit is None or hit < last):
+            # Each breakpoint writes the stretch since the previous cached one at its own
+            # TTL (1h entries before 5m ones, as the API requires), and its entry lives
+            # that long; a read renews the entry it read for its own lifetime.
+            done = read
+            for j in marks:
+                if points[j][0] < minimum or points[j][0] <= done:
+                    continue
+                ttl = str(points[j][2].get("ttl", "5m"))  # type: ignore[union-attr]
                 if ttl == "1h":
-                    w1 = points[last][0] - read
+                    w1 += points[j][0] - done
                 else:
-                    w5 = points[last][0] - read
-            # Entries live per breakpoint; a read refreshes the entry's lifetime, as the
-            # API does.
-            for j in [*marks, *([hit] if hit is not None else [])]:
-                if points[j][0] >= minimum:
-                    self._prefixes[f"{model}:{points[j][1]}"] = now + TTL_SECONDS.get(ttl, 300.0)
+                    w5 += points[j][0] - done
+                done = points[j][0]
+                self._prefixes[f"{model}:{points[j][1]}"] = (
+                    now + TTL_SECONDS.get(ttl, 300.0),
+                    TTL_SECONDS.get(ttl, 300.0),
+                )
+            if hit is not None:
+                key = f"{model}:{points[hit][1]}"
+                self._prefixes[key] = (now + self._prefixes[key][1], self._prefixes[key][1])
         return Usage(
             input_tokens=max(0, total - w5 - w1 - read),
             output_tokens=output,

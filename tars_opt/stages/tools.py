@@ -11,8 +11,9 @@ load any of them (their schemas are not billed until it does).
 Tools are the very start of the prompt-cache prefix: a selection that follows each prompt
 changes it, and the system prompt cached after it is written again instead of read. So,
 when prompt caching can hold the whole list with the system prompt for the routed model
-(this stage runs after `route`), the whole list is sent unless the selection, sent
-uncached, would still cost less than the whole prefix read from the cache. (A session's
+(this stage runs after `route`), the whole list is sent when reading it (with the system
+prompt) from the cache costs less than half of sending the selection uncached
+(CACHE_MARGIN), and the selection otherwise. (A session's
 sticky selection would be stable within the session, but the agent's system prompt after
 it is shared by every session and single call: only the whole list keeps that prefix.)
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -66,14 +68,15 @@ class ToolStage:
         vectors: VectorCache | None = None,
         caching: PromptCachingConfig | None = None,
         prices: PriceBook | None = None,
-        default_model: str | None = None,
+        model_of: Callable[[Request], str | None] | None = None,
     ) -> None:
-        """`caching`, `prices` and `default_model` (the model when routing is off) let the
-        stage keep a cacheable tool list whole; without them it always selects."""
+        """`caching`, `prices` and `model_of` (the model that will answer a request: its
+        own, or its tier's) let the stage keep a cacheable tool list whole; without them
+        it always selects."""
         self.config = config
         self.caching = caching
         self.prices = prices
-        self.default_model = default_model
+        self.model_of = model_of
         self.scorer = scorer or Scorer(
             default_embedder if config.semantic else None, vectors=vectors
         )
@@ -137,7 +140,7 @@ class ToolStage:
         at the input rate (a selection that follows the prompt is never read back); the
         whole list must win by CACHE_MARGIN.
         """
-        model = request.model or self.default_model
+        model = self.model_of(request) if self.model_of is not None else request.model
         if (
             self.caching is None
             or self.prices is None

@@ -428,11 +428,12 @@ class FakeAnthropic:
                     return _json(200, batch.to_json(self.url))
                 if method == "GET":
                     self._counters["batch_lists"] += 1
-                    # A listing counts as a poll of every batch: time passes for a batch
-                    # nobody retrieves (one a killed drain sent but never recorded), as it
-                    # does on the real API, which ends batches by time.
-                    for listed in self._batches.values():
-                        self._progress(listed)
+                    # A listing (its first page) counts as a poll of every batch: time
+                    # passes for a batch nobody retrieves (one a killed drain sent but never
+                    # recorded), as on the real API, which ends batches by time.
+                    if not {"after_id", "before_id"} & set(query):
+                        for listed in self._batches.values():
+                            self._progress(listed)
                     newest_first = [b.to_json(self.url) for b in reversed(self._batches.values())]
                     return _json(200, paginate(newest_first, query))
             batch = self._batches.get(rest[0])

@@ -149,6 +149,11 @@ def cache_control_error(body: dict[str, Any]) -> str | None:
             f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
             f"Found {len(found)}."
         )
+    # Longer-lived entries first: a 1h breakpoint may not follow a 5m one (tools, system,
+    # messages order).
+    ttls = [cc.get("ttl", "5m") for cc in found if isinstance(cc, dict)]
+    if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+        return "cache_control: a breakpoint with ttl '1h' must not come after one with ttl '5m'"
     return None
 
 
