@@ -63,12 +63,23 @@ def missing_key_message(key_env: str) -> str:
     )
 
 
-def build_backend(config: Config, clock: Callable[[], float] = time.time) -> Backend:
-    """The backend the config names; the real one needs the API key from the environment."""
+def build_backend(
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    db: sqlite_utils.Database | None = None,
+) -> Backend:
+    """The backend the config names; the real one needs the API key from the environment.
+    With `db` the offline backend keeps its batches and prompt-cache entries there, so
+    separate processes see them as they would the API's."""
     if config.backend == "offline":
         from tars_opt.backends.offline import OfflineBackend
+        from tars_opt.backends.offline_store import OfflineBatchStore, OfflinePromptCache
 
-        return OfflineBackend(clock=clock)
+        if db is None:
+            return OfflineBackend(clock=clock)
+        return OfflineBackend(
+            clock=clock, store=OfflineBatchStore(db), prompt_cache=OfflinePromptCache(db)
+        )
     from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
 
     key = os.environ.get(config.api.key_env, "")
@@ -118,7 +129,7 @@ class Optimizer:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = build_backend(self.config, self.clock)
+            self._backend = build_backend(self.config, self.clock, self.db)
         return self._backend
 
     def prepare(self, request: Request) -> Prepared | Reply:

@@ -341,6 +341,16 @@ def _prefix_sends(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX prefix_sends_last ON prefix_sends(last_sent)")
 
 
+def _offline_prompt_cache(db: sqlite_utils.Database) -> None:
+    """The offline backend's prompt-cache entries (prefix hashes only), so separate
+    `tars-opt ask --backend offline` processes share them as API calls share the API's."""
+    db.execute(
+        "CREATE TABLE offline_prompt_cache (key TEXT PRIMARY KEY, expires REAL NOT NULL, "
+        "ttl REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX offline_prompt_cache_expires ON offline_prompt_cache(expires)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
@@ -351,6 +361,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _cache,
     _text_vectors,
     _prefix_sends,
+    _offline_prompt_cache,
 ]
 
 

@@ -44,12 +44,7 @@ IN_FLIGHT = ("in_progress", "canceling", "ended")
 
 def drain_backend(config: Config, db: sqlite_utils.Database, clock: Callable[[], float]) -> Backend:
     """The config's backend; offline batches are kept in the database (see offline_store)."""
-    if config.backend == "offline":
-        from tars_opt.backends.offline import OfflineBackend
-        from tars_opt.backends.offline_store import OfflineBatchStore
-
-        return OfflineBackend(clock=clock, store=OfflineBatchStore(db))
-    return build_backend(config, clock)
+    return build_backend(config, clock, db)
 
 
 @dataclass

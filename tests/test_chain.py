@@ -180,6 +180,39 @@ def test_offline_mixed_ttls_bill_and_live_per_breakpoint() -> None:
     assert backend.send(plain).usage.output_tokens == later.output_tokens
 
 
+def test_offline_prompt_cache_is_shared_by_processes_through_the_database(
+    tmp_path: Path,
+) -> None:
+    """Two backends on one database file (two `tars-opt ask` processes): the second reads
+    the entry the first wrote, and the table holds hashes, not the prompt."""
+    from tars_opt.backends.offline_store import OfflinePromptCache
+    from tars_opt.db import connect
+
+    text = "You are a careful agent with a long runbook. " * 600
+    params = {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 50,
+        "system": [
+            {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    path = tmp_path / "t.db"
+    now = [1000.0]
+
+    def process() -> OfflineBackend:
+        return OfflineBackend(clock=lambda: now[0], prompt_cache=OfflinePromptCache(connect(path)))
+
+    first = process().send(params).usage
+    now[0] += 600
+    second = process().send(params).usage
+    assert first.cache_write_1h > 1024 and second.cache_read == first.cache_write_1h
+    now[0] += 3601  # past the renewed hour: written again
+    assert process().send(params).usage.cache_write_1h == first.cache_write_1h
+    dump = str(list(connect(path).query("SELECT * FROM offline_prompt_cache")))
+    assert "runbook" not in dump
+
+
 def test_offline_batches_are_half_price(home: Path) -> None:
     backend = OfflineBackend()
     params = {
@@ -254,7 +287,7 @@ def test_latency_excludes_building_the_backend(home: Path, monkeypatch: pytest.M
             result = super().send(params)
             return replace(result, latency_ms=None)  # measured by the chain, not modelled
 
-    def slow_build(config, clock):  # stands in for the ~1.7 s SDK import
+    def slow_build(config, clock, db=None):  # stands in for the ~1.7 s SDK import
         _time.sleep(0.3)
         return Measured()
 

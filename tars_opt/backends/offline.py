@@ -51,14 +51,19 @@ class OfflineBackend:
 
     `clock` drives prompt-cache expiry, so simulations can run on a simulated clock.
     Message Batches live in this process, or in `store` (an OfflineBatchStore on the
-    SQLite file) so that a later process - the next cron `drain` - can collect them.
+    SQLite file) so that a later process - the next cron `drain` - can collect them;
+    prompt-cache entries likewise, in `prompt_cache` (an OfflinePromptCache).
     """
 
     name = "offline"
 
-    def __init__(self, clock: Callable[[], float] = time.time, store: Any = None) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, store: Any = None, prompt_cache: Any = None
+    ) -> None:
         self._clock = clock
-        self._prefixes: dict[str, tuple[float, float]] = {}  # prefix hash -> expiry, ttl s
+        # Prefix hash -> (expiry, lifetime s): in memory, or an OfflinePromptCache on the
+        # SQLite file so separate processes share it.
+        self._prefixes: Any = prompt_cache if prompt_cache is not None else {}
         self._batches: dict[str, _Batch] = {}
         self._store = store
 

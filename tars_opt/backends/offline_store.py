@@ -1,5 +1,6 @@
-"""Offline Message Batches kept in the SQLite file, so `drain --backend offline` works
-across processes (cron: one run submits, a later run collects) like the real API does."""
+"""The offline backend's state kept in the SQLite file, so it works across processes like
+the real API does: Message Batches (cron: one `drain` submits, a later one collects) and
+prompt-cache entries (one `tars-opt ask` reads what an earlier one wrote)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,36 @@ class OfflineBatchStore:
             [limit],
         )
         return [BatchInfo(**json.loads(r["info"])) for r in rows]
+
+
+class OfflinePromptCache:
+    """The `offline_prompt_cache` table: prefix hash -> (expiry, lifetime in s), read and
+    written like the in-memory dict the backend uses without a database. Hashes only."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def get(self, key: str) -> tuple[float, float] | None:
+        row = self.db.execute(
+            "SELECT expires, ttl FROM offline_prompt_cache WHERE key = ?", [key]
+        ).fetchone()
+        return (float(row[0]), float(row[1])) if row else None
+
+    def __getitem__(self, key: str) -> tuple[float, float]:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __setitem__(self, key: str, value: tuple[float, float]) -> None:
+        expires, ttl = value
+        with transaction(self.db) as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO offline_prompt_cache (key, expires, ttl) VALUES (?, ?, ?)",
+                [key, expires, ttl],
+            )
+            # Entries long gone (a day past the newest write's clock) are dropped.
+            cur.execute("DELETE FROM offline_prompt_cache WHERE expires < ?", [expires - 86_400])
 
 
 def _dump_items(items: list[BatchItem]) -> str:
