@@ -15,9 +15,10 @@ default) marks the stable prefix (tools, system) with 1h when the same prefix wa
 the last hour - so from the second call of a busy hour on it is read - and leaves it
 unmarked otherwise (an isolated single-turn call pays 1x, not 2x). The end of a conversation's
 history, read only by the conversation's next turn, gets 5m while its turns come less
-than QUICK_TURN_S apart (a quick loop: every write at 1.25x, not 2x) and 1h otherwise
-(a turn minutes after the last would find a 5m entry gone and write the whole history
-again). Deferred work gets `ttl_deferred`.
+than QUICK_TURN_S apart or no gap is known yet (a quick loop or a one-shot request: a
+write at 1.25x, not 2x), 1h while they come minutes apart (a 5m entry would be gone and
+the whole history written again), and no mark once they come more than an hour apart.
+Deferred work gets `ttl_deferred`.
 """
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ def mark_breakpoints(
     if not big:
         longest = candidates[-1][1] if candidates else 0
         return params, [], f"prefix ~{longest} tokens is below the {minimum}-token minimum"
-    if auto and not recent:
-        big = [c for c in big if not c[3]]
+    slow = since_turn is not None and since_turn > AUTO_WINDOW_S
+    if auto and (not recent or slow):
+        # Not sent in the last hour: a 2x write pays only if a later call reads it.
+        big = [c for c in big if (c[3] and recent) or (not c[3] and not slow)]
         if not big:
             return (
                 params,
@@ -150,8 +153,10 @@ def mark_breakpoints(
                 ),
             )
     chosen = big[-MAX_BREAKPOINTS:]
-    quick = since_turn is not None and 0 <= since_turn < QUICK_TURN_S
-    history_ttl = "5m" if quick else "1h"
+    # The history is read only by this conversation's next turn: 5m while turns come
+    # quickly or no gap is known yet (one-shot: 1.25x, not 2x), 1h for a turn minutes apart.
+    minutes_apart = since_turn is not None and QUICK_TURN_S <= since_turn <= AUTO_WINDOW_S
+    history_ttl = "1h" if minutes_apart else "5m"
     for _, _, block, stable in chosen:
         ttl = ("1h" if stable else history_ttl) if auto else fixed
         block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
@@ -162,7 +167,7 @@ def mark_breakpoints(
     if any(c[3] for c in chosen):
         parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
     if not chosen[-1][3]:
-        gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "first turn"
+        gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "no gap known"
         parts.append(f"end of history {history_ttl} ({gap})")
     return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
 
@@ -181,14 +186,14 @@ def _blocks(content: Any) -> Any:
 
 
 def conversation_key(params: dict[str, Any]) -> str | None:
-    """SHA-256 naming the conversation a request continues: the model and the first
-    message (pruning keeps it while `context.keep_first_user` is on); None without
-    history. The same for every turn of one conversation. Left out because they change
+    """SHA-256 naming the conversation a request belongs to: the model and the first
+    message (pruning keeps it while `context.keep_first_user` is on). The same for every
+    turn of one conversation, its opening request included. Left out because they change
     as a conversation goes: the system prompt (pruning adds the summary of old turns to
     it) and the tools (a selection may follow the prompt). Two conversations that open
     with the same message share a key; that only moves the choice between 5m and 1h."""
     messages = params.get("messages") or []
-    if len(messages) < 2:
+    if not messages:
         return None
     first = messages[0]
     shared = {

@@ -107,10 +107,17 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     # needs only 5m; the shared prefix keeps 1h (1h entries come first, as the API wants).
     out, _, why = mark_breakpoints(request, auto, since_sent=30, since_turn=30)
     assert _ttls(out) == ["1h", "1h", "5m"] and "previous turn 30 s ago" in why
-    # Never sent, or not in the last hour: the stable part waits for a second call.
+    # Never sent, or not in the last hour: the stable part waits for a second call; the
+    # history of a conversation with no known gap gets the cheaper 5m write.
     for since in (None, 3601.0):
         out, marks, why = mark_breakpoints(request, auto, since_sent=since)
-        assert _ttls(out) == ["1h"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
+        assert _ttls(out) == ["5m"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
+        assert "no gap known" in why
+    # Turns more than an hour apart: no entry would live to be read, nothing is marked.
+    out, marks, why = mark_breakpoints(request, auto, since_sent=None, since_turn=4000)
+    assert marks == [] and why.startswith(AUTO_UNMARKED)
+    out, marks, _ = mark_breakpoints(request, auto, since_sent=600, since_turn=4000)
+    assert _ttls(out) == ["1h", "1h"]  # the shared prefix still pays (sent 10 minutes ago)
     single = {**request, "messages": [{"role": "user", "content": "next"}]}
     out, marks, why = mark_breakpoints(single, auto, since_sent=None)
     assert marks == [] and why.startswith(AUTO_UNMARKED) and out is single
@@ -140,7 +147,10 @@ def test_a_conversation_keeps_its_key_from_turn_to_turn() -> None:
         "messages": [{"role": "user", "content": "another task"}, *first["messages"][1:]],
     }
     assert conversation_key(other) != conversation_key(first)
-    assert conversation_key({**first, "messages": first["messages"][-1:]}) is None
+    # The opening request (no history yet) already names the conversation it starts.
+    opening = {**first, "messages": first["messages"][:1]}
+    assert conversation_key(opening) == conversation_key(first)
+    assert conversation_key({**first, "messages": []}) is None
 
 
 def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None:
@@ -291,7 +301,7 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
             Request(prompt=f"Next {turn}?", messages=tuple(history), model="claude-sonnet-5-5")
         )
         marked = [d for d in reply.decisions if d.stage == "prompt_cache"]
-        if turn:  # the first turn knows no gap yet: 1h
+        if turn:  # the first turn knows no gap yet: 5m
             assert f"end of history {ttl}" in marked[0].reason
         reads.append(reply.usage.cache_read)
         history += [
@@ -299,4 +309,6 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
             {"role": "assistant", "content": f"Done {turn}. " + FILLER},
         ]
         clock[0] += gap
-    assert reads[1] > 0 and reads[2] > 0  # each turn reads what the previous one wrote
+    # Each turn reads what the previous one wrote, except the second of a slow one: the
+    # opening's 5m entry was gone, from then on the history is kept for an hour.
+    assert (reads[1] > 0) == (gap == 30) and reads[2] > 0
