@@ -204,8 +204,7 @@ class PruneLevelConfig(_Strict):
 
 class PromptCachingConfig(_Strict):
     enabled: bool = True
-    # auto: 1h; a stable prefix not sent in the last hour is unmarked; a quick loop's
-    # history gets 5m (tars_opt/prompt_cache.py).
+    # auto: by when the prefix and the conversation were last sent (prompt_cache.py).
     ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
     ttl_deferred: Literal["5m", "1h"] = "1h"
     # Smallest cacheable prefix per model family (first family named in the model id
