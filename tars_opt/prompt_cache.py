@@ -148,8 +148,9 @@ def mark_breakpoints(
                 params,
                 [],
                 (
-                    f"{AUTO_UNMARKED}: this prefix was not sent in the last hour, so it is not "
-                    "marked (a 2x write pays only when a second call reads it)"
+                    f"{AUTO_UNMARKED}: neither this prefix nor this conversation was sent in "
+                    "the last hour, so nothing is marked (a write pays only when a later call "
+                    "reads it)"
                 ),
             )
     chosen = big[-MAX_BREAKPOINTS:]
