@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlite_utils
 
@@ -32,6 +32,9 @@ from tars_opt.prompt_cache import (
 )
 from tars_opt.querytype import guess_query_type
 from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
+
+if TYPE_CHECKING:
+    from tars_opt.stages.tools import ToolStage
 
 log = logging.getLogger("tars_opt.chain")
 
@@ -459,7 +462,7 @@ def default_stages(
     return stages
 
 
-def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) -> Any:
+def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) -> ToolStage:
     """The tools stage as the chain runs it: sharing the vector table, cache-aware."""
     from tars_opt.stages.tools import ToolStage
     from tars_opt.vector_cache import open_vector_cache
