@@ -8,6 +8,11 @@ Writes, in tars_opt/data/:
 Only weights and tables are written: the prompts (MMLU MIT, GSM8K MIT, via RouteLLM
 Apache-2.0) stay in ../shared/data. Evaluation buckets (6-9), MT-Bench and arena_bench_v1
 are never read here. Embedding ~9k prompts takes minutes: --cache keeps the vectors.
+
+Which MiniLM layer the router reads is chosen here too, on the held-out calibration prompts
+alone: a router is fitted on every layer's hidden state, and the shallowest layer within
+LAYER_TOLERANCE of the best held-out APGR wins (shallower is faster: layer 2 costs a third
+of the full model).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from tars_opt.router.heuristic import HeuristicRouter  # noqa: E402
 from tars_opt.router.store import SHIPPED_HEURISTIC  # noqa: E402
 
 HOLDOUT_BUCKETS = {5}  # of the calibration buckets 0-5: fit on 0-4, calibrate on 5
+LAYER_TOLERANCE = 0.01  # held-out APGR a shallower layer may give up (about its noise)
 SOURCE = (
     "lm-sys/RouteLLM routellm/evals (commit 0b64fdafe049e596a3f5657c219329f24af24198): "
     "MMLU (57 subjects) and GSM8K test, Mixtral-8x7B-Instruct (weak) vs gpt-4-1106-preview "
@@ -41,15 +47,15 @@ SOURCE = (
 
 
 def embeddings(data: Labelled, cache: Path | None) -> np.ndarray:
-    """The prompts' vectors, from the cache when it matches these prompts."""
+    """The prompts' hidden states after every layer (7, n, dim), from the cache if it matches."""
+    from tars_opt.embed import LAYERS, get_embedder
+
     digest = hashlib.sha256("\x1e".join(data.prompts).encode()).hexdigest()[:16]
-    path = cache / f"calibration-{digest}.npy" if cache else None
+    path = cache / f"calibration-layers-{digest}.npy" if cache else None
     if path is not None and path.is_file():
         return np.load(path)
-    from tars_opt.embed import get_embedder
-
     started = time.time()
-    vectors = get_embedder().embed(data.prompts)
+    vectors = get_embedder().hidden_states(data.prompts, range(LAYERS + 1))
     print(f"embedded {len(data)} prompts in {time.time() - started:.0f} s")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,11 +85,26 @@ def main() -> None:
         "made": made,
         "made_by": "scripts/build_router.py",
     }
-    router = learned.train(data, embeddings(data, args.cache), holdout, note=note)
+    by_layer = embeddings(data, args.cache)
+    fitted = [learned.train(data, v, holdout, note=note, layer=i) for i, v in enumerate(by_layer)]
+    held = [r.note["calibration"]["apgr"] for r in fitted]
+    best = max(held)
+    router = next(r for r, apgr in zip(fitted, held, strict=True) if apgr >= best - LAYER_TOLERANCE)
+    router.note["layer_search"] = {
+        "rule": f"the shallowest layer within {LAYER_TOLERANCE} of the best held-out APGR",
+        "held_out_apgr": {str(i): round(a, 4) for i, a in enumerate(held)},
+        "chosen": router.layer,
+    }
+    print("held-out APGR by layer: " + ", ".join(f"{i}: {a:.3f}" for i, a in enumerate(held)))
+    if router.layer != learned.LAYER:
+        print(
+            f"note: layer {router.layer} chosen; learned.LAYER (for `router train`) is "
+            f"{learned.LAYER}"
+        )
     note_path = router.save(args.out / learned.SHIPPED.name)
     cal = router.note["calibration"]
     print(
-        f"learned: l2 {router.note['l2']}, held-out APGR {cal['apgr']:.3f} "
+        f"learned: layer {router.layer}, l2 {router.note['l2']}, held-out APGR {cal['apgr']:.3f} "
         f"CPT50 {cal['cpt50']:.2f} CPT80 {cal['cpt80']:.2f} -> {note_path}"
     )
 

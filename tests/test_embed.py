@@ -40,6 +40,19 @@ def embedder() -> MiniLMEmbedder:
     return get_embedder()
 
 
+def _count_runs(embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch sizes the model runs from now on (appended as it runs)."""
+    ran: list[int] = []
+    real_run = embedder._run
+
+    def counted(session: object, names: list[str] | None, encs: list[object]) -> np.ndarray:
+        ran.append(len(encs))
+        return real_run(session, names, encs)
+
+    monkeypatch.setattr(embedder, "_run", counted)
+    return ran
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b)
 
@@ -104,15 +117,62 @@ def test_recent_texts_are_embedded_once(
     embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     embedder.clear_memo()
-    ran: list[int] = []
-    real_run = embedder._run
-    monkeypatch.setattr(embedder, "_run", lambda encs: ran.append(len(encs)) or real_run(encs))
+    ran = _count_runs(embedder, monkeypatch)
     first = embedder.embed(["the same prompt", "another one"])
     first[0] += 1.0  # the caller's copy: the memo must not change with it
     again = embedder.embed(["another one", "a new text", "the same prompt"])
     assert ran == [2, 1]  # only the new text ran the second time
     np.testing.assert_allclose(again[[0, 2]], embedder.embed(["another one", "the same prompt"]))
     np.testing.assert_allclose(again[2], first[0] - 1.0, atol=1e-6)
+
+
+def test_an_early_layer_is_an_embedder_of_its_own(embedder: MiniLMEmbedder) -> None:
+    early = embedder.at_layer(2)
+    assert isinstance(early, Embedder)
+    assert (early.name, early.dim) == ("all-MiniLM-L6-v2-onnx-int8@layer2", DIM)
+    assert embedder.at_layer(6) is embedder
+    embedder.clear_memo()
+    vecs = early.embed(TEXTS)  # the cut-down model
+    assert vecs.shape == (len(TEXTS), DIM) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    states = embedder.hidden_states(TEXTS, [2, 6])  # the full model, both at once
+    np.testing.assert_allclose(vecs, states[0], atol=1e-5)
+    np.testing.assert_allclose(embedder.embed(TEXTS), states[1], atol=1e-5)
+    # A different vector space, not a copy of the sentence embedding.
+    assert float(np.min(np.sum(vecs * states[1], axis=1))) < 0.9
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match="layer must be 0-6"):
+            embedder.at_layer(bad)
+        with pytest.raises(ValueError, match="layer must be 0-6"):
+            embedder.embed(["x"], layer=bad)
+    with pytest.raises(ValueError, match="non-empty list of 0-6"):
+        embedder.hidden_states(["x"], [])
+
+
+def test_a_full_run_keeps_the_early_layer_for_later(
+    embedder: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    early = embedder.at_layer(2)
+    embedder.clear_memo()
+    prompt = "a prompt the cache embeds first"
+    cut = early.embed([prompt])
+    # A request's prompt (a small run): every layer is kept, even before anyone asked.
+    fresh = MiniLMEmbedder()
+    fresh.embed([prompt])
+    ran = _count_runs(fresh, monkeypatch)
+    np.testing.assert_allclose(fresh.at_layer(2).embed([prompt]), cut, atol=1e-6)
+    np.testing.assert_allclose(
+        fresh.at_layer(4).embed([prompt]), fresh.hidden_states([prompt], [4])[0], atol=1e-6
+    )
+    assert ran == [1]  # only hidden_states ran the model
+    # A bulk run keeps only the early layers asked for before.
+    bulk = [f"bulk text number {i}" for i in range(8)]
+    embedder.clear_memo()
+    embedder.embed(bulk)
+    ran = _count_runs(embedder, monkeypatch)
+    early.embed(bulk)
+    embedder.at_layer(3).embed(bulk)
+    assert ran == [8]  # layer 2 was kept, layer 3 was not
 
 
 def test_truncates_at_256_tokens_not_128(embedder: MiniLMEmbedder) -> None:

@@ -121,6 +121,10 @@ def test_the_shipped_router_loads_offline_with_its_note() -> None:
     trivia = router.route_score(Request(prompt="Which colour do you get mixing blue and yellow?"))
     assert maths.score > trivia.score
     assert maths.router == "learned" and "predicted_gain" in maths.details
+    # It reads MiniLM's layer 2, chosen on the held-out calibration prompts.
+    assert router.layer == 2 and router.embedder.name.endswith("@layer2")
+    assert router.note["layer_search"]["chosen"] == 2
+    assert "after layer 2 of 6" in router.note["features"][0]
     assert "fallback" not in maths.details  # a GSM8K-like prompt: the ridge decides
     # Weights, 64 centroids and held-out factor values: numbers only, never prompt text.
     assert SHIPPED.stat().st_size < 160_000
@@ -178,6 +182,24 @@ def test_learned_router_falls_back_to_the_heuristic_and_says_so(tmp_path: Path) 
 # --- the CLI ---------------------------------------------------------------------------------
 
 
+def test_router_train_reads_the_layer_it_is_given(runner: CliRunner, tmp_path: Path) -> None:
+    data = labelled_file(tmp_path)
+    out = tmp_path / "full.npz"
+    args = ["router", "train", "--data", str(data), "--out", str(out), "--layer", "6"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    router = load_learned(out)
+    assert router.layer == 6 and router.embedder.name == "all-MiniLM-L6-v2-onnx-int8"
+    assert "after layer 6 of 6" in router.note["features"][0]
+    # A router file from before layers were recorded read the sentence embedding.
+    with np.load(out) as saved:
+        arrays = {k: saved[k] for k in saved.files if k != "layer"}
+    np.savez(out, **arrays)
+    assert load_learned(out).layer == 6
+    bad = runner.invoke(app, [*args[:-1], "7"])
+    assert bad.exit_code == 2 and "--layer" in bad.output
+
+
 def test_router_train_then_route_and_calibrate_with_it(runner: CliRunner, tmp_path: Path) -> None:
     data = labelled_file(tmp_path)
     out = tmp_path / "mine.npz"
@@ -186,14 +208,21 @@ def test_router_train_then_route_and_calibrate_with_it(runner: CliRunner, tmp_pa
     assert "APGR" in result.output and out.is_file() and out.with_suffix(".json").is_file()
     note = json.loads(out.with_suffix(".json").read_text())
     assert note["rows"] == 48 and note["made_by"] == "tars-opt router train"
+    assert load_learned(out).layer == 2  # the shipped router's layer by default
     config = tmp_path / "c.yaml"
     config.write_text(
         f"backend: offline\nrouting:\n  router: learned\n  learned:\n    path: {out}\n"
     )
     opened = open_app(config)
-    hard = opened.optimizer().ask(Request(prompt=HARD[0].format(n=40, m=2)))
-    easy = opened.optimizer().ask(Request(prompt=EASY[1].format(thing="cherry")))
-    assert (hard.model, easy.model) == ("claude-sonnet-5-5", "claude-haiku-5-5")
+
+    def models(prompts: list[str]) -> list[str]:
+        return [opened.optimizer().ask(Request(prompt=p)).model for p in prompts]
+
+    # 48 training prompts make single decisions noisy: judge the new prompts as groups.
+    hard = models([t.format(n=40, m=2) for t in HARD])
+    easy = models([t.format(name="Gus", thing="cherry") for t in EASY])
+    assert hard == ["claude-sonnet-5-5"] * 4
+    assert easy.count("claude-haiku-5-5") >= 2
     shown = runner.invoke(app, ["router", "calibrate", "-c", str(config), "--data", str(data)])
     assert shown.exit_code == 0, shown.output
     assert "learned router calibration" in shown.output and "strong share" in shown.output
@@ -221,7 +250,7 @@ def test_calibrate_shows_the_shipped_table_without_data(runner: CliRunner) -> No
     result = runner.invoke(app, ["router", "calibrate"])  # the default router: learned
     assert result.exit_code == 0, result.output
     assert "learned router calibration (the router file)" in result.output
-    assert "APGR 0.69" in result.output and "100%" in result.output
+    assert "APGR 0.72" in result.output and "100%" in result.output
     result = runner.invoke(app, ["router", "calibrate", "--router", "heuristic"])
     assert result.exit_code == 0, result.output
     assert "router_heuristic_calibration.json" in result.output and "100%" in result.output

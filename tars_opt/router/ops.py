@@ -33,10 +33,16 @@ def default_model_path(config: Config) -> Path:
     return config.resolved_data_dir() / DEFAULT_MODEL_FILE
 
 
-def train_file(config: Config, data: Path, out: Path | None = None) -> tuple[Any, Path]:
-    """Train a learned router on a labelled JSONL file; return it and where it was saved."""
+def train_file(
+    config: Config, data: Path, out: Path | None = None, *, layer: int | None = None
+) -> tuple[Any, Path]:
+    """Train a learned router on a labelled JSONL file; return it and where it was saved.
+
+    `layer` is the MiniLM layer whose hidden state it reads (default: learned.LAYER).
+    """
     from tars_opt.router import learned
 
+    layer = learned.LAYER if layer is None else layer
     weak, strong = routing_pair(config)
     labelled = load_jsonl(data, weak, strong)
     holdout = labelled.holdout(USER_HOLDOUT)
@@ -46,7 +52,7 @@ def train_file(config: Config, data: Path, out: Path | None = None) -> tuple[Any
             "calibration: give at least ~20 labelled prompts"
         )
     try:
-        embedder = learned._embedder()
+        embedder = learned._embedder(layer)
     except learned.LearnedUnavailable as exc:
         raise InputError(f"cannot train the learned router: {exc}") from None
     note = {
@@ -58,7 +64,8 @@ def train_file(config: Config, data: Path, out: Path | None = None) -> tuple[Any
         "made": datetime.now(UTC).date().isoformat(),
         "made_by": "tars-opt router train",
     }
-    router = learned.train(labelled, embedder.embed(labelled.prompts), holdout, note=note)
+    vectors = embedder.embed(labelled.prompts)
+    router = learned.train(labelled, vectors, holdout, note=note, layer=layer)
     target = Path(out).expanduser() if out else default_model_path(config)
     router.save(target)
     return router, target

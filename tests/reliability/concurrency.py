@@ -74,8 +74,14 @@ def run_concurrency(
     for out, _n in outs:
         err = Path(f"{out}.err").read_text() if Path(f"{out}.err").exists() else ""
         run.problems += _stderr_problems(err, out.name)
-        for code in re.findall(r"^exit (\d+)$", err, re.M):
-            run.exits[int(code)] += 1
+        said_from = 0
+        for m in re.finditer(r"^exit (\d+)$", err, re.M):
+            code = int(m.group(1))
+            run.exits[code] += 1
+            if code not in (0, 3):
+                said = err[said_from : m.start()].strip()[-300:]
+                run.problems.append(f"{out.name}: exit {code} after {said!r}")
+            said_from = m.end()
         for path in sorted(out.parent.glob(f"{out.name}.*")):
             if not path.name[len(out.name) + 1 :].isdigit():
                 continue
