@@ -10,8 +10,8 @@ switch semantic features off with its message; exact matching never needs the mo
 
 The learned router reads the hidden state after an early layer instead of the last
 (:meth:`MiniLMEmbedder.at_layer`): a cut-down copy of the model computes it in a third of
-the time, and a full run keeps it too, so a prompt the cache already embedded costs the
-router nothing.
+the time, and a full run on a request's prompt keeps it too, so a prompt the cache already
+embedded costs the router nothing.
 """
 
 from __future__ import annotations
@@ -204,7 +204,6 @@ class MiniLMEmbedder:
         except Exception as exc:  # only reachable with verify=False: the hashes were checked
             raise EmbeddingUnavailable(f"cannot load {self._where}: {_first_line(exc)}") from exc
         self._cut: dict[int, Any] = {}  # layer -> a model that stops there, built on first use
-        self._kept: set[int] = set()  # early layers a full run keeps in the memo too
         # The shipped file pads to a fixed 128 and truncates at 128: pad per batch instead.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
@@ -228,8 +227,6 @@ class MiniLMEmbedder:
             raise ValueError(f"layer must be 0-{LAYERS}, not {layer}")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._memo_lock:
-            if layer < LAYERS:
-                self._kept.add(layer)
             todo = []
             for i, text in enumerate(texts):
                 found = self._memo.get((text, layer))
@@ -238,15 +235,14 @@ class MiniLMEmbedder:
                 else:
                     out[i] = found
                     self._memo.move_to_end((text, layer))
-            kept = sorted(self._kept)
         if not todo:
             return out
         if layer < LAYERS:
             layers = [layer]
         elif len(todo) <= _ALL_LAYERS_UP_TO:
-            layers = list(range(LAYERS + 1))[::-1]
+            layers = list(range(LAYERS, -1, -1))
         else:
-            layers = [LAYERS, *kept]
+            layers = [LAYERS]
         pooled = self._pooled([texts[i] for i in todo], layers)
         out[todo] = pooled[0]
         with self._memo_lock:
