@@ -206,8 +206,8 @@ def test_invalid_requests_get_api_errors(
         assert needle in error["error"]["message"]
     assert raw(fake_api, "POST", "/v1/messages", b"{not json")[0] == 400
     assert raw(fake_api, "GET", "/v1/nothing")[0] == 404
-    with pytest.raises(anthropic.BadRequestError):
-        client.messages.create(model=MODEL, max_tokens=0, messages=[user("x")])
+    with pytest.raises(anthropic.BadRequestError, match="greater than or equal to 0"):
+        client.messages.create(model=MODEL, max_tokens=-1, messages=[user("x")])
     fake_api.strict_models = True
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-nonexistent", max_tokens=5, messages=[user("x")])

@@ -12,6 +12,9 @@ def test_y(fake_client):                # the SDK client itself (max_retries=0)
 
 def test_z(strict_fake_api):            # also 400s request bodies the OpenAPI document rejects
     ...
+
+Every fake validates conversations like the API (see `validate`). A test that has to send what
+the API would refuse sets ``fake_api.strict = False`` with a comment naming the violation.
 """
 
 from __future__ import annotations

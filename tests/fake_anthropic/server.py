@@ -1,8 +1,11 @@
 """A local fake of the Anthropic Messages API for tests that drive the real SDK (stdlib only).
 
-Run it in-process: ``with FakeAnthropic() as api: Anthropic(base_url=api.url, api_key="k")``.
-It answers deterministically, keeps realistic usage (prompt caching included), runs Message
-Batches and injects faults (429/529/500, resets, slow answers, broken streams) on demand.
+Run it in-process: ``with FakeAnthropic() as api: Anthropic(base_url=api.url, api_key="k")``,
+or as its own process (see `tests.fake_anthropic.__main__`). It validates requests as strictly
+as the API (see `validate`), answers deterministically (thinking, parallel and server tool
+calls on demand, see `replies.build_reply`), bills prompt caching like the API (see
+`tokens.PromptCache`), applies context editing (see `context`), runs Message Batches and
+injects faults (429/529/500, resets, slow answers, broken streams) on demand.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .batches import Batch, paginate, validate_batch
+from .context import apply_context_management
 from .faults import Fault, FaultPlan
 from .models import MODELS, MODELS_BY_ID
-from .replies import build_reply, message_json, message_params_error, sse_events
+from .replies import build_reply, message_json, sse_events
 from .tokens import CacheUsage, PromptCache, count_input_tokens
 from .transport import ApiError, Handler, HTTPServer, Response, Stream
+from .validate import message_params_error
 
 Responder = Callable[[dict[str, Any]], "dict[str, Any] | str | None"]
 BatchOutcome = Callable[[str, dict[str, Any]], "str | dict[str, Any] | None"]
@@ -65,9 +70,17 @@ class FakeAnthropic:
     """In-process fake of the Messages, Token Counting, Models and Message Batches APIs.
 
     Configuration attributes may be changed at any time, also while the server runs:
-      responder(body) -> None | str | {text, tool_use: [{name, input, id?}], stop_reason,
-        output_tokens, delay, error: (status, type, message)} scripts replies (also in batches).
+      responder(body) -> None | str | {text, tool_use: [{name, input, id?}], thinking,
+        redacted_thinking, server_tool_use, content, stop_reason, stop_details, output_tokens,
+        delay, error: (status, type, message)} scripts replies (also in batches); see
+        `replies.build_reply`. Unscripted: thinking first when the request enables it, then
+        a text answer (end_turn), also after a tool_result.
+      strict: validate conversations like the API (alternation, tool_use/tool_result pairing,
+        thinking signatures, ...; see `validate`). On by default; a test that must send what
+        the API would refuse sets it to False and says why.
       min_cacheable_tokens / min_cacheable_by_model: below this a cache breakpoint is ignored.
+      request_delay: seconds every request waits before it is answered (latency simulation);
+        stream_event_delay: seconds between two SSE events.
       batch_mode: "immediate" (ended on creation) | "polls" (ended on the `batch_polls`-th
         retrieve or listing; a canceling batch ends on its next one) | "manual" (`end_batch(id)`).
       batch_outcome(custom_id, params) -> "succeeded" | "errored" | "canceled" | "expired" |
@@ -85,8 +98,19 @@ class FakeAnthropic:
         batch_mode: str = "immediate",
         batch_polls: int = 2,
         api_key: str | None = None,
+        clock: Callable[[], float] | None = None,
+        strict: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        """`clock() -> seconds` drives cache TTLs, batch expiry and timestamps (epoch seconds
+        for timestamps); default: the monotonic clock for TTLs and the wall clock for times.
+        `advance_clock` moves either on."""
         self.responder: Responder | None = None
+        self.clock = clock
+        self.strict = strict
+        self.request_delay = 0.0
+        self._address = (host, port)
         self.batch_outcome: BatchOutcome | None = None
         self.request_validator: RequestValidator | None = None
         self.min_cacheable_tokens = min_cacheable_tokens
@@ -116,7 +140,7 @@ class FakeAnthropic:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        self._httpd = HTTPServer(("127.0.0.1", 0), self._handle)
+        self._httpd = HTTPServer(self._address, self._handle)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -151,7 +175,7 @@ class FakeAnthropic:
     @property
     def url(self) -> str:
         """Base URL for the SDK, e.g. http://127.0.0.1:PORT (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._address[0]}:{self.port}"
 
     def reset(self) -> None:
         """Forget what was recorded or simulated (requests, faults, counters, cache, batches).
@@ -266,9 +290,16 @@ class FakeAnthropic:
             self._clock_offset += seconds
 
     def _monotonic(self) -> float:
-        return time.monotonic() + self._clock_offset
+        base = self.clock() if self.clock is not None else time.monotonic()
+        return base + self._clock_offset
+
+    def _wall(self) -> float:
+        base = self.clock() if self.clock is not None else time.time()
+        return base + self._clock_offset
 
     def _now(self) -> datetime:
+        if self.clock is not None:
+            return datetime.fromtimestamp(self._wall(), UTC)
         return datetime.now(UTC) + timedelta(seconds=self._clock_offset)
 
     def clear_cache(self) -> None:
@@ -278,8 +309,9 @@ class FakeAnthropic:
 
     @staticmethod
     def count_tokens(body: dict[str, Any]) -> int:
-        """What POST /v1/messages/count_tokens answers for `body` (total input tokens)."""
-        return count_input_tokens(body)
+        """What POST /v1/messages/count_tokens answers for `body` (total input tokens, after
+        any context editing the body asks for)."""
+        return count_input_tokens(apply_context_management(body)[0])
 
     def end_batch(self, batch_id: str, outcome: str | None = None) -> dict[str, Any]:
         """Finish a batch now (any mode); `outcome` forces one result type for every request."""
@@ -307,7 +339,7 @@ class FakeAnthropic:
         if isinstance(outcome, dict):
             return outcome
         if outcome == "succeeded":
-            problem = message_params_error(params)
+            problem = message_params_error(params, strict=self.strict)
             if problem is None and params.get("stream"):
                 problem = "stream: streaming is not supported in Message Batches"
             if problem is not None:
@@ -340,19 +372,25 @@ class FakeAnthropic:
         return self.min_cacheable_by_model.get(model, self.min_cacheable_tokens)
 
     def _answer(self, body: dict[str, Any], service_tier: str) -> dict[str, Any] | ApiError:
-        """Build the Message for a valid request; the cache is updated under the lock."""
+        """Build the Message for a valid request; the cache is updated under the lock.
+
+        The responder sees the request as sent; usage is billed on it after context editing.
+        """
         message_id = self._new_id("msg_")
         reply = build_reply(body, self.responder(body) if self.responder else None, message_id)
         if reply.delay and service_tier != "batch":
             self._stopping.wait(reply.delay)
         if reply.error is not None:
             return ApiError(*reply.error)
+        billed, context_management = apply_context_management(body)
+        if context_management is not None:
+            reply.extra["context_management"] = context_management
         with self._lock:
-            cache: CacheUsage = self._cache.apply(body, self._min_cacheable(body["model"]))
+            cache: CacheUsage = self._cache.apply(billed, self._min_cacheable(body["model"]))
         return message_json(message_id, body["model"], reply, cache, service_tier)
 
     def _check_model(self, body: dict[str, Any], need_max_tokens: bool = True) -> None:
-        problem = message_params_error(body, need_max_tokens=need_max_tokens)
+        problem = message_params_error(body, need_max_tokens=need_max_tokens, strict=self.strict)
         if problem:
             raise ApiError(400, "invalid_request_error", problem)
         model = MODELS_BY_ID.get(body["model"])
@@ -367,7 +405,7 @@ class FakeAnthropic:
                 f"max_tokens: {body['max_tokens']} > {model['max_tokens']}, which is the maximum "
                 f"allowed number of output tokens for {body['model']}",
             )
-        total = count_input_tokens(body)
+        total = self.count_tokens(body)
         if total > model["max_input_tokens"]:
             raise ApiError(
                 400,
@@ -395,7 +433,11 @@ class FakeAnthropic:
             self._check_model(body, need_max_tokens=False)
             with self._lock:
                 self._counters["count_tokens"] += 1
-            return _json(200, {"input_tokens": count_input_tokens(body)})
+            edited, context_management = apply_context_management(body)
+            counted: dict[str, Any] = {"input_tokens": count_input_tokens(edited)}
+            if context_management is not None:
+                counted["context_management"] = {"original_input_tokens": count_input_tokens(body)}
+            return _json(200, counted)
         if method == "GET" and parts[:2] == ["v1", "models"] and len(parts) <= 3:
             with self._lock:
                 self._counters["models"] += 1
@@ -515,7 +557,7 @@ class FakeAnthropic:
             {k.lower(): v for k, v in h.headers.items()},
             body,
             request_id,
-            time.time(),
+            self._wall(),
         )
         with self._lock:
             self._requests.append(record)
@@ -563,6 +605,8 @@ class FakeAnthropic:
             return h.reset()
         if fault is not None and fault.kind == "slow":
             self._stopping.wait(fault.delay)
+        if self.request_delay > 0:
+            self._stopping.wait(self.request_delay)
         if bad_json:
             return fail(400, "invalid_request_error", "The request body is not valid JSON.")
         if isinstance(body, dict) and self.request_validator is not None:

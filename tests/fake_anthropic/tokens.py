@@ -72,6 +72,15 @@ class Segment:
     tokens: int
     key: str  # canonical content, hashed into the running prefix hash
     cache_control: dict[str, Any] | None = None
+    cacheable: bool = True  # may carry a breakpoint (not thinking, not an empty text block)
+
+
+def _cacheable(block: Any) -> bool:
+    if not isinstance(block, dict):
+        return True
+    if block.get("type") in ("thinking", "redacted_thinking"):
+        return False
+    return not (block.get("type") == "text" and block.get("text") == "")
 
 
 def segments(body: dict[str, Any]) -> list[Segment]:
@@ -112,7 +121,7 @@ def segments(body: dict[str, Any]) -> list[Segment]:
             # The message index and role are part of the key: the same text in another turn differs.
             key = f"msg{index}:{role}:{position}:" + canonical(_strip_cache_control(block))
             cc = block.get("cache_control") if isinstance(block, dict) else None
-            out.append(Segment(block_tokens(block) + overhead, key, cc))
+            out.append(Segment(block_tokens(block) + overhead, key, cc, _cacheable(block)))
     return out
 
 
@@ -127,9 +136,10 @@ def breakpoints(body: dict[str, Any], segs: list[Segment]) -> list[tuple[int, st
         (i, (s.cache_control or {}).get("ttl", "5m")) for i, s in enumerate(segs) if s.cache_control
     ]
     auto = body.get("cache_control")
-    if isinstance(auto, dict) and segs:
+    cacheable = [i for i, s in enumerate(segs) if s.cacheable]
+    if isinstance(auto, dict) and cacheable:
         # Automatic caching puts the breakpoint on the last cacheable block.
-        last = len(segs) - 1
+        last = cacheable[-1]
         points = [p for p in points if p[0] != last] + [(last, auto.get("ttl", "5m"))]
     return sorted(points)
 
@@ -204,7 +214,10 @@ class PromptCache:
         A breakpoint whose prefix is shorter than `min_tokens` is ignored (silently, like the
         API). For each usable breakpoint the cache is searched up to LOOKBACK_BLOCKS blocks back;
         the longest hit is read, everything after it up to the last usable breakpoint is
-        written, each stretch at the TTL of the breakpoint that ends it.
+        written, each stretch at the TTL of the breakpoint that ends it. Reading an entry
+        restarts its TTL, and so does writing one; a breakpoint inside the read prefix renews
+        its own entry if it has one. Entries are per model and per exact content (without the
+        cache_control markers).
         """
         segs = segments(body)
         total = sum(s.tokens for s in segs)
@@ -221,27 +234,35 @@ class PromptCache:
         usable = [(i, ttl) for i, ttl in breakpoints(body, segs) if cumulative[i] >= min_tokens]
         if not usable:
             return CacheUsage(input_tokens=total)
+        # Each breakpoint looks back over its own block and the LOOKBACK_BLOCKS - 1 before it
+        # for the longest live entry; the longest hit over all breakpoints is read.
         hit = -1
         for index, _ttl in usable:
             for j in range(index, max(-1, index - LOOKBACK_BLOCKS), -1):
-                if self.entries.get(hashes[j], (-1.0, 0.0))[0] > now:
+                if self._alive(hashes[j], now):
                     hit = max(hit, j)
                     break
         result = CacheUsage(input_tokens=0, cache_read=cumulative[hit] if hit >= 0 else 0)
+        if hit >= 0:  # a read restarts the entry's TTL
+            self._touch(hashes[hit], now, self.entries[hashes[hit]][1])
         start = hit
         for index, ttl in usable:
             if index > start:
+                # Written from the end of what was read or written before, at this breakpoint's TTL.
                 written = cumulative[index] - (cumulative[start] if start >= 0 else 0)
                 if ttl == "1h":
                     result.cache_write_1h += written
                 else:
                     result.cache_write_5m += written
                 start = index
-            self._touch(hashes[index], now, TTL_SECONDS.get(ttl, 300.0))
-        if hit >= 0:  # a read refreshes the entry's TTL too
-            self._touch(hashes[hit], now, self.entries[hashes[hit]][1])
+                self._touch(hashes[index], now, TTL_SECONDS.get(ttl, 300.0))
+            elif self._alive(hashes[index], now):  # inside the read prefix: renewed
+                self._touch(hashes[index], now, TTL_SECONDS.get(ttl, 300.0))
         result.input_tokens = total - result.cache_read - result.cache_write
         return result
+
+    def _alive(self, key: str, now: float) -> bool:
+        return self.entries.get(key, (-1.0, 0.0))[0] > now
 
     def _touch(self, key: str, now: float, ttl: float) -> None:
         old_expiry, old_ttl = self.entries.get(key, (0.0, 0.0))
