@@ -7,7 +7,13 @@ goes back as the next request's assistant turn.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,6 +24,7 @@ from tests.fake_anthropic.context import CLEARED_TEXT
 from tests.fake_anthropic.tokens import MESSAGE_OVERHEAD
 
 MODEL = "claude-haiku-5-5"
+REPO = Path(__file__).resolve().parent.parent
 TOOLS = [
     {
         "name": name,
@@ -675,6 +682,56 @@ def test_automatic_caching_uses_the_last_cacheable_block(
         counted.input_tokens
         == u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
     )
+
+
+# ----- running it as a process -----
+
+
+def test_runs_as_its_own_process() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fake_anthropic",
+            "--port",
+            "0",
+            "--print-url",
+            "--request-delay",
+            "0.3",
+            "--min-cacheable",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        with anthropic.Anthropic(base_url=url, api_key="k", max_retries=0) as c:
+            started = time.monotonic()
+            system = [{"type": "text", "text": "s" * 40, "cache_control": {"type": "ephemeral"}}]
+            usage = create(c, [user("q")], system=system).usage
+            assert time.monotonic() - started >= 0.3
+            assert usage.cache_creation_input_tokens == 10  # --min-cacheable 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    bad = subprocess.run(
+        [sys.executable, "-m", "tests.fake_anthropic", "--request-delay", "-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "delays must be >= 0" in bad.stderr
 
 
 def test_agent_replies_match_the_openapi_document(
