@@ -267,6 +267,7 @@ def period_metrics(
     ).fetchall()
     names = [c for c in _WANTED if c in have]
     feedback = _feedback(db, start, end)
+    queued = _queued_ids(db, end)
     m = PeriodMetrics(start=start, end=end)
     m.tokens = dict.fromkeys((*TOKEN_BUCKETS, "removed_tokens"), 0)
     m.saved_by_strategy = dict.fromkeys(STRATEGIES, 0.0)
@@ -323,7 +324,7 @@ def period_metrics(
             s["calls"] += 1
             s["cost"] += cost
             s["baseline_cost"] += base
-        if was_deferred(decisions):
+        if was_deferred(decisions) or r["request_id"] in queued:
             m.deferred += 1
         if source == "cache":
             m.cache_hits += 1
@@ -357,6 +358,16 @@ def period_metrics(
         for k, v in sorted(sess.items(), key=lambda kv: -kv[1]["cost"])[:sessions]
     ]
     return m
+
+
+def _queued_ids(db: sqlite_utils.Database, end: float) -> set[str]:
+    """Request ids of tasks queued before `end`: every task was put there by the defer
+    stage, so their ledger rows count as deferred even when written by a drain that did
+    not copy the defer decision into the row."""
+    if not columns(db, "tasks"):
+        return set()
+    rows = db.execute("SELECT request_id FROM tasks WHERE created_at < ?", [end]).fetchall()
+    return {r[0] for r in rows}
 
 
 def _feedback(db: sqlite_utils.Database, start: float, end: float) -> dict[str, str]:

@@ -151,3 +151,18 @@ def test_queue_status_counts_open_tasks_and_stuck_ones(db) -> None:
     q = queue_status(db, 1000.0, stuck_after_s=60)
     assert q["by_state"] == {"queued": 2, "done": 1}
     assert q["open"] == 2 and q["stuck"] == 1 and q["oldest_age_s"] == 900
+
+
+def test_rows_of_queued_requests_count_as_deferred_without_the_decision(db) -> None:
+    # Ledger rows written by drains of earlier versions carry no defer decision: the task
+    # that queued the request is what says it was deferred.
+    task = Queue(db, clock=lambda: ts("2026-02-17T09:00")).enqueue(
+        Request(prompt="later", request_id="req_from_queue"), reason="asked to defer (--defer)",
+        max_wait_s=None, deadline=None, expected_at=None,
+    )  # fmt: skip
+    add_call(db, "2026-02-17T10:00", request_id=task["request_id"], source="batch",
+             service_tier="batch", cost=0.002, saved_batching=0.002)  # fmt: skip
+    add_call(db, "2026-02-17T10:00")  # sent at once
+    m = period_metrics(db, ts("2026-02-17T00:00"), ts("2026-02-18T00:00"))
+    assert (m.batch_calls, m.deferred, m.answered) == (1, 1, 2)
+    assert m.deferred_share == 0.5
