@@ -147,7 +147,15 @@ class PeriodMetrics:
 
     @property
     def days(self) -> float:
+        """The period's length in days."""
         return max((self.end - self.start) / DAY, 1e-9)
+
+    @property
+    def data_days(self) -> float:
+        """The days per-day figures are taken over: the UTC days with at least one call,
+        or the period's length when that is shorter (a 24-hour window across midnight
+        touches two days). 0 when nothing was recorded."""
+        return min(float(len(self.per_day)), self.days)
 
     @property
     def saved(self) -> float:
@@ -196,8 +204,9 @@ class PeriodMetrics:
         every = self.latency_ms.get("interactive")
         return every["mean"] / 1000.0 if every else None
 
-    def per_day_of(self, value: float) -> float:
-        return value / self.days
+    def per_day_of(self, value: float) -> float | None:
+        """`value` per day with calls; None (no data) when the period has none."""
+        return value / self.data_days if self.data_days else None
 
     def summary(self) -> dict[str, float | None]:
         """The headline figures, named as phase targets and baselines name them."""
@@ -216,8 +225,9 @@ class PeriodMetrics:
         out = asdict(self)
         out["arms"] = {k: v.to_dict() for k, v in self.arms.items()}
         for name in (
-            "days", "saved", "saved_share", "error_rate", "cache_hit_rate", "batch_share",
-            "deferred_share", "escalation_rate", "cheap_share", "model_tokens", "latency_s",
+            "days", "data_days", "saved", "saved_share", "error_rate", "cache_hit_rate",
+            "batch_share", "deferred_share", "escalation_rate", "cheap_share", "model_tokens",
+            "latency_s",
         ):  # fmt: skip
             out[name] = getattr(self, name)
         out["summary"] = self.summary()

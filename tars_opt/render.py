@@ -166,14 +166,14 @@ def session(console: Console, data: dict[str, Any]) -> None:
 def period(console: Console, m: Any) -> None:
     from tars_opt.ledger import iso
 
-    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days)",
-                  markup=False)  # fmt: skip
+    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days, "
+                  f"{m.data_days:g} with calls)", markup=False)  # fmt: skip
     head = Table("calls", "answered", "errors", "cost", "baseline", "saved", "cache hit",
                  "cheap", "batch", "deferred", "escalated")  # fmt: skip
     head.add_row(str(m.calls), str(m.answered), f"{m.errors} ({pct(m.error_rate)})",
                  usd(m.cost), usd(m.baseline_cost), f"{usd(m.saved)} ({pct(m.saved_share)})",
                  f"{pct(m.cache_hit_rate)} ({m.exact_hits}e/{m.semantic_hits}s)",
-                 pct(m.cheap_share), pct(m.batch_share), pct(m.deferred_share),
+                 pct(m.cheap_share), pct(m.batch_share), f"{pct(m.deferred_share)} ({m.deferred})",
                  pct(m.escalation_rate))  # fmt: skip
     console.print(head)
     sav = Table("strategy", "saved", title="saved by strategy")
