@@ -130,6 +130,16 @@ class RegressionConfig(_Strict):
         return self
 
 
+class BaselineCaptureConfig(_Strict):
+    # `baseline capture` refuses (unless --force) a period with calls on fewer days than this,
+    min_days: int = Field(3, ge=1)
+    # or one that was already optimized: more than these shares of model calls on the
+    # cheapest tier, of requests answered by the response cache, or deferred.
+    max_cheap_share: float = Field(0.10, ge=0, le=1)
+    max_cache_hit_rate: float = Field(0.05, ge=0, le=1)
+    max_deferred_share: float = Field(0.05, ge=0, le=1)
+
+
 class BaselineConfig(_Strict):
     daily_cost_usd: float = Field(8.50, ge=0)
     calls_per_day: float = Field(234, ge=0)
@@ -140,6 +150,7 @@ class BaselineConfig(_Strict):
     latency_s: float = Field(2.3, ge=0)
     error_rate: float = Field(0.02, ge=0, le=1)
     source: str = "plan: measured 2026-02-11..13 (100% Sonnet, no cache)"
+    capture: BaselineCaptureConfig = Field(default_factory=BaselineCaptureConfig)
 
 
 class PhaseTargets(_Strict):

@@ -71,6 +71,7 @@ def test_file_overrides_one_price_and_keeps_the_rest(tmp_path: Path) -> None:
         ("models:\n  default_tier: medium\n", "default_tier 'medium' is not one of the tiers"),
         ("budget: [1, 2\n", "is not valid YAML at line"),
         ("- a\n- b\n", "must hold a mapping"),
+        ("baseline:\n  capture:\n    min_days: 0\n", "min_days"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
