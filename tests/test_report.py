@@ -11,12 +11,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt import open_app
+from tars_opt import charts, open_app
 from tars_opt.alerts import Alert, Alerter
+from tars_opt.charts import usd_ticks
 from tars_opt.cli import app
 from tars_opt.metrics import last_full_iso_week
 from tars_opt.report import judge, phase_spec, write_report
 from tests.handmade import phase_week, ts
+
+
+def matplotlib_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "PHASE_2_BENCHMARK.md"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -110,3 +118,22 @@ def test_phase_not_started_yet(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["report", "-c", str(cfg), "--phase", "1"])
     assert result.exit_code == 2 and "nothing to report yet" in result.output
     assert re.search(r"starts 2099-01-01", result.output)
+
+
+def test_chart_axis_labels_show_small_amounts() -> None:
+    assert usd_ticks([0.0, 0.0025, 0.005, 0.0075]) == ["$0.0000", "$0.0025", "$0.0050",
+                                                       "$0.0075"]  # fmt: skip
+    assert usd_ticks([0.0, 2.0, 4.0]) == ["$0.00", "$2.00", "$4.00"]
+    assert usd_ticks([0.0, 0.02, 0.04]) == ["$0.00", "$0.02", "$0.04"]
+    assert charts.usd(0.0644) == "$0.0644" and charts.usd(0.000123) == "$0.000123"
+    days = [{"day": f"2026-02-1{i}", "calls": 3, "cost": 0.001 * i, "saved_routing": 0.0005}
+            for i in range(1, 5)]  # fmt: skip
+    for fig in (charts.savings_figure(days, "t", baseline_daily=0.0042),
+                charts.cost_figure(days, 0.0065, "t", baseline_daily=0.0042)):  # fmt: skip
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+        legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+        assert "baseline $0.00420/day" in legend
+        matplotlib_close(fig)
