@@ -1,10 +1,12 @@
-"""The baseline (what the unoptimized system did) and regression detection against it.
+"""The baseline (what the unoptimized system did), regression detection against it, and
+where the rollout phases start.
 
 A baseline is either stated in the config's `baseline:` block (the plan's numbers, with
 their source) or measured from the ledger by `tars-opt baseline capture`; the newest capture
 wins until `baseline reset` removes it. Capturing refuses (unless forced) a period that is
 not over or was already optimized. Regressions compare the last 7 days with the baseline
-and with the 7 days before.
+and with the 7 days before. Phases count from the day after the captured baseline, else
+from the first call in the ledger, unless the config fixes `phases_start`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
 from tars_opt.alerts import Alert, Alerter, week_period
 from tars_opt.config import Config
-from tars_opt.ledger import iso
+from tars_opt.ledger import Ledger, iso
 from tars_opt.metrics import DAY, PeriodMetrics, date_range, measure
+from tars_opt.periods import PhaseWindow, phase_windows
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,35 @@ def remove_baseline(db: sqlite_utils.Database, baseline_id: int | None = None) -
             )
     db.execute("DELETE FROM baselines WHERE id = ?", [gone.id])
     return gone
+
+
+def phases_start(db: sqlite_utils.Database, config: Config) -> tuple[date | None, str]:
+    """The day phase 1 starts and why: `phases_start` when the config fixes it, else the day
+    after the captured baseline in use, else the day of the first call in the ledger
+    (None while the ledger is empty)."""
+    if config.phases_start != "auto":
+        return config.phases_start, "`phases_start` in the config"
+    captured = captured_baselines(db)
+    if captured and captured[0].end:
+        after = date.fromisoformat(captured[0].end) + timedelta(days=1)
+        return (
+            after,
+            f"the day after the captured baseline {captured[0].start}..{captured[0].end}",
+        )
+    first = Ledger(db).first_ts()
+    if first is None:
+        return None, (
+            "phases count from the first call in the ledger and it has none yet (set "
+            "`phases_start: YYYY-MM-DD` in performance-config.yaml to fix the start)"
+        )
+    when = iso(first)[:16].replace("T", " ")
+    return datetime.fromtimestamp(first, UTC).date(), f"the first call in the ledger, {when} UTC"
+
+
+def resolve_phases(db: sqlite_utils.Database, config: Config) -> list[PhaseWindow]:
+    """The config's phases on the calendar (see phases_start)."""
+    start, why = phases_start(db, config)
+    return phase_windows(config.phases, start, why)
 
 
 def regression_view(m: PeriodMetrics) -> dict[str, float | None]:

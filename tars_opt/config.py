@@ -166,13 +166,22 @@ class PhaseTargets(_Strict):
 
 class PhaseConfig(_Strict):
     name: str
-    start: date
-    end: date  # inclusive
+    # How long the phase lasts; it starts the day after the phase before it ends (the first
+    # one on `phases_start`).
+    days: int = Field(7, ge=1)
+    # Fixed dates instead (UTC, inclusive); `start` alone lasts `days`.
+    start: date | None = None
+    end: date | None = None
     targets: PhaseTargets = Field(default_factory=PhaseTargets)
 
     @model_validator(mode="after")
     def _dates(self) -> PhaseConfig:
-        if self.end < self.start:
+        if self.end is not None and self.start is None:
+            raise ValueError(
+                f"phase {self.name!r} has an end but no start: give both, or neither to "
+                "count `days` from phases_start"
+            )
+        if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"phase {self.name!r} ends before it starts")
         return self
 
@@ -587,6 +596,9 @@ class Config(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     # The shipped defaults (performance-config.yaml) carry the plan's three phases.
     phases: list[PhaseConfig] = Field(default_factory=list)
+    # The day phase 1 starts. auto: the day after the captured baseline in use, else the
+    # day of the first call in the ledger (when tracking started).
+    phases_start: date | Literal["auto"] = "auto"
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)

@@ -73,11 +73,11 @@ def report(
         opened = _open(config, db)
         now = time.time()
         if phase is not None:
-            spec = phase_spec(opened.config, phase)
+            spec = phase_spec(opened.db, opened.config, phase)
         elif week:
             spec = week_spec(now)
         elif final:
-            spec = final_spec(opened.config)
+            spec = final_spec(opened.db, opened.config)
         else:
             if first is None or last is None:
                 raise InputError("--from and --to go together: give both days")
@@ -86,6 +86,7 @@ def report(
         data = {
             "report": str(result.path),
             "charts": [str(c) for c in result.charts],
+            "period": {"first": str(spec.first), "last": str(spec.last), "why": spec.why},
             "targets_met": result.passed,
             "targets_judged": result.judged,
         }

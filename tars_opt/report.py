@@ -18,7 +18,7 @@ import sqlite_utils
 
 from tars_opt import charts
 from tars_opt.alerts import alerts_between
-from tars_opt.baseline import METRICS, Baseline, current_baseline
+from tars_opt.baseline import METRICS, Baseline, current_baseline, resolve_phases
 from tars_opt.config import Config, PhaseTargets
 from tars_opt.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
 from tars_opt.types import STRATEGIES
@@ -38,6 +38,7 @@ class ReportSpec:
     last: date
     filename: str
     targets: PhaseTargets | None = None
+    why: str | None = None  # why the period has these dates (phases)
 
 
 @dataclass
@@ -48,17 +49,21 @@ class ReportResult:
     judged: int = 0
 
 
-def phase_spec(config: Config, number: int) -> ReportSpec:
-    """Phase `number` (1-based) of the config's `phases:`."""
+def phase_spec(db: sqlite_utils.Database, config: Config, number: int) -> ReportSpec:
+    """Phase `number` (1-based) of the config's `phases:`, placed on the calendar (see
+    baseline.phases_start)."""
     if not 1 <= number <= len(config.phases):
         raise ReportError(
             f"--phase {number}: the config lists {len(config.phases)} phase(s); "
             "add it under `phases:` in performance-config.yaml"
         )
-    p = config.phases[number - 1]
+    p = resolve_phases(db, config)[number - 1]
+    if p.first is None or p.last is None:
+        raise ReportError(f"--phase {number} has no dates yet: {p.why}")
+    why = f"phase {number} is {p.why}"
     return ReportSpec(
-        "phase", f"Phase {number} benchmark: {p.name}", p.start, p.end,
-        f"PHASE_{number}_BENCHMARK.md", p.targets,
+        "phase", f"Phase {number} benchmark: {p.name}", p.first, p.last,
+        f"PHASE_{number}_BENCHMARK.md", p.targets, why,
     )  # fmt: skip
 
 
@@ -68,14 +73,17 @@ def week_spec(now: float) -> ReportSpec:
     return ReportSpec("week", f"Week {label}", monday, sunday, f"WEEK_{label}.md")
 
 
-def final_spec(config: Config) -> ReportSpec:
+def final_spec(db: sqlite_utils.Database, config: Config) -> ReportSpec:
     """From the first phase's start to the last one's end, judged by the last targets."""
     if not config.phases:
         raise ReportError("--final needs `phases:` in performance-config.yaml")
-    first, last = config.phases[0], config.phases[-1]
-    return ReportSpec(
-        "final", "Final benchmark", first.start, last.end, "FINAL_BENCHMARK.md", last.targets
-    )
+    phases = resolve_phases(db, config)
+    first, last = phases[0], phases[-1]
+    if first.first is None or last.last is None:
+        raise ReportError(f"--final has no dates yet: {last.why}")
+    why = f"phase 1 is {first.why}; phase {last.number} is {last.why}"
+    return ReportSpec("final", "Final benchmark", first.first, last.last, "FINAL_BENCHMARK.md",
+                      last.targets, why)  # fmt: skip
 
 
 def range_spec(first: date, last: date) -> ReportSpec:
@@ -199,7 +207,8 @@ def _render(
     through = f" (in progress: through {generated})" if in_progress else ""
     s = m.summary()
     L: list[str] = [f"# {spec.title}", ""]
-    L.append(f"Period: {spec.first} to {spec.last} (UTC, inclusive){through}. "
+    why = f": {spec.why}" if spec.why else ""
+    L.append(f"Period: {spec.first} to {spec.last} (UTC, inclusive){through}{why}. "
              f"Generated {generated} from the tars-opt ledger.")  # fmt: skip
     L.append("")
     L.append(f"Baseline: {base.source}.")

@@ -72,7 +72,8 @@ def test_heartbeat_warning_exit_1_on_a_missed_target(tmp_path: Path, runner) -> 
 
 
 def test_heartbeat_critical_exit_2_when_the_budget_is_spent(tmp_path: Path, runner) -> None:
-    cfg = config_file(tmp_path, budget={"monthly_usd": 1})
+    # No phases: phase 1 would start with this first call and judge its targets too.
+    cfg = config_file(tmp_path, budget={"monthly_usd": 1}, phases=[])
     add_call(open_app(cfg).db, time.time() - 5, cost=1.2)
     result = runner.invoke(app, ["heartbeat", "-c", cfg])
     assert result.exit_code == 2

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,13 @@ from typer.testing import CliRunner
 
 from tars_opt import charts, open_app
 from tars_opt.alerts import Alert, Alerter
+from tars_opt.baseline import capture_baseline
 from tars_opt.charts import usd_ticks
 from tars_opt.cli import app
+from tars_opt.heartbeat import active_phase
 from tars_opt.metrics import last_full_iso_week
-from tars_opt.report import judge, phase_spec, write_report
-from tests.handmade import phase_week, ts
+from tars_opt.report import final_spec, judge, phase_spec, write_report
+from tests.handmade import add_call, phase_week, ts
 
 
 def matplotlib_close(fig) -> None:
@@ -32,6 +36,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def ledger(home: Path):
+    # The plan's calendar: phase 1 from 2026-02-10, so phase 2 is the handmade week.
+    Path("performance-config.yaml").write_text("phases_start: 2026-02-10\n")
     opened = open_app()
     phase_week(opened.db)
     alerter = Alerter(opened.config.alerts, opened.db, clock=lambda: ts("2026-02-19T10:00"),
@@ -43,7 +49,7 @@ def ledger(home: Path):
 
 def test_phase_report_matches_the_snapshot_and_has_its_charts(ledger, tmp_path: Path) -> None:
     out = tmp_path / "out" / "PHASE_2_BENCHMARK.md"
-    result = write_report(ledger.db, ledger.config, phase_spec(ledger.config, 2),
+    result = write_report(ledger.db, ledger.config, phase_spec(ledger.db, ledger.config, 2),
                           now=ts("2026-03-01T00:00"), out=out)  # fmt: skip
     text = out.read_text()
     if os.environ.get("UPDATE_SNAPSHOTS"):
@@ -58,7 +64,7 @@ def test_phase_report_matches_the_snapshot_and_has_its_charts(ledger, tmp_path: 
 
 def test_phase_in_progress_is_measured_up_to_now(ledger, tmp_path: Path) -> None:
     out = tmp_path / "p.md"
-    write_report(ledger.db, ledger.config, phase_spec(ledger.config, 2),
+    write_report(ledger.db, ledger.config, phase_spec(ledger.db, ledger.config, 2),
                  now=ts("2026-02-20T00:00"), out=out)  # fmt: skip
     text = out.read_text()
     assert "in progress: through 2026-02-20 00:00 UTC" in text
@@ -118,6 +124,69 @@ def test_phase_not_started_yet(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["report", "-c", str(cfg), "--phase", "1"])
     assert result.exit_code == 2 and "nothing to report yet" in result.output
     assert re.search(r"starts 2099-01-01", result.output)
+
+
+# --- phases on the calendar, no-data verdicts, per-day figures, one baseline, axis labels ----
+
+
+def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliRunner) -> None:
+    opened = open_app()
+    phase_week(opened.db, first_day="2026-05-04")
+    spec = phase_spec(opened.db, opened.config, 1)
+    assert (str(spec.first), str(spec.last)) == ("2026-05-04", "2026-05-10")
+    assert spec.why == (
+        "phase 1 is days 1-7 counted from 2026-05-04 (the first call in the ledger, "
+        "2026-05-04 02:00 UTC)"
+    )
+    three = phase_spec(opened.db, opened.config, 3)
+    assert (str(three.first), str(three.last)) == ("2026-05-18", "2026-05-31")  # 14 days
+    result = runner.invoke(app, ["report", "--phase", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["period"]["first"] == "2026-05-04"
+    text = Path("reports/PHASE_1_BENCHMARK.md").read_text()
+    assert "Period: 2026-05-04 to 2026-05-10 (UTC, inclusive): phase 1 is days 1-7" in text
+    final = final_spec(opened.db, opened.config)
+    assert (str(final.first), str(final.last)) == ("2026-05-04", "2026-05-31")
+
+
+def test_phases_follow_a_captured_baseline_or_fixed_dates(home: Path) -> None:
+    opened = open_app()
+    phase_week(opened.db, first_day="2026-05-04")
+    capture_baseline(opened.db, opened.config, date(2026, 5, 4), date(2026, 5, 6),
+                     ts("2026-06-01T00:00"), force=True)  # fmt: skip
+    spec = phase_spec(opened.db, opened.config, 1)
+    assert (str(spec.first), str(spec.last)) == ("2026-05-07", "2026-05-13")
+    assert "2026-05-07 (the day after the captured baseline 2026-05-04..2026-05-06)" in (
+        spec.why or ""
+    )
+    # A phase with fixed dates keeps them; the next one follows it.
+    Path("performance-config.yaml").write_text(
+        "phases:\n  - {name: a, start: 2026-03-02, end: 2026-03-03}\n  - {name: b, days: 2}\n"
+    )
+    fixed = open_app()
+    a, b = phase_spec(fixed.db, fixed.config, 1), phase_spec(fixed.db, fixed.config, 2)
+    assert (str(a.first), str(a.last), str(b.first), str(b.last)) == (
+        "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05",
+    )  # fmt: skip
+    assert a.why == "phase 1 is given fixed dates in the config (phases[0])"
+    assert b.why == "phase 2 is the 2 days after phase 1 ends"
+
+
+def test_heartbeat_phase_is_the_one_running_since_the_first_call(home: Path) -> None:
+    opened = open_app()
+    now = time.time()
+    add_call(opened.db, now - 8 * 86_400)  # tracking started 8 days ago: phase 2 runs
+    phase = active_phase(opened.db, opened.config, now)
+    assert phase is not None and phase.number == 2
+    assert phase.targets.batch_share == 0.18
+
+
+def test_phase_without_a_start_yet_is_one_line_exit_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["report", "--phase", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = " ".join(result.output.split())
+    assert "--phase 1 has no dates yet" in line and "phases_start: YYYY-MM-DD" in line
 
 
 def test_chart_axis_labels_show_small_amounts() -> None:
