@@ -72,6 +72,24 @@ class Baseline:
     id: int | None = None
     captured_at: str | None = None
 
+    def describe(self) -> str:
+        """Which baseline this is and where its figures come from, for reports."""
+        if self.kind == "captured":
+            return (
+                f"captured baseline #{self.id}, {self.source} (measured by `tars-opt "
+                "baseline capture`)"
+            )
+        if self.kind == "ledger":
+            return (
+                "the ledger's baseline column for this period: what the same calls would "
+                "have cost as sent, without tars-opt (cost only; `tars-opt baseline capture` "
+                "measures the other figures)"
+            )
+        return (
+            f"the configured `baseline:` figures ({self.source}), not measured on this "
+            "system: the last resort when nothing was captured or recorded"
+        )
+
     def regression_view(self) -> dict[str, float | None]:
         calls, cost = self.metrics.get("calls_per_day"), self.metrics.get("daily_cost_usd")
         return {
@@ -221,6 +239,21 @@ def remove_baseline(db: sqlite_utils.Database, baseline_id: int | None = None) -
             )
     db.execute("DELETE FROM baselines WHERE id = ?", [gone.id])
     return gone
+
+
+def report_baseline(db: sqlite_utils.Database, config: Config, m: PeriodMetrics) -> Baseline:
+    """The one baseline a report over `m` uses for its tables and both charts: the captured
+    one, else the ledger's baseline column over the period (cost per day with calls), else
+    the config's figures."""
+    captured = captured_baselines(db)
+    if captured:
+        return captured[0]
+    daily = m.per_day_of(m.baseline_cost)
+    if m.answered and m.baseline_cost > 0 and daily is not None:
+        metrics: dict[str, float | None] = dict.fromkeys(METRICS)
+        metrics["daily_cost_usd"] = daily
+        return Baseline(metrics, "ledger baseline column", kind="ledger")
+    return config_baseline(config)
 
 
 def phases_start(db: sqlite_utils.Database, config: Config) -> tuple[date | None, str]:

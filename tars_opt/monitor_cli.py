@@ -87,13 +87,18 @@ def report(
             "report": str(result.path),
             "charts": [str(c) for c in result.charts],
             "period": {"first": str(spec.first), "last": str(spec.last), "why": spec.why},
+            "baseline": result.baseline.describe() if result.baseline else None,
             "targets_met": result.passed,
             "targets_judged": result.judged,
+            "targets_without_data": result.no_data,
         }
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
-        met = f" (targets met: {result.passed} of {result.judged})" if result.judged else ""
+        met = ""
+        if result.targets:
+            unjudged = f", {result.no_data} without data" if result.no_data else ""
+            met = f" (targets met: {result.passed} of {result.targets}{unjudged})"
         _consoles.out.print(
             f"wrote {result.path}{met}; charts: " + ", ".join(c.name for c in result.charts),
             markup=False,

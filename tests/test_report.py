@@ -129,6 +129,23 @@ def test_phase_not_started_yet(tmp_path: Path, runner: CliRunner) -> None:
 # --- phases on the calendar, no-data verdicts, per-day figures, one baseline, axis labels ----
 
 
+def test_report_on_a_period_without_calls_judges_nothing(ledger, runner: CliRunner) -> None:
+    # Phases from 2026-01-01: phase 2 is 01-08..01-14, before the ledger's first call.
+    Path("performance-config.yaml").write_text("phases_start: 2026-01-01\n")
+    result = runner.invoke(app, ["report", "--phase", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(targets met: 0 of 6, 6 without data)" in result.output
+    text = Path("reports/PHASE_2_BENCHMARK.md").read_text()
+    assert "Period: 2026-01-08 to 2026-01-14" in text
+    assert "No calls were recorded in this period: no target can be judged." in text
+    assert "PASS" not in text and "FAIL" not in text
+    assert text.count("| no data |") == 6
+    assert "Targets met: **0 of 6 (6 without data)**." in text
+    assert "| Cost per day with calls | — (baseline $8.50, —) |" in text
+    assert "Baseline: the configured `baseline:` figures (plan: measured" in text
+    assert "not measured on this system" in text
+
+
 def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliRunner) -> None:
     opened = open_app()
     phase_week(opened.db, first_day="2026-05-04")
@@ -143,7 +160,7 @@ def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliR
     result = runner.invoke(app, ["report", "--phase", "1", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["period"]["first"] == "2026-05-04"
+    assert data["period"]["first"] == "2026-05-04" and data["targets_without_data"] == 0
     text = Path("reports/PHASE_1_BENCHMARK.md").read_text()
     assert "Period: 2026-05-04 to 2026-05-10 (UTC, inclusive): phase 1 is days 1-7" in text
     final = final_spec(opened.db, opened.config)
@@ -187,6 +204,52 @@ def test_phase_without_a_start_yet_is_one_line_exit_2(runner: CliRunner) -> None
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = " ".join(result.output.split())
     assert "--phase 1 has no dates yet" in line and "phases_start: YYYY-MM-DD" in line
+
+
+def test_per_day_figures_are_over_days_with_calls(ledger, runner: CliRunner) -> None:
+    # Two weeks, calls only in the second: per day as for that week, not halved.
+    result = runner.invoke(app, ["report", "--from", "2026-02-10", "--to", "2026-02-23"])
+    assert result.exit_code == 0, result.output
+    text = Path("reports/REPORT_2026-02-10_2026-02-23.md").read_text()
+    assert "Per-day figures are over the 7 days with calls, not the period's 14 days." in text
+    assert "| Cost per day with calls | $0.0644 (baseline $0.1648, -60.9%) |" in text
+    assert "| API calls / day | — | — | 32 | — | — |" in text
+    assert "| **total** | **$0.7030** | 60.9% | $0.1004 |" in text
+
+
+def test_one_baseline_for_the_tables_and_both_charts(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, float | None] = {}
+
+    def spy(name: str, real):
+        def wrapper(*args, **kw):
+            drawn[name] = kw.get("baseline_daily")
+            return real(*args, **kw)
+
+        return wrapper
+
+    monkeypatch.setattr(charts, "savings_chart", spy("savings", charts.savings_chart))
+    monkeypatch.setattr(charts, "cost_vs_budget_chart", spy("cost", charts.cost_vs_budget_chart))
+    spec = phase_spec(ledger.db, ledger.config, 2)
+    out = tmp_path / "r.md"
+    # Nothing captured: the ledger's baseline column, in the table and in both charts.
+    result = write_report(ledger.db, ledger.config, spec, now=ts("2026-03-01T00:00"), out=out)
+    assert result.baseline is not None and result.baseline.kind == "ledger"
+    assert drawn["savings"] == drawn["cost"] == pytest.approx(0.1648, abs=5e-5)
+    text = out.read_text()
+    assert "Baseline: the ledger's baseline column for this period" in text
+    assert "| Daily cost | $0.1648 | $5.73 | $0.0644 |" in text
+    assert "$8.50" not in text
+    # A captured baseline replaces it everywhere.
+    capture_baseline(ledger.db, ledger.config, date(2026, 2, 17), date(2026, 2, 19),
+                     ts("2026-03-01T00:00"), force=True)  # fmt: skip
+    result = write_report(ledger.db, ledger.config, spec, now=ts("2026-03-01T00:00"), out=out)
+    daily = result.baseline.metrics["daily_cost_usd"] if result.baseline else None
+    assert drawn["savings"] == drawn["cost"] == daily == pytest.approx(0.2022 / 3)
+    text = out.read_text()
+    assert "Baseline: captured baseline #1, ledger 2026-02-17..2026-02-19 (120 calls)" in text
+    assert "| Daily cost | $0.0674 | $5.73 | $0.0644 |" in text
 
 
 def test_chart_axis_labels_show_small_amounts() -> None:
