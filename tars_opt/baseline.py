@@ -86,8 +86,8 @@ class Baseline:
                 "measures the other figures)"
             )
         return (
-            f"the configured `baseline:` figures ({self.source}), not measured on this "
-            "system: the last resort when nothing was captured or recorded"
+            f"the configured `baseline:` figures ({self.source}), not measured from this "
+            "ledger: the last resort when nothing was captured or recorded"
         )
 
     def regression_view(self) -> dict[str, float | None]:

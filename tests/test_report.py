@@ -143,7 +143,7 @@ def test_report_on_a_period_without_calls_judges_nothing(ledger, runner: CliRunn
     assert "Targets met: **0 of 6 (6 without data)**." in text
     assert "| Cost per day with calls | — (baseline $8.50, —) |" in text
     assert "Baseline: the configured `baseline:` figures (plan: measured" in text
-    assert "not measured on this system" in text
+    assert "not measured from this ledger" in text
 
 
 def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliRunner) -> None:
