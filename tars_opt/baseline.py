@@ -1,23 +1,29 @@
-"""The baseline (what the unoptimized system did) and regression detection against it.
+"""The baseline (what the unoptimized system did), regression detection against it, and
+where the rollout phases start.
 
 A baseline is either stated in the config's `baseline:` block (the plan's numbers, with
 their source) or measured from the ledger by `tars-opt baseline capture`; the newest capture
-wins. Regressions compare the last 7 days with the baseline and with the 7 days before.
+wins until `baseline reset` removes it. Capturing refuses (unless forced) a period that is
+not over or was already optimized. Regressions compare the last 7 days with the baseline
+and with the 7 days before. Phases count from the day after the captured baseline, else
+from the first call in the ledger, unless the config fixes `phases_start`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
 from tars_opt.alerts import Alert, Alerter, week_period
 from tars_opt.config import Config
+from tars_opt.ledger import Ledger, iso
 from tars_opt.metrics import DAY, PeriodMetrics, date_range, measure
+from tars_opt.periods import PhaseWindow, phase_windows
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,38 @@ REGRESSION_METRICS: dict[str, MetricInfo] = {
 
 @dataclass(frozen=True)
 class Baseline:
-    """Headline figures of the unoptimized system and where they come from."""
+    """Headline figures of the unoptimized system and where they come from.
+
+    `kind`: captured (measured by `baseline capture`; `id` is its row), ledger (the
+    ledger's per-call baseline column over a report's period: cost only) or config (the
+    `baseline:` block, the plan's figures unless the user stated their own).
+    """
 
     metrics: dict[str, float | None]
     source: str
     start: str | None = None
     end: str | None = None
+    kind: str = "config"
+    id: int | None = None
+    captured_at: str | None = None
+
+    def describe(self) -> str:
+        """Which baseline this is and where its figures come from, for reports."""
+        if self.kind == "captured":
+            return (
+                f"captured baseline #{self.id}, {self.source} (measured by `tars-opt "
+                "baseline capture`)"
+            )
+        if self.kind == "ledger":
+            return (
+                "the ledger's baseline column for this period: what the same calls would "
+                "have cost as sent, without tars-opt (cost only; `tars-opt baseline capture` "
+                "measures the other figures)"
+            )
+        return (
+            f"the configured `baseline:` figures ({self.source}), not measured from this "
+            "ledger: the last resort when nothing was captured or recorded"
+        )
 
     def regression_view(self) -> dict[str, float | None]:
         calls, cost = self.metrics.get("calls_per_day"), self.metrics.get("daily_cost_usd")
@@ -67,42 +99,190 @@ class Baseline:
 
 
 def config_baseline(config: Config) -> Baseline:
+    """The config's `baseline:` figures."""
     data = config.baseline.model_dump()
-    source = data.pop("source")
-    return Baseline(metrics=data, source=source)
+    return Baseline(metrics={k: data[k] for k in METRICS}, source=data["source"])
+
+
+class BaselineRefused(ValueError):
+    """`baseline capture` would store a period that is no baseline; `problems` say why."""
+
+    def __init__(self, message: str, problems: list[CaptureProblem]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class CaptureProblem:
+    """Why a period is no baseline: `short` goes into the stored source when forced."""
+
+    short: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Captured:
+    """A stored capture, and the problems --force overrode (empty when none)."""
+
+    baseline: Baseline
+    forced: list[CaptureProblem] = field(default_factory=list)
+
+
+def capture_problems(
+    m: PeriodMetrics, config: Config, last: date, now: float
+) -> list[CaptureProblem]:
+    """What makes the measured period `m` (ending on day `last`) a poor baseline: not over
+    yet, too few days with calls, or already optimized (thresholds: `baseline.capture`)."""
+    cfg = config.baseline.capture
+    today = datetime.fromtimestamp(now, UTC).date()
+    found: list[CaptureProblem] = []
+    if last >= today:
+        detail = f"it runs to {last}, which is not over yet (today is {today}, UTC)"
+        found.append(CaptureProblem("not over yet", detail))
+    days = len(m.per_day)
+    if days < cfg.min_days:
+        detail = (
+            f"it has calls on {days} day(s), fewer than baseline.capture.min_days ({cfg.min_days})"
+        )
+        found.append(CaptureProblem(f"calls on {days} day(s)", detail))
+    optimized = (
+        (m.cheap_share, cfg.max_cheap_share, "of model calls on the cheapest tier",
+         "max_cheap_share", "cheap tier"),
+        (m.cache_hit_rate, cfg.max_cache_hit_rate, "of requests answered by the response cache",
+         "max_cache_hit_rate", "cache hits"),
+        (m.deferred_share, cfg.max_deferred_share, "of requests deferred",
+         "max_deferred_share", "deferred"),
+    )  # fmt: skip
+    for value, limit, what, key, short in optimized:
+        if value is not None and value > limit:
+            detail = (
+                f"{value:.1%} {what}, over baseline.capture.{key} ({limit:.0%}): it was "
+                "already optimized"
+            )
+            found.append(CaptureProblem(f"{value:.0%} {short}", detail))
+    return found
 
 
 def capture_baseline(
-    db: sqlite_utils.Database, config: Config, first: date, last: date, now: float
-) -> Baseline:
-    """Measure a baseline over whole UTC days first..last from the ledger and store it."""
+    db: sqlite_utils.Database,
+    config: Config,
+    first: date,
+    last: date,
+    now: float,
+    *,
+    force: bool = False,
+) -> Captured:
+    """Measure a baseline over whole UTC days first..last from the ledger and store it; it
+    becomes the active baseline.
+
+    Raises BaselineRefused when the period is not over, has too few days with calls or was
+    already optimized (see capture_problems), unless `force`: then it is stored with those
+    problems named in its source and returned in `Captured.forced`.
+    """
     if last < first:
         raise ValueError(f"--to {last} is before --from {first}")
     start, end = date_range(first, last)
-    m = measure(db, config, start, end)
+    m = measure(db, config, start, min(end, now))
     if m.calls == 0:
         raise ValueError(f"the ledger has no calls from {first} to {last}: pick other dates")
-    base = Baseline(
-        metrics=m.summary(),
-        source=f"ledger {first}..{last} ({m.calls} calls)",
-        start=str(first),
-        end=str(last),
-    )
-    db.execute(
+    problems = capture_problems(m, config, last, now)
+    if problems and not force:
+        raise BaselineRefused(
+            f"not capturing {first}..{last} as the baseline: "
+            + "; ".join(p.detail for p in problems)
+            + ". A baseline is finished days of the unoptimized system: pick other dates, or "
+            "add --force to capture it anyway",
+            problems,
+        )
+    source = f"ledger {first}..{last} ({m.calls} calls)"
+    if problems:
+        source += " captured with --force despite: " + ", ".join(p.short for p in problems)
+    metrics = m.summary()
+    cur = db.execute(
         'INSERT INTO baselines (ts, start, "end", source, metrics) VALUES (?, ?, ?, ?, ?)',
-        [now, base.start, base.end, base.source, json.dumps(base.metrics)],
+        [now, str(first), str(last), source, json.dumps(metrics)],
     )
-    return base
+    base = Baseline(metrics, source, str(first), str(last), "captured", cur.lastrowid, iso(now))
+    return Captured(base, problems)
+
+
+def captured_baselines(db: sqlite_utils.Database) -> list[Baseline]:
+    """Every captured baseline, newest (the active one) first."""
+    rows = db.execute(
+        'SELECT id, ts, start, "end", source, metrics FROM baselines ORDER BY ts DESC, id DESC'
+    ).fetchall()
+    return [Baseline(json.loads(r[5]), r[4], r[2], r[3], "captured", r[0], iso(r[1])) for r in rows]
 
 
 def current_baseline(db: sqlite_utils.Database, config: Config) -> Baseline:
     """The newest captured baseline, else the config's."""
-    row = db.execute(
-        'SELECT start, "end", source, metrics FROM baselines ORDER BY ts DESC, id DESC LIMIT 1'
-    ).fetchone()
-    if row is None:
-        return config_baseline(config)
-    return Baseline(metrics=json.loads(row[3]), source=row[2], start=row[0], end=row[1])
+    captured = captured_baselines(db)
+    return captured[0] if captured else config_baseline(config)
+
+
+def remove_baseline(db: sqlite_utils.Database, baseline_id: int | None = None) -> Baseline | None:
+    """Remove a captured baseline: `baseline_id`, else the active (newest) one. Returns what
+    was removed, None when there was nothing to remove (ValueError for an unknown id). The
+    next newest capture, else the config's figures, then applies."""
+    captured = captured_baselines(db)
+    if baseline_id is None:
+        if not captured:
+            return None
+        gone = captured[0]
+    else:
+        gone = next((b for b in captured if b.id == baseline_id), None)
+        if gone is None:
+            known = ", ".join(f"#{b.id}" for b in captured) or "none"
+            raise ValueError(
+                f"no captured baseline #{baseline_id} (captured: {known}): see `tars-opt "
+                "baseline list`"
+            )
+    db.execute("DELETE FROM baselines WHERE id = ?", [gone.id])
+    return gone
+
+
+def report_baseline(db: sqlite_utils.Database, config: Config, m: PeriodMetrics) -> Baseline:
+    """The one baseline a report over `m` uses for its tables and both charts: the captured
+    one, else the ledger's baseline column over the period (cost per day with calls), else
+    the config's figures."""
+    captured = captured_baselines(db)
+    if captured:
+        return captured[0]
+    daily = m.per_day_of(m.baseline_cost)
+    if m.answered and m.baseline_cost > 0 and daily is not None:
+        metrics: dict[str, float | None] = dict.fromkeys(METRICS)
+        metrics["daily_cost_usd"] = daily
+        return Baseline(metrics, "ledger baseline column", kind="ledger")
+    return config_baseline(config)
+
+
+def phases_start(db: sqlite_utils.Database, config: Config) -> tuple[date | None, str]:
+    """The day phase 1 starts and why: `phases_start` when the config fixes it, else the day
+    after the captured baseline in use, else the day of the first call in the ledger
+    (None while the ledger is empty)."""
+    if config.phases_start != "auto":
+        return config.phases_start, "`phases_start` in the config"
+    captured = captured_baselines(db)
+    if captured and captured[0].end:
+        after = date.fromisoformat(captured[0].end) + timedelta(days=1)
+        return (
+            after,
+            f"the day after the captured baseline {captured[0].start}..{captured[0].end}",
+        )
+    first = Ledger(db).first_ts()
+    if first is None:
+        return None, (
+            "phases count from the first call in the ledger and it has none yet (set "
+            "`phases_start: YYYY-MM-DD` in performance-config.yaml to fix the start)"
+        )
+    when = iso(first)[:16].replace("T", " ")
+    return datetime.fromtimestamp(first, UTC).date(), f"the first call in the ledger, {when} UTC"
+
+
+def resolve_phases(db: sqlite_utils.Database, config: Config) -> list[PhaseWindow]:
+    """The config's phases on the calendar (see phases_start)."""
+    start, why = phases_start(db, config)
+    return phase_windows(config.phases, start, why)
 
 
 def regression_view(m: PeriodMetrics) -> dict[str, float | None]:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -135,10 +135,14 @@ class Optimizer:
             self._backend = build_backend(self.config, self.clock, self.db)
         return self._backend
 
-    def prepare(self, request: Request) -> Prepared | Reply:
-        """Run the stages; return the request ready to send, or a Reply a stage gave."""
+    def prepare(self, request: Request, *, earlier: Sequence[Decision] = ()) -> Prepared | Reply:
+        """Run the stages; return the request ready to send, or a Reply a stage gave.
+
+        `earlier` are decisions made for this request before this run (the defer stage's
+        when a drain prepares queued work): they open its trace and its ledger row.
+        """
         started = time.perf_counter()
-        decisions: list[Decision] = []
+        decisions: list[Decision] = list(earlier)
         if request.query_type is None:
             guessed = guess_query_type(request.prompt)
             request = replace(request, query_type=guessed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,44 @@ def _days(per_day: list[dict[str, Any]]) -> list[str]:
     return [d["day"][5:] for d in per_day]  # MM-DD
 
 
-def savings_chart(per_day: list[dict[str, Any]], path: Path, title: str) -> Path:
+def usd(value: float) -> str:
+    """Dollars as the report writes them below $1 (four decimals, more for tiny amounts:
+    a cheap day is $0.0644, not $0.06)."""
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.{max(4, 2 - math.floor(math.log10(abs(value))))}f}"
+
+
+def usd_ticks(locs: list[float]) -> list[str]:
+    """Labels for y-axis ticks at `locs`: the fewest decimals (2 to 8) that show every tick
+    exactly, so an axis of small amounts reads $0.0025, $0.0050 rather than $0.00 each."""
+    tolerance = 1e-9 * max((abs(v) for v in locs), default=0.0) + 1e-15  # float noise
+    decimals = 2
+    while decimals < 8 and any(abs(v - round(v, decimals)) > tolerance for v in locs):
+        decimals += 1
+    return [f"${v:,.{decimals}f}" for v in locs]
+
+
+def _usd_formatter() -> Any:
+    from matplotlib.ticker import Formatter
+
+    class UsdFormatter(Formatter):
+        def format_ticks(self, values: list[float]) -> list[str]:
+            return usd_ticks(list(values))  # one precision for the whole axis
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return usd_ticks([x])[0]
+
+    return UsdFormatter()
+
+
+def savings_figure(
+    per_day: list[dict[str, Any]], title: str, *, baseline_daily: float | None = None
+) -> Any:
     """Stacked bars per day: the actual cost, then each strategy's saving on top, so a
-    bar's height is the baseline cost. Negative savings (escalations) are left out of the
-    stack; the report's table shows them."""
+    bar's height is what the calls would have cost as sent; `baseline_daily` (the report's
+    baseline) as a dashed line. Negative savings (escalations) are left out of the stack;
+    the report's table shows them."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     x = list(range(len(per_day)))
@@ -54,9 +89,45 @@ def savings_chart(per_day: list[dict[str, Any]], path: Path, title: str) -> Path
             continue
         ax.bar(x, values, bottom=bottom, color=COLORS[key], label=LABELS[key], width=0.7)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    _baseline_line(ax, baseline_daily)
     _finish(ax, x, per_day, title, "USD per day")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _save(fig, path)
+    return fig
+
+
+def savings_chart(
+    per_day: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    *,
+    baseline_daily: float | None = None,
+) -> Path:
+    """savings_figure as a PNG at `path`."""
+    return _save(savings_figure(per_day, title, baseline_daily=baseline_daily), path)
+
+
+def cost_figure(
+    per_day: list[dict[str, Any]],
+    daily_budget: float,
+    title: str,
+    *,
+    baseline_daily: float | None = None,
+    target_daily: float | None = None,
+) -> Any:
+    """Cost per day as bars against lines for the daily budget, target and baseline."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    x = list(range(len(per_day)))
+    costs = [float(d.get("cost") or 0) for d in per_day]
+    colors = ["#dc2626" if c > daily_budget else COLORS["cost"] for c in costs]
+    ax.bar(x, costs, color=colors, width=0.7, label="actual cost")
+    ax.axhline(daily_budget, color="#dc2626", linestyle="-", linewidth=1.5,
+               label=f"budget pace {usd(daily_budget)}/day")  # fmt: skip
+    _baseline_line(ax, baseline_daily)
+    if target_daily is not None:
+        ax.axhline(target_daily, color="#059669", linestyle=":", linewidth=1.8,
+                   label=f"target {usd(target_daily)}/day")  # fmt: skip
+    _finish(ax, x, per_day, title, "USD per day")
+    return fig
 
 
 def cost_vs_budget_chart(
@@ -68,24 +139,17 @@ def cost_vs_budget_chart(
     baseline_daily: float | None = None,
     target_daily: float | None = None,
 ) -> Path:
-    """Cost per day as bars against lines for the daily budget, target and baseline."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    x = list(range(len(per_day)))
-    costs = [float(d.get("cost") or 0) for d in per_day]
-    colors = ["#dc2626" if c > daily_budget else COLORS["cost"] for c in costs]
-    ax.bar(x, costs, color=colors, width=0.7, label="actual cost")
-    ax.axhline(daily_budget, color="#dc2626", linestyle="-", linewidth=1.5,
-               label=f"budget pace ${daily_budget:.2f}/day")  # fmt: skip
+    """cost_figure as a PNG at `path`."""
+    fig = cost_figure(
+        per_day, daily_budget, title, baseline_daily=baseline_daily, target_daily=target_daily
+    )
+    return _save(fig, path)
+
+
+def _baseline_line(ax: Any, baseline_daily: float | None) -> None:
     if baseline_daily is not None:
         ax.axhline(baseline_daily, color="#111827", linestyle="--", linewidth=1.2,
-                   label=f"baseline ${baseline_daily:.2f}/day")  # fmt: skip
-    if target_daily is not None:
-        ax.axhline(target_daily, color="#059669", linestyle=":", linewidth=1.8,
-                   label=f"target ${target_daily:.2f}/day")  # fmt: skip
-    _finish(ax, x, per_day, title, "USD per day")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _save(fig, path)
+                   label=f"baseline {usd(baseline_daily)}/day")  # fmt: skip
 
 
 def _finish(ax: Any, x: list[int], per_day: list[dict[str, Any]], title: str, ylabel: str) -> None:
@@ -94,12 +158,13 @@ def _finish(ax: Any, x: list[int], per_day: list[dict[str, Any]], title: str, yl
     labels = _days(per_day)
     step = max(1, len(labels) // 14)  # at most ~14 date labels
     ax.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
-    ax.yaxis.set_major_formatter(lambda v, _pos: f"${v:,.2f}")
+    ax.yaxis.set_major_formatter(_usd_formatter())
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    if not per_day:
+    if not any(d.get("calls") for d in per_day):
         ax.text(0.5, 0.5, "no calls in this period", ha="center", transform=ax.transAxes)
 
 

@@ -130,6 +130,16 @@ class RegressionConfig(_Strict):
         return self
 
 
+class BaselineCaptureConfig(_Strict):
+    # `baseline capture` refuses (unless --force) a period with calls on fewer days than this,
+    min_days: int = Field(3, ge=1)
+    # or one that was already optimized: more than these shares of model calls on the
+    # cheapest tier, of requests answered by the response cache, or deferred.
+    max_cheap_share: float = Field(0.10, ge=0, le=1)
+    max_cache_hit_rate: float = Field(0.05, ge=0, le=1)
+    max_deferred_share: float = Field(0.05, ge=0, le=1)
+
+
 class BaselineConfig(_Strict):
     daily_cost_usd: float = Field(8.50, ge=0)
     calls_per_day: float = Field(234, ge=0)
@@ -140,6 +150,7 @@ class BaselineConfig(_Strict):
     latency_s: float = Field(2.3, ge=0)
     error_rate: float = Field(0.02, ge=0, le=1)
     source: str = "plan: measured 2026-02-11..13 (100% Sonnet, no cache)"
+    capture: BaselineCaptureConfig = Field(default_factory=BaselineCaptureConfig)
 
 
 class PhaseTargets(_Strict):
@@ -155,13 +166,22 @@ class PhaseTargets(_Strict):
 
 class PhaseConfig(_Strict):
     name: str
-    start: date
-    end: date  # inclusive
+    # How long the phase lasts; it starts the day after the phase before it ends (the first
+    # one on `phases_start`).
+    days: int = Field(7, ge=1)
+    # Fixed dates instead (UTC, inclusive); `start` alone lasts `days`.
+    start: date | None = None
+    end: date | None = None
     targets: PhaseTargets = Field(default_factory=PhaseTargets)
 
     @model_validator(mode="after")
     def _dates(self) -> PhaseConfig:
-        if self.end < self.start:
+        if self.end is not None and self.start is None:
+            raise ValueError(
+                f"phase {self.name!r} has an end but no start: give both, or neither to "
+                "count `days` from phases_start"
+            )
+        if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"phase {self.name!r} ends before it starts")
         return self
 
@@ -576,6 +596,9 @@ class Config(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     # The shipped defaults (performance-config.yaml) carry the plan's three phases.
     phases: list[PhaseConfig] = Field(default_factory=list)
+    # The day phase 1 starts. auto: the day after the captured baseline in use, else the
+    # day of the first call in the ledger (when tracking started).
+    phases_start: date | Literal["auto"] = "auto"
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)

@@ -34,7 +34,12 @@ from tars_opt.config import Config
 from tars_opt.ledger import Ledger
 from tars_opt.queue import Queue
 from tars_opt.recovery import Recovery, new_owner
-from tars_opt.taskjson import prepared_from_json, prepared_to_json, request_from_json
+from tars_opt.taskjson import (
+    prepared_from_json,
+    prepared_to_json,
+    queued_decision,
+    request_from_json,
+)
 from tars_opt.types import Prepared, Reply
 from tars_opt.window import Window
 
@@ -339,7 +344,8 @@ class Drainer(Recovery):
             # defer=True: whatever queued it, it goes out in a batch, so prompt-cache marks
             # get the deferred (1h) TTL - a batch can outlast the 5-minute cache.
             outcome = self.optimizer.prepare(
-                replace(request_from_json(task["request"]), defer=True)
+                replace(request_from_json(task["request"]), defer=True),
+                earlier=[queued_decision(task)],
             )
             if isinstance(outcome, Reply):  # a stage answered it (a cache hit)
                 self.queue.settle(

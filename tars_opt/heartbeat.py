@@ -15,11 +15,17 @@ from typing import Any
 import sqlite_utils
 
 from tars_opt.alerts import Alert, Alerter, day_period
-from tars_opt.baseline import current_baseline, raise_regression_alerts, weekly_regressions
+from tars_opt.baseline import (
+    current_baseline,
+    raise_regression_alerts,
+    resolve_phases,
+    weekly_regressions,
+)
 from tars_opt.budget import Budget
-from tars_opt.config import Config, PhaseConfig
+from tars_opt.config import Config
 from tars_opt.ledger import iso
 from tars_opt.metrics import measure, queue_status
+from tars_opt.periods import PhaseWindow
 
 STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
@@ -92,11 +98,12 @@ class HeartbeatResult:
         }
 
 
-def active_phase(config: Config, now: float) -> tuple[int, PhaseConfig] | None:
+def active_phase(db: sqlite_utils.Database, config: Config, now: float) -> PhaseWindow | None:
+    """The phase running today (see baseline.resolve_phases), if any."""
     today = datetime.fromtimestamp(now, UTC).date()
-    for n, p in enumerate(config.phases, 1):
-        if p.start <= today <= p.end:
-            return n, p
+    for p in resolve_phases(db, config):
+        if p.first is not None and p.last is not None and p.first <= today <= p.last:
+            return p
     return None
 
 
@@ -123,9 +130,9 @@ def run_heartbeat(
     hb = config.heartbeat
     result = HeartbeatResult(ts=now)
     window = measure(db, config, now - hb.window_h * 3600, now)
-    phase = active_phase(config, now)
-    targets = phase[1].targets if phase else None
-    where = f"phase {phase[0]}" if phase else "no active phase"
+    phase = active_phase(db, config, now)
+    targets = phase.targets if phase else None
+    where = f"phase {phase.number}" if phase else "no active phase"
     result.checks.append(_target_check(
         "cache hit rate", window.cache_hit_rate, targets.cache_hit_rate if targets else None, where
     ))  # fmt: skip
@@ -157,7 +164,7 @@ def run_heartbeat(
         "saved": window.saved,
         "budget": budget.to_dict(),
         "queue": queue,
-        "phase": phase[0] if phase else None,
+        "phase": phase.number if phase else None,
     }
     for c in result.checks:
         if c.status in ("warning", "critical") and c.name != "regressions":

@@ -107,6 +107,11 @@ class Ledger:
         rows = list(self.db.query("SELECT * FROM calls WHERE request_id = ?", [request_id]))
         return _decode(rows[0]) if rows else None
 
+    def first_ts(self) -> float | None:
+        """When the first call was recorded (epoch seconds), None for an empty ledger."""
+        row = self.db.execute("SELECT MIN(ts) FROM calls").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def spend(self, start: float, end: float) -> dict[str, Any]:
         """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
         escalations (re-asks on a stronger tier) and what they cost."""

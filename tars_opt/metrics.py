@@ -147,7 +147,15 @@ class PeriodMetrics:
 
     @property
     def days(self) -> float:
+        """The period's length in days."""
         return max((self.end - self.start) / DAY, 1e-9)
+
+    @property
+    def data_days(self) -> float:
+        """The days per-day figures are taken over: the UTC days with at least one call,
+        or the period's length when that is shorter (a 24-hour window across midnight
+        touches two days). 0 when nothing was recorded."""
+        return min(float(len(self.per_day)), self.days)
 
     @property
     def saved(self) -> float:
@@ -196,8 +204,9 @@ class PeriodMetrics:
         every = self.latency_ms.get("interactive")
         return every["mean"] / 1000.0 if every else None
 
-    def per_day_of(self, value: float) -> float:
-        return value / self.days
+    def per_day_of(self, value: float) -> float | None:
+        """`value` per day with calls; None (no data) when the period has none."""
+        return value / self.data_days if self.data_days else None
 
     def summary(self) -> dict[str, float | None]:
         """The headline figures, named as phase targets and baselines name them."""
@@ -216,8 +225,9 @@ class PeriodMetrics:
         out = asdict(self)
         out["arms"] = {k: v.to_dict() for k, v in self.arms.items()}
         for name in (
-            "days", "saved", "saved_share", "error_rate", "cache_hit_rate", "batch_share",
-            "deferred_share", "escalation_rate", "cheap_share", "model_tokens", "latency_s",
+            "days", "data_days", "saved", "saved_share", "error_rate", "cache_hit_rate",
+            "batch_share", "deferred_share", "escalation_rate", "cheap_share", "model_tokens",
+            "latency_s",
         ):  # fmt: skip
             out[name] = getattr(self, name)
         out["summary"] = self.summary()
@@ -267,6 +277,7 @@ def period_metrics(
     ).fetchall()
     names = [c for c in _WANTED if c in have]
     feedback = _feedback(db, start, end)
+    queued = _queued_ids(db, end)
     m = PeriodMetrics(start=start, end=end)
     m.tokens = dict.fromkeys((*TOKEN_BUCKETS, "removed_tokens"), 0)
     m.saved_by_strategy = dict.fromkeys(STRATEGIES, 0.0)
@@ -323,7 +334,7 @@ def period_metrics(
             s["calls"] += 1
             s["cost"] += cost
             s["baseline_cost"] += base
-        if was_deferred(decisions):
+        if was_deferred(decisions) or r["request_id"] in queued:
             m.deferred += 1
         if source == "cache":
             m.cache_hits += 1
@@ -357,6 +368,16 @@ def period_metrics(
         for k, v in sorted(sess.items(), key=lambda kv: -kv[1]["cost"])[:sessions]
     ]
     return m
+
+
+def _queued_ids(db: sqlite_utils.Database, end: float) -> set[str]:
+    """Request ids of tasks queued before `end`: every task was put there by the defer
+    stage, so their ledger rows count as deferred even when written by a drain that did
+    not copy the defer decision into the row."""
+    if not columns(db, "tasks"):
+        return set()
+    rows = db.execute("SELECT request_id FROM tasks WHERE created_at < ?", [end]).fetchall()
+    return {r[0] for r in rows}
 
 
 def _feedback(db: sqlite_utils.Database, start: float, end: float) -> dict[str, str]:

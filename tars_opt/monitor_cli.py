@@ -14,7 +14,14 @@ import typer
 
 from tars_opt import render
 from tars_opt.alerts import Alerter
-from tars_opt.baseline import Baseline, capture_baseline, current_baseline
+from tars_opt.baseline import (
+    Baseline,
+    capture_baseline,
+    captured_baselines,
+    config_baseline,
+    current_baseline,
+    remove_baseline,
+)
 from tars_opt.budget import Budget
 from tars_opt.cache_store import CacheStore
 from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, friendly_errors
@@ -66,11 +73,11 @@ def report(
         opened = _open(config, db)
         now = time.time()
         if phase is not None:
-            spec = phase_spec(opened.config, phase)
+            spec = phase_spec(opened.db, opened.config, phase)
         elif week:
             spec = week_spec(now)
         elif final:
-            spec = final_spec(opened.config)
+            spec = final_spec(opened.db, opened.config)
         else:
             if first is None or last is None:
                 raise InputError("--from and --to go together: give both days")
@@ -79,13 +86,19 @@ def report(
         data = {
             "report": str(result.path),
             "charts": [str(c) for c in result.charts],
+            "period": {"first": str(spec.first), "last": str(spec.last), "why": spec.why},
+            "baseline": result.baseline.describe() if result.baseline else None,
             "targets_met": result.passed,
             "targets_judged": result.judged,
+            "targets_without_data": result.no_data,
         }
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
-        met = f" (targets met: {result.passed} of {result.judged})" if result.judged else ""
+        met = ""
+        if result.targets:
+            unjudged = f", {result.no_data} without data" if result.no_data else ""
+            met = f" (targets met: {result.passed} of {result.targets}{unjudged})"
         _consoles.out.print(
             f"wrote {result.path}{met}; charts: " + ", ".join(c.name for c in result.charts),
             markup=False,
@@ -96,11 +109,20 @@ def report(
 def baseline_capture(
     first: FromOpt = None,
     last: ToOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Capture a period that is not over or already optimized."),
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Measure the baseline from the ledger over whole days; it then replaces the config's.
+    """Measure the baseline from finished days of the unoptimized system; it then replaces
+    the config's (until `baseline reset`).
+
+    Refuses (exit 2) a period that reaches today, has calls on fewer than
+    baseline.capture.min_days days, or was already optimized (cheap-tier share, cache hits
+    or deferrals over baseline.capture.*); --force captures it anyway, with a warning.
 
     Example: [bold]tars-opt baseline capture --from 2026-02-11 --to 2026-02-13[/bold]
     """
@@ -109,11 +131,75 @@ def baseline_capture(
             raise InputError("give both --from and --to (YYYY-MM-DD, UTC, inclusive)")
         opened = _open(config, db)
         try:
-            base = capture_baseline(opened.db, opened.config, _day("--from", first),
-                                    _day("--to", last), time.time())  # fmt: skip
+            captured = capture_baseline(opened.db, opened.config, _day("--from", first),
+                                        _day("--to", last), time.time(), force=force)  # fmt: skip
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        _print_baseline(base, as_json)
+        if captured.forced:
+            _consoles.err.print(
+                "warning: captured with --force although "
+                + "; ".join(p.detail for p in captured.forced)
+                + " (`tars-opt baseline reset` removes it)",
+                markup=False,
+            )
+        _print_baseline(captured.baseline, as_json)
+
+
+@baseline_app.command("list")
+def baseline_list(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """List the captured baselines, newest first, and which one is active.
+
+    Example: [bold]tars-opt baseline list[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        captured = captured_baselines(opened.db)
+        fallback = config_baseline(opened.config)
+        if as_json:
+            rows = [{**b.__dict__, "active": i == 0} for i, b in enumerate(captured)]
+            typer.echo(json.dumps({"captured": rows, "config": fallback.__dict__,
+                                   "active": "captured" if captured else "config"},
+                                  indent=2))  # fmt: skip
+            return
+        render.baseline_list(_consoles.out, captured, fallback)
+
+
+@baseline_app.command("reset")
+def baseline_reset(
+    baseline_id: Annotated[
+        int | None, typer.Argument(help="The capture to remove (see `baseline list`).")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Remove the active captured baseline (or the one with this id); the next newest
+    capture, else the config's figures, applies again.
+
+    Example: [bold]tars-opt baseline reset[/bold]
+    """
+    with friendly_errors():
+        opened = _open(config, db)
+        try:
+            gone = remove_baseline(opened.db, baseline_id)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        now_active = current_baseline(opened.db, opened.config)
+        if as_json:
+            typer.echo(json.dumps({"removed": gone.__dict__ if gone else None,
+                                   "active": now_active.__dict__}, indent=2))  # fmt: skip
+            return
+        if gone is None:
+            _consoles.out.print("nothing to reset: no baseline was captured", markup=False)
+        else:
+            _consoles.out.print(f"removed baseline #{gone.id} ({gone.source})", markup=False)
+        _consoles.out.print(f"now in use: {_named(now_active)}", markup=False)
+
+
+def _named(base: Baseline) -> str:
+    if base.kind == "captured":
+        return f"captured baseline #{base.id} ({base.source})"
+    return f"the config's baseline figures ({base.source})"
 
 
 @baseline_app.command("show")

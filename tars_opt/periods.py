@@ -1,9 +1,11 @@
-"""UTC periods: whole days, ISO weeks, the month's pace."""
+"""UTC periods: whole days, ISO weeks, the month's pace, rollout phases."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from tars_opt.config import PhaseConfig, PhaseTargets
 from tars_opt.ledger import Periods
 
 DAY = 86_400.0
@@ -32,3 +34,46 @@ def last_full_iso_week(now: float) -> tuple[date, date, str]:
     monday = today - timedelta(days=today.weekday() + 7)
     year, week, _ = monday.isocalendar()
     return monday, monday + timedelta(days=6), f"{year}-{week:02d}"
+
+
+@dataclass(frozen=True)
+class PhaseWindow:
+    """One rollout phase placed on the calendar: its days (None while it cannot be placed
+    yet) and why it has them."""
+
+    number: int
+    name: str
+    first: date | None
+    last: date | None
+    targets: PhaseTargets
+    why: str
+
+
+def phase_windows(
+    phases: list[PhaseConfig], start: date | None, start_why: str
+) -> list[PhaseWindow]:
+    """Place `phases` on the calendar: each one with fixed dates keeps them, each other one
+    lasts its `days` from the day after the one before ends (phase 1 from `start`, which is
+    None when not known yet, e.g. an empty ledger). `start_why` says where `start` came from.
+    """
+    out: list[PhaseWindow] = []
+    cursor, origin = start, start
+    for n, p in enumerate(phases, 1):
+        if p.start is not None:
+            first: date | None = p.start
+            last = p.end or p.start + timedelta(days=p.days - 1)
+            why = f"given fixed dates in the config (phases[{n - 1}])"
+            origin = None  # phases after it count from its end
+        elif cursor is None:
+            first = last = None
+            why = start_why
+        else:
+            first, last = cursor, cursor + timedelta(days=p.days - 1)
+            if origin is not None:
+                a, b = (first - origin).days + 1, (last - origin).days + 1
+                why = f"days {a}-{b} counted from {origin} ({start_why})"
+            else:
+                why = f"the {p.days} days after phase {n - 1} ends"
+        out.append(PhaseWindow(n, p.name, first, last, p.targets, why))
+        cursor = last + timedelta(days=1) if last is not None else None
+    return out

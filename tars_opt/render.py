@@ -131,18 +131,52 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _metric(kind: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if kind == "usd":
+        return usd(v)
+    if kind == "share":
+        return pct(v)
+    return f"{v:.2f} s" if kind == "seconds" else f"{v:,.0f}"
+
+
 def baseline(console: Console, base: Any) -> None:
     from tars_opt.baseline import METRICS
 
-    table = Table("metric", "baseline", title=f"baseline: {base.source}")
+    who = f"captured #{base.id}: " if base.kind == "captured" else "config: "
+    table = Table("metric", "baseline", title=f"baseline {who}{base.source}")
     for name, info in METRICS.items():
-        v = base.metrics.get(name)
-        shown = "-" if v is None else (
-            usd(v) if info.kind == "usd" else pct(v) if info.kind == "share"
-            else f"{v:.2f} s" if info.kind == "seconds" else f"{v:,.0f}"
-        )  # fmt: skip
-        table.add_row(info.label, shown)
+        table.add_row(info.label, _metric(info.kind, base.metrics.get(name)))
     console.print(table)
+
+
+def baseline_list(console: Console, captured: list[Any], fallback: Any) -> None:
+    """Captured baselines (the first is active) and the config's figures behind them."""
+    if not captured:
+        console.print(f"no captured baseline: the config's figures are in use ({fallback.source})",
+                      markup=False)  # fmt: skip
+        return
+    table = Table("", "id", "captured (UTC)", "period", "daily cost", "cheap", "cache hit",
+                  "source", title="captured baselines")  # fmt: skip
+    for i, b in enumerate(captured):
+        m = b.metrics
+        table.add_row(
+            "active" if i == 0 else "",
+            f"#{b.id}",
+            (b.captured_at or "")[:16].replace("T", " "),
+            f"{b.start}..{b.end}",
+            _metric("usd", m.get("daily_cost_usd")),
+            pct(m.get("cheap_share")),
+            pct(m.get("cache_hit_rate")),
+            b.source,
+        )
+    console.print(table)
+    then = f"#{captured[1].id} applies" if len(captured) > 1 else "the config's figures apply"
+    console.print(
+        f"`tars-opt baseline reset` removes #{captured[0].id}; then {then}.",
+        markup=False,
+    )
 
 
 def checks(console: Console, items: list[Any]) -> None:
@@ -166,14 +200,14 @@ def session(console: Console, data: dict[str, Any]) -> None:
 def period(console: Console, m: Any) -> None:
     from tars_opt.ledger import iso
 
-    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days)",
-                  markup=False)  # fmt: skip
+    console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days, "
+                  f"{m.data_days:g} with calls)", markup=False)  # fmt: skip
     head = Table("calls", "answered", "errors", "cost", "baseline", "saved", "cache hit",
                  "cheap", "batch", "deferred", "escalated")  # fmt: skip
     head.add_row(str(m.calls), str(m.answered), f"{m.errors} ({pct(m.error_rate)})",
                  usd(m.cost), usd(m.baseline_cost), f"{usd(m.saved)} ({pct(m.saved_share)})",
                  f"{pct(m.cache_hit_rate)} ({m.exact_hits}e/{m.semantic_hits}s)",
-                 pct(m.cheap_share), pct(m.batch_share), pct(m.deferred_share),
+                 pct(m.cheap_share), pct(m.batch_share), f"{pct(m.deferred_share)} ({m.deferred})",
                  pct(m.escalation_rate))  # fmt: skip
     console.print(head)
     sav = Table("strategy", "saved", title="saved by strategy")

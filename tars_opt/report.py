@@ -18,7 +18,7 @@ import sqlite_utils
 
 from tars_opt import charts
 from tars_opt.alerts import alerts_between
-from tars_opt.baseline import METRICS, Baseline, current_baseline
+from tars_opt.baseline import METRICS, Baseline, report_baseline, resolve_phases
 from tars_opt.config import Config, PhaseTargets
 from tars_opt.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
 from tars_opt.types import STRATEGIES
@@ -38,6 +38,7 @@ class ReportSpec:
     last: date
     filename: str
     targets: PhaseTargets | None = None
+    why: str | None = None  # why the period has these dates (phases)
 
 
 @dataclass
@@ -45,20 +46,35 @@ class ReportResult:
     path: Path
     charts: list[Path] = field(default_factory=list)
     passed: int = 0
-    judged: int = 0
+    judged: int = 0  # targets with a PASS or FAIL
+    no_data: int = 0  # targets not judged: the metric had no data in the period
+    baseline: Baseline | None = None  # the one baseline the tables and both charts use
+
+    @property
+    def targets(self) -> int:
+        return self.judged + self.no_data
+
+    def targets_line(self) -> str:
+        """`4 of 6` or `0 of 3 (3 without data)`."""
+        line = f"{self.passed} of {self.targets}"
+        return f"{line} ({self.no_data} without data)" if self.no_data else line
 
 
-def phase_spec(config: Config, number: int) -> ReportSpec:
-    """Phase `number` (1-based) of the config's `phases:`."""
+def phase_spec(db: sqlite_utils.Database, config: Config, number: int) -> ReportSpec:
+    """Phase `number` (1-based) of the config's `phases:`, placed on the calendar (see
+    baseline.phases_start)."""
     if not 1 <= number <= len(config.phases):
         raise ReportError(
             f"--phase {number}: the config lists {len(config.phases)} phase(s); "
             "add it under `phases:` in performance-config.yaml"
         )
-    p = config.phases[number - 1]
+    p = resolve_phases(db, config)[number - 1]
+    if p.first is None or p.last is None:
+        raise ReportError(f"--phase {number} has no dates yet: {p.why}")
+    why = f"phase {number} is {p.why}"
     return ReportSpec(
-        "phase", f"Phase {number} benchmark: {p.name}", p.start, p.end,
-        f"PHASE_{number}_BENCHMARK.md", p.targets,
+        "phase", f"Phase {number} benchmark: {p.name}", p.first, p.last,
+        f"PHASE_{number}_BENCHMARK.md", p.targets, why,
     )  # fmt: skip
 
 
@@ -68,14 +84,17 @@ def week_spec(now: float) -> ReportSpec:
     return ReportSpec("week", f"Week {label}", monday, sunday, f"WEEK_{label}.md")
 
 
-def final_spec(config: Config) -> ReportSpec:
+def final_spec(db: sqlite_utils.Database, config: Config) -> ReportSpec:
     """From the first phase's start to the last one's end, judged by the last targets."""
     if not config.phases:
         raise ReportError("--final needs `phases:` in performance-config.yaml")
-    first, last = config.phases[0], config.phases[-1]
-    return ReportSpec(
-        "final", "Final benchmark", first.start, last.end, "FINAL_BENCHMARK.md", last.targets
-    )
+    phases = resolve_phases(db, config)
+    first, last = phases[0], phases[-1]
+    if first.first is None or last.last is None:
+        raise ReportError(f"--final has no dates yet: {last.why}")
+    why = f"phase 1 is {first.why}; phase {last.number} is {last.why}"
+    return ReportSpec("final", "Final benchmark", first.first, last.last, "FINAL_BENCHMARK.md",
+                      last.targets, why)  # fmt: skip
 
 
 def range_spec(first: date, last: date) -> ReportSpec:
@@ -118,6 +137,12 @@ def judge(name: str, actual: float | None, target: float | None) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _n_days(n: float) -> str:
+    if n == 1:
+        return "1 day"
+    return f"{n:.0f} days" if n == round(n) else f"{n:.1f} days"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -156,7 +181,9 @@ def write_report(
         end = now
         last_day = datetime.fromtimestamp(now, UTC).date()
     m = measure(db, config, start, end)
-    base = current_baseline(db, config)
+    # One baseline for the whole report: its tables and both charts.
+    base = report_baseline(db, config, m)
+    baseline_daily = base.metrics.get("daily_cost_usd")
     path = out if out is not None else Path(config.reports.dir) / spec.filename
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,16 +192,17 @@ def write_report(
     days = _full_days(m, spec.first, last_day)
     stem = path.with_suffix("")
     savings_png = charts.savings_chart(
-        days, Path(f"{stem}_savings.png"), f"{spec.title}: cost and savings by strategy"
-    )
+        days, Path(f"{stem}_savings.png"), f"{spec.title}: cost and savings by strategy",
+        baseline_daily=baseline_daily,
+    )  # fmt: skip
     month_days = calendar.monthrange(spec.first.year, spec.first.month)[1]
     daily_budget = config.budget.monthly_usd / month_days
     target_daily = spec.targets.daily_cost_usd if spec.targets else None
     cost_png = charts.cost_vs_budget_chart(
         days, daily_budget, Path(f"{stem}_cost.png"), f"{spec.title}: cost per day vs budget",
-        baseline_daily=base.metrics.get("daily_cost_usd"), target_daily=target_daily,
+        baseline_daily=baseline_daily, target_daily=target_daily,
     )  # fmt: skip
-    result = ReportResult(path, [savings_png, cost_png])
+    result = ReportResult(path, [savings_png, cost_png], baseline=base)
     alerts = alerts_between(db, start, end)
     lines = _render(spec, m, base, days, daily_budget, alerts, result, now, in_progress, config)
     tmp = path.with_suffix(".md.tmp")
@@ -199,21 +227,31 @@ def _render(
     through = f" (in progress: through {generated})" if in_progress else ""
     s = m.summary()
     L: list[str] = [f"# {spec.title}", ""]
-    L.append(f"Period: {spec.first} to {spec.last} (UTC, inclusive){through}. "
+    why = f": {spec.why}" if spec.why else ""
+    L.append(f"Period: {spec.first} to {spec.last} (UTC, inclusive){through}{why}. "
              f"Generated {generated} from the tars-opt ledger.")  # fmt: skip
     L.append("")
-    L.append(f"Baseline: {base.source}.")
+    L.append(f"Baseline: {base.describe()}.")
+    L.append("")
     if m.calls == 0:
-        L += ["", "**No calls were recorded in this period.**"]
+        L += ["**No calls were recorded in this period: no target can be judged.**", ""]
+    if not m.data_days:
+        L.append("Per-day figures need days with calls: none had any.")
+    elif m.data_days < m.days:
+        L.append(f"Per-day figures are over the {_n_days(m.data_days)} with calls, not the "
+                 f"period's {_n_days(m.days)}.")  # fmt: skip
+    else:
+        L.append(f"Per-day figures are over the {_n_days(m.data_days)} with calls (all of the "
+                 "period).")  # fmt: skip
     L += ["", "## Summary", ""]
     bd = base.metrics.get("daily_cost_usd")
     rows = [
         ["Requests answered", f"{m.answered:,} ({m.errors:,} failed)"],
-        ["Cost per day", f"{fmt('usd', s['daily_cost_usd'])} (baseline {fmt('usd', bd)}, "
-                         f"{_change(s['daily_cost_usd'], bd)})"],
-        ["Saved (estimated, ledger attribution)",
-         f"{fmt('usd', m.saved)} = {fmt('share', m.saved_share)} of the baseline cost "
-         f"{fmt('usd', m.baseline_cost)}"],
+        ["Cost per day with calls", f"{fmt('usd', s['daily_cost_usd'])} (baseline "
+                                    f"{fmt('usd', bd)}, {_change(s['daily_cost_usd'], bd)})"],
+        ["Saved (estimated per call, ledger attribution)",
+         f"{fmt('usd', m.saved)} = {fmt('share', m.saved_share)} of what the same calls "
+         f"would have cost as sent ({fmt('usd', m.baseline_cost)})"],
     ]  # fmt: skip
     opt, hold = m.arms.get("optimized"), m.arms.get("holdout")
     if opt and hold and opt.cost_per_request is not None and hold.cost_per_request:
@@ -234,13 +272,16 @@ def _render(
         if verdict in ("PASS", "FAIL"):
             result.judged += 1
             result.passed += verdict == "PASS"
+        elif verdict == "no data":
+            result.no_data += 1
         b = base.metrics.get(name)
         trows.append([info.label, fmt(info.kind, b), fmt(info.kind, target),
                       fmt(info.kind, s[name]), _change(s[name], b), f"**{verdict}**"
                       if verdict in ("PASS", "FAIL") else verdict])  # fmt: skip
     L += _table(["metric", "baseline", "target", "actual", "vs baseline", "result"], trows)
     if spec.targets:
-        L += ["", f"Targets met: **{result.passed} of {result.judged}**."]
+        unjudged = " A metric without data in the period is not judged." if result.no_data else ""
+        L += ["", f"Targets met: **{result.targets_line()}**.{unjudged}"]
     else:
         L += ["", "No targets for this period: actuals against the baseline only."]
     L += [
@@ -256,15 +297,19 @@ def _render(
         v = m.saved_by_strategy.get(k, 0.0)
         srows.append([k.replace("_", " "), fmt("usd", v),
                       fmt("share", v / m.baseline_cost if m.baseline_cost else None),
-                      fmt("usd", v / m.days)])  # fmt: skip
+                      fmt("usd", m.per_day_of(v))])  # fmt: skip
     srows.append(["**total**", f"**{fmt('usd', m.saved)}**", fmt("share", m.saved_share),
-                  fmt("usd", m.saved / m.days)])  # fmt: skip
-    L += _table(["strategy", "saved", "of baseline cost", "per day"], srows)
+                  fmt("usd", m.per_day_of(m.saved))])  # fmt: skip
+    L += _table(["strategy", "saved", "of the cost as sent", "per day with calls"], srows)
     L += [
         "",
-        "Attribution is fixed-order (pruning, routing, prompt caching, batching, response "
-        "cache) so the parts add up to baseline minus actual; a negative figure is a step that "
-        "cost more (an escalation, an unread cache write).",
+        "Savings are estimated per call against the request as the client sent it (its "
+        "model, no response cache, unpruned history): the chart's bars stack each "
+        "strategy's saving on the actual cost, so a bar's height is what the day's calls "
+        "would have cost as sent; its dashed line is the report's baseline. Attribution is "
+        "fixed-order (pruning, routing, prompt caching, batching, response cache) so the "
+        "parts add up to the cost as sent minus the actual cost; a negative figure is a step "
+        "that cost more (an escalation, an unread cache write).",
     ]
     if m.estimated:
         L.append(
@@ -282,7 +327,7 @@ def _render(
     drows = [[d["day"], f"{d['calls']:,}", fmt("usd", d["cost"]), fmt("usd", d["baseline_cost"]),
               fmt("usd", d["baseline_cost"] - d["cost"]), "over" if d["cost"] > daily_budget
               else "ok"] for d in days]  # fmt: skip
-    L += _table(["day", "calls", "cost", "baseline", "saved", "budget"], drows)
+    L += _table(["day", "calls", "cost", "cost as sent", "saved", "budget"], drows)
     L += ["", f"![Cost per day vs budget]({result.charts[1].name})"]
     # Model mix
     L += ["", "## Model mix", ""]

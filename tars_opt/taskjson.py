@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from tars_opt.types import Decision, Prepared, Request
+from tars_opt.window import iso_minute
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
 
@@ -49,6 +50,27 @@ def prepared_from_json(text: str) -> Prepared:
         params=data["params"],
         decisions=[Decision(**d) for d in data["decisions"]],
         started=time.perf_counter(),
+    )
+
+
+def queued_decision(task: dict[str, Any]) -> Decision:
+    """The defer stage's decision that put `task` in the queue, rebuilt from the task row
+    (which keeps its reason, ticket and times): a drained request's ledger row carries it,
+    so it counts as deferred like the request the caller queued."""
+
+    def when(key: str) -> str | None:
+        return iso_minute(task[key]) if task.get(key) is not None else None
+
+    return Decision(
+        "defer",
+        "queued",
+        task.get("reason") or "queued for the off-peak drain",
+        {
+            "ticket": task["ticket"],
+            "queued_at": when("created_at"),
+            "expected_at": when("expected_at"),
+            "deadline": when("deadline"),
+        },
     )
 
 

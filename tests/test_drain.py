@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
 from tars_opt.backends import BackendError
+from tars_opt.cli import app as cli_app
 from tars_opt.drain import Drainer
 from tars_opt.pricing import PriceBook
 from tars_opt.queue import Queue
@@ -69,6 +71,27 @@ def test_drain_now_answers_every_task_once_at_half_price(home: Path) -> None:
     again = drainer(app, backend, clock).run(now=True)
     assert again.claimed == 0 and sum(again.outcomes.values()) == 0
     assert app.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 3
+
+
+def test_drained_rows_carry_their_defer_decision_and_count_as_deferred(
+    home: Path, runner: CliRunner
+) -> None:
+    clock = Clock(NOON)
+    app, backend, tickets = setup(clock)
+    drainer(app, backend, clock).run(now=True)
+    for ticket in tickets:
+        task = Queue(app.db).require(ticket)
+        first = app.ledger.get(task["request_id"])["decisions"][0]
+        assert (first["stage"], first["action"]) == ("defer", "queued")
+        assert first["reason"] == "asked to defer (--defer)"
+        assert first["data"]["ticket"] == ticket
+        assert first["data"]["queued_at"] == "2026-11-22T12:00Z"
+    result = runner.invoke(
+        cli_app, ["metrics", "--from", "2026-11-22", "--to", "2026-11-22", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["batch_calls"] == 3 and data["deferred"] == 3 and data["deferred_share"] == 1.0
 
 
 def test_inside_the_window_drains_without_now(home: Path) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import time
 from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_heartbeat_warning_exit_1_on_a_missed_target(tmp_path: Path, runner) -> 
 
 
 def test_heartbeat_critical_exit_2_when_the_budget_is_spent(tmp_path: Path, runner) -> None:
-    cfg = config_file(tmp_path, budget={"monthly_usd": 1})
+    # No phases: phase 1 would start with this first call and judge its targets too.
+    cfg = config_file(tmp_path, budget={"monthly_usd": 1}, phases=[])
     add_call(open_app(cfg).db, time.time() - 5, cost=1.2)
     result = runner.invoke(app, ["heartbeat", "-c", cfg])
     assert result.exit_code == 2
@@ -173,20 +175,104 @@ def test_bad_feedback_hands_the_call_to_the_cache_evictor(home: Path) -> None:
 # --- baseline and regressions ---------------------------------------------------------
 
 
+def unoptimized_days(db, first: str, days: int, per_day: int = 10) -> None:
+    """Plain Sonnet API calls, nothing routed, cached or deferred: a baseline period."""
+    start = date.fromisoformat(first)
+    for d in range(days):
+        for i in range(per_day):
+            add_call(db, f"{start + timedelta(days=d)}T{i % 24:02d}:{i // 24:02d}", cost=0.01,
+                     baseline_cost=0.01)  # fmt: skip
+
+
 def test_baseline_capture_measures_the_ledger_and_wins_over_the_config(runner) -> None:
-    phase_week(open_app().db)
+    unoptimized_days(open_app().db, "2026-02-11", 3)
     shown = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
     assert shown["source"].startswith("plan:") and shown["metrics"]["daily_cost_usd"] == 8.5
-    cap = runner.invoke(app, ["baseline", "capture", "--from", "2026-02-17", "--to",
-                              "2026-02-23", "--json"])  # fmt: skip
+    cap = runner.invoke(app, ["baseline", "capture", "--from", "2026-02-11", "--to",
+                              "2026-02-13", "--json"])  # fmt: skip
     assert cap.exit_code == 0, cap.output
+    assert "warning" not in cap.stderr
     data = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
-    assert data["source"] == "ledger 2026-02-17..2026-02-23 (280 calls)"
-    assert data["metrics"]["daily_cost_usd"] == pytest.approx(0.4505 / 7)
+    assert data["source"] == "ledger 2026-02-11..2026-02-13 (30 calls)"
+    assert data["kind"] == "captured" and data["id"] == 1
+    assert data["metrics"]["daily_cost_usd"] == pytest.approx(0.10)
+    assert data["metrics"]["cheap_share"] == 0.0
     empty = runner.invoke(app, ["baseline", "capture", "--from", "2025-01-01", "--to",
                                 "2025-01-02"])  # fmt: skip
     assert empty.exit_code == 2 and "no calls" in empty.output
     assert runner.invoke(app, ["baseline", "capture", "--from", "2025-01-01"]).exit_code == 2
+
+
+def test_baseline_capture_refuses_an_optimized_period_unless_forced(runner) -> None:
+    phase_week(open_app().db)  # 48% cheap tier, 19% cache hits, 9% deferred
+    args = ["baseline", "capture", "--from", "2026-02-17", "--to", "2026-02-23"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+    line = " ".join(refused.stderr.split())
+    assert "not capturing 2026-02-17..2026-02-23 as the baseline" in line
+    assert "48.4% of model calls on the cheapest tier" in line
+    assert "18.8% of requests answered by the response cache" in line
+    assert "9.0% of requests deferred" in line and "add --force" in line
+    assert open_app().db.execute("SELECT COUNT(*) FROM baselines").fetchone()[0] == 0
+    forced = runner.invoke(app, [*args, "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert "warning: captured with --force although" in forced.stderr
+    data = json.loads(forced.stdout)
+    assert data["source"] == ("ledger 2026-02-17..2026-02-23 (280 calls) captured with --force "
+                              "despite: 48% cheap tier, 19% cache hits, 9% deferred")  # fmt: skip
+    assert data["metrics"]["daily_cost_usd"] == pytest.approx(0.4505 / 7)
+
+
+def test_baseline_capture_refuses_an_incomplete_period(runner) -> None:
+    db = open_app().db
+    today = datetime.now(UTC).date()
+    unoptimized_days(db, str(today - timedelta(days=1)), 1)
+    add_call(db, time.time() - 60, cost=0.01, baseline_cost=0.01)
+    yesterday = str(today - timedelta(days=1))
+    partial = runner.invoke(app, ["baseline", "capture", "--from", yesterday, "--to", str(today)])
+    line = " ".join(partial.stderr.split())
+    assert partial.exit_code == 2 and "add --force" in line
+    assert f"it runs to {today}, which is not over yet" in line
+    assert "it has calls on 2 day(s), fewer than baseline.capture.min_days (3)" in line
+    short = runner.invoke(app, ["baseline", "capture", "--from", yesterday, "--to", yesterday])
+    assert short.exit_code == 2 and "calls on 1 day(s)" in short.stderr
+    assert "not over yet" not in short.stderr
+    forced = runner.invoke(app, ["baseline", "capture", "--from", yesterday, "--to", yesterday,
+                                 "--force"])  # fmt: skip
+    assert forced.exit_code == 0 and "warning: captured with --force" in forced.stderr
+
+
+def test_baseline_list_and_reset(runner) -> None:
+    db = open_app().db
+    unoptimized_days(db, "2026-02-01", 3)
+    unoptimized_days(db, "2026-02-11", 3, per_day=20)
+    empty = runner.invoke(app, ["baseline", "list"])
+    assert empty.exit_code == 0 and "no captured baseline" in empty.output
+    nothing = runner.invoke(app, ["baseline", "reset"])
+    assert nothing.exit_code == 0 and "nothing to reset" in nothing.output
+    for first, last in (("2026-02-01", "2026-02-03"), ("2026-02-11", "2026-02-13")):
+        cap = runner.invoke(app, ["baseline", "capture", "--from", first, "--to", last])
+        assert cap.exit_code == 0, cap.output
+    listed = json.loads(runner.invoke(app, ["baseline", "list", "--json"]).output)
+    assert [(b["id"], b["active"]) for b in listed["captured"]] == [(2, True), (1, False)]
+    assert listed["active"] == "captured"
+    table = runner.invoke(app, ["baseline", "list"])
+    assert table.exit_code == 0 and "active" in table.output and "#2" in table.output
+    # Reset removes the active capture: the one before it applies, then the config's.
+    first = runner.invoke(app, ["baseline", "reset"])
+    assert first.exit_code == 0, first.output
+    assert "removed baseline #2" in first.output and "now in use: captured baseline #1" in (
+        first.output
+    )
+    shown = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
+    assert shown["id"] == 1 and shown["metrics"]["calls_per_day"] == 10
+    unknown = runner.invoke(app, ["baseline", "reset", "7"])
+    assert unknown.exit_code == 2 and "no captured baseline #7 (captured: #1)" in unknown.output
+    named = json.loads(runner.invoke(app, ["baseline", "reset", "1", "--json"]).output)
+    assert named["removed"]["id"] == 1 and named["active"]["kind"] == "config"
+    shown = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
+    assert shown["source"].startswith("plan:") and shown["metrics"]["daily_cost_usd"] == 8.5
 
 
 def test_regression_thresholds() -> None:
@@ -277,7 +363,8 @@ def test_forced_model_is_never_held_out(monkeypatch) -> None:
 
 def test_monitor_commands_have_help_with_examples(runner: CliRunner) -> None:
     for sub in (["report"], ["heartbeat"], ["dashboard"], ["feedback"], ["metrics"],
-                ["budget"], ["baseline", "capture"], ["baseline", "show"]):  # fmt: skip
+                ["budget"], ["baseline", "capture"], ["baseline", "show"], ["baseline", "list"],
+                ["baseline", "reset"]):  # fmt: skip
         result = runner.invoke(app, [*sub, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, sub
 

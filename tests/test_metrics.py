@@ -106,7 +106,25 @@ def test_cheap_share_falls_back_to_the_model_when_rows_have_no_tier(db) -> None:
 def test_empty_period_gives_unknown_rates_not_zero(db) -> None:
     m = period_metrics(db, 0, 86400)
     assert m.calls == 0 and m.cache_hit_rate is None and m.error_rate is None
-    assert m.latency_s is None and m.summary()["daily_cost_usd"] == 0
+    # No day had calls: per-day figures are unknown too, not $0/day.
+    assert m.latency_s is None and m.data_days == 0
+    assert m.summary()["daily_cost_usd"] is None and m.summary()["calls_per_day"] is None
+
+
+def test_per_day_figures_are_over_days_with_calls(db) -> None:
+    add_call(db, "2026-02-17T10:00", cost=0.01)
+    add_call(db, "2026-02-17T11:00", cost=0.01)
+    add_call(db, "2026-02-20T10:00", cost=0.04)
+    start, end = date_range(date(2026, 2, 16), date(2026, 2, 22))
+    m = period_metrics(db, start, end)
+    assert m.days == 7 and m.data_days == 2
+    assert m.summary()["daily_cost_usd"] == pytest.approx(0.03)
+    assert m.summary()["calls_per_day"] == 1.5
+    # A 24-hour window across midnight touches two days but is one day long.
+    add_call(db, "2026-02-18T09:00", cost=0.02)
+    window = period_metrics(db, ts("2026-02-17T10:30"), ts("2026-02-18T10:30"))
+    assert len(window.per_day) == 2 and window.data_days == 1
+    assert window.summary()["daily_cost_usd"] == pytest.approx(0.03)
 
 
 def test_holdout_arms_and_feedback_counts(db) -> None:
@@ -151,3 +169,18 @@ def test_queue_status_counts_open_tasks_and_stuck_ones(db) -> None:
     q = queue_status(db, 1000.0, stuck_after_s=60)
     assert q["by_state"] == {"queued": 2, "done": 1}
     assert q["open"] == 2 and q["stuck"] == 1 and q["oldest_age_s"] == 900
+
+
+def test_rows_of_queued_requests_count_as_deferred_without_the_decision(db) -> None:
+    # Ledger rows written by drains of earlier versions carry no defer decision: the task
+    # that queued the request is what says it was deferred.
+    task = Queue(db, clock=lambda: ts("2026-02-17T09:00")).enqueue(
+        Request(prompt="later", request_id="req_from_queue"), reason="asked to defer (--defer)",
+        max_wait_s=None, deadline=None, expected_at=None,
+    )  # fmt: skip
+    add_call(db, "2026-02-17T10:00", request_id=task["request_id"], source="batch",
+             service_tier="batch", cost=0.002, saved_batching=0.002)  # fmt: skip
+    add_call(db, "2026-02-17T10:00")  # sent at once
+    m = period_metrics(db, ts("2026-02-17T00:00"), ts("2026-02-18T00:00"))
+    assert (m.batch_calls, m.deferred, m.answered) == (1, 1, 2)
+    assert m.deferred_share == 0.5

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt import open_app
+from tars_opt import charts, open_app
 from tars_opt.alerts import Alert, Alerter
+from tars_opt.baseline import capture_baseline
+from tars_opt.charts import usd_ticks
 from tars_opt.cli import app
+from tars_opt.heartbeat import active_phase
 from tars_opt.metrics import last_full_iso_week
-from tars_opt.report import judge, phase_spec, write_report
-from tests.handmade import phase_week, ts
+from tars_opt.report import final_spec, judge, phase_spec, write_report
+from tests.handmade import add_call, phase_week, ts
+
+
+def matplotlib_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "PHASE_2_BENCHMARK.md"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,6 +36,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def ledger(home: Path):
+    # The plan's calendar: phase 1 from 2026-02-10, so phase 2 is the handmade week.
+    Path("performance-config.yaml").write_text("phases_start: 2026-02-10\n")
     opened = open_app()
     phase_week(opened.db)
     alerter = Alerter(opened.config.alerts, opened.db, clock=lambda: ts("2026-02-19T10:00"),
@@ -35,7 +49,7 @@ def ledger(home: Path):
 
 def test_phase_report_matches_the_snapshot_and_has_its_charts(ledger, tmp_path: Path) -> None:
     out = tmp_path / "out" / "PHASE_2_BENCHMARK.md"
-    result = write_report(ledger.db, ledger.config, phase_spec(ledger.config, 2),
+    result = write_report(ledger.db, ledger.config, phase_spec(ledger.db, ledger.config, 2),
                           now=ts("2026-03-01T00:00"), out=out)  # fmt: skip
     text = out.read_text()
     if os.environ.get("UPDATE_SNAPSHOTS"):
@@ -50,7 +64,7 @@ def test_phase_report_matches_the_snapshot_and_has_its_charts(ledger, tmp_path: 
 
 def test_phase_in_progress_is_measured_up_to_now(ledger, tmp_path: Path) -> None:
     out = tmp_path / "p.md"
-    write_report(ledger.db, ledger.config, phase_spec(ledger.config, 2),
+    write_report(ledger.db, ledger.config, phase_spec(ledger.db, ledger.config, 2),
                  now=ts("2026-02-20T00:00"), out=out)  # fmt: skip
     text = out.read_text()
     assert "in progress: through 2026-02-20 00:00 UTC" in text
@@ -110,3 +124,148 @@ def test_phase_not_started_yet(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, ["report", "-c", str(cfg), "--phase", "1"])
     assert result.exit_code == 2 and "nothing to report yet" in result.output
     assert re.search(r"starts 2099-01-01", result.output)
+
+
+# --- phases on the calendar, no-data verdicts, per-day figures, one baseline, axis labels ----
+
+
+def test_report_on_a_period_without_calls_judges_nothing(ledger, runner: CliRunner) -> None:
+    # Phases from 2026-01-01: phase 2 is 01-08..01-14, before the ledger's first call.
+    Path("performance-config.yaml").write_text("phases_start: 2026-01-01\n")
+    result = runner.invoke(app, ["report", "--phase", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(targets met: 0 of 6, 6 without data)" in result.output
+    text = Path("reports/PHASE_2_BENCHMARK.md").read_text()
+    assert "Period: 2026-01-08 to 2026-01-14" in text
+    assert "No calls were recorded in this period: no target can be judged." in text
+    assert "PASS" not in text and "FAIL" not in text
+    assert text.count("| no data |") == 6
+    assert "Targets met: **0 of 6 (6 without data)**." in text
+    assert "| Cost per day with calls | — (baseline $8.50, —) |" in text
+    assert "Baseline: the configured `baseline:` figures (plan: measured" in text
+    assert "not measured from this ledger" in text
+
+
+def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliRunner) -> None:
+    opened = open_app()
+    phase_week(opened.db, first_day="2026-05-04")
+    spec = phase_spec(opened.db, opened.config, 1)
+    assert (str(spec.first), str(spec.last)) == ("2026-05-04", "2026-05-10")
+    assert spec.why == (
+        "phase 1 is days 1-7 counted from 2026-05-04 (the first call in the ledger, "
+        "2026-05-04 02:00 UTC)"
+    )
+    three = phase_spec(opened.db, opened.config, 3)
+    assert (str(three.first), str(three.last)) == ("2026-05-18", "2026-05-31")  # 14 days
+    result = runner.invoke(app, ["report", "--phase", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["period"]["first"] == "2026-05-04" and data["targets_without_data"] == 0
+    text = Path("reports/PHASE_1_BENCHMARK.md").read_text()
+    assert "Period: 2026-05-04 to 2026-05-10 (UTC, inclusive): phase 1 is days 1-7" in text
+    final = final_spec(opened.db, opened.config)
+    assert (str(final.first), str(final.last)) == ("2026-05-04", "2026-05-31")
+
+
+def test_phases_follow_a_captured_baseline_or_fixed_dates(home: Path) -> None:
+    opened = open_app()
+    phase_week(opened.db, first_day="2026-05-04")
+    capture_baseline(opened.db, opened.config, date(2026, 5, 4), date(2026, 5, 6),
+                     ts("2026-06-01T00:00"), force=True)  # fmt: skip
+    spec = phase_spec(opened.db, opened.config, 1)
+    assert (str(spec.first), str(spec.last)) == ("2026-05-07", "2026-05-13")
+    assert "2026-05-07 (the day after the captured baseline 2026-05-04..2026-05-06)" in (
+        spec.why or ""
+    )
+    # A phase with fixed dates keeps them; the next one follows it.
+    Path("performance-config.yaml").write_text(
+        "phases:\n  - {name: a, start: 2026-03-02, end: 2026-03-03}\n  - {name: b, days: 2}\n"
+    )
+    fixed = open_app()
+    a, b = phase_spec(fixed.db, fixed.config, 1), phase_spec(fixed.db, fixed.config, 2)
+    assert (str(a.first), str(a.last), str(b.first), str(b.last)) == (
+        "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05",
+    )  # fmt: skip
+    assert a.why == "phase 1 is given fixed dates in the config (phases[0])"
+    assert b.why == "phase 2 is the 2 days after phase 1 ends"
+
+
+def test_heartbeat_phase_is_the_one_running_since_the_first_call(home: Path) -> None:
+    opened = open_app()
+    now = time.time()
+    add_call(opened.db, now - 8 * 86_400)  # tracking started 8 days ago: phase 2 runs
+    phase = active_phase(opened.db, opened.config, now)
+    assert phase is not None and phase.number == 2
+    assert phase.targets.batch_share == 0.18
+
+
+def test_phase_without_a_start_yet_is_one_line_exit_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["report", "--phase", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = " ".join(result.output.split())
+    assert "--phase 1 has no dates yet" in line and "phases_start: YYYY-MM-DD" in line
+
+
+def test_per_day_figures_are_over_days_with_calls(ledger, runner: CliRunner) -> None:
+    # Two weeks, calls only in the second: per day as for that week, not halved.
+    result = runner.invoke(app, ["report", "--from", "2026-02-10", "--to", "2026-02-23"])
+    assert result.exit_code == 0, result.output
+    text = Path("reports/REPORT_2026-02-10_2026-02-23.md").read_text()
+    assert "Per-day figures are over the 7 days with calls, not the period's 14 days." in text
+    assert "| Cost per day with calls | $0.0644 (baseline $0.1648, -60.9%) |" in text
+    assert "| API calls / day | — | — | 32 | — | — |" in text
+    assert "| **total** | **$0.7030** | 60.9% | $0.1004 |" in text
+
+
+def test_one_baseline_for_the_tables_and_both_charts(
+    ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, float | None] = {}
+
+    def spy(name: str, real):
+        def wrapper(*args, **kw):
+            drawn[name] = kw.get("baseline_daily")
+            return real(*args, **kw)
+
+        return wrapper
+
+    monkeypatch.setattr(charts, "savings_chart", spy("savings", charts.savings_chart))
+    monkeypatch.setattr(charts, "cost_vs_budget_chart", spy("cost", charts.cost_vs_budget_chart))
+    spec = phase_spec(ledger.db, ledger.config, 2)
+    out = tmp_path / "r.md"
+    # Nothing captured: the ledger's baseline column, in the table and in both charts.
+    result = write_report(ledger.db, ledger.config, spec, now=ts("2026-03-01T00:00"), out=out)
+    assert result.baseline is not None and result.baseline.kind == "ledger"
+    assert drawn["savings"] == drawn["cost"] == pytest.approx(0.1648, abs=5e-5)
+    text = out.read_text()
+    assert "Baseline: the ledger's baseline column for this period" in text
+    assert "| Daily cost | $0.1648 | $5.73 | $0.0644 |" in text
+    assert "$8.50" not in text
+    # A captured baseline replaces it everywhere.
+    capture_baseline(ledger.db, ledger.config, date(2026, 2, 17), date(2026, 2, 19),
+                     ts("2026-03-01T00:00"), force=True)  # fmt: skip
+    result = write_report(ledger.db, ledger.config, spec, now=ts("2026-03-01T00:00"), out=out)
+    daily = result.baseline.metrics["daily_cost_usd"] if result.baseline else None
+    assert drawn["savings"] == drawn["cost"] == daily == pytest.approx(0.2022 / 3)
+    text = out.read_text()
+    assert "Baseline: captured baseline #1, ledger 2026-02-17..2026-02-19 (120 calls)" in text
+    assert "| Daily cost | $0.0674 | $5.73 | $0.0644 |" in text
+
+
+def test_chart_axis_labels_show_small_amounts() -> None:
+    assert usd_ticks([0.0, 0.0025, 0.005, 0.0075]) == ["$0.0000", "$0.0025", "$0.0050",
+                                                       "$0.0075"]  # fmt: skip
+    assert usd_ticks([0.0, 2.0, 4.0]) == ["$0.00", "$2.00", "$4.00"]
+    assert usd_ticks([0.0, 0.02, 0.04]) == ["$0.00", "$0.02", "$0.04"]
+    assert charts.usd(0.0644) == "$0.0644" and charts.usd(0.000123) == "$0.000123"
+    days = [{"day": f"2026-02-1{i}", "calls": 3, "cost": 0.001 * i, "saved_routing": 0.0005}
+            for i in range(1, 5)]  # fmt: skip
+    for fig in (charts.savings_figure(days, "t", baseline_daily=0.0042),
+                charts.cost_figure(days, 0.0065, "t", baseline_daily=0.0042)):  # fmt: skip
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+        legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+        assert "baseline $0.00420/day" in legend
+        matplotlib_close(fig)
