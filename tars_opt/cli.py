@@ -24,6 +24,7 @@ from tars_opt.db import DatabaseError, explain
 from tars_opt.drain import Drainer
 from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
+from tars_opt.ledger import Periods
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
 from tars_opt.queue import STATES, Queue
@@ -76,7 +77,8 @@ _consoles = _Consoles()
 
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="TARS_OPT_DB", help="SQLite file (default: in the data dir)."),
+    # TARS_OPT_DB is read by the config loader, which can then name it in errors.
+    typer.Option("--db", help="SQLite file (default: in the data dir; TARS_OPT_DB)."),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -87,7 +89,16 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 # `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
 BUDGET_EXIT = 3
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show logs (and the config file read) on stderr.")
+]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-offline",
+        help="Count the offline backend's placeholder calls too (ledger.include_offline).",
+    ),
+]
 
 
 @contextmanager
@@ -138,9 +149,21 @@ def friendly_errors() -> Iterator[None]:
 
 
 def _open(
-    config: Path | None, db: Path | None, verbose: bool = False, backend: str | None = None
+    config: Path | None,
+    db: Path | None,
+    verbose: bool = False,
+    backend: str | None = None,
+    *,
+    include_offline: bool = False,
 ) -> App:
-    return open_app(config, db=db, backend=backend, verbose=verbose)
+    overrides = {"ledger.include_offline": True} if include_offline else None
+    return open_app(config, db=db, backend=backend, verbose=verbose, overrides=overrides)
+
+
+def offline_left_out(opened: App, start: float, end: float) -> int:
+    """How many offline-backend calls between two times the figures leave out (0 when
+    they count)."""
+    return 0 if opened.config.counts_offline() else opened.ledger.offline_calls(start, end)
 
 
 @app.command()
@@ -258,7 +281,9 @@ def ask(
             render.decisions(_consoles.out, reply.decisions)
             if sections is not None:
                 _consoles.out.print(f"system sections sent: {', '.join(sections) or '-'}")
-        _consoles.out.print(render.reply_line(reply), style="dim", markup=False)
+        _consoles.out.print(
+            render.reply_line(reply, opened.loaded.label), style="dim", markup=False
+        )
 
 
 def _system_prompt(
@@ -509,21 +534,35 @@ def queue_retry(
 
 @app.command()
 def costs(
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Spend today, this week and this month against the budget, by model and by source.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt costs[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
-        summary = spend_summary(opened.ledger, time.time(), opened.config.budget.monthly_usd)
+        opened = _open(config, db, verbose, include_offline=include_offline)
+        now = time.time()
+        summary = spend_summary(
+            opened.ledger,
+            now,
+            opened.config.budget.monthly_usd,
+            include_offline=opened.config.counts_offline(),
+        )
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
             return
         render.spend(_consoles.out, summary)
+        left_out = offline_left_out(opened, Periods.at(now).month, now + 1)
+        _consoles.out.print(
+            render.footer(opened.loaded.label, left_out, " this month"), style="dim", markup=False
+        )
 
 
 @app.command("log")

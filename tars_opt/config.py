@@ -296,6 +296,8 @@ class ToolsConfig(_Strict):
 
 class LedgerConfig(_Strict):
     store_prompts: bool = True
+    # Whether the offline backend's rows count in spend, budget and savings figures.
+    include_offline: bool | Literal["auto"] = "auto"
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -630,6 +632,13 @@ class Config(_Strict):
             return Path(self.database).expanduser()
         return self.resolved_data_dir() / "tars-opt.db"
 
+    def counts_offline(self) -> bool:
+        """Whether figures count the offline backend's ledger rows: as ledger.include_offline
+        says; `auto` counts them only when this run's backend is offline itself (a trial
+        or `simulate`), so placeholder calls never inflate the real budget or savings."""
+        wanted = self.ledger.include_offline
+        return self.backend == "offline" if wanted == "auto" else wanted
+
     def tier_model(self, tier: str) -> str:
         return self.models.tiers[tier]
 
@@ -651,6 +660,11 @@ class LoadedConfig:
         self.config = config
         self.sources = sources
         self.path = path
+
+    @property
+    def label(self) -> str:
+        """The config file read, as a user would name it, or "shipped defaults"."""
+        return str(self.path) if self.path is not None else "shipped defaults"
 
     def source_of(self, dotted: str) -> str:
         """The layer that set `dotted` (or one of its parents): default, file, env or flag."""

@@ -20,7 +20,7 @@ from rich.text import Text
 from tars_opt.alerts import alerts_between
 from tars_opt.budget import Budget, BudgetState
 from tars_opt.config import Config
-from tars_opt.ledger import Ledger, Periods
+from tars_opt.ledger import Ledger, Periods, source_label
 from tars_opt.metrics import PeriodMetrics, measure, queue_status
 from tars_opt.types import STRATEGIES
 
@@ -111,7 +111,8 @@ def render(f: Frame) -> RenderableType:
     recent = Table("time", "source", "model", "cost", "saved", "ms", "request", box=None,
                    padding=(0, 1), title="recent calls")  # fmt: skip
     for r in f.recent:
-        recent.add_row(r["ts_iso"][11:19], r["source"], (r["model"] or "-").removeprefix("claude-"),
+        recent.add_row(r["ts_iso"][11:19], source_label(r["source"], r.get("backend")),
+                       (r["model"] or "-").removeprefix("claude-"),
                        _usd(r["cost"]), _usd(r["baseline_cost"] - r["cost"]),
                        f"{r['latency_ms'] or 0:.0f}", r["request_id"])  # fmt: skip
     alerts = Table("time", "level", "alert", box=None, padding=(0, 1), title="alerts (24 h)")

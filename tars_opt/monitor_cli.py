@@ -17,12 +17,24 @@ from tars_opt.alerts import Alerter
 from tars_opt.baseline import Baseline, capture_baseline, current_baseline
 from tars_opt.budget import Budget
 from tars_opt.cache_store import CacheStore
-from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, friendly_errors
+from tars_opt.cli import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    OfflineOpt,
+    VerboseOpt,
+    _consoles,
+    _open,
+    app,
+    friendly_errors,
+    offline_left_out,
+)
 from tars_opt.dashboard import Frame, read_frame, run_live
 from tars_opt.dashboard import render as render_frame
 from tars_opt.feedback import VERDICTS, record_feedback
 from tars_opt.heartbeat import drain_hook, run_heartbeat
 from tars_opt.inputs import InputError
+from tars_opt.ledger import Periods
 from tars_opt.metrics import date_range, measure, session_metrics
 from tars_opt.report import final_spec, phase_spec, range_spec, week_spec, write_report
 
@@ -51,11 +63,13 @@ def report(
     first: FromOpt = None,
     last: ToOpt = None,
     out: Annotated[Path | None, typer.Option(help="Markdown file to write.")] = None,
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Write a Markdown benchmark report with PNG charts beside it.
+    """Write a Markdown benchmark report with PNG charts beside it (offline-backend calls
+    left out unless --include-offline).
 
     Example: [bold]tars-opt report --phase 2[/bold]  (writes reports/PHASE_2_BENCHMARK.md)
     """
@@ -63,7 +77,7 @@ def report(
         chosen = sum([phase is not None, week, final, first is not None or last is not None])
         if chosen != 1:
             raise InputError("choose one of --phase N, --week, --final, or --from/--to")
-        opened = _open(config, db)
+        opened = _open(config, db, include_offline=include_offline)
         now = time.time()
         if phase is not None:
             spec = phase_spec(opened.config, phase)
@@ -217,22 +231,30 @@ def metrics(
     last: ToOpt = None,
     days: Annotated[int, typer.Option(help="The last N days (UTC, today included).", min=1)] = 7,
     session: Annotated[str | None, typer.Option(help="One `ask --session` id.")] = None,
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Calls, tokens, cost vs baseline, savings by strategy, rates and latency for a period.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt metrics --from 2026-02-17 --to 2026-02-23 --json[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
+        opened = _open(config, db, verbose, include_offline=include_offline)
         if session is not None:
-            data = session_metrics(opened.db, session)
+            data = session_metrics(
+                opened.db, session, include_offline=opened.config.counts_offline()
+            )
             if as_json:
                 typer.echo(json.dumps(data, indent=2))
             else:
                 render.session(_consoles.out, data)
+                _consoles.out.print(render.footer(opened.loaded.label), style="dim",
+                                    markup=False)  # fmt: skip
             return
         now = time.time()
         if first is not None or last is not None:
@@ -250,18 +272,33 @@ def metrics(
             typer.echo(json.dumps(m.to_dict(), indent=2, default=str))
             return
         render.period(_consoles.out, m)
+        left_out = offline_left_out(opened, m.start, m.end)
+        _consoles.out.print(render.footer(opened.loaded.label, left_out), style="dim",
+                            markup=False)  # fmt: skip
 
 
 @app.command()
-def budget(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+def budget(
+    include_offline: OfflineOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
     """The month's spend, in-flight reservations and pace against the budget and policy.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt budget --json[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
-        state = Budget(opened.config, opened.db).state()
+        opened = _open(config, db, verbose, include_offline=include_offline)
+        now = time.time()
+        state = Budget(opened.config, opened.db, clock=lambda: now).state()
         if as_json:
             typer.echo(json.dumps(state.to_dict(), indent=2))
             return
         render.budget(_consoles.out, state)
+        left_out = offline_left_out(opened, Periods.at(now).month, now + 1)
+        _consoles.out.print(render.footer(opened.loaded.label, left_out, " this month"),
+                            style="dim", markup=False)  # fmt: skip
