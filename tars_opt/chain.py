@@ -78,10 +78,14 @@ def build_backend(
         from tars_opt.backends.offline import OfflineBackend
         from tars_opt.backends.offline_store import OfflineBatchStore, OfflinePromptCache
 
+        key_env = config.api.key_env
         if db is None:
-            return OfflineBackend(clock=clock)
+            return OfflineBackend(clock=clock, key_env=key_env)
         return OfflineBackend(
-            clock=clock, store=OfflineBatchStore(db), prompt_cache=OfflinePromptCache(db)
+            clock=clock,
+            store=OfflineBatchStore(db),
+            prompt_cache=OfflinePromptCache(db),
+            key_env=key_env,
         )
     from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
 

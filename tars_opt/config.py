@@ -725,7 +725,7 @@ def load_config(
     try:
         config = Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, file_path)) from None
+        raise ConfigError(format_validation_error(exc, file_path, sources)) from None
     return LoadedConfig(config, sources, file_path)
 
 
@@ -787,12 +787,33 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError, path: Path | None) -> str:
-    """One line: the key path, the bad value and what is allowed."""
+# The command-line flags that set config keys, to name a bad flag value as the flag.
+FLAG_KEYS: dict[str, str] = {
+    "backend": "--backend",
+    "database": "--db",
+    "ledger.include_offline": "--include-offline",
+}
+
+
+def format_validation_error(
+    exc: ValidationError, path: Path | None, sources: dict[str, str] | None = None
+) -> str:
+    """One line: the key path (or the flag or variable that set it), the bad value and what
+    is allowed."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    where = f" in {path}" if path else ""
     msg = err["msg"]
+    origin = (sources or {}).get(loc)
+    if origin in ("flag", "env"):
+        value = err.get("input")
+        name = (
+            FLAG_KEYS.get(loc, f"--{loc}")
+            if origin == "flag"
+            else next((v for v, k in ENV_KEYS.items() if k == loc), loc) + "="
+        )
+        sep = "" if origin == "env" else " "
+        return f"{name}{sep}{value!r} is not valid: {msg.removeprefix('Value error, ')}"
+    where = f" in {path}" if path else ""
     if err["type"] == "extra_forbidden":
         return f"config error{where}: unknown key {loc!r}: remove it or check its spelling"
     if err["type"] == "missing":

@@ -4,7 +4,6 @@ metrics, budget. Argument parsing and rendering only; the logic is in the librar
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from tars_opt.cli import (
     friendly_errors,
     offline_left_out,
 )
-from tars_opt.dashboard import Frame, read_frame, run_live
+from tars_opt.dashboard import Frame, KeyReader, read_frame, run_live
 from tars_opt.dashboard import render as render_frame
 from tars_opt.feedback import VERDICTS, record_feedback
 from tars_opt.heartbeat import drain_hook, run_heartbeat
@@ -97,7 +96,7 @@ def report(
             "targets_judged": result.judged,
         }
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(render.to_json(data, indent=2))
             return
         met = f" (targets met: {result.passed} of {result.judged})" if result.judged else ""
         _consoles.out.print(
@@ -143,7 +142,7 @@ def baseline_show(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt 
 
 def _print_baseline(base: Baseline, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(base.__dict__, indent=2))
+        typer.echo(render.to_json(base.__dict__, indent=2))
         return
     render.baseline(_consoles.out, base)
 
@@ -165,7 +164,7 @@ def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = No
             drain_if_off_peak=drain_hook(cfg, opened.db),
         )
         if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+            typer.echo(render.to_json(result.to_dict(), indent=2, default=str))
         else:
             _consoles.out.print(result.summary_line(), markup=False)
             render.checks(_consoles.out, result.checks)
@@ -181,7 +180,7 @@ def dashboard(
 ) -> None:
     """A live screen of spend, savings, model mix, hit rates, queue, calls and alerts.
 
-    Example: [bold]tars-opt dashboard[/bold]  (Ctrl-C to leave; --once for one frame)
+    Example: [bold]tars-opt dashboard[/bold]  (q or Ctrl-C to leave; --once for one frame)
     """
     with friendly_errors():
         opened = _open(config, db)
@@ -192,8 +191,9 @@ def dashboard(
         if once:
             _consoles.out.print(render_frame(read()))
             return
-        with contextlib.suppress(KeyboardInterrupt):
-            run_live(read, _consoles.out, interval_s=interval)
+        with contextlib.suppress(KeyboardInterrupt), KeyReader() as reader:
+            keys = reader.wait if reader.active else None
+            run_live(read, _consoles.out, interval_s=interval, keys=keys)
 
 
 @app.command()
@@ -217,7 +217,7 @@ def feedback(
         result = record_feedback(opened.db, request_id, verdict, note, now=time.time(),
                                  evictor=CacheStore(opened.db))  # fmt: skip
         if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2))
+            typer.echo(render.to_json(result.to_dict(), indent=2))
             return
         evicted = {True: "; its cached answer was removed", False: "; nothing cached to remove",
                    None: ""}[result.evicted]  # fmt: skip
@@ -250,7 +250,7 @@ def metrics(
                 opened.db, session, include_offline=opened.config.counts_offline()
             )
             if as_json:
-                typer.echo(json.dumps(data, indent=2))
+                typer.echo(render.to_json(data, indent=2))
             else:
                 render.session(_consoles.out, data)
                 _consoles.out.print(render.footer(opened.loaded.label), style="dim",
@@ -269,7 +269,7 @@ def metrics(
             start, end = date_range(today - timedelta(days=days - 1), today)
         m = measure(opened.db, opened.config, start, min(end, now))
         if as_json:
-            typer.echo(json.dumps(m.to_dict(), indent=2, default=str))
+            typer.echo(render.to_json(m.to_dict(), indent=2, default=str))
             return
         render.period(_consoles.out, m)
         left_out = offline_left_out(opened, m.start, m.end)
@@ -296,7 +296,7 @@ def budget(
         now = time.time()
         state = Budget(opened.config, opened.db, clock=lambda: now).state()
         if as_json:
-            typer.echo(json.dumps(state.to_dict(), indent=2))
+            typer.echo(render.to_json(state.to_dict(), indent=2))
             return
         render.budget(_consoles.out, state)
         left_out = offline_left_out(opened, Periods.at(now).month, now + 1)

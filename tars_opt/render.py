@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -10,6 +13,27 @@ from rich.table import Table
 from tars_opt.ledger import source_label
 from tars_opt.metrics import SpendSummary
 from tars_opt.types import Decision, Reply
+
+
+def to_json(data: Any, *, indent: int = 2, default: Callable[[Any], Any] | None = None) -> str:
+    """What `--json` prints: every float rounded to 10 significant digits or to 1e-9,
+    whichever keeps more (2.2800000000000002e-05 prints as 2.28e-05, $1234.5678901234 as
+    1234.567890123), so a sum of printed parts is within 1e-9 per part of the printed
+    total."""
+    return json.dumps(_rounded(data), indent=indent, default=default)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value
+        significant, fixed = float(f"{value:.10g}"), round(value, 9)
+        return fixed if abs(fixed - value) < abs(significant - value) else significant
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def usd(value: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from tars_opt.cli import ConfigOpt, JsonOpt, _consoles, app, friendly_errors
 from tars_opt.config import load_config
 from tars_opt.db import require_folder
 from tars_opt.inputs import InputError
+from tars_opt.render import to_json
 from tars_opt.simulate import Progress as ProgressFn
 from tars_opt.simulate import SimResult, simulate
 from tars_opt.workload import load_workload
@@ -112,7 +112,7 @@ def simulate_cmd(
             payload = {"results": data} if compare else data[0]
             if written:
                 payload["report"] = str(written)
-            typer.echo(json.dumps(payload, indent=2))
+            typer.echo(to_json(payload, indent=2))
             return
         if compare:
             render_sim.compare(_consoles.out, *results)

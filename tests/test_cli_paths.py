@@ -11,19 +11,20 @@ from typer.testing import CliRunner
 
 from tars_opt.cli import app
 
-MISSING = "/nonexistent-t16c/dir/x.db"
-
 
 @pytest.mark.parametrize("command", [["costs"], ["budget"], ["log"], ["ask", "--backend",
                                                                      "offline", "hi"]])  # fmt: skip
-def test_db_in_a_missing_folder_is_one_line_exit_2(runner: CliRunner, command: list[str]) -> None:
-    result = runner.invoke(app, [*command, "--db", MISSING])
+def test_db_in_a_missing_folder_is_one_line_exit_2(
+    runner: CliRunner, command: list[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "x.db"
+    result = runner.invoke(app, [*command, "--db", str(missing)])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (
-        f"error: --db {MISSING}: folder /nonexistent-t16c/dir does not exist; "
+        f"error: --db {missing}: folder {missing.parent} does not exist; "
         "create it or pick another path"
     )
-    assert not Path("/nonexistent-t16c").exists()
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def test_tars_opt_db_in_a_missing_folder_is_refused_and_named(
