@@ -143,7 +143,7 @@ def render(f: Frame, height: int | None = None, hint: str = "") -> RenderableTyp
                        _usd(r["cost"]), _usd(r["baseline_cost"] - r["cost"]),
                        r["request_id"])  # fmt: skip
     stamp = datetime.fromtimestamp(f.now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    title = Text(f"tars-opt dashboard  {stamp}", style="bold")
+    title = Text(f"tars-opt dashboard  {stamp}", style="bold", no_wrap=True, overflow="ellipsis")
     if hint:
         title.append(f"  {hint}", style="dim")
     parts: list[RenderableType] = [title, row_a, row_b, recent]
@@ -213,13 +213,14 @@ def run_live(
     sleep: Callable[[float], None] = time.sleep,
     frames: int | None = None,
     keys: Callable[[float], str | None] | None = None,
+    note: str = "",
 ) -> None:
     """Redraw every `interval_s` until `q` (read through `keys`, which waits up to a timeout
     for a key), an interrupt, or `frames` frames (for tests). Each frame fits the console's
-    height; on a terminal it takes the whole screen."""
+    height; on a terminal it takes the whole screen. `note` joins the title line."""
     from rich.live import Live
 
-    hint = "q quits" if keys is not None else "Ctrl-C quits"
+    hint = ("q quits" if keys is not None else "Ctrl-C quits") + (f"  {note}" if note else "")
 
     def frame() -> RenderableType:
         return render(read(), height=console.size.height, hint=hint)

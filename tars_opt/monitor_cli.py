@@ -189,11 +189,12 @@ def dashboard(
             return read_frame(opened.db, opened.config, time.time())
 
         if once:
-            _consoles.out.print(render_frame(read()))
+            _consoles.out.print(render_frame(read(), hint=f"config: {opened.loaded.label}"))
             return
         with contextlib.suppress(KeyboardInterrupt), KeyReader() as reader:
             keys = reader.wait if reader.active else None
-            run_live(read, _consoles.out, interval_s=interval, keys=keys)
+            run_live(read, _consoles.out, interval_s=interval, keys=keys,
+                     note=f"config: {opened.loaded.label}")  # fmt: skip
 
 
 @app.command()
