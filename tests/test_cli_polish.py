@@ -66,7 +66,7 @@ def test_a_bad_backend_variable_is_named_as_the_variable(
 
 def test_offline_answer_without_a_key_says_to_set_it(runner: CliRunner) -> None:
     answer = json.loads(invoke(runner, "ask", *OFFLINE, "--json", "hi there"))["answer"]
-    assert "for real answers set ANTHROPIC_API_KEY and drop --backend offline" in answer
+    assert "for real answers set ANTHROPIC_API_KEY and use --backend anthropic" in answer
 
 
 def test_offline_answer_with_a_key_does_not_ask_for_one(
@@ -74,7 +74,7 @@ def test_offline_answer_with_a_key_does_not_ask_for_one(
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789")
     answer = json.loads(invoke(runner, "ask", *OFFLINE, "--json", "hi there"))["answer"]
-    assert "ANTHROPIC_API_KEY is set but unused here: drop --backend offline" in answer
+    assert "ANTHROPIC_API_KEY is set: use --backend anthropic for real answers" in answer
     assert "set ANTHROPIC_API_KEY and" not in answer and "sk-ant-test" not in answer
 
 

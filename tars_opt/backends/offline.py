@@ -129,15 +129,15 @@ class OfflineBackend:
         last = params["messages"][-1].get("content", "")
         if not isinstance(last, str):
             last = " ".join(b.get("text", "") for b in last if isinstance(b, dict))
-        switch = "--backend offline (or `backend: offline` in the config)"
+        # `--backend anthropic` is right whether offline came from a flag or the config.
         if os.environ.get(self._key_env):
-            real = f"{self._key_env} is set but unused here: drop {switch} for real answers"
+            real = f"{self._key_env} is set: use --backend anthropic for real answers"
         else:
-            real = f"for real answers set {self._key_env} and drop {switch}"
+            real = f"for real answers set {self._key_env} and use --backend anthropic"
         return (
             f"[offline {model}] A placeholder answer to: {last.strip()[:200]}\n"
             f"(The offline backend models {output_tokens} output tokens, their cost and "
-            f"latency without calling any API; {real}.)"
+            f"latency, calling no API; {real}.)"
         )
 
     def _usage(self, params: dict[str, Any], model: str, output: int, tier: str) -> Usage:
