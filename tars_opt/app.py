@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ import sqlite_utils
 from tars_opt.backends import Backend
 from tars_opt.chain import Optimizer
 from tars_opt.config import Config, LoadedConfig, load_config
-from tars_opt.db import connect
+from tars_opt.db import connect, require_folder
 from tars_opt.ledger import Ledger
 from tars_opt.logs import setup_logging
+
+log = logging.getLogger("tars_opt.app")
 
 
 @dataclass
@@ -47,11 +50,36 @@ def open_app(
     verbose: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> App:
-    """Load the config (flags win), set up logging and open the database."""
+    """Load the config (flags win), set up logging and open the database.
+
+    A database path the user named (flag, TARS_OPT_DB, config file) must be in an existing
+    folder; only the default one under the data dir is created with its folders.
+    """
     flags = {"database": str(db) if db else None, "backend": backend, **(overrides or {})}
     loaded = load_config(config_path, overrides=flags)
     cfg = loaded.config
+    database = cfg.resolved_database()
+    named = _database_origin(loaded)
+    if named is not None:
+        require_folder(database, named)
     setup_logging(
         cfg.resolved_data_dir(), level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env
     )
-    return App(loaded, connect(cfg.resolved_database()))
+    log.info(
+        "config read",
+        extra={"config": loaded.label, "database": str(database), "backend": cfg.backend},
+    )
+    return App(loaded, connect(database))
+
+
+def _database_origin(loaded: LoadedConfig) -> str | None:
+    """How to name the database path in an error: the flag, variable or file that set it;
+    None when it is the default under the data dir."""
+    path = loaded.config.database
+    if path is None:
+        return None
+    return {
+        "flag": f"--db {path}",
+        "env": f"TARS_OPT_DB={path}",
+        "file": f"database {path} (in {loaded.path})",
+    }.get(loaded.source_of("database"), f"database {path}")

@@ -24,7 +24,7 @@ import sqlite_utils
 from tars_opt.alerts import Alert, Alerter, month_period
 from tars_opt.config import BudgetConfig, Config
 from tars_opt.db import transaction
-from tars_opt.ledger import Periods
+from tars_opt.ledger import Periods, real_only
 from tars_opt.metrics import month_pace
 from tars_opt.pricing import PriceBook
 from tars_opt.tokens import estimate_params
@@ -112,7 +112,9 @@ class Budget:
     def _sums(self, now: float) -> tuple[float, float]:
         month = Periods.at(now).month
         spent = self.db.conn.execute(
-            "SELECT COALESCE(SUM(cost), 0) FROM calls WHERE ts >= ?", [month]
+            "SELECT COALESCE(SUM(cost), 0) FROM calls WHERE ts >= ?"
+            + real_only(self.config.counts_offline()),
+            [month],
         ).fetchone()[0]
         reserved = self.db.conn.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts >= ?",
@@ -172,6 +174,9 @@ class Budget:
                     f"+ ~${amount:.4f} for this call > ${limit:.2f} (policy block); retry with "
                     "--urgent, raise budget.monthly_usd, or set budget.policy to warn or defer"
                 )
+            if self.config.backend == "offline":
+                # Placeholder calls hold no money: nothing for another process to see.
+                return Reservation(0, amount)
             cur.execute(
                 "INSERT INTO reservations (request_id, ts, model, amount) VALUES (?, ?, ?, ?)",
                 [prepared.request.request_id, now, prepared.request.model, amount],

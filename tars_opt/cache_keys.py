@@ -48,17 +48,19 @@ def model_selector(request: Request, config: Config) -> str:
     """Which model will answer: the forced model, the requested tier, or the router.
 
     A routed request names the tier map and the routing settings too: the router picks the
-    tier from the prompt and those, so changing either invalidates old answers.
+    tier from the prompt and those, so changing either invalidates old answers. The offline
+    backend's placeholder answers live apart: a run against the API never gets one.
     """
+    offline = "offline/" if config.backend == "offline" else ""
     if request.forced_model and request.model:
-        return f"model:{request.model}"
+        return f"{offline}model:{request.model}"
     if request.tier:
-        return f"tier:{request.tier}:{config.models.tiers.get(request.tier, '?')}"
+        return f"{offline}tier:{request.tier}:{config.models.tiers.get(request.tier, '?')}"
     routing = config.routing.model_dump(mode="json") if config.routing.enabled else None
     tiers = canonical(
         {"tiers": config.models.tiers, "default": config.models.default_tier, "routing": routing}
     )
-    return f"routed:{_sha(tiers)[:12]}"
+    return f"{offline}routed:{_sha(tiers)[:12]}"
 
 
 def context_fingerprint(request: Request, *, with_history: bool = False) -> str:

@@ -226,6 +226,15 @@ class CacheStore:
             return self._write("DELETE FROM cache_entries", [])
         return self._write("DELETE FROM cache_entries WHERE query_type = ?", [query_type])
 
+    def count(self, query_type: str | None = None) -> int:
+        """How many entries are stored, or stored for one query type."""
+        if query_type is None:
+            return self.totals()[0]
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM cache_entries WHERE query_type = ?", [query_type]
+        ).fetchone()
+        return int(row[0])
+
     def purge_expired(self, now: float) -> int:
         """Delete expired entries; the count."""
         return self._write("DELETE FROM cache_entries WHERE expires <= ?", [now])

@@ -78,10 +78,14 @@ def build_backend(
         from tars_opt.backends.offline import OfflineBackend
         from tars_opt.backends.offline_store import OfflineBatchStore, OfflinePromptCache
 
+        key_env = config.api.key_env
         if db is None:
-            return OfflineBackend(clock=clock)
+            return OfflineBackend(clock=clock, key_env=key_env)
         return OfflineBackend(
-            clock=clock, store=OfflineBatchStore(db), prompt_cache=OfflinePromptCache(db)
+            clock=clock,
+            store=OfflineBatchStore(db),
+            prompt_cache=OfflinePromptCache(db),
+            key_env=key_env,
         )
     from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
 
@@ -135,6 +139,12 @@ class Optimizer:
             self._backend = build_backend(self.config, self.clock, self.db)
         return self._backend
 
+    @property
+    def backend_name(self) -> str:
+        """The backend that answers (or would): marks ledger rows, offline ones included,
+        without building the backend for a cache hit."""
+        return getattr(self._backend, "name", None) or self.config.backend
+
     def prepare(self, request: Request, *, earlier: Sequence[Decision] = ()) -> Prepared | Reply:
         """Run the stages; return the request ready to send, or a Reply a stage gave.
 
@@ -162,6 +172,7 @@ class Optimizer:
             outcome = stage.apply(request)
             if isinstance(outcome, Reply):
                 outcome.decisions = decisions + outcome.decisions
+                outcome.backend = self.backend_name
                 if outcome.source != "queued":
                     # A stage answered (a cache hit): that is an answered request, so it
                     # gets its ledger row like any other. Queued work is recorded when done.
@@ -272,6 +283,7 @@ class Optimizer:
             latency_ms=latency,
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
+            backend=self.backend_name,
         )
         self._record(
             req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
@@ -299,7 +311,7 @@ class Optimizer:
                 request=request,
                 reply=reply,
                 ts=self.clock(),
-                backend=getattr(self._backend, "name", None),
+                backend=reply.backend or self.backend_name,
                 baseline_model=self.config.models.baseline,
                 **extra,
             )

@@ -24,6 +24,7 @@ from tars_opt.db import DatabaseError, explain
 from tars_opt.drain import Drainer
 from tars_opt.feedback import FeedbackError
 from tars_opt.inputs import InputError, read_context, read_prompt, read_tools
+from tars_opt.ledger import Periods
 from tars_opt.metrics import spend_summary
 from tars_opt.pricing import UnknownModelPrice
 from tars_opt.queue import STATES, Queue
@@ -59,6 +60,26 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(context_app, name="context")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from tars_opt import __version__
+
+        typer.echo(f"tars-opt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Cut what an agent pays for the Anthropic API without making its answers worse."""
+
+
 class _Consoles:
     """rich consoles made per use: under a pipe (or typer's test runner) stdout changes, and
     a pipe should get wide tables rather than rich's 80-column fallback."""
@@ -76,7 +97,8 @@ _consoles = _Consoles()
 
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="TARS_OPT_DB", help="SQLite file (default: in the data dir)."),
+    # TARS_OPT_DB is read by the config loader, which can then name it in errors.
+    typer.Option("--db", help="SQLite file (default: in the data dir; TARS_OPT_DB)."),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -87,7 +109,16 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 # `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
 BUDGET_EXIT = 3
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show logs (and the config file read) on stderr.")
+]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-offline",
+        help="Count the offline backend's placeholder calls too (ledger.include_offline).",
+    ),
+]
 
 
 @contextmanager
@@ -138,9 +169,21 @@ def friendly_errors() -> Iterator[None]:
 
 
 def _open(
-    config: Path | None, db: Path | None, verbose: bool = False, backend: str | None = None
+    config: Path | None,
+    db: Path | None,
+    verbose: bool = False,
+    backend: str | None = None,
+    *,
+    include_offline: bool = False,
 ) -> App:
-    return open_app(config, db=db, backend=backend, verbose=verbose)
+    overrides = {"ledger.include_offline": True} if include_offline else None
+    return open_app(config, db=db, backend=backend, verbose=verbose, overrides=overrides)
+
+
+def offline_left_out(opened: App, start: float, end: float) -> int:
+    """How many offline-backend calls between two times the figures leave out (0 when
+    they count)."""
+    return 0 if opened.config.counts_offline() else opened.ledger.offline_calls(start, end)
 
 
 @app.command()
@@ -243,12 +286,12 @@ def ask(
             if wait:
                 _wait_and_show(opened, reply.ticket, as_json)
             elif as_json:
-                typer.echo(json.dumps(reply.to_dict(), indent=2))
+                typer.echo(render.to_json(reply.to_dict(), indent=2))
             else:
                 render.queued(_consoles.out, reply)
             return
         if as_json:
-            typer.echo(json.dumps(reply.to_dict(), indent=2))
+            typer.echo(render.to_json(reply.to_dict(), indent=2))
             return
         if stream:
             typer.echo("")
@@ -258,7 +301,9 @@ def ask(
             render.decisions(_consoles.out, reply.decisions)
             if sections is not None:
                 _consoles.out.print(f"system sections sent: {', '.join(sections) or '-'}")
-        _consoles.out.print(render.reply_line(reply), style="dim", markup=False)
+        _consoles.out.print(
+            render.reply_line(reply, opened.loaded.label), style="dim", markup=False
+        )
 
 
 def _system_prompt(
@@ -332,7 +377,7 @@ def context_inspect(
         if sections is not None:
             report["system_sections"] = sections
         if as_json:
-            typer.echo(json.dumps(report, indent=2))
+            typer.echo(render.to_json(report, indent=2))
             return
         render.context_report(_consoles.out, report)
 
@@ -351,7 +396,7 @@ def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
 def _show_result(task: dict[str, Any], as_json: bool) -> None:
     view = task_view(task)
     if as_json:
-        typer.echo(json.dumps(view, indent=2))
+        typer.echo(render.to_json(view, indent=2))
     else:
         render.result(_consoles.out, view)
     if view["state"] in ("failed", "expired", "canceled"):
@@ -425,7 +470,7 @@ def drain(
         else:
             report = drainer.run(now=now, wait=wait)
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2))
+            typer.echo(render.to_json(report.to_dict(), indent=2))
             return
         render.drain_report(_consoles.out, report, time.time())
 
@@ -449,7 +494,7 @@ def queue_list(
         q = Queue(_open(config, db).db)
         views = [task_view(t) for t in q.list(state, n)]
         if as_json:
-            typer.echo(json.dumps({"counts": q.counts(), "tasks": views}, indent=2))
+            typer.echo(render.to_json({"counts": q.counts(), "tasks": views}, indent=2))
             return
         render.tasks(_consoles.out, views)
         counts = ", ".join(f"{k} {v}" for k, v in q.counts().items() if v)
@@ -470,7 +515,7 @@ def queue_show(
     with friendly_errors():
         view = task_view(Queue(_open(config, db).db).require(ticket))
         if as_json:
-            typer.echo(json.dumps(view, indent=2))
+            typer.echo(render.to_json(view, indent=2))
             return
         render.task(_consoles.out, view)
 
@@ -509,21 +554,35 @@ def queue_retry(
 
 @app.command()
 def costs(
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Spend today, this week and this month against the budget, by model and by source.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt costs[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
-        summary = spend_summary(opened.ledger, time.time(), opened.config.budget.monthly_usd)
+        opened = _open(config, db, verbose, include_offline=include_offline)
+        now = time.time()
+        summary = spend_summary(
+            opened.ledger,
+            now,
+            opened.config.budget.monthly_usd,
+            include_offline=opened.config.counts_offline(),
+        )
         if as_json:
-            typer.echo(json.dumps(summary.to_dict(), indent=2))
+            typer.echo(render.to_json(summary.to_dict(), indent=2))
             return
         render.spend(_consoles.out, summary)
+        left_out = offline_left_out(opened, Periods.at(now).month, now + 1)
+        _consoles.out.print(
+            render.footer(opened.loaded.label, left_out, " this month"), style="dim", markup=False
+        )
 
 
 @app.command("log")
@@ -553,7 +612,7 @@ def log_cmd(
             data = {"path": str(done.path), "calls": done.written,
                     "without_prompt": done.no_prompt}  # fmt: skip
             if as_json:
-                typer.echo(json.dumps(data, indent=2))
+                typer.echo(render.to_json(data, indent=2))
                 return
             skipped = (f"; {done.no_prompt} without a stored prompt left out "
                        "(ledger.store_prompts)") if done.no_prompt else ""  # fmt: skip
@@ -565,7 +624,7 @@ def log_cmd(
             return
         rows = _open(config, db).ledger.recent(n)
         if as_json:
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(render.to_json(rows, indent=2))
             return
         render.calls(_consoles.out, rows)
 
@@ -616,7 +675,7 @@ def config_show(
         rows = [{"key": k, "value": v, "source": loaded.source_of(k)} for k, v in values.items()]
         if as_json:
             typer.echo(
-                json.dumps(
+                render.to_json(
                     {"file": str(loaded.path) if loaded.path else None, "values": rows}, indent=2
                 )
             )
@@ -674,7 +733,7 @@ def router_train(
         model, path = train_file(cfg, data, out, layer=layer)
         cal = model.note["calibration"]
         if as_json:
-            typer.echo(json.dumps({"path": str(path), **model.note}, indent=2))
+            typer.echo(render.to_json({"path": str(path), **model.note}, indent=2))
             return
         _consoles.out.print(
             f"trained on {model.note['n_fit']} prompts, calibrated on {model.note['n_holdout']}"
@@ -714,7 +773,7 @@ def router_calibrate(
         result = ops.calibrate(cfg, name, data)
         saved = ops.save(cfg, result) if save else None
         if as_json:
-            typer.echo(json.dumps({**result, "saved": str(saved) if saved else None}, indent=2))
+            typer.echo(render.to_json({**result, "saved": str(saved) if saved else None}, indent=2))
             return
         render.calibration(_consoles.out, result)
         if saved:

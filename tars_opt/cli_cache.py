@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +15,7 @@ from tars_opt.cache_store import CacheStore, summary
 from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, friendly_errors
 from tars_opt.config import load_config
 from tars_opt.inputs import InputError
+from tars_opt.render import to_json
 from tars_opt.types import QUERY_TYPES
 
 cache_app = typer.Typer(
@@ -42,7 +43,7 @@ def stats(
         now = time.time()
         data = summary(CacheStore(_open(config, db).db), now, now - days * 86400)
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(to_json(data, indent=2))
             return
         render.cache_stats(_consoles.out, data, now)
 
@@ -66,7 +67,7 @@ def list_entries(
             limit=n, query_type=query_type, namespace=namespace
         )
         if as_json:
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(to_json(rows, indent=2))
             return
         render.cache_entries(_consoles.out, rows, time.time(), "cached answers")
 
@@ -91,7 +92,7 @@ def show(
         if as_json:
             data = asdict(entry)
             data["usage"] = entry.usage.to_api()
-            typer.echo(json.dumps({"entry": data, "served": hits}, indent=2))
+            typer.echo(to_json({"entry": data, "served": hits}, indent=2))
             return
         render.cache_entry(_consoles.out, entry, hits, time.time())
 
@@ -127,17 +128,29 @@ def forget(
 @cache_app.command("clear")
 def clear(
     query_type: Annotated[str | None, typer.Option("--type", help="Only this query type.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Clear without asking.")] = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Forget every cached answer, or those of one query type.
+    """Forget every cached answer, or those of one query type (asks first; --yes skips it).
 
     Example: [bold]tars-opt cache clear --type fact[/bold]
     """
     with friendly_errors():
         _check_type(query_type)
-        count = CacheStore(_open(config, db).db).clear(query_type)
         what = f" {query_type}" if query_type else ""
+        if not yes and not sys.stdin.isatty():
+            raise InputError(
+                "cache clear needs confirmation and nobody is at a terminal to give it: "
+                "add --yes to clear without asking"
+            )
+        store = CacheStore(_open(config, db).db)
+        if not yes:
+            entries = store.count(query_type)
+            if not typer.confirm(f"forget {entries}{what} cached answers?", default=False):
+                _consoles.out.print("canceled: nothing forgotten", markup=False)
+                raise typer.Exit(1)
+        count = store.clear(query_type)
         _consoles.out.print(f"forgot {count}{what} entries")
 
 
@@ -193,7 +206,7 @@ def calibrate(
             assert loaded.path is not None
             _write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
         if as_json:
-            typer.echo(json.dumps({"pairs": len(data), "results": rows}, indent=2))
+            typer.echo(to_json({"pairs": len(data), "results": rows}, indent=2))
         else:
             render.calibration(_consoles.out, rows, len(data))
             if write:

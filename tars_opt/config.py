@@ -316,6 +316,8 @@ class ToolsConfig(_Strict):
 
 class LedgerConfig(_Strict):
     store_prompts: bool = True
+    # Whether the offline backend's rows count in spend, budget and savings figures.
+    include_offline: bool | Literal["auto"] = "auto"
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -653,6 +655,13 @@ class Config(_Strict):
             return Path(self.database).expanduser()
         return self.resolved_data_dir() / "tars-opt.db"
 
+    def counts_offline(self) -> bool:
+        """Whether figures count the offline backend's ledger rows: as ledger.include_offline
+        says; `auto` counts them only when this run's backend is offline itself (a trial
+        or `simulate`), so placeholder calls never inflate the real budget or savings."""
+        wanted = self.ledger.include_offline
+        return self.backend == "offline" if wanted == "auto" else wanted
+
     def tier_model(self, tier: str) -> str:
         return self.models.tiers[tier]
 
@@ -674,6 +683,11 @@ class LoadedConfig:
         self.config = config
         self.sources = sources
         self.path = path
+
+    @property
+    def label(self) -> str:
+        """The config file read, as a user would name it, or "shipped defaults"."""
+        return str(self.path) if self.path is not None else "shipped defaults"
 
     def source_of(self, dotted: str) -> str:
         """The layer that set `dotted` (or one of its parents): default, file, env or flag."""
@@ -734,7 +748,7 @@ def load_config(
     try:
         config = Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, file_path)) from None
+        raise ConfigError(format_validation_error(exc, file_path, sources)) from None
     return LoadedConfig(config, sources, file_path)
 
 
@@ -796,12 +810,33 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError, path: Path | None) -> str:
-    """One line: the key path, the bad value and what is allowed."""
+# The command-line flags that set config keys, to name a bad flag value as the flag.
+FLAG_KEYS: dict[str, str] = {
+    "backend": "--backend",
+    "database": "--db",
+    "ledger.include_offline": "--include-offline",
+}
+
+
+def format_validation_error(
+    exc: ValidationError, path: Path | None, sources: dict[str, str] | None = None
+) -> str:
+    """One line: the key path (or the flag or variable that set it), the bad value and what
+    is allowed."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    where = f" in {path}" if path else ""
     msg = err["msg"]
+    origin = (sources or {}).get(loc)
+    if origin in ("flag", "env"):
+        value = err.get("input")
+        name = (
+            FLAG_KEYS.get(loc, f"--{loc}")
+            if origin == "flag"
+            else next((v for v, k in ENV_KEYS.items() if k == loc), loc) + "="
+        )
+        sep = "" if origin == "env" else " "
+        return f"{name}{sep}{value!r} is not valid: {msg.removeprefix('Value error, ')}"
+    where = f" in {path}" if path else ""
     if err["type"] == "extra_forbidden":
         return f"config error{where}: unknown key {loc!r}: remove it or check its spelling"
     if err["type"] == "missing":

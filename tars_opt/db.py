@@ -365,6 +365,16 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 ]
 
 
+def require_folder(path: str | Path, named: str) -> None:
+    """Refuse a database path whose folder is missing: a mistyped path must not quietly
+    become a new, empty ledger. `named` says where the path came from (a flag, a variable)."""
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise DatabaseError(
+            f"{named}: folder {folder} does not exist; create it or pick another path"
+        )
+
+
 def connect(path: str | Path) -> sqlite_utils.Database:
     """Open (creating if needed) the database at `path`, migrated to the current schema."""
     path = Path(path).expanduser()

@@ -19,6 +19,23 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+OFFLINE = "offline"  # the placeholder backend: its rows are not real money
+
+
+def source_label(source: str | None, backend: str | None) -> str:
+    """Where an answer came from, marked when the offline backend made it (not real money):
+    api -> offline, cache -> cache (offline)."""
+    if backend != OFFLINE:
+        return source or "-"
+    return OFFLINE if source == "api" else f"{source} (offline)"
+
+
+def real_only(include_offline: bool) -> str:
+    """The SQL condition (after a WHERE) that leaves out the offline backend's rows, or
+    nothing when they count."""
+    return "" if include_offline else f" AND (backend IS NULL OR backend != '{OFFLINE}')"
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """Everything the ledger keeps of one request besides the reply itself."""
@@ -112,9 +129,18 @@ class Ledger:
         row = self.db.execute("SELECT MIN(ts) FROM calls").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def spend(self, start: float, end: float) -> dict[str, Any]:
+    def offline_calls(self, start: float, end: float) -> int:
+        """How many rows between two epoch times the offline backend answered."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM calls WHERE ts >= ? AND ts < ? AND backend = ?",
+            [start, end, OFFLINE],
+        ).fetchone()
+        return int(row[0])
+
+    def spend(self, start: float, end: float, *, include_offline: bool = True) -> dict[str, Any]:
         """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
-        escalations (re-asks on a stronger tier) and what they cost."""
+        escalations (re-asks on a stronger tier) and what they cost. Without
+        `include_offline` the offline backend's rows are left out."""
         saved = ", ".join(f"SUM(saved_{s}) AS saved_{s}" for s in STRATEGIES)
         row = next(
             self.db.query(
@@ -124,13 +150,15 @@ class Ledger:
                     SUM(escalated_from IS NOT NULL) AS escalations,
                     SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
                         AS escalation_cost
-                    FROM calls WHERE ts >= ? AND ts < ?""",
+                    FROM calls WHERE ts >= ? AND ts < ?{real_only(include_offline)}""",
                 [start, end],
             )
         )
         return {k: (v or 0) for k, v in row.items()}
 
-    def breakdown(self, column: str, start: float, end: float) -> list[dict[str, Any]]:
+    def breakdown(
+        self, column: str, start: float, end: float, *, include_offline: bool = True
+    ) -> list[dict[str, Any]]:
         """Calls, tokens and cost grouped by `model` or `source` between two epoch times."""
         if column not in {"model", "source", "query_type", "tier", "namespace"}:
             raise ValueError(f"cannot group the ledger by {column!r}")
@@ -141,7 +169,8 @@ class Ledger:
                         AS prompt_tokens,
                     SUM(output_tokens) AS output_tokens,
                     SUM(cost) AS cost, SUM(baseline_cost) AS baseline_cost
-                    FROM calls WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY cost DESC""",
+                    FROM calls WHERE ts >= ? AND ts < ?{real_only(include_offline)}
+                    GROUP BY 1 ORDER BY cost DESC""",
                 [start, end],
             )
         )

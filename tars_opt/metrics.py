@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from tars_opt.config import Config
-from tars_opt.ledger import Ledger, Periods
+from tars_opt.ledger import Ledger, Periods, real_only
 from tars_opt.periods import (  # noqa: F401 - re-exported: callers read periods from here
     DAY,
     date_range,
@@ -53,14 +53,17 @@ class SpendSummary:
         return asdict(self)
 
 
-def spend_summary(ledger: Ledger, now: float, budget_usd: float) -> SpendSummary:
+def spend_summary(
+    ledger: Ledger, now: float, budget_usd: float, *, include_offline: bool = True
+) -> SpendSummary:
     """Spend for today / this week / this month, the month's pace, and this month by model
-    and by source."""
+    and by source (without the offline backend's rows unless `include_offline`)."""
     p = Periods.at(now)
+    real = {"include_offline": include_offline}
     periods = {
-        "today": ledger.spend(p.day, now + 1),
-        "week": ledger.spend(p.week, now + 1),
-        "month": ledger.spend(p.month, now + 1),
+        "today": ledger.spend(p.day, now + 1, **real),
+        "week": ledger.spend(p.week, now + 1, **real),
+        "month": ledger.spend(p.month, now + 1, **real),
     }
     month_cost = periods["month"]["cost"]
     return SpendSummary(
@@ -68,8 +71,8 @@ def spend_summary(ledger: Ledger, now: float, budget_usd: float) -> SpendSummary
         budget_usd=budget_usd,
         month_used_share=month_cost / budget_usd,
         month_pace_usd=month_pace(month_cost, now),
-        by_model=ledger.breakdown("model", p.month, now + 1),
-        by_source=ledger.breakdown("source", p.month, now + 1),
+        by_model=ledger.breakdown("model", p.month, now + 1, **real),
+        by_source=ledger.breakdown("source", p.month, now + 1, **real),
     )
 
 
@@ -264,8 +267,10 @@ def period_metrics(
     cheap_tier: str = "cheap",
     cheap_models: frozenset[str] = frozenset(),
     sessions: int = 10,
+    include_offline: bool = True,
 ) -> PeriodMetrics:
-    """Metrics of the ledger rows with start <= ts < end (epoch seconds, UTC).
+    """Metrics of the ledger rows with start <= ts < end (epoch seconds, UTC), without the
+    offline backend's rows unless `include_offline`.
 
     A model call counts as cheap when its tier is `cheap_tier` or its model is one of
     `cheap_models` (rows written before routing existed carry no tier).
@@ -273,7 +278,9 @@ def period_metrics(
     have = columns(db, "calls")
     cols = ", ".join(f'"{c}"' for c in _WANTED if c in have)
     rows = db.execute(
-        f"SELECT {cols} FROM calls WHERE ts >= ? AND ts < ? ORDER BY ts", [start, end]
+        f"SELECT {cols} FROM calls WHERE ts >= ? AND ts < ?"
+        f"{real_only(include_offline or 'backend' not in have)} ORDER BY ts",
+        [start, end],
     ).fetchall()
     names = [c for c in _WANTED if c in have]
     feedback = _feedback(db, start, end)
@@ -391,11 +398,14 @@ def _feedback(db: sqlite_utils.Database, start: float, end: float) -> dict[str, 
     return dict(rows)
 
 
-def session_metrics(db: sqlite_utils.Database, session: str) -> dict[str, Any]:
+def session_metrics(
+    db: sqlite_utils.Database, session: str, *, include_offline: bool = True
+) -> dict[str, Any]:
     """Calls, cost, baseline and savings of one `ask --session` id, over all time."""
     row = db.execute(
-        """SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(baseline_cost), 0),
-           MIN(ts_iso), MAX(ts_iso), SUM(error IS NOT NULL) FROM calls WHERE session = ?""",
+        f"""SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(baseline_cost), 0),
+           MIN(ts_iso), MAX(ts_iso), SUM(error IS NOT NULL) FROM calls WHERE session = ?
+           {real_only(include_offline)}""",
         [session],
     ).fetchone()
     return {
@@ -425,7 +435,9 @@ def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) ->
 
 
 def measure(db: sqlite_utils.Database, config: Config, start: float, end: float) -> PeriodMetrics:
-    """period_metrics with the config's cheapest tier (the first one listed) as "cheap"."""
+    """period_metrics with the config's cheapest tier (the first one listed) as "cheap",
+    counting offline-backend rows as the config says (Config.counts_offline)."""
     cheap = next(iter(config.models.tiers))
     models = frozenset({config.models.tiers[cheap]}) - {config.models.baseline}
-    return period_metrics(db, start, end, cheap_tier=cheap, cheap_models=models)
+    return period_metrics(db, start, end, cheap_tier=cheap, cheap_models=models,
+                          include_offline=config.counts_offline())  # fmt: skip

@@ -4,7 +4,6 @@ metrics, budget. Argument parsing and rendering only; the logic is in the librar
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,12 +23,24 @@ from tars_opt.baseline import (
 )
 from tars_opt.budget import Budget
 from tars_opt.cache_store import CacheStore
-from tars_opt.cli import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, app, friendly_errors
-from tars_opt.dashboard import Frame, read_frame, run_live
+from tars_opt.cli import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    OfflineOpt,
+    VerboseOpt,
+    _consoles,
+    _open,
+    app,
+    friendly_errors,
+    offline_left_out,
+)
+from tars_opt.dashboard import Frame, KeyReader, read_frame, run_live
 from tars_opt.dashboard import render as render_frame
 from tars_opt.feedback import VERDICTS, record_feedback
 from tars_opt.heartbeat import drain_hook, run_heartbeat
 from tars_opt.inputs import InputError
+from tars_opt.ledger import Periods
 from tars_opt.metrics import date_range, measure, session_metrics
 from tars_opt.report import final_spec, phase_spec, range_spec, week_spec, write_report
 
@@ -58,11 +69,13 @@ def report(
     first: FromOpt = None,
     last: ToOpt = None,
     out: Annotated[Path | None, typer.Option(help="Markdown file to write.")] = None,
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Write a Markdown benchmark report with PNG charts beside it.
+    """Write a Markdown benchmark report with PNG charts beside it (offline-backend calls
+    left out unless --include-offline).
 
     Example: [bold]tars-opt report --phase 2[/bold]  (writes reports/PHASE_2_BENCHMARK.md)
     """
@@ -70,7 +83,7 @@ def report(
         chosen = sum([phase is not None, week, final, first is not None or last is not None])
         if chosen != 1:
             raise InputError("choose one of --phase N, --week, --final, or --from/--to")
-        opened = _open(config, db)
+        opened = _open(config, db, include_offline=include_offline)
         now = time.time()
         if phase is not None:
             spec = phase_spec(opened.db, opened.config, phase)
@@ -93,7 +106,7 @@ def report(
             "targets_without_data": result.no_data,
         }
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(render.to_json(data, indent=2))
             return
         met = ""
         if result.targets:
@@ -215,7 +228,7 @@ def baseline_show(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt 
 
 def _print_baseline(base: Baseline, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(base.__dict__, indent=2))
+        typer.echo(render.to_json(base.__dict__, indent=2))
         return
     render.baseline(_consoles.out, base)
 
@@ -237,7 +250,7 @@ def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = No
             drain_if_off_peak=drain_hook(cfg, opened.db),
         )
         if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+            typer.echo(render.to_json(result.to_dict(), indent=2, default=str))
         else:
             _consoles.out.print(result.summary_line(), markup=False)
             render.checks(_consoles.out, result.checks)
@@ -253,7 +266,7 @@ def dashboard(
 ) -> None:
     """A live screen of spend, savings, model mix, hit rates, queue, calls and alerts.
 
-    Example: [bold]tars-opt dashboard[/bold]  (Ctrl-C to leave; --once for one frame)
+    Example: [bold]tars-opt dashboard[/bold]  (q or Ctrl-C to leave; --once for one frame)
     """
     with friendly_errors():
         opened = _open(config, db)
@@ -262,10 +275,12 @@ def dashboard(
             return read_frame(opened.db, opened.config, time.time())
 
         if once:
-            _consoles.out.print(render_frame(read()))
+            _consoles.out.print(render_frame(read(), hint=f"config: {opened.loaded.label}"))
             return
-        with contextlib.suppress(KeyboardInterrupt):
-            run_live(read, _consoles.out, interval_s=interval)
+        with contextlib.suppress(KeyboardInterrupt), KeyReader() as reader:
+            keys = reader.wait if reader.active else None
+            run_live(read, _consoles.out, interval_s=interval, keys=keys,
+                     note=f"config: {opened.loaded.label}")  # fmt: skip
 
 
 @app.command()
@@ -289,7 +304,7 @@ def feedback(
         result = record_feedback(opened.db, request_id, verdict, note, now=time.time(),
                                  evictor=CacheStore(opened.db))  # fmt: skip
         if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2))
+            typer.echo(render.to_json(result.to_dict(), indent=2))
             return
         evicted = {True: "; its cached answer was removed", False: "; nothing cached to remove",
                    None: ""}[result.evicted]  # fmt: skip
@@ -303,22 +318,30 @@ def metrics(
     last: ToOpt = None,
     days: Annotated[int, typer.Option(help="The last N days (UTC, today included).", min=1)] = 7,
     session: Annotated[str | None, typer.Option(help="One `ask --session` id.")] = None,
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Calls, tokens, cost vs baseline, savings by strategy, rates and latency for a period.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt metrics --from 2026-02-17 --to 2026-02-23 --json[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
+        opened = _open(config, db, verbose, include_offline=include_offline)
         if session is not None:
-            data = session_metrics(opened.db, session)
+            data = session_metrics(
+                opened.db, session, include_offline=opened.config.counts_offline()
+            )
             if as_json:
-                typer.echo(json.dumps(data, indent=2))
+                typer.echo(render.to_json(data, indent=2))
             else:
                 render.session(_consoles.out, data)
+                _consoles.out.print(render.footer(opened.loaded.label), style="dim",
+                                    markup=False)  # fmt: skip
             return
         now = time.time()
         if first is not None or last is not None:
@@ -333,21 +356,36 @@ def metrics(
             start, end = date_range(today - timedelta(days=days - 1), today)
         m = measure(opened.db, opened.config, start, min(end, now))
         if as_json:
-            typer.echo(json.dumps(m.to_dict(), indent=2, default=str))
+            typer.echo(render.to_json(m.to_dict(), indent=2, default=str))
             return
         render.period(_consoles.out, m)
+        left_out = offline_left_out(opened, m.start, m.end)
+        _consoles.out.print(render.footer(opened.loaded.label, left_out), style="dim",
+                            markup=False)  # fmt: skip
 
 
 @app.command()
-def budget(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+def budget(
+    include_offline: OfflineOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
     """The month's spend, in-flight reservations and pace against the budget and policy.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt budget --json[/bold]
     """
     with friendly_errors():
-        opened = _open(config, db)
-        state = Budget(opened.config, opened.db).state()
+        opened = _open(config, db, verbose, include_offline=include_offline)
+        now = time.time()
+        state = Budget(opened.config, opened.db, clock=lambda: now).state()
         if as_json:
-            typer.echo(json.dumps(state.to_dict(), indent=2))
+            typer.echo(render.to_json(state.to_dict(), indent=2))
             return
         render.budget(_consoles.out, state)
+        left_out = offline_left_out(opened, Periods.at(now).month, now + 1)
+        _consoles.out.print(render.footer(opened.loaded.label, left_out, " this month"),
+                            style="dim", markup=False)  # fmt: skip

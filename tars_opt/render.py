@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from tars_opt.ledger import source_label
 from tars_opt.metrics import SpendSummary
 from tars_opt.types import Decision, Reply
+
+
+def to_json(data: Any, *, indent: int = 2, default: Callable[[Any], Any] | None = None) -> str:
+    """What `--json` prints: every float rounded to 10 significant digits or to 1e-9,
+    whichever keeps more (2.2800000000000002e-05 prints as 2.28e-05, $1234.5678901234 as
+    1234.567890123), so a sum of printed parts is within 1e-9 per part of the printed
+    total."""
+    return json.dumps(_rounded(data), indent=indent, default=default)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value
+        significant, fixed = float(f"{value:.10g}"), round(value, 9)
+        return fixed if abs(fixed - value) < abs(significant - value) else significant
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def usd(value: float) -> str:
@@ -18,19 +43,33 @@ def usd(value: float) -> str:
     return f"${value:.6f}"
 
 
-def reply_line(reply: Reply) -> str:
-    """The one dim line after an answer: model, tokens, money, latency, stages."""
+def reply_line(reply: Reply, config: str | None = None) -> str:
+    """The one dim line after an answer: model, tokens, money, latency, stages, and the
+    config file the run read."""
     u = reply.usage
     est = " (estimated)" if u.estimated else ""
     stages = ", ".join(sorted({d.stage for d in reply.decisions})) or "none"
-    where = reply.source if reply.source == "api" else f"{reply.source}"
+    read = f" | config: {config}" if config else ""
     return (
-        f"{reply.model or '-'} via {where} | tokens in {u.input_tokens} / cache write "
+        f"{reply.model or '-'} via {source_label(reply.source, reply.backend)} | tokens in "
+        f"{u.input_tokens} / cache write "
         f"{u.cache_write} / cache read {u.cache_read} / out {u.output_tokens}{est} | "
         f"cost {usd(reply.cost)} baseline {usd(reply.baseline_cost)} "
         f"saved {usd(reply.baseline_cost - reply.cost)} | {reply.latency_ms:.0f} ms | "
-        f"stages: {stages} | {reply.request_id}"
+        f"stages: {stages} | {reply.request_id}{read}"
     )
+
+
+def footer(config: str, offline_excluded: int = 0, what: str = "") -> str:
+    """The last line of a figures command: the config file read and, when some exist, how
+    many offline-backend calls the figures leave out."""
+    line = f"config: {config}"
+    if offline_excluded:
+        line += (
+            f" | not counted: {offline_excluded} offline-backend "
+            f"call{'s' if offline_excluded != 1 else ''}{what} (--include-offline counts them)"
+        )
+    return line
 
 
 def decisions(console: Console, items: list[Decision]) -> None:
@@ -115,7 +154,7 @@ def calls(console: Console, rows: list[dict[str, Any]]) -> None:
         )
         table.add_row(
             r["ts_iso"][5:19].replace("T", " "),
-            r["source"],
+            source_label(r["source"], r.get("backend")),
             (r["model"] or "-").removeprefix("claude-"),
             f"{prompt_tokens}/{r['output_tokens']}",
             usd(r["cost"]),
@@ -321,7 +360,8 @@ def result(console: Console, view: dict[str, Any]) -> None:
     if view["state"] == "done":
         console.print(res.get("answer") or "", markup=False)
         console.print(
-            f"{res.get('model') or '-'} via {res.get('source')} | cost {usd(res.get('cost') or 0)}"
+            f"{res.get('model') or '-'} via {source_label(res.get('source'), res.get('backend'))}"
+            f" | cost {usd(res.get('cost') or 0)}"
             f" baseline {usd(res.get('baseline_cost') or 0)} | {view['request_id']}",
             style="dim",
             markup=False,

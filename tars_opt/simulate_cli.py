@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tars_opt import render_sim
 from tars_opt.cli import ConfigOpt, JsonOpt, _consoles, app, friendly_errors
 from tars_opt.config import load_config
+from tars_opt.db import require_folder
 from tars_opt.inputs import InputError
+from tars_opt.render import to_json
 from tars_opt.simulate import Progress as ProgressFn
 from tars_opt.simulate import SimResult, simulate
 from tars_opt.workload import load_workload
@@ -45,6 +46,8 @@ def _progress(label: str) -> Iterator[ProgressFn]:
 
 def _run(workload_path: Path | None, config: Path | None, db: Path | None, seed: int,
          label: str) -> SimResult:  # fmt: skip
+    if db is not None:
+        require_folder(db, f"--db {db}")
     workload = load_workload(workload_path)
     loaded = load_config(config)
     name = str(config) if config is not None else (
@@ -109,7 +112,7 @@ def simulate_cmd(
             payload = {"results": data} if compare else data[0]
             if written:
                 payload["report"] = str(written)
-            typer.echo(json.dumps(payload, indent=2))
+            typer.echo(to_json(payload, indent=2))
             return
         if compare:
             render_sim.compare(_consoles.out, *results)

@@ -218,6 +218,8 @@ class Reply:
     decisions: list[Decision] = field(default_factory=list)
     stop_reason: str | None = None
     ticket: str | None = None
+    # Who answered: "anthropic", or "offline" for the placeholder backend (not real money).
+    backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The shape `ask --json` prints."""
@@ -225,6 +227,7 @@ class Reply:
             "answer": self.text,
             "model": self.model,
             "source": self.source,
+            "backend": self.backend,
             "request_id": self.request_id,
             "ticket": self.ticket,
             "stop_reason": self.stop_reason,

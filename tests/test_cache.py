@@ -4,6 +4,7 @@ eviction, what is never stored, a missing model, and the ledger rows of hits."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -368,9 +369,10 @@ def test_broken_model_turns_semantic_off_with_a_warning(
         embed.clear_cache()
 
 
-def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path) -> None:
+def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path, fake_api_env) -> None:
     question = "What is the capital of France?"
-    first = CliRunner().invoke(app, ["ask", "--backend", "offline", question])
+    # Answered by the real backend (offline placeholders are cached apart from real answers).
+    first = CliRunner().invoke(app, ["ask", question])
     assert first.exit_code == 0, first.output
     # A fresh process, the real backend and no key: only a cache hit can answer.
     code = (
@@ -380,11 +382,27 @@ def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path) -> None:
         "print(json.loads(b.output)['source'], 'anthropic' in sys.modules, "
         "'onnxruntime' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout, not the installed one
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env["PYTHONPATH"] = str(REPO)  # this checkout, not the installed one
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split() == ["cache", "False", "False"]
+
+
+def test_offline_placeholders_are_never_served_to_the_api(home: Path, fake_api_env) -> None:
+    question = "What is the capital of France?"
+    fake_api_env.responder = lambda body: {"text": "Paris."}
+    first = CliRunner().invoke(app, ["ask", "--backend", "offline", "--json", question])
+    assert json.loads(first.output)["backend"] == "offline"
+    real = json.loads(CliRunner().invoke(app, ["ask", "--json", question]).output)
+    assert real["source"] == "api" and real["answer"] == "Paris."
+    again = json.loads(CliRunner().invoke(app, ["ask", "--json", question]).output)
+    assert again["source"] == "cache" and again["answer"] == "Paris."
+    offline = CliRunner().invoke(app, ["ask", "--backend", "offline", "--json", question])
+    data = json.loads(offline.output)
+    assert data["source"] == "cache" and data["backend"] == "offline"
+    assert data["answer"].startswith("[offline")
 
 
 def test_long_prompts_get_exact_matches_only(home: Path) -> None:

@@ -77,11 +77,11 @@ def test_forget_and_clear(runner: CliRunner) -> None:
     assert "forgot entry" in run(runner, "cache", "forget", str(rows[0]["id"]))
     assert "forgot 1 entries" in run(runner, "cache", "forget", "--match", "LANDLORD")
     assert "forgot 0 entries" in run(runner, "cache", "forget", "--match", "100%_")
-    assert "forgot 1 fact entries" in run(runner, "cache", "clear", "--type", "fact")
+    assert "forgot 1 fact entries" in run(runner, "cache", "clear", "--type", "fact", "--yes")
     assert json.loads(run(runner, "cache", "list", "--json")) == []
     # Forgotten: the same prompt goes to the API again.
     assert ask(runner, "What is the capital of France?", "--type", "fact")["source"] == "api"
-    assert "forgot 1 entries" in run(runner, "cache", "clear")
+    assert "forgot 1 entries" in run(runner, "cache", "clear", "--yes")
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,8 @@ def test_missing_key_says_how_to_fix_and_exits_2(runner: CliRunner, home: Path) 
 def test_costs_and_log(runner: CliRunner) -> None:
     first = ask_json(runner, "--model", "claude-sonnet-5-5", "What is 2+2?")
     second = ask_json(runner, "--model", "claude-haiku-5-5", "Name a colour")
-    costs = runner.invoke(app, ["costs", "--json"])
+    # Offline placeholder calls count only when asked for.
+    costs = runner.invoke(app, ["costs", "--json", "--include-offline"])
     assert costs.exit_code == 0
     summary = json.loads(costs.output)
     today = summary["periods"]["today"]
@@ -207,6 +208,8 @@ def test_costs_and_log(runner: CliRunner) -> None:
     assert summary["budget_usd"] == 200
     assert {r["key"] for r in summary["by_model"]} == {"claude-sonnet-5-5", "claude-haiku-5-5"}
     assert "budget:" in runner.invoke(app, ["costs"]).output
+    real_only = json.loads(runner.invoke(app, ["costs", "--json"]).output)
+    assert real_only["periods"]["today"]["calls"] == 0 and real_only["by_model"] == []
     logged = json.loads(runner.invoke(app, ["log", "--json", "-n", "1"]).output)
     assert [r["request_id"] for r in logged] == [second["request_id"]]
     table = runner.invoke(app, ["log"])
@@ -215,13 +218,16 @@ def test_costs_and_log(runner: CliRunner) -> None:
 
 def test_db_option_and_db_path(runner: CliRunner, tmp_path: Path, home: Path) -> None:
     target = tmp_path / "elsewhere" / "ledger.db"
+    target.parent.mkdir()  # a --db folder must exist; only the default data dir is made
     ask_json(runner, "--db", str(target), "hi there")
     assert target.exists()
     assert runner.invoke(app, ["db", "path", "--db", str(target)]).output.strip() == str(target)
     assert runner.invoke(app, ["db", "path"]).output.strip() == str(home / "tars-opt.db")
     # The data dir and the database are the user's only.
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    ask_json(runner, "hi there")
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "tars-opt.db").stat().st_mode) == 0o600
 
 
 def test_damaged_or_foreign_database_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_dashboard_once_prints_one_frame(runner: CliRunner) -> None:
     result = runner.invoke(app, ["dashboard", "--once"])
     assert result.exit_code == 0, result.output
     for part in ("spend vs budget", "saved by strategy", "model mix (today)", "hit rates",
-                 "recent calls", rid, "no alerts in the last 24 h"):  # fmt: skip
+                 "recent calls", rid, "no alerts in the last 24 h",
+                 "config: shipped defaults"):  # fmt: skip
         assert part in result.output, part
     assert "queued" not in result.output  # an empty queue shows no states
 

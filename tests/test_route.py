@@ -392,7 +392,7 @@ def test_max_tokens_escalation_with_the_plain_offline_backend(runner: CliRunner)
     assert [d["stage"] for d in data["decisions"]][-1] == "escalate"
     rows = json.loads(runner.invoke(app, ["log", "--json"]).output)
     assert len(rows) == 2 and rows[0]["escalated_from"] == rows[1]["request_id"]
-    costs = runner.invoke(app, ["costs"])
+    costs = runner.invoke(app, ["costs", "--include-offline"])
     assert "escalations this month: 1" in costs.output
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -58,9 +59,14 @@ class OfflineBackend:
     name = "offline"
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, store: Any = None, prompt_cache: Any = None
+        self,
+        clock: Callable[[], float] = time.time,
+        store: Any = None,
+        prompt_cache: Any = None,
+        key_env: str = "ANTHROPIC_API_KEY",
     ) -> None:
         self._clock = clock
+        self._key_env = key_env  # named in the placeholder text, never read for its value
         # Prefix hash -> (expiry, lifetime s): in memory, or an OfflinePromptCache on the
         # SQLite file so separate processes share it.
         self._prefixes: Any = prompt_cache if prompt_cache is not None else {}
@@ -123,10 +129,15 @@ class OfflineBackend:
         last = params["messages"][-1].get("content", "")
         if not isinstance(last, str):
             last = " ".join(b.get("text", "") for b in last if isinstance(b, dict))
+        # `--backend anthropic` is right whether offline came from a flag or the config.
+        if os.environ.get(self._key_env):
+            real = f"{self._key_env} is set: use --backend anthropic for real answers"
+        else:
+            real = f"for real answers set {self._key_env} and use --backend anthropic"
         return (
             f"[offline {model}] A placeholder answer to: {last.strip()[:200]}\n"
             f"(The offline backend models {output_tokens} output tokens, their cost and "
-            "latency without calling any API; set ANTHROPIC_API_KEY for real answers.)"
+            f"latency, calling no API; {real}.)"
         )
 
     def _usage(self, params: dict[str, Any], model: str, output: int, tier: str) -> Usage:
