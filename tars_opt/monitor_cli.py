@@ -170,7 +170,7 @@ def baseline_list(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt 
         fallback = config_baseline(opened.config)
         if as_json:
             rows = [{**b.__dict__, "active": i == 0} for i, b in enumerate(captured)]
-            typer.echo(json.dumps({"captured": rows, "config": fallback.__dict__,
+            typer.echo(render.to_json({"captured": rows, "config": fallback.__dict__,
                                    "active": "captured" if captured else "config"},
                                   indent=2))  # fmt: skip
             return
@@ -199,7 +199,7 @@ def baseline_reset(
             raise InputError(str(exc)) from None
         now_active = current_baseline(opened.db, opened.config)
         if as_json:
-            typer.echo(json.dumps({"removed": gone.__dict__ if gone else None,
+            typer.echo(render.to_json({"removed": gone.__dict__ if gone else None,
                                    "active": now_active.__dict__}, indent=2))  # fmt: skip
             return
         if gone is None:

@@ -87,7 +87,8 @@ def test_drained_rows_carry_their_defer_decision_and_count_as_deferred(
         assert first["data"]["ticket"] == ticket
         assert first["data"]["queued_at"] == "2026-11-22T12:00Z"
     result = runner.invoke(
-        cli_app, ["metrics", "--from", "2026-11-22", "--to", "2026-11-22", "--json"]
+        cli_app,
+        ["metrics", "--from", "2026-11-22", "--to", "2026-11-22", "--json", "--include-offline"],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
