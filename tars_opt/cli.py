@@ -344,7 +344,7 @@ def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
         style="dim",
         markup=False,
     )
-    task = Queue(opened.db).wait(ticket, poll_s=opened.config.lazy.poll_seconds)
+    task = Queue(opened.db).wait(ticket)
     _show_result(task, as_json)
 
 

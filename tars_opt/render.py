@@ -306,7 +306,13 @@ def drain_report(console: Console, report: Any, now: float) -> None:
     from tars_opt.ledger import iso
     from tars_opt.window import human_duration
 
-    if not report.in_window and report.opens_at is not None and not report.submitted:
+    if report.forced and not report.in_window:
+        console.print(
+            f"outside the off-peak window {report.window}: submitting anyway (--now)"
+            + ("" if report.claimed else "; nothing was queued"),
+            markup=False,
+        )
+    elif not report.in_window and report.opens_at is not None and not report.submitted:
         console.print(
             f"outside the off-peak window {report.window}: it opens at "
             f"{iso(report.opens_at)[:16]}Z (in {human_duration(report.opens_at - now)}); "
