@@ -184,7 +184,7 @@ class Optimizer:
         params, marks, why = mark_breakpoints(
             params,
             self.config.context.prompt_caching,
-            deferred=request.defer,
+            deferred=request.defer is True,
             enabled=not request.holdout,
             since_sent=since[0],
             since_turn=since[1],
@@ -330,7 +330,17 @@ class Optimizer:
             # answer is still an answer.
             with contextlib.suppress(BackendError, BudgetExceeded):
                 reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
-        self.budget.check_alerts(self.alerter)
+        state = self.budget.state()
+        self.budget.check_alerts(self.alerter, state)
+        if state.policy == "warn" and state.over:
+            # Alerts go out once a month; an answered call past the budget says so each time.
+            warning = (
+                f"tars-opt monthly budget spent: {state.used_share:.0%} of "
+                f"${state.budget_usd:.2f} used this month; budget.policy is warn, so this was "
+                "answered anyway (raise budget.monthly_usd, or set budget.policy to defer or "
+                "block)"
+            )
+            reply.decisions.append(Decision("budget", "over", warning, {"warning": warning}))
         return reply
 
     def _call(

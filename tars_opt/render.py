@@ -233,10 +233,11 @@ def queued(console: Console, reply: Reply) -> None:
     """What `ask` prints when the request went to the queue."""
     data = next((d.data for d in reply.decisions if d.action == "queued"), {})
     reason = next((d.reason for d in reply.decisions if d.action == "queued"), "")
+    expected_in = f" (in {data['expected_in']})" if data.get("expected_in") else ""
     console.print(
         f"queued as {reply.ticket} ({reason}); the {data.get('window', 'off-peak')} window "
         f"opens {data.get('window_opens_at', '?')}, answer expected by "
-        f"{data.get('expected_at', '?')}",
+        f"{data.get('expected_at', '?')}{expected_in}",
         markup=False,
     )
     console.print(

@@ -144,9 +144,11 @@ class Request:
     # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
     # fresh answer), "off" (neither).
     cache_mode: str = "use"
-    # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
-    # caller can wait for the answer (None = the config's default).
-    defer: bool = False
+    # Lazy loading: `defer` is the caller's word on the off-peak queue: True queue it,
+    # False never queue it, None leave it to the config (low priority, budget policy).
+    # `max_wait_s` is how long the caller can wait for the answer (None = the config's
+    # default).
+    defer: bool | None = None
     max_wait_s: float | None = None
     # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
     # is charged to the strategy named here, so that strategy's saving is net of it.
