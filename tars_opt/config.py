@@ -177,8 +177,8 @@ class HeartbeatConfig(_Strict):
 
 class ExperimentConfig(_Strict):
     # Share of eligible requests sent unoptimized (baseline model, no stages) to measure
-    # the real saving. 0 turns the holdout off.
-    holdout: float = Field(0.05, ge=0, le=0.5)
+    # the real saving; off (0) by default, as each held-out call costs the user money.
+    holdout: float = Field(0.0, ge=0, le=1.0)
 
 
 class ReportsConfig(_Strict):

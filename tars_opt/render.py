@@ -24,8 +24,9 @@ def reply_line(reply: Reply) -> str:
     est = " (estimated)" if u.estimated else ""
     stages = ", ".join(sorted({d.stage for d in reply.decisions})) or "none"
     where = reply.source if reply.source == "api" else f"{reply.source}"
+    held = "A/B holdout: sent unoptimized | " if reply.holdout else ""
     return (
-        f"{reply.model or '-'} via {where} | tokens in {u.input_tokens} / cache write "
+        f"{held}{reply.model or '-'} via {where} | tokens in {u.input_tokens} / cache write "
         f"{u.cache_write} / cache read {u.cache_read} / out {u.output_tokens}{est} | "
         f"cost {usd(reply.cost)} baseline {usd(reply.baseline_cost)} "
         f"saved {usd(reply.baseline_cost - reply.cost)} | {reply.latency_ms:.0f} ms | "

@@ -221,6 +221,11 @@ class Reply:
     stop_reason: str | None = None
     ticket: str | None = None
 
+    @property
+    def holdout(self) -> bool:
+        """Sent unoptimized as part of the A/B holdout."""
+        return any(d.stage == "experiment" and d.action == "holdout" for d in self.decisions)
+
     def to_dict(self) -> dict[str, Any]:
         """The shape `ask --json` prints."""
         return {
@@ -229,6 +234,7 @@ class Reply:
             "source": self.source,
             "request_id": self.request_id,
             "ticket": self.ticket,
+            "holdout": self.holdout,
             "stop_reason": self.stop_reason,
             "usage": self.usage.to_api(),
             "usage_estimated": self.usage.estimated,

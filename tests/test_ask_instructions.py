@@ -1,5 +1,6 @@
-"""What `ask` does with the caller's instructions under budget pressure: warn answers now,
-block refuses without queueing, defer queues and says when; --no-defer."""
+"""What `ask` does with the caller's instructions under budget pressure and the A/B holdout:
+warn answers now, block refuses without queueing, defer queues and says when; the holdout
+never overrides --defer, --model or the cache flags and says so when it acts; --no-defer."""
 
 from __future__ import annotations
 
@@ -115,3 +116,72 @@ def test_no_defer_beats_defer_low_priority(tmp_path: Path, runner) -> None:
     result = ask(runner, config, "--priority", "low", "--no-defer", "--explain", PROMPT)
     assert PROMPT in result.stdout and "--no-defer: never deferred" in result.stdout
     assert queued(config) == 1
+
+
+# ---- the A/B holdout ----------------------------------------------------------------------
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every eligible request is held out: whether one is, is then not left to a hash.
+    # (The environment wins over the file, and the test setup sets it to 0.)
+    monkeypatch.setenv("TARS_OPT_HOLDOUT", "1.0")
+
+
+def held_config(tmp_path: Path, **sections: object) -> Path:
+    return write_config(tmp_path / "c.yaml", **sections)
+
+
+def test_a_held_out_call_says_so_in_the_answer_line(tmp_path: Path, runner, held) -> None:
+    config = held_config(tmp_path)
+    out = ask(runner, config, PROMPT).stdout
+    assert "A/B holdout: sent unoptimized | claude-sonnet-5-5 via api" in out
+    data = json.loads(ask(runner, config, "--json", PROMPT).stdout)
+    assert data["holdout"] is True and data["model"] == "claude-sonnet-5-5"
+    row = open_app(config).db.execute("SELECT holdout FROM calls WHERE request_id = ?",
+                                      [data["request_id"]]).fetchone()  # fmt: skip
+    assert row == (1,)
+
+
+def test_defer_is_never_answered_by_the_holdout(tmp_path: Path, runner, held) -> None:
+    config = held_config(tmp_path)
+    for i in range(3):
+        data = json.loads(ask(runner, config, "--defer", "--json", f"{PROMPT} #{i}").stdout)
+        assert data["source"] == "queued" and data["ticket"] and data["holdout"] is False
+        excluded = [d for d in data["decisions"] if d["stage"] == "experiment"]
+        assert excluded[0]["action"] == "excluded" and "--defer" in excluded[0]["reason"]
+    assert queued(config) == 3
+    assert open_app(config).db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 0
+
+
+def test_work_the_config_defers_is_not_held_out_either(tmp_path: Path, runner, held) -> None:
+    config = held_config(tmp_path, lazy={"defer_low_priority": True})
+    out = ask(runner, config, "--priority", "low", PROMPT).stdout
+    assert out.startswith("queued as t_") and queued(config) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "model"),
+    [
+        (["--model", "claude-haiku-5-5"], "claude-haiku-5-5"),
+        (["--no-cache"], None),
+        (["--refresh"], None),
+    ],
+)
+def test_explicit_instructions_keep_a_call_out_of_the_holdout(
+    tmp_path: Path, runner, held, flags: list[str], model: str | None
+) -> None:
+    config = held_config(tmp_path)
+    data = json.loads(ask(runner, config, *flags, "--json", PROMPT).stdout)
+    assert data["holdout"] is False and data["source"] == "api"
+    if model is not None:
+        assert data["model"] == model
+    stages = {d["stage"]: d for d in data["decisions"]}
+    assert stages["experiment"]["action"] == "excluded" and flags[0] in stages[
+        "experiment"]["reason"]  # fmt: skip
+    assert "cache" in stages or flags[0] != "--refresh"  # the cache stage ran
+    out = ask(runner, config, *flags, PROMPT).stdout
+    assert "A/B holdout" not in out
+
+
+def test_the_holdout_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TARS_OPT_HOLDOUT")
+    assert open_app().config.experiment.holdout == 0
