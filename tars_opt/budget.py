@@ -41,7 +41,7 @@ class BudgetExceeded(Exception):
 
 @dataclass(frozen=True)
 class BudgetState:
-    """Where the month stands against the budget. The defer stage reads `defer_all`."""
+    """Where the month stands against the budget (`budget` and `budget --json` show it)."""
 
     month: str
     budget_usd: float
@@ -236,6 +236,5 @@ class Budget:
 def budget_state(
     config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
 ) -> BudgetState:
-    """The budget state now: what the defer stage reads (`.defer_all`) to defer everything
-    deferrable once a `defer` budget is spent."""
+    """The budget state now: spend, open reservations, pace and policy."""
     return Budget(config, db, clock=clock).state()
