@@ -1,5 +1,9 @@
 """The monthly budget: pacing, threshold alerts, and a policy at 100% (warn | defer | block).
 
+`warn` alerts and answers; `block` refuses non-urgent requests once the budget is spent
+(nothing sent, nothing queued); `defer` has the defer stage queue deferrable work from
+`lazy.budget_threshold` of the budget on. Only `defer` ever queues because of the budget.
+
 Concurrent callers cannot overshoot a blocking budget: before a call is sent its estimated
 cost is reserved in the `reservations` table inside one BEGIN IMMEDIATE transaction that
 also reads the month's spend and the open reservations, so two processes never both see
@@ -37,7 +41,7 @@ class BudgetExceeded(Exception):
 
 @dataclass(frozen=True)
 class BudgetState:
-    """Where the month stands against the budget. The defer stage reads `defer_all`."""
+    """Where the month stands against the budget (`budget` and `budget --json` show it)."""
 
     month: str
     budget_usd: float
@@ -62,7 +66,8 @@ class BudgetState:
 
     @property
     def defer_all(self) -> bool:
-        """True when the policy asks the defer stage to defer everything deferrable."""
+        """True when a `defer` budget is spent: everything deferrable is deferred (the
+        defer stage starts at `lazy.budget_threshold`, 100% unless set lower)."""
         return self.policy == "defer" and self.over
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +105,24 @@ class Budget:
     @property
     def _cfg(self) -> BudgetConfig:
         return self.config.budget
+
+    @property
+    def policy(self) -> str:
+        """What happens at 100%: warn | defer | block."""
+        return self._cfg.policy
+
+    def refusal(self, state: BudgetState, *, amount: float | None = None,
+                queued: bool = False) -> str:  # fmt: skip
+        """The one line a `block` refusal prints: whose budget, the cause, the fix."""
+        this = f" + ~${amount:.4f} for this call" if amount is not None else ""
+        what = "not queued either (no drain submits while it is spent)" if queued else (
+            "nothing sent")  # fmt: skip
+        return (
+            f"tars-opt monthly budget reached: ${state.spent_usd:.2f} spent + "
+            f"${state.reserved_usd:.2f} in flight{this}, budget.monthly_usd is "
+            f"${state.budget_usd:.2f} (budget.policy block); {what}. Fix: retry with --urgent, "
+            "raise budget.monthly_usd, or set budget.policy to warn or defer"
+        )
 
     def estimate(self, prepared: Prepared) -> float:
         """An upper bound of what sending `prepared` can cost, in USD."""
@@ -169,11 +192,8 @@ class Budget:
                 and not prepared.request.urgent
                 and spent + reserved + amount > limit
             ):
-                raise BudgetExceeded(
-                    f"monthly budget reached: ${spent:.2f} spent + ${reserved:.2f} in flight "
-                    f"+ ~${amount:.4f} for this call > ${limit:.2f} (policy block); retry with "
-                    "--urgent, raise budget.monthly_usd, or set budget.policy to warn or defer"
-                )
+                state = BudgetState(month_period(now), limit, spent, reserved, 0.0, "block")
+                raise BudgetExceeded(self.refusal(state, amount=amount))
             if self.config.backend == "offline":
                 # Placeholder calls hold no money: nothing for another process to see.
                 return Reservation(0, amount)
@@ -187,18 +207,22 @@ class Budget:
         """Drop a reservation once its call's actual cost is in the ledger (or it failed)."""
         self.db.conn.execute("DELETE FROM reservations WHERE id = ?", [reservation.id])
 
-    def check_alerts(self, alerter: Alerter) -> list[Alert]:
+    def check_alerts(self, alerter: Alerter, state: BudgetState | None = None) -> list[Alert]:
         """Raise each crossed threshold (and a pace warning) once per month; return those sent."""
-        state = self.state()
+        state = state or self.state()
         spent_share = state.spent_usd / state.budget_usd
         sent = []
         for share in self._cfg.alert_at:
             if spent_share < share:
                 continue
             level = "critical" if share >= 1.0 else ("warning" if share >= 0.8 else "info")
-            what = {"warn": "", "defer": "; deferrable work is now deferred",
-                    "block": "; non-urgent requests are now refused"}  # fmt: skip
-            tail = what[state.policy] if share >= 1.0 else ""
+            tail = ""
+            if state.policy == "warn" and share >= 1.0:
+                tail = "; budget.policy is warn: requests are still answered"
+            elif state.policy == "block" and share >= 1.0:
+                tail = "; non-urgent requests are now refused"
+            elif state.policy == "defer" and share >= self.config.lazy.budget_threshold:
+                tail = "; deferrable work is now queued for the off-peak drain"
             alert = Alert(
                 key=f"budget:{round(share * 100)}",
                 level=level,
@@ -217,6 +241,5 @@ class Budget:
 def budget_state(
     config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
 ) -> BudgetState:
-    """The budget state now: what the defer stage reads (`.defer_all`) to defer everything
-    deferrable once a `defer` budget is spent."""
+    """The budget state now: spend, open reservations, pace and policy."""
     return Budget(config, db, clock=clock).state()

@@ -21,7 +21,7 @@ from tars_opt.alerts import Alerter
 from tars_opt.backends import Backend, BackendError
 from tars_opt.budget import Budget, BudgetExceeded
 from tars_opt.config import Config
-from tars_opt.experiment import in_holdout
+from tars_opt.experiment import holdout_exclusion, in_holdout
 from tars_opt.ledger import CallRecord, Ledger
 from tars_opt.pricing import PriceBook
 from tars_opt.prompt_cache import (
@@ -160,12 +160,20 @@ class Optimizer:
         if request.model is not None:
             request = replace(request, forced_model=True)
             decisions.append(Decision("route", "forced", f"--model {request.model}"))
-        elif in_holdout(request.request_id, self.config.experiment.holdout):
-            # The A/B holdout: the baseline system, no stage at all, to measure the saving.
-            base = self.config.models.baseline
-            tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
-            request = replace(request, holdout=True, model=base, tier=tier)
-            decisions.append(Decision("experiment", "holdout", "sent unoptimized (A/B)"))
+        share = self.config.experiment.holdout
+        if in_holdout(request.request_id, share):
+            kept = holdout_exclusion(request) or self._queued_by_defer(request)
+            if kept is None:
+                # The A/B holdout: the baseline system, no stage at all, to measure the saving.
+                base = self.config.models.baseline
+                tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
+                request = replace(request, holdout=True, model=base, tier=tier)
+                why = f"A/B holdout: sent unoptimized on {base} (experiment.holdout {share:.0%})"
+                decisions.append(Decision("experiment", "holdout", why))
+            else:
+                decisions.append(
+                    Decision("experiment", "excluded", f"drawn for the A/B holdout, but {kept}")
+                )
         for stage in self.stages if not request.holdout else ():
             if request.forced_model and stage.name == "route":
                 continue
@@ -189,6 +197,13 @@ class Optimizer:
         prepare_ms = (time.perf_counter() - started) * 1000.0
         return Prepared(request, params, decisions, started, prepare_ms)
 
+    def _queued_by_defer(self, request: Request) -> str | None:
+        """Why the defer stage would queue `request` (the holdout must not send it now)."""
+        stage = next((s for s in self.stages if s.name == "defer"), None)
+        queue_reason = getattr(stage, "queue_reason", None)
+        reason = queue_reason(request) if queue_reason is not None else None
+        return f"the defer stage queues it ({reason})" if reason else None
+
     def _marked(self, request: Request, decisions: list[Decision]) -> dict[str, Any]:
         """The request's API body with its prompt-cache breakpoints; the choice joins
         `decisions`. The holdout is the baseline system: no prompt caching either."""
@@ -199,7 +214,7 @@ class Optimizer:
         params, marks, why = mark_breakpoints(
             params,
             self.config.context.prompt_caching,
-            deferred=request.defer,
+            deferred=request.defer is True,
             enabled=not request.holdout,
             since_sent=since[0],
             since_turn=since[1],
@@ -346,7 +361,17 @@ class Optimizer:
             # answer is still an answer.
             with contextlib.suppress(BackendError, BudgetExceeded):
                 reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
-        self.budget.check_alerts(self.alerter)
+        state = self.budget.state()
+        self.budget.check_alerts(self.alerter, state)
+        if state.policy == "warn" and state.over:
+            # Alerts go out once a month; an answered call past the budget says so each time.
+            warning = (
+                f"tars-opt monthly budget spent: {state.used_share:.0%} of "
+                f"${state.budget_usd:.2f} used this month; budget.policy is warn, so this was "
+                "answered anyway (raise budget.monthly_usd, or set budget.policy to defer or "
+                "block)"
+            )
+            reply.decisions.append(Decision("budget", "over", warning, {"warning": warning}))
         return reply
 
     def _call(

@@ -212,8 +212,14 @@ def ask(
     session: Annotated[str | None, typer.Option(help="Group calls of one task.")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it arrives.")] = False,
     defer: Annotated[
-        bool, typer.Option(help="Queue it for the off-peak batch drain (half price).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--defer/--no-defer",
+            help="--defer: queue it for the off-peak batch drain (half price). --no-defer: "
+            "answer now, whatever the config or the budget would do. Neither: the config "
+            "decides (low priority, budget.policy defer).",
+        ),
+    ] = None,
     max_wait: Annotated[
         str | None, typer.Option(help="Longest you can wait for the answer, e.g. 30m, 6h, 2d.")
     ] = None,
@@ -389,7 +395,7 @@ def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
         style="dim",
         markup=False,
     )
-    task = Queue(opened.db).wait(ticket, poll_s=opened.config.lazy.poll_seconds)
+    task = Queue(opened.db).wait(ticket)
     _show_result(task, as_json)
 
 

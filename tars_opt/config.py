@@ -95,8 +95,8 @@ class BudgetConfig(_Strict):
     monthly_usd: float = Field(200.0, gt=0)
     # Shares of the monthly budget that raise an alert, once each per month.
     alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    # At 100%: warn (alert only), defer (the defer stage defers all it may), block (refuse
-    # non-urgent requests).
+    # At 100%: warn (alert, answer anyway), defer (queue deferrable work; from
+    # lazy.budget_threshold), block (refuse non-urgent requests, queue nothing).
     policy: Literal["warn", "defer", "block"] = "warn"
     # A reservation left by a process that died stops counting after this long.
     reservation_ttl_s: float = Field(900.0, gt=0)
@@ -197,8 +197,8 @@ class HeartbeatConfig(_Strict):
 
 class ExperimentConfig(_Strict):
     # Share of eligible requests sent unoptimized (baseline model, no stages) to measure
-    # the real saving. 0 turns the holdout off.
-    holdout: float = Field(0.05, ge=0, le=0.5)
+    # the real saving; off (0) by default, as each held-out call costs the user money.
+    holdout: float = Field(0.0, ge=0, le=1.0)
 
 
 class ReportsConfig(_Strict):
@@ -331,7 +331,9 @@ class LazyConfig(_Strict):
     min_wait_minutes: float = Field(5.0, ge=0)
     default_max_wait_hours: float = Field(24.0, gt=0)
     defer_low_priority: bool = False
-    budget_threshold: float = Field(0.8, ge=0)
+    # With budget.policy defer: the share of budget.monthly_usd from which deferrable work
+    # is queued. Under warn and block the budget never queues anything.
+    budget_threshold: float = Field(1.0, ge=0)
     deadline_fallback: Literal["sync", "queue"] = "sync"
     expected_turnaround_minutes: float = Field(60.0, ge=0)
     max_retries: int = Field(2, ge=0, le=20)

@@ -59,6 +59,7 @@ class DrainReport:
     window: str
     in_window: bool
     opens_at: float | None = None
+    forced: bool = False  # `--now`: submitted whatever the window
     released: int = 0
     adopted: list[str] = field(default_factory=list)
     abandoned: int = 0
@@ -75,6 +76,7 @@ class DrainReport:
             "window": self.window,
             "in_window": self.in_window,
             "opens_at": self.opens_at,
+            "now": self.forced,
             "recovered": {
                 "released_claims": self.released,
                 "adopted_batches": self.adopted,
@@ -158,7 +160,9 @@ class Drainer(Recovery):
         (resubmitting errored requests that have retries left).
         """
         moment = self.clock()
-        report = DrainReport(str(self.window), self.window.contains(moment))
+        report = DrainReport(
+            str(self.window), self.window.contains(moment), forced=now and not collect_only
+        )
         if not report.in_window:
             report.opens_at = self.window.next_open(moment)
         may_submit = (now or report.in_window) and not collect_only

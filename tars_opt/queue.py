@@ -179,19 +179,39 @@ class Queue:
         self,
         ticket: str,
         *,
-        poll_s: float,
+        max_poll_s: float = 1.0,
+        first_poll_s: float = 0.05,
         timeout_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> dict[str, Any]:
-        """Block until the task reaches a final state (or `timeout_s` passes); return it."""
+        """Block until the task reaches a final state (or `timeout_s` passes); return it.
+
+        Checks after `first_poll_s`, then at doubling intervals up to `max_poll_s`, so a
+        drain's answer is noticed within `max_poll_s`. A check costs one `PRAGMA
+        data_version` (it changes only when another connection commits) unless something
+        was written, so many waiting processes do not load the database.
+        """
         start = self.clock()
+        interval = first_poll_s
+        seen: tuple[int, int] | None = None
+        task = self.require(ticket)
         while True:
-            task = self.require(ticket)
             if task["state"] in TERMINAL:
                 return task
             if timeout_s is not None and self.clock() - start >= timeout_s:
                 return task
-            sleep(poll_s)
+            sleep(interval)
+            interval = min(interval * 2, max_poll_s)
+            now_seen = self._write_marks()
+            if now_seen != seen:
+                seen = now_seen
+                task = self.require(ticket)
+
+    def _write_marks(self) -> tuple[int, int]:
+        """Changes to the file since this connection opened: other connections' commits
+        (data_version) and its own (total_changes)."""
+        conn = self.db.conn
+        return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
 
     # ---- what a drain does -------------------------------------------------------------
     def claim(self, owner: str, lease_s: float, limit: int) -> list[dict[str, Any]]:

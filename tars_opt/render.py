@@ -50,8 +50,9 @@ def reply_line(reply: Reply, config: str | None = None) -> str:
     est = " (estimated)" if u.estimated else ""
     stages = ", ".join(sorted({d.stage for d in reply.decisions})) or "none"
     read = f" | config: {config}" if config else ""
+    held = "A/B holdout: sent unoptimized | " if reply.holdout else ""
     return (
-        f"{reply.model or '-'} via {source_label(reply.source, reply.backend)} | tokens in "
+        f"{held}{reply.model or '-'} via {source_label(reply.source, reply.backend)} | tokens in "
         f"{u.input_tokens} / cache write "
         f"{u.cache_write} / cache read {u.cache_read} / out {u.output_tokens}{est} | "
         f"cost {usd(reply.cost)} baseline {usd(reply.baseline_cost)} "
@@ -306,10 +307,11 @@ def queued(console: Console, reply: Reply) -> None:
     """What `ask` prints when the request went to the queue."""
     data = next((d.data for d in reply.decisions if d.action == "queued"), {})
     reason = next((d.reason for d in reply.decisions if d.action == "queued"), "")
+    expected_in = f" (in {data['expected_in']})" if data.get("expected_in") else ""
     console.print(
         f"queued as {reply.ticket} ({reason}); the {data.get('window', 'off-peak')} window "
         f"opens {data.get('window_opens_at', '?')}, answer expected by "
-        f"{data.get('expected_at', '?')}",
+        f"{data.get('expected_at', '?')}{expected_in}",
         markup=False,
     )
     console.print(
@@ -380,7 +382,13 @@ def drain_report(console: Console, report: Any, now: float) -> None:
     from tars_opt.ledger import iso
     from tars_opt.window import human_duration
 
-    if not report.in_window and report.opens_at is not None and not report.submitted:
+    if report.forced and not report.in_window:
+        console.print(
+            f"outside the off-peak window {report.window}: submitting anyway (--now)"
+            + ("" if report.claimed else "; nothing was queued"),
+            markup=False,
+        )
+    elif not report.in_window and report.opens_at is not None and not report.submitted:
         console.print(
             f"outside the off-peak window {report.window}: it opens at "
             f"{iso(report.opens_at)[:16]}Z (in {human_duration(report.opens_at - now)}); "

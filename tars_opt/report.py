@@ -389,7 +389,15 @@ def _render(
                      f"{a.bad}/{a.good + a.bad}" if a.good + a.bad else "—"])  # fmt: skip
     L += _table(["arm", "requests", "measured cost / request", "baseline estimate / request",
                  "escalation rate", "bad feedback"], arow)  # fmt: skip
-    if hold is None or hold.requests < 30:
+    if (hold is None or not hold.requests) and config.experiment.holdout == 0:
+        L += [
+            "",
+            "The holdout is off (`experiment.holdout: 0`, the default: every held-out call "
+            "is paid at the unoptimized price), so the savings above are the ledger's "
+            "per-call attribution. To measure them, set e.g. `experiment.holdout: 0.05` for "
+            "two weeks.",
+        ]
+    elif hold is None or hold.requests < 30:
         L += [
             "",
             f"Only {hold.requests if hold else 0} holdout requests: too few for a firm "

@@ -144,9 +144,11 @@ class Request:
     # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
     # fresh answer), "off" (neither).
     cache_mode: str = "use"
-    # Lazy loading: `defer` asks for the off-peak queue; `max_wait_s` is how long the
-    # caller can wait for the answer (None = the config's default).
-    defer: bool = False
+    # Lazy loading: `defer` is the caller's word on the off-peak queue: True queue it,
+    # False never queue it, None leave it to the config (low priority, budget policy).
+    # `max_wait_s` is how long the caller can wait for the answer (None = the config's
+    # default).
+    defer: bool | None = None
     max_wait_s: float | None = None
     # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
     # is charged to the strategy named here, so that strategy's saving is net of it.
@@ -221,6 +223,11 @@ class Reply:
     # Who answered: "anthropic", or "offline" for the placeholder backend (not real money).
     backend: str | None = None
 
+    @property
+    def holdout(self) -> bool:
+        """Sent unoptimized as part of the A/B holdout."""
+        return any(d.stage == "experiment" and d.action == "holdout" for d in self.decisions)
+
     def to_dict(self) -> dict[str, Any]:
         """The shape `ask --json` prints."""
         return {
@@ -230,6 +237,7 @@ class Reply:
             "backend": self.backend,
             "request_id": self.request_id,
             "ticket": self.ticket,
+            "holdout": self.holdout,
             "stop_reason": self.stop_reason,
             "usage": self.usage.to_api(),
             "usage_estimated": self.usage.estimated,

@@ -24,9 +24,8 @@ from tests.handmade import add_call
 
 
 def write_config(path: Path, **sections) -> Path:
-    # Lazy loading off: at 80% of the budget it would queue these requests instead, and
-    # these tests are about what the budget itself does (tests/test_defer.py covers that).
-    path.write_text(yaml.safe_dump({"backend": "offline", "lazy": {"enabled": False}, **sections}))
+    # Lazy loading stays on: under warn and block the budget must not queue anything.
+    path.write_text(yaml.safe_dump({"backend": "offline", **sections}))
     return path
 
 

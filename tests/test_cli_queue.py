@@ -167,3 +167,25 @@ def test_daemon_stops_cleanly_on_sigterm(home: Path) -> None:
     messages = [json.loads(line)["msg"] for line in log.read_text().splitlines()]
     assert "daemon started" in messages and messages[-1] == "daemon stopped"
     assert "drain run" in messages  # the collector ran at start
+
+
+def test_drain_now_outside_the_window_says_it_submits_anyway(tmp_path: Path, runner) -> None:
+    now = datetime.now(UTC)
+    start, end = now + timedelta(hours=2), now + timedelta(hours=3)
+    window = f"{start:%H:%M}-{end:%H:%M}"
+    config = tmp_path / "c.yaml"
+    config.write_text(f'backend: offline\nlazy:\n  window: "{window}"\n')
+    assert run(runner, "ask", "-c", str(config), "--defer", "x").startswith("queued as t_")
+    plain = runner.invoke(app, ["drain", "-c", str(config)])
+    assert plain.exit_code == 0 and "use --now to submit anyway" in plain.stdout
+    forced = runner.invoke(app, ["drain", "-c", str(config), "--now"])
+    assert forced.exit_code == 0, forced.output
+    assert "use --now" not in forced.stdout
+    said = f"outside the off-peak window {window} UTC: submitting anyway (--now)"
+    assert said in forced.stdout
+    assert "claimed 1 tasks" in forced.stdout
+    again = runner.invoke(app, ["drain", "-c", str(config), "--now", "--json"])
+    report = json.loads(again.stdout)
+    assert report["now"] is True and report["in_window"] is False
+    empty = runner.invoke(app, ["drain", "-c", str(config), "--now"])
+    assert "submitting anyway (--now); nothing was queued" in empty.stdout

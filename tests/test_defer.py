@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tars_opt import Request, open_app
+from tars_opt.budget import BudgetExceeded
 from tars_opt.config import ConfigError, load_config
 from tars_opt.ledger import CallRecord
 from tars_opt.queue import Queue
@@ -19,8 +20,9 @@ NIGHT = at("2026-11-22T01:00")  # inside 00:00-06:00
 EVENING = at("2026-11-21T20:00")  # window opens in 4 h
 
 
-def optimizer(clock: Clock, **lazy: object):
-    app = open_app(backend="offline", overrides={f"lazy.{k}": v for k, v in lazy.items()})
+def optimizer(clock: Clock, policy: str = "warn", **lazy: object):
+    overrides = {f"lazy.{k}": v for k, v in lazy.items()}
+    app = open_app(backend="offline", overrides={**overrides, "budget.policy": policy})
     opt = app.optimizer(clock=clock)
     opt.stages = [DeferStage(app.config, app.db, clock)]
     return app, opt
@@ -64,43 +66,78 @@ def test_never_deferred_even_when_asked(home: Path, request_kw: dict, why: str) 
 def test_low_priority_defers_only_when_configured(home: Path) -> None:
     _, opt = optimizer(Clock(NIGHT))  # off by default: opt in
     reply = opt.ask(Request(prompt="x", priority="low"))
-    assert reply.source == "api" and "budget not tight" in defer_decision(reply).reason
+    assert reply.source == "api" and "not asked to defer" in defer_decision(reply).reason
     _, opt = optimizer(Clock(NIGHT), defer_low_priority=True)
     reply = opt.ask(Request(prompt="x", priority="low"))
-    assert reply.source == "queued" and defer_decision(reply).reason == "low priority"
+    assert reply.source == "queued"
+    assert defer_decision(reply).reason == "low priority (lazy.defer_low_priority)"
+    # --no-defer is the caller's word: it beats the config.
+    reply = opt.ask(Request(prompt="x", priority="low", defer=False))
+    assert reply.source == "api" and "--no-defer" in defer_decision(reply).reason
 
 
 def _spend(app, clock: Clock, dollars: float, ago: float = 3600) -> None:
+    earlier = Request(prompt="earlier")
     reply = Reply(
-        text="", model="claude-sonnet-5-5", source="api", request_id="req_old", cost=dollars
-    )
-    app.ledger.record(CallRecord(Request(prompt="earlier"), reply, ts=clock() - ago))
+        text="", model="claude-sonnet-5-5", source="api", request_id=earlier.request_id,
+        cost=dollars,
+    )  # fmt: skip
+    app.ledger.record(CallRecord(earlier, reply, ts=clock() - ago))
 
 
-def test_budget_tight_defers_normal_requests(home: Path) -> None:
+def test_a_warn_budget_never_queues_anything(home: Path) -> None:
     clock = Clock(NIGHT)
     app, opt = optimizer(clock)
-    _spend(app, clock, 150.0)  # 75% of $200: not tight
+    _spend(app, clock, 170.0)  # 85% of $200
     assert opt.ask(Request(prompt="one")).source == "api"
-    _spend_more = Reply(text="", model=None, source="api", request_id="req_more", cost=20.0)
-    app.ledger.record(CallRecord(Request(prompt="more"), _spend_more, ts=clock() - 60))
-    reply = opt.ask(Request(prompt="two"))  # now 85%
+    _spend(app, clock, 60.0)  # 115%: over, and still answered
+    reply = opt.ask(Request(prompt="two"))
+    assert reply.source == "api" and "not asked to defer" in defer_decision(reply).reason
+    assert Queue(app.db).counts()["queued"] == 0
+
+
+def test_a_defer_budget_queues_deferrable_work_once_spent(home: Path) -> None:
+    clock = Clock(NIGHT)
+    app, opt = optimizer(clock, policy="defer")
+    _spend(app, clock, 170.0)  # 85%: under the default threshold (100%)
+    reply = opt.ask(Request(prompt="one"))
+    assert reply.source == "api" and "budget under 100%" in defer_decision(reply).reason
+    _spend(app, clock, 40.0)  # 105%
+    reply = opt.ask(Request(prompt="two"))
     assert reply.source == "queued"
-    assert "budget tight: 85%" in defer_decision(reply).reason
+    assert "budget: 105% of $200 used this month" in defer_decision(reply).reason
+    for never in ({"urgent": True}, {"priority": "high"}, {"defer": False}):
+        assert opt.ask(Request(prompt="three", **never)).source == "api", never
 
 
 def test_budget_threshold_is_configurable(home: Path) -> None:
     clock = Clock(NIGHT)
-    app, opt = optimizer(clock, budget_threshold=0.5)
+    app, opt = optimizer(clock, policy="defer", budget_threshold=0.5)
     _spend(app, clock, 120.0)
     assert opt.ask(Request(prompt="q")).source == "queued"
+    _, warn = optimizer(clock, budget_threshold=0.5)  # read by the defer policy only
+    assert warn.ask(Request(prompt="q")).source == "api"
+
+
+def test_a_spent_block_budget_refuses_marked_work_instead_of_queueing(home: Path) -> None:
+    clock = Clock(NIGHT)
+    app, opt = optimizer(clock, policy="block", defer_low_priority=True)
+    _spend(app, clock, 150.0)  # 75%: --defer still queues
+    assert opt.ask(Request(prompt="q", defer=True)).source == "queued"
+    _spend(app, clock, 60.0)  # 105%: the drain would submit nothing this month
+    for marked in ({"defer": True}, {"priority": "low"}):
+        with pytest.raises(BudgetExceeded, match="tars-opt monthly budget reached.*not queued"):
+            opt.ask(Request(prompt="q", **marked))
+    assert Queue(app.db).counts()["queued"] == 1
 
 
 def test_last_months_spend_does_not_count(home: Path) -> None:
     clock = Clock(at("2026-12-01T01:00"))
-    app, opt = optimizer(clock)
-    _spend(app, clock, 190.0, ago=7200)  # 23:00 on 30 November
+    app, opt = optimizer(clock, policy="defer")
+    _spend(app, clock, 210.0, ago=7200)  # 23:00 on 30 November
     assert opt.ask(Request(prompt="q")).source == "api"
+    _spend(app, clock, 210.0, ago=60)  # this month's does
+    assert opt.ask(Request(prompt="q")).source == "queued"
 
 
 def test_deadline_before_the_window_sends_now(home: Path) -> None:

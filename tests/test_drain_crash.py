@@ -230,18 +230,28 @@ def test_kill_9_at_arbitrary_moments_loses_and_repeats_nothing(home: Path) -> No
     assert set(sent) == {f"{t}-1" for t in tickets} and max(sent.values()) == 1
 
 
-def test_queue_wait_polls_with_an_injected_sleep(home: Path) -> None:
+def test_queue_wait_notices_a_drain_within_its_poll_cap(home: Path) -> None:
     clock = Clock(NIGHT)
     app = open_app(backend="offline")
     (ticket,) = enqueue(app, 1, clock)
     q = Queue(app.db, clock)
+    reads = []
+    real_require = q.require
+    q.require = lambda t: reads.append(t) or real_require(t)  # type: ignore[method-assign]
+    drained_at = []
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
-        if len(clock.slept) == 3:
+        if clock.now - NIGHT >= 40 and not drained_at:  # a drain answers 40 s in
             Drainer(app.config, app.db, clock=clock).run()
+            drained_at.append(clock.now)
 
-    task = q.wait(ticket, poll_s=30, sleep=sleep)
-    assert task["state"] == "done" and clock.slept == [30, 30, 30]
+    task = q.wait(ticket, sleep=sleep)
+    assert task["state"] == "done"
+    # Short first checks, doubling, capped at 1 s: noticed within a second, not 30.
+    assert clock.slept[:6] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0] and max(clock.slept) == 1.0
+    assert clock.now - drained_at[0] <= 1.0
+    # Between writes a check is a PRAGMA, not a read of the task.
+    assert len(reads) < len(clock.slept) / 4
     (other,) = enqueue(app, 1, clock)
-    assert q.wait(other, poll_s=10, timeout_s=25, sleep=clock.sleep)["state"] == "queued"
+    assert q.wait(other, timeout_s=25, sleep=clock.sleep)["state"] == "queued"

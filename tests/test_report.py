@@ -71,6 +71,19 @@ def test_phase_in_progress_is_measured_up_to_now(ledger, tmp_path: Path) -> None
     assert "| 2026-02-20 |" in text and "| 2026-02-21 |" not in text
 
 
+def test_a_report_without_a_holdout_says_it_is_off(home: Path, tmp_path: Path) -> None:
+    from tests.handmade import add_call
+
+    opened = open_app()
+    add_call(opened.db, "2026-02-18T10:00", cost=0.002, baseline_cost=0.004)
+    out = tmp_path / "p.md"
+    write_report(opened.db, opened.config, phase_spec(opened.config, 2),
+                 now=ts("2026-03-01T00:00"), out=out)  # fmt: skip
+    text = out.read_text()
+    assert "The holdout is off (`experiment.holdout: 0`" in text
+    assert "too few for a firm" not in text
+
+
 def test_judge_uses_each_metric_direction() -> None:
     assert judge("daily_cost_usd", 5.0, 5.73) == "PASS"
     assert judge("daily_cost_usd", 6.0, 5.73) == "FAIL"

@@ -1,10 +1,13 @@
 """The defer stage: queue a deferrable request for the off-peak drain instead of sending it.
 
-Deferrable: not --urgent, not --priority high, and a max wait of at least
-`lazy.min_wait_minutes`. Deferred when, on top of that, the user asked (--defer, or
---priority low with `lazy.defer_low_priority`) or the budget is tight (this month's spend
-above `lazy.budget_threshold` of `budget.monthly_usd`). A request whose max wait would pass
-before its batch is expected (window opening + turnaround) is sent now instead, unless
+Deferrable: not --no-defer, not --urgent, not --priority high, not streamed, and a max
+wait of at least `lazy.min_wait_minutes`. A deferrable request is queued only when the
+caller marked it (--defer, or --priority low with `lazy.defer_low_priority`) or when
+`budget.policy` is `defer` and this month's spend is at `lazy.budget_threshold` of
+`budget.monthly_usd` or more. Under `warn` the budget never queues anything; under
+`block` a spent budget refuses caller-marked work (BudgetExceeded) rather than queue it
+where no drain may submit it this month. A request whose max wait would pass before its
+batch is expected (window opening + turnaround) is sent now instead, unless
 `lazy.deadline_fallback` is `queue`.
 """
 
@@ -15,7 +18,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from tars_opt.budget import Budget
+from tars_opt.budget import Budget, BudgetExceeded
 from tars_opt.config import Config
 from tars_opt.queue import Queue
 from tars_opt.types import Decision, Reply, Request
@@ -44,6 +47,8 @@ class DeferStage:
 
     def not_deferrable(self, request: Request) -> str | None:
         """Why this request must be sent now, or None if it may wait."""
+        if request.defer is False:
+            return "--no-defer: never deferred"
         if request.urgent:
             return "urgent: never deferred"
         if request.priority == "high":
@@ -63,17 +68,31 @@ class DeferStage:
         if request.defer:
             return "asked to defer (--defer)"
         if request.priority == "low" and self.lazy.defer_low_priority:
-            return "low priority"
-        # Spent plus what concurrent callers have reserved: the same view the budget has.
-        state = self.budget.state()
-        if state.defer_all:
-            return f"budget spent ({state.used_share:.0%}); budget.policy is defer"
-        if state.used_share > self.lazy.budget_threshold:
-            return (
-                f"budget tight: {state.used_share:.0%} of ${state.budget_usd:g} used this "
-                f"month (threshold {self.lazy.budget_threshold:.0%})"
-            )
+            return "low priority (lazy.defer_low_priority)"
+        if self.budget.policy == "defer":
+            # Spent plus what concurrent callers have reserved: the same view the budget has.
+            state = self.budget.state()
+            if state.used_share >= self.lazy.budget_threshold:
+                return (
+                    f"budget: {state.used_share:.0%} of ${state.budget_usd:g} used this month "
+                    "and budget.policy is defer"
+                )
         return None
+
+    def queue_reason(self, request: Request) -> str | None:
+        """Why this stage would queue `request` (ignoring the deadline rule), or None."""
+        if not self.lazy.enabled or self.not_deferrable(request) is not None:
+            return None
+        return self.reason(request)
+
+    def _refuse_if_blocked(self) -> None:
+        """Under a spent `block` budget, refuse rather than queue: the drain submits
+        nothing while the budget is spent, so the answer would not come this month."""
+        if self.budget.policy != "block":
+            return
+        state = self.budget.state()
+        if state.over:
+            raise BudgetExceeded(self.budget.refusal(state, queued=True))
 
     def expected_at(self, now: float) -> float:
         """When a request queued now should have its answer."""
@@ -88,7 +107,11 @@ class DeferStage:
         now = self.clock()
         reason = self.reason(request)
         if reason is None:
-            return request, Decision("defer", "send", "not asked to defer; budget not tight")
+            why = "not asked to defer"
+            if self.budget.policy == "defer":
+                why += f"; budget under {self.lazy.budget_threshold:.0%} (policy defer)"
+            return request, Decision("defer", "send", why)
+        self._refuse_if_blocked()
         wait = self.max_wait(request)
         deadline = now + wait
         expected = self.expected_at(now)
@@ -119,6 +142,7 @@ class DeferStage:
                         "window": str(self.window),
                         "window_opens_at": iso_minute(self.window.next_open(now)),
                         "expected_at": iso_minute(expected),
+                        "expected_in": human_duration(max(expected - now, 0.0)),
                         "deadline": iso_minute(deadline),
                     },
                 )

@@ -12,5 +12,6 @@ def test_eight_asking_processes_and_a_drain(fake_api, tmp_path: Path) -> None:
     print(run)
     assert run.problems == []
     assert run.answered > 10 and run.queued > 0
-    # The budget was approached (asks then defer, the drain keeps tasks queued) and held.
+    # The budget was approached (asks until refused, --defer tasks the drain keeps queued)
+    # and held.
     assert run.spent > 0.5 * BUDGET_USD
