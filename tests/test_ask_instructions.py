@@ -47,7 +47,7 @@ def test_warn_at_85_percent_answers_now_and_warns_on_stderr(tmp_path: Path, runn
     spent(config, 0.85)
     result = ask(runner, config, PROMPT)
     assert PROMPT in result.stdout and "queued" not in result.stdout
-    assert "via api" in result.stdout
+    assert "via offline" in result.stdout
     assert "WARNING: 85% of the $1.00 monthly budget spent" in result.stderr
     assert queued(config) == 0
 
@@ -133,7 +133,7 @@ def held_config(tmp_path: Path, **sections: object) -> Path:
 def test_a_held_out_call_says_so_in_the_answer_line(tmp_path: Path, runner, held) -> None:
     config = held_config(tmp_path)
     out = ask(runner, config, PROMPT).stdout
-    assert "A/B holdout: sent unoptimized | claude-sonnet-5-5 via api" in out
+    assert "A/B holdout: sent unoptimized | claude-sonnet-5-5 via offline" in out
     data = json.loads(ask(runner, config, "--json", PROMPT).stdout)
     assert data["holdout"] is True and data["model"] == "claude-sonnet-5-5"
     row = open_app(config).db.execute("SELECT holdout FROM calls WHERE request_id = ?",
