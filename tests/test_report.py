@@ -77,7 +77,7 @@ def test_a_report_without_a_holdout_says_it_is_off(home: Path, tmp_path: Path) -
     opened = open_app()
     add_call(opened.db, "2026-02-18T10:00", cost=0.002, baseline_cost=0.004)
     out = tmp_path / "p.md"
-    write_report(opened.db, opened.config, phase_spec(opened.config, 2),
+    write_report(opened.db, opened.config, phase_spec(opened.db, opened.config, 1),
                  now=ts("2026-03-01T00:00"), out=out)  # fmt: skip
     text = out.read_text()
     assert "The holdout is off (`experiment.holdout: 0`" in text
