@@ -63,6 +63,18 @@ def test_only_matching_sections_in_file_order(tmp_path: Path, name: str, body: s
     assert compose(sections, "fact", "capital of Chile?").text == plain.text
 
 
+def test_keywords_are_whole_words_anywhere_in_a_huge_prompt(tmp_path: Path) -> None:
+    path = tmp_path / "p.md"
+    path.write_text(MD_PROMPT)
+    sections = load_sections(path)
+    filler = "newsletter my_python_tool lettering python3 " * 50_000  # 2 MB, no keyword
+    assert compose(sections, "other", filler).sent == ["identity"]
+    middle = filler[: len(filler) // 2] + "(Python) " + filler[len(filler) // 2 :]
+    assert compose(sections, "other", middle).sent == ["identity", "coding"]
+    assert compose(sections, "other", "use C++ in an E-MAIL").sent == ["identity"]
+    assert compose(sections, "other", "an EMAIL, please").sent == ["identity", "email"]
+
+
 @pytest.mark.parametrize(
     "body,message",
     [
