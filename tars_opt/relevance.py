@@ -61,6 +61,23 @@ STOPWORDS = frozenset(
 )
 
 
+# What relevance reads of a query (the prompt): its first QUERY_HEAD_CHARS and last
+# QUERY_TAIL_CHARS characters. A pasted 2 MB log holds thousands of numbers and names,
+# each one a needle to look for in every turn and tool (minutes of work); what is asked
+# sits at the start or the end, and the embedding reads the first 256 tokens anyway.
+QUERY_HEAD_CHARS = 12_000
+QUERY_TAIL_CHARS = 4_000
+_JOIN = "\n\n"
+
+
+def query_text(text: str) -> str:
+    """The part of a query that relevance reads: all of it up to QUERY_HEAD_CHARS +
+    QUERY_TAIL_CHARS (+2) characters, else its head and tail joined by a blank line."""
+    if len(text) <= QUERY_HEAD_CHARS + len(_JOIN) + QUERY_TAIL_CHARS:
+        return text
+    return text[:QUERY_HEAD_CHARS] + _JOIN + text[-QUERY_TAIL_CHARS:]
+
+
 def words(text: str) -> set[str]:
     """Lower-cased content words of a text: stopwords and 1-letter words left out, single
     digits kept (a weak term: "7" is a word of "alpha-7", not of "alpha-17")."""
@@ -292,8 +309,10 @@ class Scorer:
         """One 0..1 score per text.
 
         `defer_missing`: texts with no vector yet get their word-overlap score and are
-        embedded after the request (start_background / settle) instead of now.
+        embedded after the request (start_background / settle) instead of now. A very
+        long query is read as `query_text` gives it.
         """
+        query = query_text(query)
         qw, qn = words(query), needles(query)
         if len(self._words) > self._cache_size:
             self._words.clear()

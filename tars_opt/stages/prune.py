@@ -27,7 +27,7 @@ from tars_opt import tokens
 from tars_opt.backends import BackendError
 from tars_opt.config import LEVEL_ORDER, ContextConfig
 from tars_opt.history import Turn, message_text, problems, split_turns
-from tars_opt.relevance import Scorer, default_embedder, held, needles
+from tars_opt.relevance import Scorer, default_embedder, held, needles, query_text
 from tars_opt.summaries import SideAsk, Summary, SummaryStore, framed, summary_key, summary_request
 from tars_opt.types import Decision, Request
 from tars_opt.vector_cache import open_vector_cache
@@ -218,7 +218,7 @@ class PruneStage:
             for t in ([plan.pinned] if plan.pinned else []) + plan.kept
             for m in msgs[t.start : t.end]
         )
-        wanted = needles(request.prompt)
+        wanted = needles(query_text(request.prompt))
         missing = wanted - held(kept_text, wanted)
         embedded = {i: t[:EMBED_CHARS] for i, t in text.items()}
         background = self._background(request)
