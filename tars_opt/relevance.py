@@ -125,7 +125,7 @@ def _needle_pattern(needle: str) -> re.Pattern[str]:
     # A name or identifier: whole, not the start or end of a longer one ("alpha-7" is
     # not in "alpha-17", "alpha-70" or "alpha-7-west"; "os.path" is in "os.path.join").
     # Case matters for plain names ("Will" is not "will"), not once a digit is in it.
-    flags = re.IGNORECASE if any(c.isdigit() for c in needle) else 0
+    flags = re.IGNORECASE if _folded(needle) is not None else 0
     return re.compile(rf"(?<!\w)(?<![A-Za-z0-9]-){body}(?!\w)(?!-[A-Za-z0-9])(?!\.\d)", flags)
 
 
@@ -134,11 +134,29 @@ def holds(text: str, needle: str) -> bool:
     return _needle_pattern(needle).search(text) is not None
 
 
+@functools.lru_cache(maxsize=8192)
+def _folded(needle: str) -> str | None:
+    """The needle in lower case when it matches in any case (it has a digit), else None."""
+    return needle.lower() if any(c.isdigit() for c in needle) else None
+
+
 def held(text: str, candidates: Iterable[str]) -> set[str]:
     """The needles among `candidates` that `text` holds (see `holds`)."""
-    low = text.lower()
-    # A plain substring test first: most needles are not in a given text at all.
-    return {n for n in candidates if n.lower() in low and holds(text, n)}
+    found: set[str] = set()
+    low: str | None = None
+    for n in candidates:
+        # A plain substring test first: most needles are not in a given text at all.
+        folded = _folded(n)
+        if folded is None:
+            if n not in text:
+                continue
+        else:
+            low = text.lower() if low is None else low
+            if folded not in low:
+                continue
+        if holds(text, n):
+            found.add(n)
+    return found
 
 
 def lexical_score(
