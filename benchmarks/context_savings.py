@@ -32,7 +32,7 @@ from tars_opt import tokens  # noqa: E402
 from tars_opt.config import ContextConfig, ToolsConfig, load_config  # noqa: E402
 from tars_opt.db import connect  # noqa: E402
 from tars_opt.history import message_text  # noqa: E402
-from tars_opt.relevance import Scorer, default_embedder, needles  # noqa: E402
+from tars_opt.relevance import Scorer, default_embedder, held, needles  # noqa: E402
 from tars_opt.stages.prune import PruneStage  # noqa: E402
 from tars_opt.stages.tools import ToolStage  # noqa: E402
 from tars_opt.summaries import Summary  # noqa: E402
@@ -93,15 +93,16 @@ def history_tokens(request: Request) -> int:
 
 
 def needle_ok(request: Request, pruned: Request) -> bool | None:
-    """True when every needle of the prompt found in the history is still in the kept
-    messages; None when the prompt refers to nothing in the history."""
+    """True when every needle of the prompt found in the history (as a whole name, number
+    or identifier: `relevance.holds`) is still in the kept messages; None when the prompt
+    refers to nothing in the history."""
     full = "\n".join(message_text(m) for m in request.messages)
-    wanted = {n for n in needles(request.prompt) if n in full}
+    wanted = held(full, needles(request.prompt))
     if not wanted:
         return None
     kept = "\n".join(message_text(m) for m in pruned.api_messages()[:-1])
     kept += "\n" + "\n".join(b["text"] for b in pruned.prompt_prefix)
-    return all(n in kept for n in wanted)
+    return held(kept, wanted) == wanted
 
 
 def levels_table(convs: list, config: ContextConfig, scorer: Scorer) -> list[dict[str, Any]]:

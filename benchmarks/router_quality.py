@@ -1,6 +1,7 @@
 """Router quality as RouteLLM reports it, and the routing decision's speed.
 
 Run: python benchmarks/router_quality.py [--data ../shared/data] [--cache DIR] [--json]
+     [--split evaluation|calibration] [--no-speed]
 
 For the heuristic, the shipped learned router, a random router (every prompt tied: APGR 0.5
 by construction) and the oracle (the strong tier only where it gained), on
@@ -9,8 +10,10 @@ by construction) and the oracle (the strong tier only where it gained), on
   - arena_bench_v1 (evaluation only; claude-instant-1 weak, claude-2.1 strong),
 with RouteLLM's contaminated prompts excluded. Prints APGR, CPT(50%), CPT(80%) and the
 quality at 0, 20, ..., 100% strong calls; then the p50 / p99 of one routing decision
-(RouteStage.apply, embedding included for the learned router) over real prompts.
-Nothing here tunes anything: the routers are the shipped ones.
+(RouteStage.apply, embedding included for the learned router) over real prompts, and the
+time of one decision on a 2 MB prompt (a pasted log: routing reads its head and tail).
+Nothing here tunes anything: the routers are the shipped ones. `--split calibration`
+scores MMLU and GSM8K on their calibration splits instead (MT-Bench and arena have none).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from tars_opt.config import load_config  # noqa: E402
 from tars_opt.embed import get_embedder  # noqa: E402
+from tars_opt.router import routing_text  # noqa: E402
 from tars_opt.router.calibration import curve, oracle_scores  # noqa: E402
 from tars_opt.router.datasets import (  # noqa: E402
     Labelled,
@@ -66,10 +71,12 @@ def evaluate(sets: list[Labelled], cache: Path | None) -> list[dict[str, object]
     learned = load_learned()
     rows = []
     for data in sets:
+        # What the route stage hands the routers: the prompt, or head and tail of a huge one.
+        read = replace(data, prompts=[routing_text(p) for p in data.prompts])
         scores = {
-            "heuristic": np.array([heuristic.score_text(p).score for p in data.prompts]),
+            "heuristic": np.array([heuristic.score_text(p).score for p in read.prompts]),
             "learned": learned.score_embedded(
-                embed_cached(learned.embedder, data, cache), data.prompts
+                embed_cached(learned.embedder, read, cache), read.prompts
             ),
             "random": np.zeros(len(data)),
             "oracle": oracle_scores(data.weak, data.strong),
@@ -147,7 +154,41 @@ def decision_speed(prompts: list[str], rounds: int = 3) -> dict[str, dict[str, f
         "p50_ms": float(np.percentile(times, 50) * 1e3),
         "p99_ms": float(np.percentile(times, 99) * 1e3),
     }
+    huge = Request(prompt=pasted_log(2_000_000))
+    for name in ("heuristic", "learned"):
+        config = base.model_copy(
+            update={"routing": base.routing.model_copy(update={"router": name})}
+        )
+        stage = RouteStage(config)
+        stage.apply(Request(prompt="warm up"))
+        embedder = getattr(stage.router, "embedder", None)
+        times = np.empty(rounds)
+        for i in range(rounds):
+            if embedder is not None:
+                embedder.clear_memo()
+            start = time.perf_counter()
+            stage.apply(huge)
+            times[i] = time.perf_counter() - start
+        out[f"{name}, one 2 MB prompt ({rounds} runs)"] = {
+            "p50_ms": float(np.median(times) * 1e3),
+            "p99_ms": float(times.max() * 1e3),
+        }
     return out
+
+
+def pasted_log(chars: int) -> str:
+    """A question, about `chars` characters of a service log, and what to do with it."""
+    head = "Why does alpha-7 crash every night? Here is the log of the last run:\n\n"
+    tail = "\n\nExplain the root cause step by step and how to fix it."
+    lines, n, i = [], len(head) + len(tail), 0
+    while n < chars:
+        line = (
+            f"2026-03-{i % 28 + 1:02d}T{i % 24:02d}:{i % 60:02d}:07Z WARN alpha-{i % 12 + 1} "
+            f"GET /api/v2/orders/{i} 200 {i % 997}ms; thread pool queue depth {i % 50}"
+        )
+        lines.append(line)
+        n, i = n + len(line) + 1, i + 1
+    return head + "\n".join(lines) + tail
 
 
 def main() -> None:
@@ -156,17 +197,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="keep embeddings here")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--no-speed", action="store_true", help="skip the timing")
+    parser.add_argument(
+        "--split",
+        choices=["evaluation", "calibration"],
+        default="evaluation",
+        help="MMLU and GSM8K split (calibration: those two sets only)",
+    )
     args = parser.parse_args()
-    sets = [
-        load_mmlu(args.data, "evaluation"),
-        load_gsm8k(args.data, "evaluation"),
-        load_mt_bench(args.data),
-        load_arena(args.data),
-    ]
+    sets = [load_mmlu(args.data, args.split), load_gsm8k(args.data, args.split)]
+    chat = [load_mt_bench(args.data), load_arena(args.data)]
+    if args.split == "evaluation":
+        sets += chat
     rows = evaluate(sets, args.cache)
     speed = {}
     if not args.no_speed:
-        prompts = sets[2].prompts + sets[3].prompts[:128]
+        prompts = chat[0].prompts + chat[1].prompts[:128]
         speed = decision_speed(prompts)
     if args.json:
         print(json.dumps({"quality": rows, "speed": speed}, indent=1))

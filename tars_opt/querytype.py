@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from tars_opt.router import routing_text
+
 _CODE = re.compile(
     r"```|\b(def|class|function|import|return|const|var|let)\b\s*\w|\b(bug|debug|stack ?trace|"
     r"exception|compile|compiler|regex|sql|python|javascript|typescript|java|rust|golang|c\+\+|"
@@ -32,7 +34,9 @@ _FACT = re.compile(
 
 
 def guess_query_type(prompt: str) -> str:
-    """The most likely query type of `prompt`."""
+    """The most likely query type of `prompt` (read as routing reads it: head and tail of
+    a very long prompt, see tars_opt.router.routing_text)."""
+    prompt = routing_text(prompt)
     if _CODE.search(prompt):
         return "code"
     if _TEMPLATE.search(prompt):

@@ -22,6 +22,7 @@ far the thread got, so results stay deterministic.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import logging
 import re
@@ -37,6 +38,12 @@ log = logging.getLogger("tars_opt.relevance")
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[.:][A-Za-z_][A-Za-z0-9_]*)*|\d[\d.,:/-]*\d|\d")
 _NUMBER = re.compile(r"\d[\d.,:/-]*\d|\d")
+# Identifiers that carry a digit: alpha-7, v2, B7, x86_64, mia_li_3668, XEWRD9, GPT-4,
+# file2.py, and issue numbers (#4). The digit is what a follow-up quotes exactly.
+_CODE = re.compile(
+    r"#\d+\b|(?<![\w#])(?:[A-Za-z0-9]+[-_.])*[A-Za-z]*\d[A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*"
+)
+_ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)", re.IGNORECASE)
 _IDENT = re.compile(
     r"\b(?:[a-z]+_[a-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*|[A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*|"
     r"[A-Za-z_]\w*\.[A-Za-z_]\w*(?:\.\w+)*|[A-Za-z_]\w*\(\)|[A-Z]{2,}[0-9]*)\b"
@@ -54,16 +61,101 @@ STOPWORDS = frozenset(
 )
 
 
+# What relevance reads of a query (the prompt): its first QUERY_HEAD_CHARS and last
+# QUERY_TAIL_CHARS characters. A pasted 2 MB log holds thousands of numbers and names,
+# each one a needle to look for in every turn and tool (minutes of work); what is asked
+# sits at the start or the end, and the embedding reads the first 256 tokens anyway.
+QUERY_HEAD_CHARS = 12_000
+QUERY_TAIL_CHARS = 4_000
+_JOIN = "\n\n"
+
+
+def query_text(text: str) -> str:
+    """The part of a query that relevance reads: all of it up to QUERY_HEAD_CHARS +
+    QUERY_TAIL_CHARS (+2) characters, else its head and tail joined by a blank line."""
+    if len(text) <= QUERY_HEAD_CHARS + len(_JOIN) + QUERY_TAIL_CHARS:
+        return text
+    return text[:QUERY_HEAD_CHARS] + _JOIN + text[-QUERY_TAIL_CHARS:]
+
+
 def words(text: str) -> set[str]:
-    """Lower-cased content words of a text (stopwords and 1-letter words left out)."""
-    return {w.lower() for w in _WORD.findall(text) if len(w) > 1 and w.lower() not in STOPWORDS}
+    """Lower-cased content words of a text: stopwords and 1-letter words left out, single
+    digits kept (a weak term: "7" is a word of "alpha-7", not of "alpha-17")."""
+    return {
+        w.lower()
+        for w in _WORD.findall(text)
+        if (len(w) > 1 or w.isdigit()) and w.lower() not in STOPWORDS
+    }
+
+
+def _is_code(token: str) -> bool:
+    if token.startswith("#"):
+        return True
+    has_digit = any(c.isdigit() for c in token)
+    has_letter = any(c.isalpha() for c in token)
+    return has_digit and has_letter and not _ORDINAL.fullmatch(token)
 
 
 def needles(text: str) -> set[str]:
-    """What a later message would quote exactly: numbers, code identifiers and names."""
-    found = {n for n in _NUMBER.findall(text) if len(n) >= 2}
-    found |= set(_IDENT.findall(text))
-    found |= {n for n in _NAME.findall(text) if n.lower() not in STOPWORDS}
+    """What a later message would quote exactly: identifiers with digits, numbers (two
+    digits or more), code identifiers and names. A number inside an identifier belongs to
+    it ("alpha-12" is one needle, not "alpha-12" and "12"); match them with `holds`."""
+    found: set[str] = set()
+
+    def take(m: re.Match[str]) -> str:
+        if not _is_code(m.group()):
+            return m.group()
+        found.add(m.group())
+        return " " * len(m.group())
+
+    plain = _CODE.sub(take, text)
+    found |= {n for n in _NUMBER.findall(plain) if len(n) >= 2}
+    found |= set(_IDENT.findall(plain))
+    found |= {n for n in _NAME.findall(plain) if n.lower() not in STOPWORDS}
+    return found
+
+
+@functools.lru_cache(maxsize=8192)
+def _needle_pattern(needle: str) -> re.Pattern[str]:
+    body = re.escape(needle)
+    if needle[0].isdigit() and not any(c.isalpha() for c in needle):
+        # A number: not part of a longer number ("8003" is not in "18003" or "8003.5"),
+        # but it may end an identifier ("12" is in "alpha-12").
+        return re.compile(rf"(?<!\d)(?<!\d[.,]){body}(?!\d)(?![.,]\d)")
+    # A name or identifier: whole, not the start or end of a longer one ("alpha-7" is
+    # not in "alpha-17", "alpha-70" or "alpha-7-west"; "os.path" is in "os.path.join").
+    # Case matters for plain names ("Will" is not "will"), not once a digit is in it.
+    flags = re.IGNORECASE if _folded(needle) is not None else 0
+    return re.compile(rf"(?<!\w)(?<![A-Za-z0-9]-){body}(?!\w)(?!-[A-Za-z0-9])(?!\.\d)", flags)
+
+
+def holds(text: str, needle: str) -> bool:
+    """Whether `text` holds the needle as a whole name, number or identifier."""
+    return _needle_pattern(needle).search(text) is not None
+
+
+@functools.lru_cache(maxsize=8192)
+def _folded(needle: str) -> str | None:
+    """The needle in lower case when it matches in any case (it has a digit), else None."""
+    return needle.lower() if any(c.isdigit() for c in needle) else None
+
+
+def held(text: str, candidates: Iterable[str]) -> set[str]:
+    """The needles among `candidates` that `text` holds (see `holds`)."""
+    found: set[str] = set()
+    low: str | None = None
+    for n in candidates:
+        # A plain substring test first: most needles are not in a given text at all.
+        folded = _folded(n)
+        if folded is None:
+            if n not in text:
+                continue
+        else:
+            low = text.lower() if low is None else low
+            if folded not in low:
+                continue
+        if holds(text, n):
+            found.add(n)
     return found
 
 
@@ -73,15 +165,16 @@ def lexical_score(
     *,
     query_words: set[str] | None = None,
     text_words: set[str] | None = None,
+    query_needles: set[str] | None = None,
 ) -> float:
     """0..1: needles of the query found in the text (weighted 2) and shared content words."""
-    qn = needles(query)
+    qn = query_needles if query_needles is not None else needles(query)
     qw = query_words if query_words is not None else words(query)
     if not qn and not qw:
         return 0.0
     tw = text_words if text_words is not None else words(text)
     hit_words = len(qw & tw)
-    hit_needles = sum(1 for n in qn if n in text)
+    hit_needles = len(held(text, qn)) if qn else 0
     return (2 * hit_needles + hit_words) / (2 * len(qn) + len(qw))
 
 
@@ -234,13 +327,18 @@ class Scorer:
         """One 0..1 score per text.
 
         `defer_missing`: texts with no vector yet get their word-overlap score and are
-        embedded after the request (start_background / settle) instead of now.
+        embedded after the request (start_background / settle) instead of now. A very
+        long query is read as `query_text` gives it.
         """
-        qw = words(query)
+        query = query_text(query)
+        qw, qn = words(query), needles(query)
         if len(self._words) > self._cache_size:
             self._words.clear()
         lexical = [
-            lexical_score(query, t, query_words=qw, text_words=self._text_words(t)) for t in texts
+            lexical_score(
+                query, t, query_words=qw, text_words=self._text_words(t), query_needles=qn
+            )
+            for t in texts
         ]
         if not texts or self._model() is None:
             return lexical

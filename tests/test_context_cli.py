@@ -11,6 +11,7 @@ from benchmarks.tool_catalog import catalog
 from tars_opt.cli import app
 from tars_opt.inputs import InputError
 from tars_opt.sysprompt import compose, load_sections
+from tests.ops_chat import ANSWER, QUESTION, ops_chat
 from tests.test_prune import conversation
 
 YAML_PROMPT = """
@@ -60,6 +61,18 @@ def test_only_matching_sections_in_file_order(tmp_path: Path, name: str, body: s
     assert plain.sent == ["identity"]
     # Same choice, same bytes (the cached prefix survives).
     assert compose(sections, "fact", "capital of Chile?").text == plain.text
+
+
+def test_keywords_are_whole_words_anywhere_in_a_huge_prompt(tmp_path: Path) -> None:
+    path = tmp_path / "p.md"
+    path.write_text(MD_PROMPT)
+    sections = load_sections(path)
+    filler = "newsletter my_python_tool lettering python3 " * 50_000  # 2 MB, no keyword
+    assert compose(sections, "other", filler).sent == ["identity"]
+    middle = filler[: len(filler) // 2] + "(Python) " + filler[len(filler) // 2 :]
+    assert compose(sections, "other", middle).sent == ["identity", "coding"]
+    assert compose(sections, "other", "use C++ in an E-MAIL").sent == ["identity"]
+    assert compose(sections, "other", "an EMAIL, please").sent == ["identity", "email"]
 
 
 @pytest.mark.parametrize(
@@ -117,6 +130,22 @@ def test_inspect_shows_the_plan_without_calling_the_api(runner, tmp_path: Path) 
         "10 of 60 tools",
     ):
         assert words in text.output
+
+
+def test_inspect_keeps_the_turn_that_names_the_asked_identifier(runner, tmp_path: Path) -> None:
+    chat = tmp_path / "long.json"
+    chat.write_text(json.dumps(ops_chat()))
+    args = ["context", "inspect", "--context", str(chat), "--json"]
+    result = runner.invoke(app, [*args, QUESTION])
+    assert result.exit_code == 0, result.output
+    prune = json.loads(result.output)["prune"]
+    assert prune["level"] == "medium" and prune["summarized"]
+    # Messages 14-15 give alpha-7's port: quoted verbatim, not left to the summary.
+    assert list(ANSWER) in prune["relevant"]
+    # alpha-17's turn (26-27) is not taken for alpha-7's, and is for alpha-17's.
+    assert [26, 27] not in prune["relevant"]
+    other = json.loads(runner.invoke(app, [*args, "What was the port of alpha-17?"]).output)
+    assert [26, 27] in other["prune"]["relevant"]
 
 
 def test_inspect_reports_a_stored_summary_as_reused(runner, tmp_path: Path) -> None:

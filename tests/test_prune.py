@@ -12,9 +12,10 @@ from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.config import ContextConfig
 from tars_opt.history import problems, split_turns
-from tars_opt.relevance import Scorer
+from tars_opt.relevance import Scorer, holds, lexical_score, needles, words
 from tars_opt.stages.prune import PruneStage
 from tars_opt.types import Reply
+from tests.ops_chat import ANSWER, QUESTION, ops_chat
 
 FILLER = (
     "The quarterly planning notes cover staffing, vendor timelines, budget reviews and the "
@@ -199,6 +200,77 @@ def test_relevant_old_turn_is_kept_verbatim() -> None:
     other, d2 = stage(side_ask=Recorder()).apply(replace(req, prompt="Anything else?"))
     assert d2.data["relevant"] != decision.data["relevant"]
     assert (other.system, other.messages) == (out.system, out.messages)
+
+
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [
+        (QUESTION, {"alpha-7"}),
+        ("Is v2 on x86_64, B7 or #4?", {"v2", "x86_64", "B7", "#4"}),
+        ("Ask mia_li_3668 about XEWRD9", {"mia_li_3668", "XEWRD9"}),
+        # The number belongs to its identifier: no separate "12" matching every "12".
+        ("and alpha-12?", {"alpha-12"}),
+        ("Which port did db-west-7 use, 54321?", {"db-west-7", "54321"}),
+        # Bare single digits and ordinals are not needles.
+        ("Give me 3 ideas for the 2nd step", set()),
+    ],
+)
+def test_identifiers_with_digits_are_needles(prompt: str, expected: set[str]) -> None:
+    assert needles(prompt) == expected
+
+
+def test_an_identifier_matches_only_itself() -> None:
+    for text in ("alpha-7 on 8003", "ALPHA-7.", "(alpha-7)", "alpha-7.service", "alpha-7, then"):
+        assert holds(text, "alpha-7"), text
+    for text in ("alpha-17", "alpha-70", "alpha-7-west", "pre-alpha-7", "alpha-7.5", "alpha7"):
+        assert not holds(text, "alpha-7"), text
+    assert holds("see #4.", "#4") and not holds("see #42", "#4")
+    # A bare number may end an identifier, never be part of a longer number.
+    assert holds("alpha-12 is up", "12") and not holds("in 2012", "12")
+    assert not holds("port 18003", "8003") and not holds("v8003.5", "8003")
+    assert holds("os.path.join(a)", "os.path")
+    # Plain names keep their case ("Will" is not "will"); identifiers with digits do not.
+    assert not holds("it will", "Will") and holds("XEWRD9", "xewrd9")
+
+
+def test_a_bare_digit_is_a_weak_term() -> None:
+    # It is a word of the prompt (one of several), found as "7" in "alpha-7" only.
+    assert "7" in words(QUESTION)
+    assert "7" in words("alpha-7 is up") and "7" not in words("alpha-17 is up")
+    assert lexical_score("restart step 7", "we did step 7") > lexical_score(
+        "restart step 7", "we did step 17"
+    )
+
+
+def test_the_turn_with_the_asked_identifier_is_kept_verbatim() -> None:
+    history = tuple(ops_chat())
+    out, decision = stage(side_ask=Recorder()).apply(Request(prompt=QUESTION, messages=history))
+    assert decision.action == "medium"
+    assert list(ANSWER) in decision.data["relevant"]
+    quoted = out.api_messages()[-1]["content"][0]["text"]
+    assert f"USER (message 14): {history[14]['content']}" in quoted
+    assert f"ASSISTANT (message 15): {history[15]['content']}" in quoted
+    # alpha-17 and alpha-70 (messages 26-27) are other services: not quoted for alpha-7.
+    assert [26, 27] not in decision.data["relevant"]
+    assert "8017" not in quoted
+    # Asked about alpha-17, that turn is the one kept.
+    _, other = stage(side_ask=Recorder()).apply(
+        Request(prompt="What was the port of alpha-17?", messages=history)
+    )
+    assert [26, 27] in other.data["relevant"]
+
+
+def test_the_exact_identifier_outweighs_similar_recent_turns() -> None:
+    """The recent part mentions alpha-7 too (so it is no missing needle) and old turns
+    about ports read much like the question: the turn naming alpha-7's port still wins,
+    with embeddings on."""
+    history = list(ops_chat())
+    history[77] = {"role": "assistant", "content": "Done; alpha-7 was restarted by the drain."}
+    scorer = Scorer(lambda: WordEmbedder())
+    s = PruneStage(ContextConfig(), side_ask=Recorder(), scorer=scorer)
+    _, decision = s.apply(Request(prompt=QUESTION, messages=tuple(history)))
+    assert decision.data["scoring"] == "semantic+lexical"
+    assert list(ANSWER) in decision.data["relevant"]
 
 
 class WordEmbedder:

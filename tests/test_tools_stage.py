@@ -237,3 +237,34 @@ def test_without_routing_the_requested_tier_decides(home: Path, tier: str, actio
     app = open_app(backend="offline", overrides={"routing.enabled": False})
     reply = app.optimizer(backend=OfflineBackend()).ask(agent_request(tier=tier))
     assert next(d for d in reply.decisions if d.stage == "tools").action == action
+
+
+class SeenEmbedder:
+    """WordEmbedder that remembers the length of every text it embeds."""
+
+    def __init__(self) -> None:
+        from tests.test_prune import WordEmbedder
+
+        self.inner, self.lengths = WordEmbedder(), []
+        self.name, self.dim = self.inner.name, self.inner.dim
+
+    def embed(self, texts):
+        self.lengths += [len(t) for t in texts]
+        return self.inner.embed(texts)
+
+
+def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
+    from tars_opt.relevance import QUERY_HEAD_CHARS, QUERY_TAIL_CHARS, query_text
+    from tests.test_route import pasted_log
+
+    tools = tuple(catalog(60))
+    log = pasted_log(2_000_000)  # thousands of numbers and ids, each a needle to look for
+    prompt = "Use github_update_issue for the bug below.\n" + log + "\nThen open a Jira ticket."
+    seen = SeenEmbedder()
+    s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: seen))
+    out, decision = s.apply(Request(prompt=prompt, tools=tools))
+    assert max(seen.lengths) <= QUERY_HEAD_CHARS + QUERY_TAIL_CHARS + 2
+    # The same choice as for the part it reads; a tool named at the start is kept.
+    capped, same = s.apply(Request(prompt=query_text(prompt), tools=tools))
+    assert out.tools == capped.tools and decision.data["named"] == same.data["named"]
+    assert "github_update_issue" in decision.data["named"]

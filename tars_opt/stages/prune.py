@@ -27,7 +27,7 @@ from tars_opt import tokens
 from tars_opt.backends import BackendError
 from tars_opt.config import LEVEL_ORDER, ContextConfig
 from tars_opt.history import Turn, message_text, problems, split_turns
-from tars_opt.relevance import Scorer, default_embedder, needles
+from tars_opt.relevance import Scorer, default_embedder, held, needles, query_text
 from tars_opt.summaries import SideAsk, Summary, SummaryStore, framed, summary_key, summary_request
 from tars_opt.types import Decision, Request
 from tars_opt.vector_cache import open_vector_cache
@@ -218,7 +218,8 @@ class PruneStage:
             for t in ([plan.pinned] if plan.pinned else []) + plan.kept
             for m in msgs[t.start : t.end]
         )
-        missing = {n for n in needles(request.prompt) if n not in kept_text}
+        wanted = needles(query_text(request.prompt))
+        missing = wanted - held(kept_text, wanted)
         embedded = {i: t[:EMBED_CHARS] for i, t in text.items()}
         background = self._background(request)
         scored = self.scorer.scores(
@@ -231,18 +232,20 @@ class PruneStage:
         chosen: list[Turn] = []
         budget = cfg.relevant_tokens
         by_index = {t.index: t for t in plan.old}
-        # Needles first: greedy cover, newest first on ties.
+        # Needles first: greedy cover; among turns holding as many, the best scored (the
+        # one that also has the prompt's other words), then the newest.
+        has = {t.index: held(text[t.index], missing) for t in plan.old}
         while missing and len(chosen) < cfg.relevant_top_k:
             best = max(
                 (t for t in plan.old if t not in chosen and t.tokens <= budget),
-                key=lambda t: (sum(1 for n in missing if n in text[t.index]), t.index),
+                key=lambda t: (len(has[t.index] & missing), scores[t.index], t.index),
                 default=None,
             )
-            if best is None or not any(n in text[best.index] for n in missing):
+            if best is None or not has[best.index] & missing:
                 break
             chosen.append(best)
             budget -= best.tokens
-            missing = {n for n in missing if n not in text[best.index]}
+            missing -= has[best.index]
         for i in sorted(scores, key=lambda i: (-scores[i], -i)):
             if len(chosen) >= cfg.relevant_top_k or scores[i] < cfg.relevant_min_score:
                 break

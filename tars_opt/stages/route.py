@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from tars_opt.config import Config
-from tars_opt.router import Router, RouteScore
+from tars_opt.router import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
 from tars_opt.router.heuristic import HeuristicRouter
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
 
@@ -111,12 +111,16 @@ class RouteStage:
         return chosen, used
 
     def apply(self, request: Request) -> tuple[Request, Decision]:
-        scored: RouteScore = self.router.route_score(request)
+        read = routing_text(request.prompt)
+        seen = request if read is request.prompt else replace(request, prompt=read)
+        scored: RouteScore = self.router.route_score(seen)
         data: dict[str, Any] = {
             "router": scored.router,
             "score": round(scored.score, 2),
             **scored.details,
         }
+        if seen is not request:
+            data["prompt_chars_read"] = len(read)
         prompt = request.prompt.lower()
         pinned = next(((k, t) for k, t in self._keywords if k in prompt), None)
         if pinned is not None:
@@ -134,6 +138,11 @@ class RouteStage:
             why = f"{scored.router} score {scored.score:.1f} {bar} -> {tier}; {scored.explain}"
             if self._threshold_source != "config":
                 why += f"; threshold from {self._threshold_source}"
+            if seen is not request:
+                why += (
+                    f"; scored on the first {ROUTE_HEAD_CHARS:,} and last {ROUTE_TAIL_CHARS:,} "
+                    f"of {len(request.prompt):,} characters"
+                )
         minimum = self.routing.tools_min_tier
         if request.tools and minimum and self.tiers.index(tier) < self.tiers.index(minimum):
             why += f"; tools present -> at least {minimum}"

@@ -31,7 +31,7 @@ from tars_opt import tokens
 from tars_opt.config import PromptCachingConfig, ToolsConfig
 from tars_opt.history import message_text, tool_names_used
 from tars_opt.pricing import PriceBook, UnknownModelPrice
-from tars_opt.relevance import Scorer, default_embedder
+from tars_opt.relevance import Scorer, default_embedder, query_text
 from tars_opt.types import Decision, Request
 from tars_opt.vector_cache import VectorCache
 
@@ -94,8 +94,9 @@ class ToolStage:
         names = [str(tools[i].get("name")) for i in client]
         recent = " ".join(message_text(m) for m in request.messages[-2:])[-QUERY_CONTEXT_CHARS:]
         used = tool_names_used(request.messages) & set(names)
-        named = named_in(request.prompt + "\n" + recent, names) - used
-        query = f"{request.prompt}\n{recent}".strip()
+        prompt = query_text(request.prompt)  # a pasted 2 MB log is read at its ends
+        named = named_in(prompt + "\n" + recent, names) - used
+        query = f"{prompt}\n{recent}".strip()
         scores = self.scorer.scores(query, [tool_text(tools[i]) for i in client])
         by_score = sorted(range(len(client)), key=lambda j: (-scores[j], j))
         chosen = {i for i in range(len(tools)) if i not in client}
