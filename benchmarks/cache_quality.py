@@ -30,15 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tars_opt import Request, open_app  # noqa: E402
-from tars_opt.cache_calibrate import (  # noqa: E402
+from tars_opt.cache.calibrate import (  # noqa: E402
     Pairs,
     evaluate,
     guard_passes,
     read_pairs,
     similarities,
 )
-from tars_opt.config import load_config  # noqa: E402
-from tars_opt.embed import get_embedder  # noqa: E402
+from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.embeddings.model import get_embedder  # noqa: E402
 
 
 def read_stsb(path: Path, cut: float = 4.0) -> Pairs:

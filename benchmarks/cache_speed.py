@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tars_opt import Reply, Request  # noqa: E402
-from tars_opt.cache_keys import context_fingerprint, exact_key, model_selector  # noqa: E402
-from tars_opt.config import load_config  # noqa: E402
-from tars_opt.db import connect  # noqa: E402
-from tars_opt.embed import DIM, get_embedder  # noqa: E402
-from tars_opt.stages.cache import CacheStage  # noqa: E402
-from tars_opt.vectors import to_blob  # noqa: E402
+from tars_opt.cache.keys import context_fingerprint, exact_key, model_selector  # noqa: E402
+from tars_opt.cache.stage import CacheStage  # noqa: E402
+from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.embeddings.index import to_blob  # noqa: E402
+from tars_opt.embeddings.model import DIM, get_embedder  # noqa: E402
+from tars_opt.store.db import connect  # noqa: E402
 
 NOW = 1_800_000_000.0
 

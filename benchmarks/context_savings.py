@@ -29,15 +29,15 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.tool_catalog import catalog, prompts  # noqa: E402
 from tars_opt import tokens  # noqa: E402
-from tars_opt.config import ContextConfig, ToolsConfig, load_config  # noqa: E402
-from tars_opt.db import connect  # noqa: E402
-from tars_opt.history import message_text  # noqa: E402
-from tars_opt.relevance import Scorer, default_embedder, held, needles  # noqa: E402
-from tars_opt.stages.prune import PruneStage  # noqa: E402
-from tars_opt.stages.tools import ToolStage  # noqa: E402
-from tars_opt.summaries import Summary  # noqa: E402
+from tars_opt.config.schema import ContextConfig, ToolsConfig, load_config  # noqa: E402
+from tars_opt.context.history import message_text  # noqa: E402
+from tars_opt.context.prune import PruneStage  # noqa: E402
+from tars_opt.context.relevance import Scorer, default_embedder, held, needles  # noqa: E402
+from tars_opt.context.summaries import Summary  # noqa: E402
+from tars_opt.context.tools import ToolStage  # noqa: E402
+from tars_opt.embeddings.store import VectorCache  # noqa: E402
+from tars_opt.store.db import connect  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
-from tars_opt.vector_cache import VectorCache  # noqa: E402
 
 ROLE = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant"}
 
@@ -150,7 +150,7 @@ def _timed(stage: PruneStage, request: Request, placeholder: Summary) -> float:
     if stage.scorer.semantic:
         # The prompt is new to a new process (a request with history skips the semantic
         # cache, so nothing embedded it before the pruner): time its embedding too.
-        from tars_opt.embed import get_embedder
+        from tars_opt.embeddings.model import get_embedder
 
         get_embedder().clear_memo()
     start = time.perf_counter()

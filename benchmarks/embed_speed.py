@@ -23,8 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tars_opt.embed import MiniLMEmbedder, get_embedder  # noqa: E402
-from tars_opt.vectors import PartitionedIndex, VectorIndex  # noqa: E402
+from tars_opt.embeddings.index import PartitionedIndex, VectorIndex  # noqa: E402
+from tars_opt.embeddings.model import MiniLMEmbedder, get_embedder  # noqa: E402
 
 STSB = Path(os.environ.get("TARS_OPT_SHARED_DATA", REPO.parent / "shared" / "data")) / "stsb"
 

@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from router_quality import embed_cached  # noqa: E402
 
-from tars_opt.config import load_config  # noqa: E402
-from tars_opt.router.calibration import curve, oracle_scores  # noqa: E402
-from tars_opt.router.datasets import ROUTELLM, Labelled, load_mmlu  # noqa: E402
-from tars_opt.router.learned import load_learned  # noqa: E402
+from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.routing.calibration import curve, oracle_scores  # noqa: E402
+from tars_opt.routing.datasets import ROUTELLM, Labelled, load_mmlu  # noqa: E402
+from tars_opt.routing.learned import load_learned  # noqa: E402
 
 K = 100
 

@@ -32,20 +32,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tars_opt.config import load_config  # noqa: E402
-from tars_opt.embed import get_embedder  # noqa: E402
-from tars_opt.router import routing_text  # noqa: E402
-from tars_opt.router.calibration import curve, oracle_scores  # noqa: E402
-from tars_opt.router.datasets import (  # noqa: E402
+from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.embeddings.model import get_embedder  # noqa: E402
+from tars_opt.routing import routing_text  # noqa: E402
+from tars_opt.routing.calibration import curve, oracle_scores  # noqa: E402
+from tars_opt.routing.datasets import (  # noqa: E402
     Labelled,
     load_arena,
     load_gsm8k,
     load_mmlu,
     load_mt_bench,
 )
-from tars_opt.router.heuristic import HeuristicRouter  # noqa: E402
-from tars_opt.router.learned import load_learned  # noqa: E402
-from tars_opt.stages.route import RouteStage  # noqa: E402
+from tars_opt.routing.heuristic import HeuristicRouter  # noqa: E402
+from tars_opt.routing.learned import load_learned  # noqa: E402
+from tars_opt.routing.stage import RouteStage  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
 
 CURVE_AT = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -12,7 +12,7 @@ sharegpt_prompts (share of prompts that repeat an earlier one, and the sizes of 
 groups; no ShareGPT text is used). 234 calls per simulated day; a repeat comes 1 minute to
 4 hours after the prompt it repeats.
 
-Every run is `tars_opt.simulate` (the whole chain the config enables, offline backend,
+Every run is `tars_opt.sim.simulate` (the whole chain the config enables, offline backend,
 simulated clock). Cost is the ledger's; "saved" is against the all-strong baseline (the
 ledger's baseline: the baseline model, no caching, no batching). Quality = the labels of
 the tier that answered, relative to the strong tier's labels on the same prompts. The
@@ -42,10 +42,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from make_workload import _mt_bench, measure_sharegpt  # noqa: E402
 
-from tars_opt.config import EXAMPLE_CONFIG, Config, load_config  # noqa: E402
-from tars_opt.router.datasets import load_gsm8k, load_mmlu  # noqa: E402
-from tars_opt.simulate import SimResult, simulate  # noqa: E402
-from tars_opt.workload import Call, Workload  # noqa: E402
+from tars_opt.config.schema import EXAMPLE_CONFIG, Config, load_config  # noqa: E402
+from tars_opt.routing.datasets import load_gsm8k, load_mmlu  # noqa: E402
+from tars_opt.sim.simulate import SimResult, simulate  # noqa: E402
+from tars_opt.sim.workload import Call, Workload  # noqa: E402
 
 START = 1770768000.0  # 2026-02-11T00:00Z
 PER_DAY = 234

@@ -30,12 +30,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tars_opt.config import load_config  # noqa: E402
-from tars_opt.router import learned  # noqa: E402
-from tars_opt.router.calibration import summary  # noqa: E402
-from tars_opt.router.datasets import Labelled, load_gsm8k, load_mmlu  # noqa: E402
-from tars_opt.router.heuristic import HeuristicRouter  # noqa: E402
-from tars_opt.router.store import SHIPPED_HEURISTIC  # noqa: E402
+from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.routing import learned  # noqa: E402
+from tars_opt.routing.calibration import summary  # noqa: E402
+from tars_opt.routing.datasets import Labelled, load_gsm8k, load_mmlu  # noqa: E402
+from tars_opt.routing.heuristic import HeuristicRouter  # noqa: E402
+from tars_opt.routing.tables import SHIPPED_HEURISTIC  # noqa: E402
 
 HOLDOUT_BUCKETS = {5}  # of the calibration buckets 0-5: fit on 0-4, calibrate on 5
 LAYER_TOLERANCE = 0.01  # held-out APGR a shallower layer may give up (about its noise)
@@ -48,7 +48,7 @@ SOURCE = (
 
 def embeddings(data: Labelled, cache: Path | None) -> np.ndarray:
     """The prompts' hidden states after every layer (7, n, dim), from the cache if it matches."""
-    from tars_opt.embed import LAYERS, get_embedder
+    from tars_opt.embeddings.model import LAYERS, get_embedder
 
     digest = hashlib.sha256("\x1e".join(data.prompts).encode()).hexdigest()[:16]
     path = cache / f"calibration-layers-{digest}.npy" if cache else None

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tars_opt.router.datasets import (  # noqa: E402
+from tars_opt.routing.datasets import (  # noqa: E402
     GPT4,
     MIXTRAL,
     ROUTELLM,

@@ -9,14 +9,14 @@ Everything the CLI does can be done from here, e.g.::
 
 from __future__ import annotations
 
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
 from tars_opt.app import App, open_app
 from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
-from tars_opt.chain import Optimizer, build_backend
-from tars_opt.config import Config, ConfigError, LoadedConfig, load_config
-from tars_opt.db import DatabaseError, connect
-from tars_opt.ledger import Ledger
-from tars_opt.metrics import spend_summary
-from tars_opt.pricing import PriceBook, UnknownModelPrice
+from tars_opt.config.schema import Config, ConfigError, LoadedConfig, load_config
+from tars_opt.monitor.metrics import spend_summary
+from tars_opt.pipeline.optimizer import Optimizer, build_backend
+from tars_opt.store.db import DatabaseError, connect
 from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request, Usage
 
 __version__ = "0.1.0"

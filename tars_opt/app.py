@@ -11,12 +11,12 @@ from typing import Any
 
 import sqlite_utils
 
+from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends import Backend
-from tars_opt.chain import Optimizer
-from tars_opt.config import Config, LoadedConfig, load_config
-from tars_opt.db import connect, require_folder
-from tars_opt.ledger import Ledger
+from tars_opt.config.schema import Config, LoadedConfig, load_config
 from tars_opt.logs import setup_logging
+from tars_opt.pipeline.optimizer import Optimizer
+from tars_opt.store.db import connect, require_folder
 
 log = logging.getLogger("tars_opt.app")
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tars_opt.paths import ensure_private_dir
+from tars_opt.config.paths import ensure_private_dir
 
 LOGGER_NAME = "tars_opt"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
-from tars_opt.ledger import iso
+from tars_opt.accounting.ledger import iso
 
 
 def ts(text: str) -> float:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tars_opt import BackendError, Request, open_app
 from tars_opt.backends.anthropic import AnthropicBackend
-from tars_opt.cli import app
+from tars_opt.cli.main import app
 
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"
 

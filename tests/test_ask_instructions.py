@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tars_opt import open_app
-from tars_opt.cli import app
-from tars_opt.queue import Queue
+from tars_opt.cli.main import app
+from tars_opt.defer.queue import Queue
 from tests.handmade import add_call
 
 PROMPT = "What is 17 times 3?"

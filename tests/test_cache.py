@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from tars_opt import BackendError, Request, open_app
 from tars_opt.app import App
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.cache_store import CacheStore
-from tars_opt.cli import app
+from tars_opt.cache.store import CacheStore
+from tars_opt.cli.main import app
 from tars_opt.types import BackendResult, Reply
 from tests.conftest import REPO
 
@@ -346,7 +346,7 @@ def test_semantic_entry_never_outgrows_max_tokens(sem: Harness) -> None:
 def test_broken_model_turns_semantic_off_with_a_warning(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str
 ) -> None:
-    from tars_opt import embed
+    from tars_opt.embeddings import model as embed
 
     path = tmp_path / "model.onnx"
     if problem == "corrupt":
@@ -376,7 +376,7 @@ def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path, fake_api_en
     assert first.exit_code == 0, first.output
     # A fresh process, the real backend and no key: only a cache hit can answer.
     code = (
-        "import sys, json; from typer.testing import CliRunner; from tars_opt.cli import app; "
+        "import sys, json; from typer.testing import CliRunner; from tars_opt.cli.main import app; "
         f"b = CliRunner().invoke(app, ['ask', '--json', {question!r}]); "
         "assert b.exit_code == 0, b.output; "
         "print(json.loads(b.output)['source'], 'anthropic' in sys.modules, "

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tars_opt.cli import app
-from tars_opt.config import EXAMPLE_CONFIG, load_config
+from tars_opt.cli.main import app
+from tars_opt.config.schema import EXAMPLE_CONFIG, load_config
 
 OFFLINE = ["--backend", "offline"]
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import yaml
 
-from tars_opt.cache_calibrate import (
+from tars_opt.cache.calibrate import (
     choose_threshold,
     evaluate,
     min_hits,
     read_pairs,
     set_yaml_scalars,
 )
-from tars_opt.cache_guards import check, entities, numbers
-from tars_opt.cache_keys import normalize_prompt
-from tars_opt.config import EXAMPLE_CONFIG
-from tars_opt.inputs import InputError
+from tars_opt.cache.guards import check, entities, numbers
+from tars_opt.cache.keys import normalize_prompt
+from tars_opt.config.schema import EXAMPLE_CONFIG
+from tars_opt.store.files import InputError
 
 
 @pytest.mark.parametrize(

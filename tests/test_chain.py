@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tars_opt import BackendError, Decision, Reply, Request, open_app
+from tars_opt.accounting.ledger import Periods
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.ledger import Periods
-from tars_opt.querytype import guess_query_type
+from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.types import BackendResult, Usage
 
 
@@ -186,7 +186,7 @@ def test_offline_prompt_cache_is_shared_by_processes_through_the_database(
     """Two backends on one database file (two `tars-opt ask` processes): the second reads
     the entry the first wrote, and the table holds hashes, not the prompt."""
     from tars_opt.backends.offline_store import OfflinePromptCache
-    from tars_opt.db import connect
+    from tars_opt.store.db import connect
 
     text = "You are a careful agent with a long runbook. " * 600
     params = {
@@ -269,7 +269,7 @@ def test_usage_to_api_names() -> None:
 
 def test_help_does_not_import_the_sdk() -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from tars_opt.cli import app; "
+        "import sys; from typer.testing import CliRunner; from tars_opt.cli.main import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
         "print('anthropic' in sys.modules)"
     )
@@ -280,7 +280,7 @@ def test_help_does_not_import_the_sdk() -> None:
 def test_latency_excludes_building_the_backend(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time as _time
 
-    import tars_opt.chain as chain
+    import tars_opt.pipeline.optimizer as chain
 
     class Measured(OfflineBackend):
         def send(self, params: dict) -> BackendResult:

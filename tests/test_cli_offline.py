@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt.cli import app
-from tars_opt.config import load_config
-from tars_opt.pricing import PriceBook
+from tars_opt.accounting.pricing import PriceBook
+from tars_opt.cli.main import app
+from tars_opt.config.schema import load_config
 from tars_opt.types import Usage
 
 OFFLINE = ["--backend", "offline"]

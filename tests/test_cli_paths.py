@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt.cli import app
+from tars_opt.cli.main import app
 
 
 @pytest.mark.parametrize("command", [["costs"], ["budget"], ["log"], ["ask", "--backend",

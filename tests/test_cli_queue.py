@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt import open_app
-from tars_opt.cli import app
-from tars_opt.daemon import Daemon, add_jobs
-from tars_opt.queue import Queue
+from tars_opt.cli.main import app
+from tars_opt.defer.queue import Queue
+from tars_opt.drain.daemon import Daemon, add_jobs
 
 OFFLINE = ["--backend", "offline"]
 REPO = Path(__file__).resolve().parent.parent
@@ -117,9 +117,9 @@ def test_ask_wait_blocks_until_a_drain_answers(runner: CliRunner, home: Path) ->
     Path("performance-config.yaml").write_text("lazy:\n  poll_seconds: 0.2\n")
     code = (
         f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
-        "from tars_opt import open_app\nfrom tars_opt.drain import Drainer\n"
+        "from tars_opt import open_app\nfrom tars_opt.drain.runner import Drainer\n"
         "app = open_app(backend='offline')\n"
-        "from tars_opt.queue import Queue\n"
+        "from tars_opt.defer.queue import Queue\n"
         "deadline = time.time() + 20\n"
         "while not Queue(app.db).counts()['queued'] and time.time() < deadline: time.sleep(0.05)\n"
         "Drainer(app.config, app.db).run(now=True)\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt.cli import app
-from tars_opt.config import EXAMPLE_CONFIG, ConfigError, load_config
+from tars_opt.cli.main import app
+from tars_opt.config.schema import EXAMPLE_CONFIG, ConfigError, load_config
 from tests.conftest import REPO
 
 

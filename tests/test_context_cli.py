@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.tool_catalog import catalog
-from tars_opt.cli import app
-from tars_opt.inputs import InputError
-from tars_opt.sysprompt import compose, load_sections
+from tars_opt.cli.main import app
+from tars_opt.context.sysprompt import compose, load_sections
+from tars_opt.store.files import InputError
 from tests.ops_chat import ANSWER, QUESTION, ops_chat
 from tests.test_prune import conversation
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from tars_opt import Request, open_app
-from tars_opt.budget import BudgetExceeded
-from tars_opt.config import ConfigError, load_config
-from tars_opt.ledger import CallRecord
-from tars_opt.queue import Queue
-from tars_opt.stages.defer import DeferStage
+from tars_opt.accounting.budget import BudgetExceeded
+from tars_opt.accounting.ledger import CallRecord
+from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.defer.queue import Queue
+from tars_opt.defer.stage import DeferStage
+from tars_opt.defer.window import Window, parse_duration
 from tars_opt.types import Reply
-from tars_opt.window import Window, parse_duration
 from tests.drain_helpers import Clock, at
 
 NIGHT = at("2026-11-22T01:00")  # inside 00:00-06:00

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.backends import BackendError
-from tars_opt.cli import app as cli_app
-from tars_opt.drain import Drainer
-from tars_opt.pricing import PriceBook
-from tars_opt.queue import Queue
-from tars_opt.stages.defer import DeferStage
+from tars_opt.cli.main import app as cli_app
+from tars_opt.defer.queue import Queue
+from tars_opt.defer.stage import DeferStage
+from tars_opt.drain.runner import Drainer
 from tars_opt.types import Usage
 from tests.drain_helpers import Clock, ScriptedBatches, at
 

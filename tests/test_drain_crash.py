@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tars_opt import Request, open_app
-from tars_opt.db import connect
-from tars_opt.drain import Drainer
-from tars_opt.queue import Queue
+from tars_opt.defer.queue import Queue
+from tars_opt.drain.runner import Drainer
+from tars_opt.store.db import connect
 from tests.drain_helpers import Clock, ScriptedBatches, at
 
 NIGHT = at("2026-11-22T01:00")
@@ -162,7 +162,7 @@ SCRIPT = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from tars_opt import open_app
-from tars_opt.drain import Drainer
+from tars_opt.drain.runner import Drainer
 
 def checkpoint(name):
     if name == {step!r}:
@@ -199,7 +199,7 @@ LOOP = """
 import sys
 sys.path.insert(0, {repo!r})
 from tars_opt import open_app
-from tars_opt.drain import Drainer
+from tars_opt.drain.runner import Drainer
 
 app = open_app(backend="offline", overrides={{"lazy.wave_size": 20}})
 Drainer(app.config, app.db).run(now=True)

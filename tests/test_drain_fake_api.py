@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("tests.fake_anthropic")
 
 from tars_opt import Request, open_app  # noqa: E402
-from tars_opt.drain import Drainer  # noqa: E402
-from tars_opt.pricing import PriceBook  # noqa: E402
-from tars_opt.queue import Queue  # noqa: E402
+from tars_opt.accounting.pricing import PriceBook  # noqa: E402
+from tars_opt.defer.queue import Queue  # noqa: E402
+from tars_opt.drain.runner import Drainer  # noqa: E402
 from tars_opt.types import Usage  # noqa: E402
 
 

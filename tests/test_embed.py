@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tars_opt import embed
-from tars_opt.embed import (
+from tars_opt.embeddings import model as embed
+from tars_opt.embeddings.model import (
     DIM,
     ENV_MODEL,
     ENV_TOKENIZER,

@@ -16,14 +16,14 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tars_opt import Decision, Request, open_app
-from tars_opt.alerts import Alerter
+from tars_opt.accounting.alerts import Alerter
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.baseline import compare, raise_regression_alerts, weekly_regressions
-from tars_opt.cli import app
-from tars_opt.dashboard import read_frame, render, run_live
-from tars_opt.experiment import in_holdout
-from tars_opt.feedback import record_feedback
-from tars_opt.queue import Queue
+from tars_opt.cli.main import app
+from tars_opt.defer.queue import Queue
+from tars_opt.monitor.baseline import compare, raise_regression_alerts, weekly_regressions
+from tars_opt.monitor.dashboard import read_frame, render, run_live
+from tars_opt.monitor.feedback import record_feedback
+from tars_opt.pipeline.holdout import in_holdout
 from tests.handmade import add_call, cache_hit, haiku, phase_week
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tars_opt import open_app
-from tars_opt.metrics import (
+from tars_opt.defer.queue import Queue
+from tars_opt.monitor.metrics import (
     date_range,
     last_full_iso_week,
     percentile,
@@ -16,7 +17,6 @@ from tars_opt.metrics import (
     queue_status,
     session_metrics,
 )
-from tars_opt.queue import Queue
 from tars_opt.types import Request
 from tests.handmade import add_call, cache_hit, haiku, ts
 

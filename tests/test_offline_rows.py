@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
-from tars_opt.budget import Budget
-from tars_opt.cli import app
+from tars_opt.accounting.budget import Budget
+from tars_opt.cli.main import app
 from tests.handmade import add_call
 
 OFFLINE = ["--backend", "offline"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tars_opt.onnx_outputs import OnnxEditError, fields, with_outputs
+from tars_opt.embeddings.onnx_outputs import OnnxEditError, fields, with_outputs
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tars_opt.config import load_config
-from tars_opt.pricing import PriceBook, UnknownModelPrice
+from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
+from tars_opt.config.schema import load_config
 from tars_opt.types import STRATEGIES, Usage
 
 

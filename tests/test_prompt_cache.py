@@ -10,15 +10,15 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.config import PromptCachingConfig
-from tars_opt.db import connect
-from tars_opt.prompt_cache import (
+from tars_opt.config.schema import PromptCachingConfig
+from tars_opt.context.prompt_cache import (
     AUTO_UNMARKED,
     PrefixLog,
     mark_breakpoints,
     miss_cause,
     stable_key,
 )
+from tars_opt.store.db import connect
 from tars_opt.types import Prepared, Usage
 from tests.test_prune import FILLER, conversation
 
@@ -127,7 +127,7 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
 
 
 def test_a_conversation_keeps_its_key_from_turn_to_turn() -> None:
-    from tars_opt.prompt_cache import conversation_key
+    from tars_opt.context.prompt_cache import conversation_key
 
     first = params(system=LONG_SYSTEM)
     later = {

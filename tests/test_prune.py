@@ -10,10 +10,10 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.config import ContextConfig
-from tars_opt.history import problems, split_turns
-from tars_opt.relevance import Scorer, holds, lexical_score, needles, words
-from tars_opt.stages.prune import PruneStage
+from tars_opt.config.schema import ContextConfig
+from tars_opt.context.history import problems, split_turns
+from tars_opt.context.prune import PruneStage
+from tars_opt.context.relevance import Scorer, holds, lexical_score, needles, words
 from tars_opt.types import Reply
 from tests.ops_chat import ANSWER, QUESTION, ops_chat
 
@@ -376,7 +376,7 @@ def test_decisions_show_the_prune_plan(home: Path) -> None:
 
 
 def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
-    from tars_opt.db import connect
+    from tars_opt.store.db import connect
 
     asked = Recorder()
     s = stage(db=connect(tmp_path / "t.db"), side_ask=asked, relevant_top_k=0)

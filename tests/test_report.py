@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tars_opt import charts, open_app
-from tars_opt.alerts import Alert, Alerter
-from tars_opt.baseline import capture_baseline
-from tars_opt.charts import usd_ticks
-from tars_opt.cli import app
-from tars_opt.heartbeat import active_phase
-from tars_opt.metrics import last_full_iso_week
-from tars_opt.report import final_spec, judge, phase_spec, write_report
+from tars_opt import open_app
+from tars_opt.accounting.alerts import Alert, Alerter
+from tars_opt.cli.main import app
+from tars_opt.monitor import charts
+from tars_opt.monitor.baseline import capture_baseline
+from tars_opt.monitor.charts import usd_ticks
+from tars_opt.monitor.heartbeat import active_phase
+from tars_opt.monitor.metrics import last_full_iso_week
+from tars_opt.monitor.report import final_spec, judge, phase_spec, write_report
 from tests.handmade import add_call, phase_week, ts
 
 

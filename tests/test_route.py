@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.cli import app
-from tars_opt.config import ConfigError, load_config
-from tars_opt.db import connect
-from tars_opt.router import store
-from tars_opt.router.heuristic import HeuristicRouter
-from tars_opt.stages.route import RouteStage
+from tars_opt.cli.main import app
+from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.routing import tables as store
+from tars_opt.routing.heuristic import HeuristicRouter
+from tars_opt.routing.stage import RouteStage
+from tars_opt.store.db import connect
 from tars_opt.types import BackendResult
 
 OFFLINE = ["--backend", "offline"]
@@ -242,7 +242,7 @@ def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(
 
 
 def test_a_version_1_database_gains_the_routing_columns(tmp_path: Path) -> None:
-    from tars_opt import db as dbmod
+    from tars_opt.store import db as dbmod
 
     path = tmp_path / "old.db"
     saved = list(dbmod.MIGRATIONS)
@@ -456,8 +456,8 @@ class Seen:
 
 @pytest.mark.parametrize("router", ["heuristic", "learned"])
 def test_a_huge_prompt_is_routed_on_its_head_and_tail(tmp_path: Path, router: str) -> None:
-    from tars_opt.querytype import guess_query_type
-    from tars_opt.router import ROUTE_HEAD_CHARS, ROUTE_MAX_CHARS, ROUTE_TAIL_CHARS, routing_text
+    from tars_opt.pipeline.classify import guess_query_type
+    from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_MAX_CHARS, ROUTE_TAIL_CHARS, routing_text
 
     prompt = pasted_log(2_000_000)
     capped = routing_text(prompt)
@@ -478,7 +478,7 @@ def test_a_huge_prompt_is_routed_on_its_head_and_tail(tmp_path: Path, router: st
 
 
 def test_prompts_of_normal_length_are_routed_whole() -> None:
-    from tars_opt.router import routing_text
+    from tars_opt.routing import routing_text
 
     prompt = pasted_log(15_000)
     assert routing_text(prompt) is prompt

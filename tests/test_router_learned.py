@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
-from tars_opt.cli import app
-from tars_opt.inputs import InputError
-from tars_opt.router.calibration import curve, oracle_scores, pick_threshold, summary, table
-from tars_opt.router.datasets import bucket, in_split, load_jsonl
-from tars_opt.router.learned import SHIPPED, load_learned
+from tars_opt.cli.main import app
+from tars_opt.routing.calibration import curve, oracle_scores, pick_threshold, summary, table
+from tars_opt.routing.datasets import bucket, in_split, load_jsonl
+from tars_opt.routing.learned import SHIPPED, load_learned
+from tars_opt.store.files import InputError
 
 HARD = [
     "Prove that the sum of the first {n} odd numbers is a perfect square, step by step.",
@@ -283,7 +283,7 @@ def test_router_commands_have_examples(runner: CliRunner) -> None:
 
 
 def test_strong_share_with_the_learned_router_uses_its_shipped_table(tmp_path: Path) -> None:
-    from tars_opt.stages.route import RouteStage
+    from tars_opt.routing.stage import RouteStage
 
     path = tmp_path / "c.yaml"
     path.write_text("backend: offline\nrouting:\n  router: learned\n  strong_share: 0.3\n")

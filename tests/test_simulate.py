@@ -10,11 +10,11 @@ import pytest
 import sqlite_utils
 from typer.testing import CliRunner
 
-from tars_opt.cli import app
-from tars_opt.config import load_config
-from tars_opt.router.datasets import bucket
-from tars_opt.simulate import simulate
-from tars_opt.workload import BUNDLED, TraceError, load_workload
+from tars_opt.cli.main import app
+from tars_opt.config.schema import load_config
+from tars_opt.routing.datasets import bucket
+from tars_opt.sim.simulate import simulate
+from tars_opt.sim.workload import BUNDLED, TraceError, load_workload
 
 CHEAP, STRONG = "claude-haiku-5-5", "claude-sonnet-5-5"
 

@@ -9,9 +9,9 @@ import pytest
 from benchmarks.tool_catalog import catalog, prompts
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.config import ToolsConfig
-from tars_opt.relevance import Scorer
-from tars_opt.stages.tools import TOOL_SEARCH, ToolStage
+from tars_opt.config.schema import ToolsConfig
+from tars_opt.context.relevance import Scorer
+from tars_opt.context.tools import TOOL_SEARCH, ToolStage
 from tars_opt.tokens import estimate_tool
 
 
@@ -169,8 +169,8 @@ AGENT_TOOLS = tuple(catalog(16))
 
 
 def cache_aware(**cfg) -> ToolStage:
-    from tars_opt.config import PromptCachingConfig, load_config
-    from tars_opt.pricing import PriceBook
+    from tars_opt.accounting.pricing import PriceBook
+    from tars_opt.config.schema import PromptCachingConfig, load_config
 
     caching = PromptCachingConfig(**cfg)
     return ToolStage(
@@ -254,7 +254,7 @@ class SeenEmbedder:
 
 
 def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
-    from tars_opt.relevance import QUERY_HEAD_CHARS, QUERY_TAIL_CHARS, query_text
+    from tars_opt.context.relevance import QUERY_HEAD_CHARS, QUERY_TAIL_CHARS, query_text
     from tests.test_route import pasted_log
 
     tools = tuple(catalog(60))

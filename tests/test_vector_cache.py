@@ -12,10 +12,10 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.db import connect
-from tars_opt.relevance import Scorer
-from tars_opt.stages.prune import PruneStage
-from tars_opt.vector_cache import TOUCH_AFTER_S, CachedEmbedder, VectorCache, text_key
+from tars_opt.context.prune import PruneStage
+from tars_opt.context.relevance import Scorer
+from tars_opt.embeddings.store import TOUCH_AFTER_S, CachedEmbedder, VectorCache, text_key
+from tars_opt.store.db import connect
 
 
 class BagOfWords:
@@ -201,7 +201,7 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
         "backend: offline\ncache: {enabled: false}\ntools: {semantic: false}\n"
     )
     counters, factory = processes
-    monkeypatch.setattr("tars_opt.stages.prune.default_embedder", factory)
+    monkeypatch.setattr("tars_opt.context.prune.default_embedder", factory)
     history = long_history()
     app = open_app()
     first = app.optimizer(backend=OfflineBackend()).ask(
@@ -232,7 +232,7 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
 
 
 def test_no_database_means_memory_only(tmp_path: Path) -> None:
-    from tars_opt.config import ContextConfig
+    from tars_opt.config.schema import ContextConfig
 
     assert PruneStage(ContextConfig()).scorer._store is None
     db = connect(tmp_path / "t.db")
@@ -243,11 +243,11 @@ def test_no_database_means_memory_only(tmp_path: Path) -> None:
 def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
     home: Path, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
-    from tars_opt.config import load_config
-    from tars_opt.inspect_context import inspect
+    from tars_opt.config.schema import load_config
+    from tars_opt.context.inspect import inspect
 
     counters, factory = processes
-    monkeypatch.setattr("tars_opt.inspect_context.default_embedder", factory)
+    monkeypatch.setattr("tars_opt.context.inspect.default_embedder", factory)
     request = Request(prompt="What about the vendors?", messages=tuple(long_history()))
     config = load_config(None).config
     first = inspect(config, connect(home / "t.db"), request)
@@ -260,7 +260,7 @@ def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
 
 
 def _stage(path: Path, counter: Counting, **cfg) -> PruneStage:
-    from tars_opt.config import ContextConfig
+    from tars_opt.config.schema import ContextConfig
 
     scorer = Scorer(lambda: counter, vectors=VectorCache(connect(path)))
     return PruneStage(ContextConfig(**cfg), None, scorer=scorer)
@@ -373,7 +373,7 @@ def test_the_chain_embeds_during_the_call(home: Path, monkeypatch: pytest.Monkey
                 answered.set()
             return super().send(params)
 
-    monkeypatch.setattr("tars_opt.stages.prune.default_embedder", lambda: Gated())
+    monkeypatch.setattr("tars_opt.context.prune.default_embedder", lambda: Gated())
     app = open_app()
     reply = app.optimizer(backend=Watching()).ask(_needy_request())
     prune = next(d for d in reply.decisions if d.stage == "prune")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tars_opt.vectors import PartitionedIndex, VectorIndex, from_blob, to_blob
+from tars_opt.embeddings.index import PartitionedIndex, VectorIndex, from_blob, to_blob
 
 DIM = 16
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.backends import BackendError, BatchInfo, BatchItem
-from tars_opt.cache_keys import canonical
+from tars_opt.cache.keys import canonical
 from tars_opt.types import BackendResult, Usage
 
 # (time to first token s, output tokens per second): rough public figures per family.

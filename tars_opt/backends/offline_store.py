@@ -11,7 +11,7 @@ from typing import Any
 import sqlite_utils
 
 from tars_opt.backends import BatchInfo, BatchItem
-from tars_opt.db import transaction
+from tars_opt.store.db import transaction
 from tars_opt.types import BackendResult, Usage
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt import Request, open_app
-from tars_opt.budget import Budget
-from tars_opt.drain import Drainer
-from tars_opt.queue import Queue
+from tars_opt.accounting.budget import Budget
+from tars_opt.defer.queue import Queue
+from tars_opt.drain.runner import Drainer
 from tests.fake_anthropic.server import FakeAnthropic
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from tars_opt import Request, open_app
 from tars_opt.backends import BackendError
-from tars_opt.cli import app
-from tars_opt.trace import cache_hit_kind, was_deferred, was_escalated
+from tars_opt.cli.main import app
+from tars_opt.pipeline.trace import cache_hit_kind, was_deferred, was_escalated
 from tars_opt.types import Usage
 
 SETTINGS = settings(

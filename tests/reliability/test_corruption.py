@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import tars_opt.db
+import tars_opt.store.db
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.cli import app
+from tars_opt.cli.main import app
 
 
 def db_file(home: Path) -> Path:
@@ -108,7 +108,7 @@ def test_a_read_only_database(runner, home: Path, monkeypatch: pytest.MonkeyPatc
     def read_only(path, *args, **kwargs):  # the file as a read-only mount would give it
         return real(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
 
-    monkeypatch.setattr(tars_opt.db.sqlite3, "connect", read_only)
+    monkeypatch.setattr(tars_opt.store.db.sqlite3, "connect", read_only)
     result = runner.invoke(app, ["ask", "--backend", "offline", "--no-cache", "more"])
     one_clear_line(result, "cannot write")
     monkeypatch.undo()
@@ -120,7 +120,7 @@ def test_a_full_disk_keeps_what_is_stored(
 ) -> None:
     seed(runner, 5)
     before = rows(db_file(home))
-    real = tars_opt.db.connect
+    real = tars_opt.store.db.connect
 
     def full(path):  # no page may be added: SQLite answers "database or disk is full"
         db = real(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tars_opt.cli import app
+from tars_opt.cli.main import app
 
 KEY = "sk-ant-api03-RELIABILITY-SECRET-7f3c9d1e5b2a"
 

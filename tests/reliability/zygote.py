@@ -24,17 +24,17 @@ from typing import Any
 import anthropic  # noqa: F401 - warm the import the workers would pay for
 import typer  # noqa: F401
 
-import tars_opt.cli  # noqa: F401
-import tars_opt.drain  # noqa: F401
-import tars_opt.embed  # noqa: F401
-import tars_opt.stages.cache  # noqa: F401
-import tars_opt.stages.defer  # noqa: F401
-import tars_opt.stages.prune  # noqa: F401
-import tars_opt.stages.route  # noqa: F401
-import tars_opt.stages.tools  # noqa: F401
+import tars_opt.cache.stage  # noqa: F401
+import tars_opt.cli.main  # noqa: F401
+import tars_opt.context.prune  # noqa: F401
+import tars_opt.context.tools  # noqa: F401
+import tars_opt.defer.stage  # noqa: F401
+import tars_opt.drain.runner  # noqa: F401
+import tars_opt.embeddings.model  # noqa: F401
+import tars_opt.routing.stage  # noqa: F401
 from tars_opt import Request, open_app
+from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.backends import BackendError
-from tars_opt.budget import BudgetExceeded
 
 
 def _warm() -> None:
@@ -69,7 +69,7 @@ def ask_loop(spec: dict[str, Any]) -> None:
 
 def cli_ask(spec: dict[str, Any]) -> None:
     """`tars-opt ask --json` runs in a loop, each printing to its own numbered file."""
-    from tars_opt.cli import app
+    from tars_opt.cli.main import app
 
     deadline = time.monotonic() + float(spec.get("seconds", 1e9))
     for i in range(int(spec.get("n", 1000))):
@@ -88,7 +88,7 @@ def cli_ask(spec: dict[str, Any]) -> None:
 
 def drain(spec: dict[str, Any]) -> None:
     """One `drain` that submits and waits for its batches."""
-    from tars_opt.cli import app
+    from tars_opt.cli.main import app
 
     try:
         app(["drain", "--now", *spec.get("args", [])], prog_name="tars-opt")
@@ -98,7 +98,7 @@ def drain(spec: dict[str, Any]) -> None:
 
 def drain_loop(spec: dict[str, Any]) -> None:
     """`drain --now` again and again for `seconds`."""
-    from tars_opt.cli import app
+    from tars_opt.cli.main import app
 
     deadline = time.monotonic() + float(spec["seconds"])
     while time.monotonic() < deadline:

@@ -1,0 +1,245 @@
+"""The monthly budget: pacing, threshold alerts, and a policy at 100% (warn | defer | block).
+
+`warn` alerts and answers; `block` refuses non-urgent requests once the budget is spent
+(nothing sent, nothing queued); `defer` has the defer stage queue deferrable work from
+`lazy.budget_threshold` of the budget on. Only `defer` ever queues because of the budget.
+
+Concurrent callers cannot overshoot a blocking budget: before a call is sent its estimated
+cost is reserved in the `reservations` table inside one BEGIN IMMEDIATE transaction that
+also reads the month's spend and the open reservations, so two processes never both see
+room that only one of them has. After the call the ledger row holds the actual cost and the
+reservation is removed (settle). Between the two the cost counts twice: briefly
+conservative, never short.
+
+The estimate is the chosen model's price for the locally estimated prompt at the highest
+of its input and cache-write rates, plus `max_tokens` of output, without the batch
+discount: an upper bound as good as the local token estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlite_utils
+
+from tars_opt.accounting.alerts import Alert, Alerter, month_period
+from tars_opt.accounting.ledger import Periods, real_only
+from tars_opt.accounting.pricing import PriceBook
+from tars_opt.config.schema import BudgetConfig, Config
+from tars_opt.monitor.metrics import month_pace
+from tars_opt.store.db import transaction
+from tars_opt.tokens import estimate_params
+from tars_opt.types import Prepared
+
+
+class BudgetExceeded(Exception):
+    """A blocking budget refused a non-urgent request; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Where the month stands against the budget (`budget` and `budget --json` show it)."""
+
+    month: str
+    budget_usd: float
+    spent_usd: float
+    reserved_usd: float
+    pace_usd: float
+    policy: str
+
+    @property
+    def used_share(self) -> float:
+        """Spent plus reserved, as a share of the budget."""
+        return (self.spent_usd + self.reserved_usd) / self.budget_usd
+
+    @property
+    def over(self) -> bool:
+        return self.used_share >= 1.0
+
+    @property
+    def pace_share(self) -> float:
+        """The month-end projection at the pace so far, as a share of the budget."""
+        return self.pace_usd / self.budget_usd
+
+    @property
+    def defer_all(self) -> bool:
+        """True when a `defer` budget is spent: everything deferrable is deferred (the
+        defer stage starts at `lazy.budget_threshold`, 100% unless set lower)."""
+        return self.policy == "defer" and self.over
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "used_share": self.used_share,
+            "over": self.over,
+            "pace_share": self.pace_share,
+            "defer_all": self.defer_all,
+        }
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: int
+    amount: float
+
+
+class Budget:
+    """Reserve-before, settle-after accounting of the monthly budget."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        *,
+        prices: PriceBook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.prices = prices or PriceBook(config.pricing)
+        self.clock = clock
+
+    @property
+    def _cfg(self) -> BudgetConfig:
+        return self.config.budget
+
+    @property
+    def policy(self) -> str:
+        """What happens at 100%: warn | defer | block."""
+        return self._cfg.policy
+
+    def refusal(self, state: BudgetState, *, amount: float | None = None,
+                queued: bool = False) -> str:  # fmt: skip
+        """The one line a `block` refusal prints: whose budget, the cause, the fix."""
+        this = f" + ~${amount:.4f} for this call" if amount is not None else ""
+        what = "not queued either (no drain submits while it is spent)" if queued else (
+            "nothing sent")  # fmt: skip
+        return (
+            f"tars-opt monthly budget reached: ${state.spent_usd:.2f} spent + "
+            f"${state.reserved_usd:.2f} in flight{this}, budget.monthly_usd is "
+            f"${state.budget_usd:.2f} (budget.policy block); {what}. Fix: retry with --urgent, "
+            "raise budget.monthly_usd, or set budget.policy to warn or defer"
+        )
+
+    def estimate(self, prepared: Prepared) -> float:
+        """An upper bound of what sending `prepared` can cost, in USD."""
+        prompt = estimate_params(prepared.params)
+        model = prepared.request.model or str(prepared.params.get("model"))
+        r = self.prices.rates(model, prompt)
+        per_input = max(r.input, r.cache_write_5m, r.cache_write_1h)
+        return (prompt * per_input + prepared.request.max_tokens * r.output) / 1e6
+
+    def _sums(self, now: float) -> tuple[float, float]:
+        month = Periods.at(now).month
+        spent = self.db.conn.execute(
+            "SELECT COALESCE(SUM(cost), 0) FROM calls WHERE ts >= ?"
+            + real_only(self.config.counts_offline()),
+            [month],
+        ).fetchone()[0]
+        reserved = self.db.conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts >= ?",
+            [now - self._cfg.reservation_ttl_s],
+        ).fetchone()[0]
+        return float(spent), float(reserved) + self._batches_in_flight()
+
+    def _batches_in_flight(self) -> float:
+        """Under a blocking budget, the estimated (batch-priced) cost of deferred tasks that
+        are prepared or submitted but not collected: their cost lands in the ledger only
+        when the batch ends, and the budget must hold until then."""
+        if self._cfg.policy != "block":
+            return 0.0
+        from tars_opt.defer.taskjson import prepared_from_json  # the queue's format
+
+        factor = 1.0 - self.config.pricing.batch_discount
+        rows = self.db.conn.execute(
+            "SELECT prepared FROM tasks WHERE state IN ('claimed', 'submitted') "
+            "AND prepared IS NOT NULL"
+        ).fetchall()
+        return sum(self.estimate(prepared_from_json(row[0])) * factor for row in rows)
+
+    def state(self) -> BudgetState:
+        """The month's spend, open reservations and pace against the budget."""
+        now = self.clock()
+        spent, reserved = self._sums(now)
+        return BudgetState(
+            month=month_period(now),
+            budget_usd=self._cfg.monthly_usd,
+            spent_usd=spent,
+            reserved_usd=reserved,
+            pace_usd=month_pace(spent, now),
+            policy=self._cfg.policy,
+        )
+
+    def reserve(self, prepared: Prepared) -> Reservation:
+        """Reserve the estimated cost of `prepared`, atomically with the budget check.
+
+        Raises BudgetExceeded when the policy is `block`, the request is not urgent and the
+        month's spend plus open reservations plus this estimate would pass the budget.
+        """
+        amount = self.estimate(prepared)
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute(
+                "DELETE FROM reservations WHERE ts < ?", [now - self._cfg.reservation_ttl_s]
+            )
+            spent, reserved = self._sums(now)
+            limit = self._cfg.monthly_usd
+            if (
+                self._cfg.policy == "block"
+                and not prepared.request.urgent
+                and spent + reserved + amount > limit
+            ):
+                state = BudgetState(month_period(now), limit, spent, reserved, 0.0, "block")
+                raise BudgetExceeded(self.refusal(state, amount=amount))
+            if self.config.backend == "offline":
+                # Placeholder calls hold no money: nothing for another process to see.
+                return Reservation(0, amount)
+            cur.execute(
+                "INSERT INTO reservations (request_id, ts, model, amount) VALUES (?, ?, ?, ?)",
+                [prepared.request.request_id, now, prepared.request.model, amount],
+            )
+            return Reservation(int(cur.lastrowid or 0), amount)
+
+    def settle(self, reservation: Reservation) -> None:
+        """Drop a reservation once its call's actual cost is in the ledger (or it failed)."""
+        self.db.conn.execute("DELETE FROM reservations WHERE id = ?", [reservation.id])
+
+    def check_alerts(self, alerter: Alerter, state: BudgetState | None = None) -> list[Alert]:
+        """Raise each crossed threshold (and a pace warning) once per month; return those sent."""
+        state = state or self.state()
+        spent_share = state.spent_usd / state.budget_usd
+        sent = []
+        for share in self._cfg.alert_at:
+            if spent_share < share:
+                continue
+            level = "critical" if share >= 1.0 else ("warning" if share >= 0.8 else "info")
+            tail = ""
+            if state.policy == "warn" and share >= 1.0:
+                tail = "; budget.policy is warn: requests are still answered"
+            elif state.policy == "block" and share >= 1.0:
+                tail = "; non-urgent requests are now refused"
+            elif state.policy == "defer" and share >= self.config.lazy.budget_threshold:
+                tail = "; deferrable work is now queued for the off-peak drain"
+            alert = Alert(
+                key=f"budget:{round(share * 100)}",
+                level=level,
+                message=(
+                    f"{spent_share:.0%} of the ${state.budget_usd:.2f} monthly budget spent "
+                    f"(${state.spent_usd:.2f}); month-end pace ${state.pace_usd:.2f}{tail}"
+                ),
+                period=state.month,
+                data=state.to_dict(),
+            )
+            if alerter.raise_once(alert):
+                sent.append(alert)
+        return sent
+
+
+def budget_state(
+    config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
+) -> BudgetState:
+    """The budget state now: spend, open reservations, pace and policy."""
+    return Budget(config, db, clock=clock).state()

@@ -1,0 +1,202 @@
+"""The cost ledger: one row per answered (or failed) request, and summaries of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from tars_opt.store.db import transaction
+from tars_opt.types import STRATEGIES, Reply, Request
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO-8601 UTC text."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+OFFLINE = "offline"  # the placeholder backend: its rows are not real money
+
+
+def source_label(source: str | None, backend: str | None) -> str:
+    """Where an answer came from, marked when the offline backend made it (not real money):
+    api -> offline, cache -> cache (offline)."""
+    if backend != OFFLINE:
+        return source or "-"
+    return OFFLINE if source == "api" else f"{source} (offline)"
+
+
+def real_only(include_offline: bool) -> str:
+    """The SQL condition (after a WHERE) that leaves out the offline backend's rows, or
+    nothing when they count."""
+    return "" if include_offline else f" AND (backend IS NULL OR backend != '{OFFLINE}')"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """Everything the ledger keeps of one request besides the reply itself."""
+
+    request: Request
+    reply: Reply
+    ts: float
+    backend: str | None = None
+    baseline_model: str | None = None
+    error: str | None = None
+    api_request_id: str | None = None
+    escalated_from: str | None = None
+
+
+class Ledger:
+    """Writes and reads the `calls` table."""
+
+    def __init__(self, db: sqlite_utils.Database, *, store_prompts: bool = True) -> None:
+        self.db = db
+        self.store_prompts = store_prompts
+
+    def record(self, rec: CallRecord) -> int:
+        """Insert one row in its own transaction; return its id. Committed on return."""
+        row = self._row(rec)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with transaction(self.db) as cur:
+            cur.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", list(row.values()))
+            return int(cur.lastrowid or 0)
+
+    def _row(self, rec: CallRecord) -> dict[str, Any]:
+        req, rep, usage = rec.request, rec.reply, rec.reply.usage
+        row: dict[str, Any] = {
+            "request_id": rep.request_id,
+            "ts": rec.ts,
+            "ts_iso": iso(rec.ts),
+            "namespace": req.namespace,
+            "session": req.session,
+            "query_type": req.query_type,
+            "priority": req.priority,
+            "source": rep.source,
+            "backend": rec.backend,
+            "model": rep.model,
+            "tier": req.tier,
+            "stop_reason": rep.stop_reason,
+            "input_tokens": usage.input_tokens,
+            "cache_write_5m": usage.cache_write_5m,
+            "cache_write_1h": usage.cache_write_1h,
+            "cache_read": usage.cache_read,
+            "output_tokens": usage.output_tokens,
+            "service_tier": usage.service_tier,
+            "tokens_estimated": int(usage.estimated or req.removed_tokens > 0),
+            "removed_tokens": req.removed_tokens,
+            "cost": rep.cost,
+            "baseline_cost": rep.baseline_cost,
+            "baseline_model": rec.baseline_model,
+            "latency_ms": rep.latency_ms,
+            "error": rec.error,
+            "api_request_id": rec.api_request_id,
+            "prompt": req.prompt if self.store_prompts else None,
+            "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
+            "answer": rep.text if self.store_prompts else None,
+            "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
+            "holdout": int(req.holdout),
+            "escalated_from": rec.escalated_from,
+        }
+        route = next((d for d in rep.decisions if d.stage == "route" and "score" in d.data), None)
+        row["route_score"] = route.data["score"] if route else None
+        row["router"] = route.data.get("router") if route else None
+        for name in STRATEGIES:
+            row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)
+        # A response-cache hit names its entry and similarity, so a bad hit can be audited.
+        hit = next((d for d in rep.decisions if d.stage == "cache" and d.action == "hit"), None)
+        if hit is not None:
+            row["cache_entry_id"] = hit.data.get("entry_id")
+            row["cache_similarity"] = hit.data.get("similarity")
+            row["cache_match"] = hit.data.get("match")
+        return row
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The last `limit` rows, newest first."""
+        rows = self.db.query("SELECT * FROM calls ORDER BY ts DESC, id DESC LIMIT ?", [limit])
+        return [_decode(r) for r in rows]
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM calls WHERE request_id = ?", [request_id]))
+        return _decode(rows[0]) if rows else None
+
+    def first_ts(self) -> float | None:
+        """When the first call was recorded (epoch seconds), None for an empty ledger."""
+        row = self.db.execute("SELECT MIN(ts) FROM calls").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def offline_calls(self, start: float, end: float) -> int:
+        """How many rows between two epoch times the offline backend answered."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM calls WHERE ts >= ? AND ts < ? AND backend = ?",
+            [start, end, OFFLINE],
+        ).fetchone()
+        return int(row[0])
+
+    def spend(self, start: float, end: float, *, include_offline: bool = True) -> dict[str, Any]:
+        """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
+        escalations (re-asks on a stronger tier) and what they cost. Without
+        `include_offline` the offline backend's rows are left out."""
+        saved = ", ".join(f"SUM(saved_{s}) AS saved_{s}" for s in STRATEGIES)
+        row = next(
+            self.db.query(
+                f"""SELECT COUNT(*) AS calls, COALESCE(SUM(cost), 0) AS cost,
+                    COALESCE(SUM(baseline_cost), 0) AS baseline_cost,
+                    SUM(error IS NOT NULL) AS errors, {saved},
+                    SUM(escalated_from IS NOT NULL) AS escalations,
+                    SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
+                        AS escalation_cost
+                    FROM calls WHERE ts >= ? AND ts < ?{real_only(include_offline)}""",
+                [start, end],
+            )
+        )
+        return {k: (v or 0) for k, v in row.items()}
+
+    def breakdown(
+        self, column: str, start: float, end: float, *, include_offline: bool = True
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and cost grouped by `model` or `source` between two epoch times."""
+        if column not in {"model", "source", "query_type", "tier", "namespace"}:
+            raise ValueError(f"cannot group the ledger by {column!r}")
+        return list(
+            self.db.query(
+                f"""SELECT COALESCE({column}, '-') AS key, COUNT(*) AS calls,
+                    SUM(input_tokens + cache_write_5m + cache_write_1h + cache_read)
+                        AS prompt_tokens,
+                    SUM(output_tokens) AS output_tokens,
+                    SUM(cost) AS cost, SUM(baseline_cost) AS baseline_cost
+                    FROM calls WHERE ts >= ? AND ts < ?{real_only(include_offline)}
+                    GROUP BY 1 ORDER BY cost DESC""",
+                [start, end],
+            )
+        )
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["decisions"] = json.loads(out.get("decisions") or "[]")
+    out["tokens_estimated"] = bool(out.get("tokens_estimated"))
+    return out
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The start of today, this ISO week and this month (UTC) for a moment."""
+
+    day: float
+    week: float
+    month: float
+    next_month: float
+
+    @classmethod
+    def at(cls, now: float) -> Periods:
+        moment = datetime.fromtimestamp(now, UTC)
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        week = day - timedelta(days=day.weekday())
+        month = day.replace(day=1)
+        following = (month + timedelta(days=32)).replace(day=1)
+        return cls(day.timestamp(), week.timestamp(), month.timestamp(), following.timestamp())

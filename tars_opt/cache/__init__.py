@@ -1,0 +1,1 @@
+"""The response cache: its stage, keys, entry store, semantic index, guards and calibration."""

@@ -1,0 +1,241 @@
+"""`tars-opt cache ...`: inspect, prune and calibrate the response cache."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tars_opt.cache.store import CacheStore, summary
+from tars_opt.cli.main import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, friendly_errors
+from tars_opt.cli.render import cache as render
+from tars_opt.cli.render.main import to_json
+from tars_opt.config.schema import load_config
+from tars_opt.store.files import InputError
+from tars_opt.types import QUERY_TYPES
+
+cache_app = typer.Typer(
+    help="The response cache: stats, entries, forgetting, calibration.", no_args_is_help=True
+)
+
+
+def _check_type(query_type: str | None, flag: str = "--type") -> None:
+    if query_type is not None and query_type not in QUERY_TYPES:
+        raise InputError(f"{flag} {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+
+
+@cache_app.command("stats")
+def stats(
+    days: Annotated[float, typer.Option(help="Hit rate over the last N days.", min=0)] = 30,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Entries, size, hit rate by query type, tokens and dollars saved, top entries.
+
+    Example: [bold]tars-opt cache stats --days 7[/bold]
+    """
+    with friendly_errors():
+        now = time.time()
+        data = summary(CacheStore(_open(config, db).db), now, now - days * 86400)
+        if as_json:
+            typer.echo(to_json(data, indent=2))
+            return
+        render.cache_stats(_consoles.out, data, now)
+
+
+@cache_app.command("list")
+def list_entries(
+    n: Annotated[int, typer.Option("-n", help="How many entries, newest first.", min=1)] = 20,
+    query_type: Annotated[str | None, typer.Option("--type", help="Only this query type.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Only this namespace.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """List stored answers, newest first.
+
+    Example: [bold]tars-opt cache list -n 10 --type fact[/bold]
+    """
+    with friendly_errors():
+        _check_type(query_type)
+        rows = CacheStore(_open(config, db).db).listing(
+            limit=n, query_type=query_type, namespace=namespace
+        )
+        if as_json:
+            typer.echo(to_json(rows, indent=2))
+            return
+        render.cache_entries(_consoles.out, rows, time.time(), "cached answers")
+
+
+@cache_app.command("show")
+def show(
+    entry_id: Annotated[int, typer.Argument(help="Entry id (from `cache list`).")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show one entry: prompt, answer, expiry, and every answer it served (with similarity).
+
+    Example: [bold]tars-opt cache show 42[/bold]
+    """
+    with friendly_errors():
+        store = CacheStore(_open(config, db).db)
+        entry = store.get(entry_id)
+        if entry is None:
+            raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
+        hits = store.hits_of(entry_id)
+        if as_json:
+            data = asdict(entry)
+            data["usage"] = entry.usage.to_api()
+            typer.echo(to_json({"entry": data, "served": hits}, indent=2))
+            return
+        render.cache_entry(_consoles.out, entry, hits, time.time())
+
+
+@cache_app.command("forget")
+def forget(
+    entry_id: Annotated[int | None, typer.Argument(help="Entry id to forget.")] = None,
+    match: Annotated[
+        str | None, typer.Option("--match", help="Forget every entry whose prompt has this text.")
+    ] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Forget one entry (e.g. a bad hit found in the ledger) or all whose prompt matches.
+
+    Example: [bold]tars-opt cache forget 42[/bold] (or --match refund)
+    """
+    with friendly_errors():
+        if (entry_id is None) == (match is None):
+            raise InputError("give an entry id or --match TEXT (one of them)")
+        if match is not None and not match.strip():
+            raise InputError("--match needs some text")
+        store = CacheStore(_open(config, db).db)
+        if entry_id is not None:
+            if not store.delete(entry_id):
+                raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
+            _consoles.out.print(f"forgot entry {entry_id}")
+            return
+        count = store.delete_matching(match or "")
+        _consoles.out.print(f"forgot {count} entries matching {match!r}", markup=False)
+
+
+@cache_app.command("clear")
+def clear(
+    query_type: Annotated[str | None, typer.Option("--type", help="Only this query type.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Clear without asking.")] = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Forget every cached answer, or those of one query type (asks first; --yes skips it).
+
+    Example: [bold]tars-opt cache clear --type fact[/bold]
+    """
+    with friendly_errors():
+        _check_type(query_type)
+        what = f" {query_type}" if query_type else ""
+        if not yes and not sys.stdin.isatty():
+            raise InputError(
+                "cache clear needs confirmation and nobody is at a terminal to give it: "
+                "add --yes to clear without asking"
+            )
+        store = CacheStore(_open(config, db).db)
+        if not yes:
+            entries = store.count(query_type)
+            if not typer.confirm(f"forget {entries}{what} cached answers?", default=False):
+                _consoles.out.print("canceled: nothing forgotten", markup=False)
+                raise typer.Exit(1)
+        count = store.clear(query_type)
+        _consoles.out.print(f"forgot {count}{what} entries")
+
+
+@cache_app.command("calibrate")
+def calibrate(
+    pairs: Annotated[Path, typer.Option("--pairs", help="TSV: text1, text2, label (0/1).")],
+    query_types: Annotated[
+        list[str] | None, typer.Option("--type", help="Calibrate only this type (repeatable).")
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(help="False-hit rate to stay within (default: the config's, per type)."),
+    ] = None,
+    no_guards: Annotated[
+        bool, typer.Option("--no-guards", help="Measure without the guards.")
+    ] = False,
+    write: Annotated[
+        bool, typer.Option("--write", help="Save the thresholds into the config file.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Set each semantic threshold to the lowest value whose false-hit rate on labelled
+    pairs stays within the target; print precision, recall and the threshold.
+
+    Example: [bold]tars-opt cache calibrate --pairs qqp/calibration.tsv --write[/bold]
+    """
+    with friendly_errors():
+        from tars_opt.cache import calibrate as cal
+
+        for kind in query_types or []:
+            _check_type(kind)
+        if target is not None and not 0 <= target < 1:
+            raise InputError(f"--target {target} must be in [0, 1), e.g. 0.01 for 1%")
+        loaded = load_config(config)
+        if write and loaded.path is None:
+            raise InputError(
+                "no config file to write the thresholds to: create one with "
+                "`tars-opt config init` or pass --config"
+            )
+        sem = loaded.config.cache.semantic
+        data = cal.read_pairs(pairs)
+        embedder = _embedder()
+        sims = cal.similarities(embedder, data)
+        guards = sem.guards and not no_guards
+        passes = cal.guard_passes(data) if guards else None
+        rows = []
+        for kind in query_types or list(QUERY_TYPES):
+            goal = target if target is not None else sem.target_false_hit_rate.get(kind, 0.01)
+            score = cal.choose_threshold(sims, data.labels, passes, goal)
+            rows.append({"type": kind, "target": goal, "guards": guards, **score.to_dict()})
+        if write:
+            assert loaded.path is not None
+            _write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
+        if as_json:
+            typer.echo(to_json({"pairs": len(data), "results": rows}, indent=2))
+        else:
+            render.calibration(_consoles.out, rows, len(data))
+            if write:
+                _consoles.out.print(f"wrote thresholds to {loaded.path}", markup=False)
+
+
+def _embedder():  # noqa: ANN202 - returns the embed module's embedder
+    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
+
+    try:
+        return get_embedder()
+    except EmbeddingUnavailable as exc:
+        raise InputError(f"calibration needs the embedding model: {exc}") from None
+
+
+def _write_thresholds(path: Path, thresholds: dict[str, float | None]) -> None:
+    from tars_opt.cache.calibrate import set_yaml_scalars, write_atomically
+
+    text = path.read_text(encoding="utf-8")
+    edited = set_yaml_scalars(text, ["cache", "semantic", "thresholds"], thresholds)
+    probe = path.with_name(f".{path.name}.check")
+    try:
+        probe.write_text(edited, encoding="utf-8")
+        got = load_config(probe).config.cache.semantic.thresholds
+    finally:
+        probe.unlink(missing_ok=True)
+    if any(got.get(k) != v for k, v in thresholds.items()):
+        raise InputError(
+            f"could not edit the thresholds in {path} (unusual YAML layout): set "
+            f"cache.semantic.thresholds by hand to {thresholds}"
+        )
+    write_atomically(path, edited)

@@ -1,0 +1,1 @@
+"""How the CLI shows library results with rich. Formatting only."""

@@ -1,0 +1,132 @@
+"""How the CLI and the Markdown report show simulation results. Formatting only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tars_opt.monitor.report import ReportError, _table
+from tars_opt.sim.simulate import SimResult
+from tars_opt.types import STRATEGIES
+
+
+def usd(value: float) -> str:
+    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:.4f}"
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def quality_line(r: SimResult) -> str:
+    if r.relative_quality is None:
+        return "quality: no labelled prompts (add labels to the trace to measure it)"
+    return (
+        f"quality: {r.relative_quality:.1%} of the all-baseline-model answers "
+        f"({r.quality:.3f} vs {r.quality_baseline:.3f} on {r.labelled} labelled prompts)"
+    )
+
+
+def headline(r: SimResult) -> str:
+    """The one line that answers "what would I save?"."""
+    share = pct(r.saved_share)
+    rel = f", quality {pct(r.relative_quality)} of baseline" if r.relative_quality else ""
+    return (
+        f"{r.calls} calls: baseline {usd(r.baseline_cost)} -> optimized {usd(r.cost)}, "
+        f"saved {usd(r.saved)} ({share}){rel}"
+    )
+
+
+def rows(r: SimResult) -> list[tuple[str, str]]:
+    """The summary as (label, value) pairs, shared by the terminal and the report."""
+    mix = ", ".join(f"{m['model']} {m['calls']}" for m in r.model_mix) or "—"
+    out = [
+        ("workload", f"{r.workload} ({r.calls} calls, {_when(r.start)} to {_when(r.end)} UTC)"),
+        ("config", r.config),
+        ("stages", " -> ".join(r.stages) or "none"),
+        ("baseline cost", usd(r.baseline_cost)),
+        ("optimized cost", usd(r.cost)),
+        ("saved", f"{usd(r.saved)} ({pct(r.saved_share)})"),
+    ]
+    out += [(f"  by {s.replace('_', ' ')}", usd(r.saved_by_strategy.get(s, 0.0)))
+            for s in STRATEGIES]  # fmt: skip
+    out += [
+        ("model calls", mix),
+        ("cache hits", f"exact {pct(r.rate(r.exact_hits))} ({r.exact_hits}), "
+                       f"semantic {pct(r.rate(r.semantic_hits))} ({r.semantic_hits})"),
+        ("deferred", f"{pct(r.rate(r.deferred))} ({r.deferred}), {r.drains} drain run(s)"),
+        ("escalations", f"{r.escalations} (cost {usd(r.escalation_cost)})"),
+        ("A/B holdout", f"{r.holdout} calls sent unoptimized (experiment.holdout)"),
+        ("quality", pct(r.relative_quality) + (f" of baseline, {r.labelled} labelled prompts"
+                                               if r.labelled else "")),
+        ("answered", f"{r.answered} of {r.calls} (refused {r.refused}, errors {r.errors})"),
+        ("wall time", f"{r.wall_s:.1f} s"),
+    ]  # fmt: skip
+    return out
+
+
+def summary(console: Console, r: SimResult) -> None:
+    table = Table("", "", title="tars-opt simulate (offline, simulated clock)", show_header=False)
+    for label, value in rows(r):
+        table.add_row(label, value)
+    console.print(table)
+    for note in r.notes:
+        console.print(f"note: {note}", style="yellow", markup=False)
+    console.print(headline(r), style="bold", markup=False)
+
+
+def compare(console: Console, a: SimResult, b: SimResult) -> None:
+    table = Table("", a.config, b.config, title=f"simulate --compare on {a.workload}")
+    for (label, va), (_, vb) in zip(rows(a), rows(b), strict=True):
+        if label not in ("workload", "config", "wall time"):
+            table.add_row(label, va, vb)
+    console.print(table)
+    for r in (a, b):
+        console.print(f"{r.config}: {headline(r)}", markup=False)
+
+
+def write_markdown(results: list[SimResult], path: Path, now: float) -> Path:
+    """A Markdown report of one simulation (or of a comparison), written atomically."""
+    first = results[0]
+    title = "Simulation" if len(results) == 1 else "Simulation: comparison"
+    lines = [
+        f"# {title}: {first.workload}",
+        "",
+        f"Generated {_when(now)} UTC by `tars-opt simulate`. Offline backend, simulated clock: "
+        "token counts are estimates and every cost is computed from them with the config's "
+        "prices; quality counts a labelled prompt as good when the tier that answered it "
+        "(or, for a cache hit, the answer it served) was labelled good.",
+        "",
+        "## Summary",
+        "",
+    ]
+    head = ["", *(r.config for r in results)]
+    table = [[label, *(dict(rows(r))[label] for r in results)] for label, _ in rows(first)]
+    lines += _table(head, [row for row in table if row[0] not in ("config",)])
+    lines += ["", "## Model mix", ""]
+    for r in results:
+        lines += [f"**{r.config}**", ""]
+        lines += _table(
+            ["model", "calls", "cost"],
+            [[m["model"], str(m["calls"]), usd(m["cost"])] for m in r.model_mix],
+        )
+        lines.append("")
+    for r in results:
+        lines += [f"- {r.config}: {headline(r)}"]
+        lines += [f"  - note: {n}" for n in r.notes]
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReportError(f"cannot write {path}: {exc.strerror}; use --out") from None
+    return path

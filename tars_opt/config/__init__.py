@@ -1,0 +1,1 @@
+"""The config: schema (pydantic models), loader (files, env, flags) and paths."""

@@ -1,0 +1,861 @@
+"""performance-config.yaml: pydantic models, layered loading and one-line errors.
+
+Layers, lowest first: shipped defaults, the config file, environment variables, command-line
+flags. `load_config` remembers which layer set each key so `config show` can say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tars_opt.config.paths import default_data_dir
+from tars_opt.types import QUERY_TYPES
+
+CONFIG_FILENAME = "performance-config.yaml"
+_QUERY_TYPES = QUERY_TYPES
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "data" / CONFIG_FILENAME
+
+
+class ConfigError(Exception):
+    """A config problem, worded as one line that names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ApiConfig(_Strict):
+    key_env: str = "ANTHROPIC_API_KEY"
+    base_url: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class ModelsConfig(_Strict):
+    tiers: dict[str, str] = Field(
+        default_factory=lambda: {"cheap": "claude-haiku-5-5", "strong": "claude-sonnet-5-5"}
+    )
+    default_tier: str = "strong"
+    baseline: str = "claude-sonnet-5-5"
+    max_tokens: int = Field(1024, ge=1, le=128_000)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one tier is needed, e.g. {strong: claude-sonnet-5-5}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_tier_known(self) -> ModelsConfig:
+        if self.default_tier not in self.tiers:
+            raise ValueError(
+                f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}"
+            )
+        return self
+
+
+class TierPrice(_Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float = Field(ge=0)
+    cache_write_1h: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+
+
+class ModelPriceConfig(TierPrice):
+    # Some models charge the whole request at a higher rate once the prompt passes a size.
+    long_context_above: int | None = Field(None, gt=0)
+    long_context: TierPrice | None = None
+    source: str = ""
+
+
+class PricingConfig(_Strict):
+    as_of: date = date(2026, 11, 21)
+    batch_discount: float = Field(0.5, ge=0, lt=1)
+    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+
+
+class BudgetConfig(_Strict):
+    monthly_usd: float = Field(200.0, gt=0)
+    # Shares of the monthly budget that raise an alert, once each per month.
+    alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    # At 100%: warn (alert, answer anyway), defer (queue deferrable work; from
+    # lazy.budget_threshold), block (refuse non-urgent requests, queue nothing).
+    policy: Literal["warn", "defer", "block"] = "warn"
+    # A reservation left by a process that died stops counting after this long.
+    reservation_ttl_s: float = Field(900.0, gt=0)
+
+    @field_validator("alert_at")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 10 for v in value):
+            raise ValueError("alert_at holds shares of the budget such as 0.5, 0.8, 1.0")
+        return sorted(set(value))
+
+
+class AlertsConfig(_Strict):
+    # POST each alert as JSON ({"text": ...}, Slack-compatible) to this URL; null = off.
+    webhook_url: str | None = None
+    # Run this command per alert (no shell), the alert as JSON on stdin; null = off.
+    command: str | None = None
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class RegressionConfig(_Strict):
+    warning: float = Field(0.10, gt=0)
+    critical: float = Field(0.25, gt=0)
+    # Fewer calls than this in a week: too few to call a change a regression.
+    min_calls: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegressionConfig:
+        if self.critical < self.warning:
+            raise ValueError("critical must be at least warning")
+        return self
+
+
+class BaselineCaptureConfig(_Strict):
+    # `baseline capture` refuses (unless --force) a period with calls on fewer days than this,
+    min_days: int = Field(3, ge=1)
+    # or one that was already optimized: more than these shares of model calls on the
+    # cheapest tier, of requests answered by the response cache, or deferred.
+    max_cheap_share: float = Field(0.10, ge=0, le=1)
+    max_cache_hit_rate: float = Field(0.05, ge=0, le=1)
+    max_deferred_share: float = Field(0.05, ge=0, le=1)
+
+
+class BaselineConfig(_Strict):
+    daily_cost_usd: float = Field(8.50, ge=0)
+    calls_per_day: float = Field(234, ge=0)
+    tokens_per_day: float = Field(850_000, ge=0)
+    cheap_share: float = Field(0.0, ge=0, le=1)
+    cache_hit_rate: float = Field(0.0, ge=0, le=1)
+    batch_share: float = Field(0.0, ge=0, le=1)
+    latency_s: float = Field(2.3, ge=0)
+    error_rate: float = Field(0.02, ge=0, le=1)
+    source: str = "plan: measured 2026-02-11..13 (100% Sonnet, no cache)"
+    capture: BaselineCaptureConfig = Field(default_factory=BaselineCaptureConfig)
+
+
+class PhaseTargets(_Strict):
+    daily_cost_usd: float | None = Field(None, ge=0)
+    calls_per_day: float | None = Field(None, ge=0)
+    tokens_per_day: float | None = Field(None, ge=0)
+    cheap_share: float | None = Field(None, ge=0, le=1)
+    cache_hit_rate: float | None = Field(None, ge=0, le=1)
+    batch_share: float | None = Field(None, ge=0, le=1)
+    latency_s: float | None = Field(None, ge=0)
+    error_rate: float | None = Field(None, ge=0, le=1)
+
+
+class PhaseConfig(_Strict):
+    name: str
+    # How long the phase lasts; it starts the day after the phase before it ends (the first
+    # one on `phases_start`).
+    days: int = Field(7, ge=1)
+    # Fixed dates instead (UTC, inclusive); `start` alone lasts `days`.
+    start: date | None = None
+    end: date | None = None
+    targets: PhaseTargets = Field(default_factory=PhaseTargets)
+
+    @model_validator(mode="after")
+    def _dates(self) -> PhaseConfig:
+        if self.end is not None and self.start is None:
+            raise ValueError(
+                f"phase {self.name!r} has an end but no start: give both, or neither to "
+                "count `days` from phases_start"
+            )
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError(f"phase {self.name!r} ends before it starts")
+        return self
+
+
+class HeartbeatConfig(_Strict):
+    # Queued tasks waiting longer than this are stuck.
+    stuck_after_h: float = Field(24.0, gt=0)
+    # More waiting tasks than this is a backlog.
+    max_backlog: int = Field(500, ge=1)
+    # The window the heartbeat's rates are measured over.
+    window_h: float = Field(24.0, gt=0)
+
+
+class ExperimentConfig(_Strict):
+    # Share of eligible requests sent unoptimized (baseline model, no stages) to measure
+    # the real saving; off (0) by default, as each held-out call costs the user money.
+    holdout: float = Field(0.0, ge=0, le=1.0)
+
+
+class ReportsConfig(_Strict):
+    # Where `tars-opt report` writes (relative paths: to the current directory).
+    dir: Path = Path("reports")
+
+
+class StageSwitch(_Strict):
+    enabled: bool = True
+
+
+Level = Literal["none", "light", "medium", "aggressive"]
+LEVEL_ORDER: tuple[str, ...] = ("none", "light", "medium", "aggressive")
+
+
+class PruneLevelConfig(_Strict):
+    # Messages kept verbatim at the end of the history (whole turns: a tool_use and its
+    # tool_result are never split, so slightly more may be kept).
+    keep_last: int = Field(ge=1)
+    # Replace what is not kept by a summary made by the cheap tier (else it is dropped).
+    summarize: bool
+
+
+class PromptCachingConfig(_Strict):
+    enabled: bool = True
+    # auto: by when the prefix and the conversation were last sent (prompt_cache.py).
+    ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
+    ttl_deferred: Literal["5m", "1h"] = "1h"
+    # Smallest cacheable prefix per model family (first family named in the model id
+    # wins); shorter prefixes are not marked, as the API would ignore them anyway.
+    min_tokens: dict[str, int] = Field(
+        default_factory=lambda: {
+            "haiku": 4096,
+            "sonnet": 1024,
+            "opus": 4096,
+            "default": 4096,
+        }
+    )
+
+    def minimum(self, model: str) -> int:
+        """The smallest cacheable prefix for `model`."""
+        for family, tokens in self.min_tokens.items():
+            if family != "default" and family in model:
+                return tokens
+        return self.min_tokens.get("default", 4096)
+
+
+class ContextConfig(_Strict):
+    enabled: bool = True
+    # History tokens (estimated) above which pruning starts; below it nothing is pruned.
+    budget_tokens: int = Field(4000, ge=100)
+    levels: dict[str, PruneLevelConfig] = Field(
+        default_factory=lambda: {
+            "light": PruneLevelConfig(keep_last=20, summarize=False),
+            "medium": PruneLevelConfig(keep_last=10, summarize=True),
+            "aggressive": PruneLevelConfig(keep_last=3, summarize=True),
+        }
+    )
+    default_level: Level = "medium"
+    by_query_type: dict[str, Level] = Field(
+        default_factory=lambda: {"code": "light", "research": "light", "template": "aggressive"}
+    )
+    by_priority: dict[str, Level] = Field(default_factory=lambda: {"high": "light"})
+    # Budget pressure: when the pruned history is still over budget_tokens x this, go one
+    # level further (light -> medium -> aggressive).
+    escalate_over: float = Field(1.5, ge=1.0)
+    keep_first_user: bool = True
+    # Older turns most relevant to the prompt, kept verbatim: at most this many, within
+    # relevant_tokens, scoring at least relevant_min_score.
+    relevant_top_k: int = Field(3, ge=0)
+    relevant_tokens: int = Field(2000, ge=0)
+    relevant_min_score: float = Field(0.3, ge=0.0, le=1.0)
+    semantic: bool = True
+    # Embedding vectors kept in the database (hash and vector, never the text) so a new
+    # process does not embed the history again; shared with tool selection. 0 = memory only.
+    vector_cache_rows: int = Field(50_000, ge=0)
+    # Turns with no stored vector yet are scored by word overlap this once and embedded
+    # while the API call is in flight (false: embed them before sending; deferred work
+    # always embeds first, it is not waited on).
+    embed_in_background: bool = True
+    # The summarized part only moves in steps of this many messages, so the summary and
+    # the cached prefix stay the same for several turns.
+    summary_step: int = Field(8, ge=2)
+    summary_tier: str = "cheap"
+    summary_max_tokens: int = Field(400, ge=50, le=4000)
+    # estimate: local estimates; api: the backend's count_tokens (cached, rate-limited).
+    count_tokens: Literal["estimate", "api"] = "estimate"
+    count_tokens_per_minute: int = Field(50, ge=1)
+    system_file: Path | None = None
+    prompt_caching: PromptCachingConfig = Field(default_factory=PromptCachingConfig)
+
+    @field_validator("levels")
+    @classmethod
+    def _all_levels(cls, value: dict[str, PruneLevelConfig]) -> dict[str, PruneLevelConfig]:
+        missing = {"light", "medium", "aggressive"} - set(value)
+        if missing:
+            raise ValueError(
+                f"levels needs light, medium and aggressive; missing {sorted(missing)}"
+            )
+        return value
+
+
+class ToolsConfig(_Strict):
+    enabled: bool = True
+    max_per_request: int = Field(10, ge=1)
+    # select: send only the top tools; tool_search: send all, the rest with defer_loading
+    # and the API's BM25 tool search tool, so the model can still find them.
+    mode: Literal["select", "tool_search"] = "select"
+    semantic: bool = True
+    # Within a session, keep the previous selection while it still holds the tools in use
+    # and the sticky_top best scored ones (a stable tool list keeps the prompt cache).
+    sticky: bool = True
+    sticky_top: int = Field(3, ge=1)
+
+
+class LedgerConfig(_Strict):
+    store_prompts: bool = True
+    # Whether the offline backend's rows count in spend, budget and savings figures.
+    include_offline: bool | Literal["auto"] = "auto"
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class LazyConfig(_Strict):
+    """Lazy loading: the defer stage, the off-peak window and the drain of the queue."""
+
+    enabled: bool = True
+    window: str = "00:00-06:00"
+    min_wait_minutes: float = Field(5.0, ge=0)
+    default_max_wait_hours: float = Field(24.0, gt=0)
+    defer_low_priority: bool = False
+    # With budget.policy defer: the share of budget.monthly_usd from which deferrable work
+    # is queued. Under warn and block the budget never queues anything.
+    budget_threshold: float = Field(1.0, ge=0)
+    deadline_fallback: Literal["sync", "queue"] = "sync"
+    expected_turnaround_minutes: float = Field(60.0, ge=0)
+    max_retries: int = Field(2, ge=0, le=20)
+    max_batch_requests: int = Field(100_000, ge=1, le=100_000)
+    max_batch_bytes: int = Field(256_000_000, ge=1_000, le=256_000_000)
+    claim_limit: int = Field(100_000, ge=1)
+    wave_size: int = Field(2_000, ge=1)
+    cache_shared_prefix: bool = True
+    shared_prefix_min_tokens: int = Field(1024, ge=0)
+    claim_lease_minutes: float = Field(30.0, gt=0)
+    poll_seconds: float = Field(30.0, gt=0)
+    recover_list_limit: int = Field(1000, ge=1)
+    drain_every_minutes: int = Field(15, ge=1, le=59)
+    collect_every_minutes: int = Field(10, ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window_format(cls, value: str) -> str:
+        m = _HHMM.match(value.strip())
+        if not m:
+            raise ValueError(
+                f"window {value!r} must look like HH:MM-HH:MM in UTC, e.g. 00:00-06:00"
+            )
+        if m.group(1, 2) == m.group(3, 4):
+            raise ValueError(f"window {value!r} is empty: start and end must differ")
+        return value.strip()
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+# Prompts whose answer depends on when they are asked (case-insensitive regexes).
+DEFAULT_TIME_SENSITIVE: tuple[str, ...] = (
+    r"\b(today|tonight|tomorrow|yesterday|now|nowadays|currently|current|latest|newest|recent|"
+    r"recently|upcoming|breaking|real[- ]time|so far|as of|this (morning|afternoon|evening|"
+    r"week|weekend|month|quarter|year|season)|(next|last) (night|week|month|quarter|year))\b",
+    r"\b(price|prices|cost of|stock|stocks|share price|exchange rate|weather|forecast|news|"
+    r"headlines|score|scores|standings|trending|election results?|poll|polls)\b",
+    r"\bwhat (time|day|date) is it\b",
+    r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}(/\d{2,4})?\b",
+    r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}(st|nd|rd|th)?\b",
+)
+
+
+class CacheSemanticConfig(_Strict):
+    enabled: bool = True
+    # Types that may be answered by a similar (not identical) earlier prompt.
+    types: list[str] = Field(default_factory=lambda: ["research", "fact", "template", "other"])
+    # Lowest cosine similarity for a semantic hit, per type; null = no semantic hits.
+    thresholds: dict[str, float | None] = Field(
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, None)
+    )
+    # The false-hit rate `cache calibrate` keeps each threshold within.
+    target_false_hit_rate: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.01)
+    )
+    guards: bool = True
+    candidates: int = Field(5, ge=1, le=50)
+    # History is fixed context (few-shot examples): same-history prompts may match.
+    fixed_history: bool = False
+
+    @field_validator("types")
+    @classmethod
+    def _types_known(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if t not in _QUERY_TYPES]
+        if bad:
+            raise ValueError(f"unknown query type {bad[0]!r}: use {', '.join(_QUERY_TYPES)}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_valid(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for kind, threshold in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if threshold is not None and not 0.0 < threshold <= 1.0:
+                raise ValueError(f"threshold for {kind} must be in (0, 1] or null, not {threshold}")
+        return value
+
+    @field_validator("target_false_hit_rate")
+    @classmethod
+    def _rates_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, rate in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"target false-hit rate for {kind} must be in [0, 1), not {rate}")
+        return value
+
+
+class CacheConfig(_Strict):
+    enabled: bool = True
+    ttl_s: dict[str, int] = Field(
+        default_factory=lambda: {
+            "research": 3600,
+            "fact": 7200,
+            "code": 86400,
+            "template": 86400,
+            "other": 3600,
+        }
+    )
+    time_sensitive_ttl_s: int = Field(300, ge=0)
+    time_sensitive_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_TIME_SENSITIVE))
+    max_entries: int = Field(50_000, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    semantic: CacheSemanticConfig = Field(default_factory=CacheSemanticConfig)
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _ttl_valid(cls, value: dict[str, int]) -> dict[str, int]:
+        for kind, ttl in value.items():
+            if kind not in _QUERY_TYPES:
+                raise ValueError(f"unknown query type {kind!r}: use {', '.join(_QUERY_TYPES)}")
+            if ttl < 0:
+                raise ValueError(f"ttl for {kind} must be 0 or more seconds, not {ttl}")
+        return value
+
+    @field_validator("time_sensitive_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from None
+        return value
+
+    def ttl_for(self, query_type: str | None) -> int:
+        """Seconds an answer of this type stays fresh (unlisted types use `other`)."""
+        return self.ttl_s.get(query_type or "other", self.ttl_s.get("other", 3600))
+
+
+# --- routing (issue 4) -------------------------------------------------------------------
+
+ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
+
+
+class HeuristicWeights(_Strict):
+    """Points each factor adds at its full value; they sum to the score's 100."""
+
+    words: float = Field(15, ge=0)
+    questions: float = Field(10, ge=0)
+    technical: float = Field(25, ge=0)
+    reasoning: float = Field(30, ge=0)
+    context: float = Field(10, ge=0)
+    output: float = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HeuristicWeights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one weight must be above 0")
+        return self
+
+
+class HeuristicRouterConfig(_Strict):
+    weights: HeuristicWeights = Field(default_factory=HeuristicWeights)
+    # Score bands named in --explain: simple < 25 <= straightforward < 50 <= complex < 75.
+    levels: list[float] = Field(default_factory=lambda: [25.0, 50.0, 75.0])
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"strong": 50.0})
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_sorted(cls, value: list[float]) -> list[float]:
+        if len(value) != 3 or sorted(value) != value or not all(0 <= v <= 100 for v in value):
+            raise ValueError("levels must be three ascending scores in 0-100, e.g. [25, 50, 75]")
+        return value
+
+
+class LearnedRouterConfig(_Strict):
+    # null = the router that ships with tars-opt; else a file made by `tars-opt router train`.
+    path: Path | None = None
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"strong": 50.0})
+
+
+class EscalationConfig(_Strict):
+    enabled: bool = True
+    triggers: list[Literal["max_tokens", "empty", "refusal", "check"]] = Field(
+        default_factory=lambda: list(ESCALATION_TRIGGERS)
+    )
+    # A cheap answer whose start matches one of these (case-insensitive regex) is a refusal.
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^\s*(i'?m sorry|i am sorry|sorry),? (but )?i (can'?t|cannot|am unable|won'?t)",
+            r"^\s*i (can'?t|cannot|am unable to|won'?t) (help|assist|do|answer|provide)",
+            r"^\s*as an ai\b",
+        ]
+    )
+    # The `check` trigger: a regex every cheap answer must match (null = no check).
+    require_pattern: str | None = None
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            _compile(pattern)
+        return value
+
+    @field_validator("require_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+
+
+class RoutingConfig(_Strict):
+    enabled: bool = True
+    router: Literal["heuristic", "learned"] = "heuristic"
+    # The one knob: share of calls to send above the cheapest tier. Calibration on labelled
+    # data turns it into the router's threshold; null = use the thresholds below.
+    strong_share: float | None = Field(None, ge=0, le=1)
+    # Or: the share of the strong tier's quality gain to keep (0-1); the cheapest threshold
+    # that reaches it on the calibration data. Only one of the two may be set.
+    quality_target: float | None = Field(None, ge=0, le=1)
+    heuristic: HeuristicRouterConfig = Field(default_factory=HeuristicRouterConfig)
+    learned: LearnedRouterConfig = Field(default_factory=LearnedRouterConfig)
+    # Query types and keywords (case-insensitive substrings) always sent to a tier.
+    pinned_types: dict[str, str] = Field(default_factory=dict)
+    pinned_keywords: dict[str, str] = Field(default_factory=dict)
+    # Requests that carry tools go at least to this tier (null = no minimum).
+    tools_min_tier: str | None = None
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> RoutingConfig:
+        if self.strong_share is not None and self.quality_target is not None:
+            raise ValueError("set strong_share or quality_target, not both")
+        return self
+
+    def tier_names(self) -> dict[str, str]:
+        """Every tier name this section refers to, by the key that names it."""
+        named = {f"routing.heuristic.thresholds.{t}": t for t in self.heuristic.thresholds}
+        named.update({f"routing.learned.thresholds.{t}": t for t in self.learned.thresholds})
+        named.update({f"routing.pinned_types.{k}": t for k, t in self.pinned_types.items()})
+        named.update({f"routing.pinned_keywords.{k}": t for k, t in self.pinned_keywords.items()})
+        if self.tools_min_tier is not None:
+            named["routing.tools_min_tier"] = self.tools_min_tier
+        return named
+
+
+class Config(_Strict):
+    """The whole of performance-config.yaml."""
+
+    version: Literal[1] = 1
+    data_dir: Path | None = None
+    database: Path | None = None
+    backend: Literal["anthropic", "offline"] = "anthropic"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    # The shipped defaults (performance-config.yaml) carry the plan's three phases.
+    phases: list[PhaseConfig] = Field(default_factory=list)
+    # The day phase 1 starts. auto: the day after the captured baseline in use, else the
+    # day of the first call in the ledger (when tracking started).
+    phases_start: date | Literal["auto"] = "auto"
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    lazy: LazyConfig = Field(default_factory=LazyConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @model_validator(mode="after")
+    def _models_priced(self) -> Config:
+        # A model without a price would be costed at $0: refuse the config instead.
+        priced = set(self.pricing.models)
+        wanted = {f"models.tiers.{t}": m for t, m in self.models.tiers.items()}
+        wanted["models.baseline"] = self.models.baseline
+        if self.context.summary_tier not in self.models.tiers:
+            raise ValueError(
+                f"context.summary_tier {self.context.summary_tier!r} is not one of the tiers "
+                f"{sorted(self.models.tiers)}"
+            )
+        for key, model in wanted.items():
+            if model not in priced and re.sub(r"-\d{8}$", "", model) not in priced:
+                raise ValueError(
+                    f"{key} is {model!r}, which has no price: add it under pricing.models"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _routing_tiers_known(self) -> Config:
+        tiers = list(self.models.tiers)
+        for key, tier in self.routing.tier_names().items():
+            if tier not in tiers:
+                raise ValueError(f"{key} names tier {tier!r}, which is not one of {tiers}")
+        for name in ("heuristic", "learned"):
+            if tiers[0] in getattr(self.routing, name).thresholds:
+                raise ValueError(
+                    f"routing.{name}.thresholds.{tiers[0]}: the cheapest tier needs no "
+                    "threshold (it takes every score below the others): remove it"
+                )
+        for qtype in self.routing.pinned_types:
+            if qtype not in QUERY_TYPES:
+                raise ValueError(
+                    f"routing.pinned_types.{qtype}: not a query type, use one of {QUERY_TYPES}"
+                )
+        return self
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+    def resolved_database(self) -> Path:
+        if self.database:
+            return Path(self.database).expanduser()
+        return self.resolved_data_dir() / "tars-opt.db"
+
+    def counts_offline(self) -> bool:
+        """Whether figures count the offline backend's ledger rows: as ledger.include_offline
+        says; `auto` counts them only when this run's backend is offline itself (a trial
+        or `simulate`), so placeholder calls never inflate the real budget or savings."""
+        wanted = self.ledger.include_offline
+        return self.backend == "offline" if wanted == "auto" else wanted
+
+    def tier_model(self, tier: str) -> str:
+        return self.models.tiers[tier]
+
+
+# Environment variables that set config keys (the API key is never one of them).
+ENV_KEYS: dict[str, str] = {
+    "TARS_OPT_HOME": "data_dir",
+    "TARS_OPT_DB": "database",
+    "TARS_OPT_BACKEND": "backend",
+    "ANTHROPIC_BASE_URL": "api.base_url",
+    "TARS_OPT_HOLDOUT": "experiment.holdout",
+}
+
+
+class LoadedConfig:
+    """A validated config plus where each key came from and which file was read."""
+
+    def __init__(self, config: Config, sources: dict[str, str], path: Path | None) -> None:
+        self.config = config
+        self.sources = sources
+        self.path = path
+
+    @property
+    def label(self) -> str:
+        """The config file read, as a user would name it, or "shipped defaults"."""
+        return str(self.path) if self.path is not None else "shipped defaults"
+
+    def source_of(self, dotted: str) -> str:
+        """The layer that set `dotted` (or one of its parents): default, file, env or flag."""
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:i]))
+            if found:
+                return found
+        return "default"
+
+
+def shipped_defaults() -> dict[str, Any]:
+    """The documented example config that ships with the package, as a dict."""
+    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8")) or {}
+
+
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """The config file to read: --config, TARS_OPT_CONFIG, ./performance-config.yaml, data dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("TARS_OPT_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    local = Path.cwd() / CONFIG_FILENAME
+    if local.is_file():
+        return local
+    home = os.environ.get("TARS_OPT_HOME")
+    candidate = (Path(home).expanduser() if home else default_data_dir()) / CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> LoadedConfig:
+    """Load and validate the config; raise ConfigError with a one-line message on any problem.
+
+    `overrides` are command-line flags as dotted keys (None values are ignored).
+    """
+    environ = dict(os.environ) if environ is None else environ
+    merged = shipped_defaults()
+    sources: dict[str, str] = {}
+    file_path = find_config_file(path)
+    if file_path is not None:
+        merged = _merge(merged, _read_yaml(file_path), sources, "file")
+    env_layer: dict[str, Any] = {}
+    for var, dotted in ENV_KEYS.items():
+        if environ.get(var):
+            _set_dotted(env_layer, dotted, environ[var])
+    merged = _merge(merged, env_layer, sources, "env")
+    flag_layer: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(flag_layer, dotted, value)
+    merged = _merge(merged, flag_layer, sources, "flag")
+    try:
+        config = Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, file_path, sources)) from None
+    return LoadedConfig(config, sources, file_path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist: create it with `tars-opt config init`"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: fix the syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys (like `budget: ...`), not a list")
+    return data
+
+
+def _merge(
+    base: dict[str, Any],
+    layer: dict[str, Any],
+    sources: dict[str, str],
+    name: str,
+    prefix: str = "",
+) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_leaf_map(dotted):
+            out[key] = _merge(out[key], value, sources, name, dotted + ".")
+        else:
+            out[key] = value
+            sources[dotted] = name
+    return out
+
+
+def _is_leaf_map(dotted: str) -> bool:
+    # Maps whose entries a user replaces as a whole rather than key by key.
+    return dotted in {
+        "models.tiers",
+        "routing.heuristic.thresholds",
+        "routing.learned.thresholds",
+        "routing.pinned_types",
+        "routing.pinned_keywords",
+    }
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+# The command-line flags that set config keys, to name a bad flag value as the flag.
+FLAG_KEYS: dict[str, str] = {
+    "backend": "--backend",
+    "database": "--db",
+    "ledger.include_offline": "--include-offline",
+}
+
+
+def format_validation_error(
+    exc: ValidationError, path: Path | None, sources: dict[str, str] | None = None
+) -> str:
+    """One line: the key path (or the flag or variable that set it), the bad value and what
+    is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    origin = (sources or {}).get(loc)
+    if origin in ("flag", "env"):
+        value = err.get("input")
+        name = (
+            FLAG_KEYS.get(loc, f"--{loc}")
+            if origin == "flag"
+            else next((v for v, k in ENV_KEYS.items() if k == loc), loc) + "="
+        )
+        sep = "" if origin == "env" else " "
+        return f"{name}{sep}{value!r} is not valid: {msg.removeprefix('Value error, ')}"
+    where = f" in {path}" if path else ""
+    if err["type"] == "extra_forbidden":
+        return f"config error{where}: unknown key {loc!r}: remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"config error{where}: {loc} is required: add it"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "value_error":  # our own validators word the whole message
+        return f"config error{where}: {loc}: {msg.removeprefix('Value error, ')}{more}"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"config error{where}: {loc} = {shown}: {msg}{more}"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as dotted keys, for `config show`."""
+    if isinstance(data, dict) and data and not _is_leaf_map(prefix.rstrip(".")):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}

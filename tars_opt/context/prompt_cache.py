@@ -1,0 +1,277 @@
+"""Prompt-cache breakpoints on the stable prefix of a request, and the check that they hit.
+
+The API caches the prefix of a request (tools, then system, then messages) up to each
+block marked with `cache_control`, at most 4 per request. We mark, in order:
+the last tool; the original system prompt when a summary follows it; the end of the
+system prompt (which holds the summary of old history); the last message before the
+prompt. Everything before a breakpoint must stay byte-identical from turn to turn, which
+is why pruning keeps its cuts stable (see stages/prune.py) and nothing here adds dates.
+A prefix shorter than the model's minimum is not marked: the API would ignore it.
+
+TTL (`context.prompt_caching.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),
+a read 0.1x, and a read renews the entry. An agent calling every few minutes outlives a
+5-minute entry between calls and pays 1.25x on every call for nothing. `auto` (the
+default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
+the last hour - so from the second call of a busy hour on it is read - and leaves it
+unmarked otherwise (an isolated single-turn call pays 1x, not 2x). The end of a conversation's
+history, read only by the conversation's next turn, gets 5m while its turns come less
+than QUICK_TURN_S apart or no gap is known yet (a quick loop or a one-shot request: a
+write at 1.25x, not 2x), 1h while they come minutes apart (a 5m entry would be gone and
+the whole history written again), and no mark once they come more than an hour apart.
+Deferred work gets `ttl_deferred`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import sqlite3
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlite_utils
+
+from tars_opt import tokens
+from tars_opt.cache.keys import canonical
+from tars_opt.config.schema import PromptCachingConfig
+from tars_opt.store.db import transaction
+from tars_opt.types import Usage
+
+log = logging.getLogger("tars_opt.prompt_cache")
+MAX_BREAKPOINTS = 4
+# `auto`: a stable prefix sent within this many seconds is marked with the 1h TTL.
+AUTO_WINDOW_S = 3600.0
+AUTO_UNMARKED = "ttl auto"  # how the reason of a prefix `auto` leaves unmarked begins
+# `auto`: a conversation whose previous turn went out less than this long ago gets a 5m
+# mark on its history (a margin under the 300 s lifetime: the next gap may be longer).
+QUICK_TURN_S = 240.0
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """One cache_control mark: where it is and how many tokens the prefix up to it has."""
+
+    where: str
+    prefix_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _has_marks(params: dict[str, Any]) -> bool:
+    def marked(items: Any) -> bool:
+        for item in items or []:
+            if isinstance(item, dict):
+                if "cache_control" in item:
+                    return True
+                content = item.get("content")
+                if isinstance(content, list) and marked(content):
+                    return True
+        return False
+
+    system = params.get("system")
+    return (
+        "cache_control" in params
+        or marked(params.get("tools"))
+        or (isinstance(system, list) and marked(system))
+        or marked(params.get("messages"))
+    )
+
+
+def mark_breakpoints(
+    params: dict[str, Any],
+    config: PromptCachingConfig,
+    *,
+    deferred: bool = False,
+    enabled: bool = True,
+    since_sent: float | None = None,
+    since_turn: float | None = None,
+) -> tuple[dict[str, Any], list[Breakpoint], str]:
+    """A copy of `params` with cache_control marks, the marks, and a one-line reason.
+
+    Requests the caller marked already are left alone (the caller manages caching);
+    `enabled=False` (the A/B holdout) marks nothing. Only the `auto` TTL reads
+    `since_sent`, the seconds since this request's stable prefix (stable_key) was last
+    sent, and `since_turn`, since this conversation's previous turn (conversation_key);
+    None: not known to have been sent.
+    """
+    if not config.enabled or not enabled:
+        return params, [], "prompt caching off"
+    if _has_marks(params):
+        return params, [], "the request carries its own cache_control marks"
+    auto = config.ttl_interactive == "auto" and not deferred
+    fixed = config.ttl_deferred if deferred else config.ttl_interactive
+    recent = since_sent is not None and 0 <= since_sent <= AUTO_WINDOW_S
+    minimum = config.minimum(str(params.get("model") or ""))
+    out = copy.deepcopy(params)
+    # (where, prefix tokens, block to mark, stable: tools/system rather than history)
+    candidates: list[tuple[str, int, Any, bool]] = []
+    total = 0
+    tools = out.get("tools") or []
+    for tool in tools:
+        total += tokens.estimate_tool(tool)
+    if tools:
+        candidates.append((f"tools[{len(tools) - 1}] (last tool)", total, tools[-1], True))
+    system = out.get("system")
+    if isinstance(system, str) and system:
+        system = out["system"] = [{"type": "text", "text": system}]
+    if isinstance(system, list) and system:
+        for i, block in enumerate(system):
+            total += tokens.estimate_text(str(block.get("text", "")))
+            last = i == len(system) - 1
+            if last or i == len(system) - 2:
+                label = "system (end)" if last else f"system[{i}]"
+                candidates.append((label, total, block, True))
+    messages = out.get("messages") or []
+    history = messages[:-1]
+    for m in history:
+        total += tokens.estimate_message(m)
+    if history:
+        last = history[-1]
+        if isinstance(last.get("content"), str):
+            last["content"] = [{"type": "text", "text": last["content"]}]
+        content = [b for b in last.get("content") or [] if isinstance(b, dict)]
+        if content:
+            label = f"messages[{len(history) - 1}] (end of history)"
+            candidates.append((label, total, content[-1], False))
+    big = [c for c in candidates if c[1] >= minimum]
+    if not big:
+        longest = candidates[-1][1] if candidates else 0
+        return params, [], f"prefix ~{longest} tokens is below the {minimum}-token minimum"
+    slow = since_turn is not None and since_turn > AUTO_WINDOW_S
+    if auto and (not recent or slow):
+        # Not sent in the last hour: a 2x write pays only if a later call reads it.
+        big = [c for c in big if (c[3] and recent) or (not c[3] and not slow)]
+        if not big:
+            return (
+                params,
+                [],
+                (
+                    f"{AUTO_UNMARKED}: neither this prefix nor this conversation was sent in "
+                    "the last hour, so nothing is marked (a write pays only when a later call "
+                    "reads it)"
+                ),
+            )
+    chosen = big[-MAX_BREAKPOINTS:]
+    # The history is read only by this conversation's next turn: 5m while turns come
+    # quickly or no gap is known yet (one-shot: 1.25x, not 2x), 1h for a turn minutes apart.
+    minutes_apart = since_turn is not None and QUICK_TURN_S <= since_turn <= AUTO_WINDOW_S
+    history_ttl = "1h" if minutes_apart else "5m"
+    for _, _, block, stable in chosen:
+        ttl = ("1h" if stable else history_ttl) if auto else fixed
+        block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
+    marks = [Breakpoint(where, n) for where, n, _, _ in chosen]
+    if not auto:
+        return out, marks, f"{len(marks)} breakpoint(s), ttl {fixed}"
+    parts = []
+    if any(c[3] for c in chosen):
+        parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
+    if not chosen[-1][3]:
+        gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "no gap known"
+        parts.append(f"end of history {history_ttl} ({gap})")
+    return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
+
+
+def stable_key(params: dict[str, Any]) -> str:
+    """SHA-256 of what a request shares with the next ones: model, system, tools (marks
+    left out, they change billing, not the prefix)."""
+    system = _blocks(params.get("system")) or None
+    shared = {"model": params.get("model"), "system": system, "tools": params.get("tools")}
+    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+
+
+def _blocks(content: Any) -> Any:
+    """Message content as blocks (marking turns a text content into one block)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def conversation_key(params: dict[str, Any]) -> str | None:
+    """SHA-256 naming the conversation a request belongs to: the model and the first
+    message (pruning keeps it while `context.keep_first_user` is on). The same for every
+    turn of one conversation, its opening request included. Left out because they change
+    as a conversation goes: the system prompt (pruning adds the summary of old turns to
+    it) and the tools (a selection may follow the prompt). Two conversations that open
+    with the same message share a key; that only moves the choice between 5m and 1h."""
+    messages = params.get("messages") or []
+    if not messages:
+        return None
+    first = messages[0]
+    shared = {
+        "model": params.get("model"),
+        "first": {"role": first.get("role"), "content": _blocks(first.get("content"))},
+    }
+    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+
+
+class PrefixLog:
+    """When each stable prefix was last sent (table `prefix_sends`), for the `auto` TTL.
+
+    Only the SHA-256 and the model are stored. Rows older than a day are deleted as new
+    ones come. A database that cannot be read or written costs only the marking: the
+    request goes on as if the prefix were new.
+    """
+
+    KEEP_S = 86_400.0
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def since_sent(self, key: str, now: float) -> float | None:
+        """Seconds since `key` was last sent, or None."""
+        try:
+            row = self.db.execute(
+                "SELECT last_sent FROM prefix_sends WHERE key = ?", [key]
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("prefix log unreadable", extra={"error": str(exc)})
+            return None
+        return None if row is None else now - float(row[0])
+
+    def times(self, params: dict[str, Any], now: float) -> tuple[float | None, float | None]:
+        """(since_sent, since_turn) for mark_breakpoints."""
+        turn = conversation_key(params)
+        return (
+            self.since_sent(stable_key(params), now),
+            self.since_sent(turn, now) if turn else None,
+        )
+
+    def record(self, params: dict[str, Any], now: float) -> None:
+        """Record that this request (its stable prefix, its conversation) is sent now."""
+        keys = [stable_key(params), conversation_key(params)]
+        self.sent([k for k in keys if k], str(params.get("model") or ""), now)
+
+    def sent(self, keys: list[str], model: str, now: float) -> None:
+        """Record that `keys` are being sent now."""
+        try:
+            with transaction(self.db) as cur:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO prefix_sends (key, model, last_sent) VALUES (?, ?, ?)",
+                    [(key, model, now) for key in keys],
+                )
+                cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
+        except sqlite3.Error as exc:
+            log.warning("prefix log not written", extra={"error": str(exc)})
+
+
+def miss_cause(usage: Usage, marks: list[dict[str, Any]], minimum: int) -> str | None:
+    """Why a marked prefix was neither written nor read, or None when the cache was used."""
+    if not marks or usage.cache_read or usage.cache_write:
+        return None
+    longest = max(int(m.get("prefix_tokens", 0)) for m in marks)
+    if longest < minimum * 1.3:
+        return (
+            f"prefix ~{longest} tokens (estimated) is close to the {minimum}-token minimum: "
+            "it is probably below the model's real minimum"
+        )
+    return (
+        "the model may not support prompt caching, or the request changed something that "
+        "invalidates it (tool_choice, images, thinking settings)"
+    )
+
+
+def check_usage(usage: Usage, marks: list[dict[str, Any]], minimum: int, request_id: str) -> None:
+    """Log a marked prefix that came back with both cache counters at 0."""
+    cause = miss_cause(usage, marks, minimum)
+    if cause:
+        log.warning("prompt cache miss", extra={"request_id": request_id, "cause": cause})

@@ -1,0 +1,436 @@
+"""The deferred queue: `tasks` (one per deferred request) and `batches` (Message Batches).
+
+A task moves queued -> claimed -> submitted -> done | failed | expired | canceled.
+Every change is one short `BEGIN IMMEDIATE` transaction with a conditional UPDATE, so two
+drains never take the same task and a crash between two steps leaves a state the next
+drain can finish. Each task's `custom_id` is `<ticket>-<attempt>`: deterministic, so a
+batch submitted but not recorded can be matched to its tasks again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import sqlite_utils
+
+from tars_opt.defer.taskjson import request_from_json, request_to_json
+from tars_opt.store.db import transaction
+from tars_opt.store.files import InputError
+from tars_opt.types import Request, new_request_id
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+STATES = ("queued", "claimed", "submitted", "done", "failed", "expired", "canceled")
+TERMINAL = ("done", "failed", "expired", "canceled")
+
+
+class QueueError(InputError):
+    """A queue command cannot be done (unknown ticket, wrong state); one line says why."""
+
+
+def new_ticket() -> str:
+    """A ticket id a user can type: `t_` and 16 hex digits."""
+    return "t_" + uuid.uuid4().hex[:16]
+
+
+def custom_id_for(ticket: str, attempt: int) -> str:
+    """The batch custom_id of a task's attempt (matches ^[a-zA-Z0-9_-]{1,64}$)."""
+    return f"{ticket}-{attempt}"
+
+
+def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _marks(items: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+class Queue:
+    """Reads and changes `tasks` and `batches`. `clock` gives epoch seconds."""
+
+    def __init__(self, db: sqlite_utils.Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    # ---- tasks a user sees -------------------------------------------------------------
+    def enqueue(
+        self,
+        request: Request,
+        *,
+        reason: str,
+        max_wait_s: float | None,
+        deadline: float | None,
+        expected_at: float | None,
+    ) -> dict[str, Any]:
+        """Queue a request; return its task row (with the ticket). Committed on return."""
+        now = self.clock()
+        ticket = new_ticket()
+        row = {
+            "ticket": ticket,
+            "request_id": request.request_id,
+            "request": request_to_json(request),
+            "namespace": request.namespace,
+            "priority": PRIORITY_RANK.get(request.priority, 1),
+            "reason": reason,
+            "state": "queued",
+            "max_wait_s": max_wait_s,
+            "deadline": deadline,
+            "expected_at": expected_at,
+            "attempts": 1,
+            "custom_id": custom_id_for(ticket, 1),
+            "created_at": now,
+            "updated_at": now,
+        }
+        with transaction(self.db) as cur:
+            cur.execute(
+                f"INSERT INTO tasks ({', '.join(row)}) VALUES ({_marks(row)})", list(row.values())
+            )
+            row["id"] = cur.lastrowid
+        return row
+
+    def get(self, ticket: str) -> dict[str, Any] | None:
+        """The task with this ticket (or numeric id), or None."""
+        key = "id" if ticket.isdigit() else "ticket"
+        rows = list(self.db.query(f"SELECT * FROM tasks WHERE {key} = ?", [ticket]))
+        return rows[0] if rows else None
+
+    def require(self, ticket: str) -> dict[str, Any]:
+        task = self.get(ticket)
+        if task is None:
+            raise QueueError(f"no task {ticket!r}: see `tars-opt queue list` for tickets")
+        return task
+
+    def list(self, states: Iterable[str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Tasks, newest first, optionally only in some states."""
+        wanted = list(states or ())
+        where = f"WHERE state IN ({_marks(wanted)})" if wanted else ""
+        return list(
+            self.db.query(
+                f"SELECT * FROM tasks {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+                [*wanted, limit],
+            )
+        )
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for row in self.db.query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state"):
+            out[row["state"]] = row["n"]
+        return out
+
+    def cancel(self, ticket: str) -> dict[str, Any]:
+        """Cancel a task that has not been sent. A submitted one is in a batch for good."""
+        task = self.require(ticket)
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET state = 'canceled', finished_at = ?, updated_at = ?, "
+                "error = 'canceled by the user' WHERE id = ? AND state = 'queued'",
+                [self.clock(), self.clock(), task["id"]],
+            )
+            changed = cur.rowcount
+        if not changed:
+            state = self.require(ticket)["state"]
+            hint = {
+                "claimed": "a drain is preparing it right now; try again in a moment",
+                "submitted": f"it is in batch {task['batch_id']} already and will be answered",
+            }.get(state, "only queued tasks can be canceled")
+            raise QueueError(f"cannot cancel {ticket}: it is {state} - {hint}")
+        return self.require(ticket)
+
+    def retry(self, ticket: str) -> dict[str, Any]:
+        """Queue a failed, expired or canceled task again, as a new attempt.
+
+        The retry is a new request (a fresh request id): the ledger keeps the failed one.
+        """
+        task = self.require(ticket)
+        attempt = task["attempts"] + 1
+        request = replace(request_from_json(task["request"]), request_id=new_request_id())
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET state = 'queued', attempts = ?, custom_id = ?, request = ?,"
+                " request_id = ?, batch_row = NULL, batch_id = NULL, prepared = NULL,"
+                " owner = NULL, lease_until = NULL, error = NULL, result = NULL,"
+                " finished_at = NULL, updated_at = ?"
+                " WHERE id = ? AND state IN ('failed', 'expired', 'canceled')",
+                [
+                    attempt,
+                    custom_id_for(task["ticket"], attempt),
+                    request_to_json(request),
+                    request.request_id,
+                    self.clock(),
+                    task["id"],
+                ],
+            )
+            changed = cur.rowcount
+        if not changed:
+            raise QueueError(
+                f"cannot retry {ticket}: it is {task['state']}; only failed, expired or "
+                "canceled tasks can be retried"
+            )
+        return self.require(ticket)
+
+    def wait(
+        self,
+        ticket: str,
+        *,
+        max_poll_s: float = 1.0,
+        first_poll_s: float = 0.05,
+        timeout_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """Block until the task reaches a final state (or `timeout_s` passes); return it.
+
+        Checks after `first_poll_s`, then at doubling intervals up to `max_poll_s`, so a
+        drain's answer is noticed within `max_poll_s`. A check costs one `PRAGMA
+        data_version` (it changes only when another connection commits) unless something
+        was written, so many waiting processes do not load the database.
+        """
+        start = self.clock()
+        interval = first_poll_s
+        seen: tuple[int, int] | None = None
+        task = self.require(ticket)
+        while True:
+            if task["state"] in TERMINAL:
+                return task
+            if timeout_s is not None and self.clock() - start >= timeout_s:
+                return task
+            sleep(interval)
+            interval = min(interval * 2, max_poll_s)
+            now_seen = self._write_marks()
+            if now_seen != seen:
+                seen = now_seen
+                task = self.require(ticket)
+
+    def _write_marks(self) -> tuple[int, int]:
+        """Changes to the file since this connection opened: other connections' commits
+        (data_version) and its own (total_changes)."""
+        conn = self.db.conn
+        return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
+
+    # ---- what a drain does -------------------------------------------------------------
+    def claim(self, owner: str, lease_s: float, limit: int) -> list[dict[str, Any]]:
+        """Atomically take up to `limit` queued tasks, best priority and oldest first."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute(
+                "SELECT id FROM tasks WHERE state = 'queued' "
+                "ORDER BY priority, created_at, id LIMIT ?",
+                [limit],
+            )
+            ids = [r[0] for r in cur.fetchall()]
+            claimed: list[dict[str, Any]] = []
+            for chunk in _chunks(ids, 500):
+                cur.execute(
+                    "UPDATE tasks SET state = 'claimed', owner = ?, lease_until = ?, "
+                    f"claimed_at = ?, updated_at = ? WHERE state = 'queued' AND id IN "
+                    f"({_marks(chunk)})",
+                    [owner, now + lease_s, now, now, *chunk],
+                )
+                cur.execute(
+                    f"SELECT * FROM tasks WHERE owner = ? AND state = 'claimed' AND id IN "
+                    f"({_marks(chunk)}) ORDER BY priority, created_at, id",
+                    [owner, *chunk],
+                )
+                claimed.extend(_rows(cur))
+        return claimed
+
+    def save_prepared(self, task_id: int, owner: str, prepared_json: str) -> None:
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET prepared = ?, updated_at = ? "
+                "WHERE id = ? AND owner = ? AND state = 'claimed'",
+                [prepared_json, self.clock(), task_id, owner],
+            )
+
+    def save_prepared_many(self, owner: str, items: list[tuple[int, str]]) -> None:
+        """Store the prepared form of many claimed tasks in one transaction."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.executemany(
+                "UPDATE tasks SET prepared = ?, updated_at = ? "
+                "WHERE id = ? AND owner = ? AND state = 'claimed'",
+                [(text, now, task_id, owner) for task_id, text in items],
+            )
+
+    def open_batch(
+        self, owner: str, lease_s: float, model: str, task_ids: list[int], size: int, backend: str
+    ) -> int:
+        """Before submitting: a `submitting` batch row owning the tasks. Returns its row id."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute(
+                "INSERT INTO batches (state, backend, model, requests, bytes, owner, lease_until,"
+                " created_at, updated_at) VALUES ('submitting', ?, ?, ?, ?, ?, ?, ?, ?)",
+                [backend, model, len(task_ids), size, owner, now + lease_s, now, now],
+            )
+            row = int(cur.lastrowid or 0)
+            for chunk in _chunks(task_ids, 500):
+                cur.execute(
+                    f"UPDATE tasks SET batch_row = ?, lease_until = ?, updated_at = ? "
+                    f"WHERE owner = ? AND state = 'claimed' AND id IN ({_marks(chunk)})",
+                    [row, now + lease_s, now, owner, *chunk],
+                )
+        return row
+
+    def record_batch(self, row: int, batch_id: str, status: str, counts: dict[str, int]) -> None:
+        """Right after the API accepted a batch: its id, and its tasks are `submitted`."""
+        now = self.clock()
+        state = status if status in ("in_progress", "canceling", "ended") else "in_progress"
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE batches SET batch_id = ?, state = ?, counts = ?, owner = NULL, "
+                "lease_until = NULL, submitted_at = COALESCE(submitted_at, ?), updated_at = ? "
+                "WHERE id = ?",
+                [batch_id, state, json.dumps(counts), now, now, row],
+            )
+            cur.execute(
+                "UPDATE tasks SET state = 'submitted', batch_id = ?, owner = NULL, "
+                "lease_until = NULL, submitted_at = ?, updated_at = ? "
+                "WHERE batch_row = ? AND state = 'claimed'",
+                [batch_id, now, now, row],
+            )
+
+    def batch_tasks(self, row: int, states: tuple[str, ...] = ("submitted",)) -> list[dict]:
+        return list(
+            self.db.query(
+                f"SELECT * FROM tasks WHERE batch_row = ? AND state IN ({_marks(states)})",
+                [row, *states],
+            )
+        )
+
+    def batches(self, states: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = list(states)
+        return list(
+            self.db.query(
+                f"SELECT * FROM batches WHERE state IN ({_marks(wanted)}) ORDER BY id", wanted
+            )
+        )
+
+    def known_batch_ids(self) -> set[str]:
+        return {
+            r["batch_id"]
+            for r in self.db.query("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")
+        }
+
+    def set_batch_state(self, row: int, state: str, **extra: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in extra)
+        with transaction(self.db) as cur:
+            cur.execute(
+                f"UPDATE batches SET state = ?, updated_at = ?{', ' + sets if sets else ''} "
+                "WHERE id = ?",
+                [state, self.clock(), *extra.values(), row],
+            )
+
+    def lease_batch(self, row: int, owner: str, lease_s: float, is_stale: Callable) -> bool:
+        """Take the right to collect an ended batch; False if a live drain holds it."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute("SELECT owner, lease_until, state FROM batches WHERE id = ?", [row])
+            current, until, state = cur.fetchone()
+            if state != "ended":
+                return False
+            if current and current != owner and not is_stale(current, until):
+                return False
+            cur.execute(
+                "UPDATE batches SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ?",
+                [owner, now + lease_s, now, row],
+            )
+        return True
+
+    def settle(
+        self,
+        task_id: int,
+        custom_id: str,
+        state: str,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Move a submitted task to a final state, if it is still that attempt."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
+                "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
+                "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
+                [state, result, error, now, now, task_id, custom_id],
+            )
+            return cur.rowcount == 1
+
+    def settle_many(self, items: list[tuple[int, str, str, str | None, str | None]]) -> int:
+        """`settle` for many (task id, custom_id, state, result, error) in one transaction."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.executemany(
+                "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
+                "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
+                "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
+                [(st, res, err, now, now, tid, cid) for tid, cid, st, res, err in items],
+            )
+            return cur.rowcount
+
+    def forget_prompts(self, batch_row: int | None = None) -> int:
+        """Drop the prompt, history and system text of finished tasks (all, or one batch's),
+        for `ledger.store_prompts: false`; the answer stays so `result` can show it."""
+        where = "AND batch_row = ?" if batch_row is not None else ""
+        with transaction(self.db) as cur:
+            cur.execute(
+                "UPDATE tasks SET request = json_set(request, '$.prompt', '', "
+                "'$.messages', json('[]'), '$.system', NULL, '$.tools', json('[]')) "
+                "WHERE state IN ('done', 'failed', 'expired', 'canceled') "
+                f"AND json_extract(request, '$.prompt') != '' {where}",
+                [batch_row] if batch_row is not None else [],
+            )
+            return cur.rowcount
+
+    def recorded(self, request_ids: list[str]) -> set[str]:
+        """Which of these request ids already have a ledger row."""
+        found: set[str] = set()
+        for chunk in _chunks(request_ids, 500):
+            rows = self.db.execute(
+                f"SELECT request_id FROM calls WHERE request_id IN ({_marks(chunk)})", chunk
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
+    def requeue(self, task_id: int, custom_id: str, error: str) -> bool:
+        """An errored attempt with retries left: queue the next attempt (new custom_id)."""
+        now = self.clock()
+        with transaction(self.db) as cur:
+            cur.execute("SELECT ticket, attempts FROM tasks WHERE id = ?", [task_id])
+            ticket, attempts = cur.fetchone()
+            cur.execute(
+                "UPDATE tasks SET state = 'queued', attempts = ?, custom_id = ?, error = ?, "
+                "batch_row = NULL, batch_id = NULL, prepared = NULL, owner = NULL, "
+                "lease_until = NULL, updated_at = ? "
+                "WHERE id = ? AND custom_id = ? AND state IN ('submitted', 'claimed')",
+                [attempts + 1, custom_id_for(ticket, attempts + 1), error, now, task_id, custom_id],
+            )
+            return cur.rowcount == 1
+
+    def release(self, task_ids: list[int], owner: str | None = None) -> int:
+        """Put claimed (never submitted) tasks back in the queue, same attempt."""
+        now = self.clock()
+        released = 0
+        with transaction(self.db) as cur:
+            for chunk in _chunks(task_ids, 500):
+                who = "AND owner = ?" if owner else ""
+                cur.execute(
+                    "UPDATE tasks SET state = 'queued', owner = NULL, lease_until = NULL, "
+                    f"batch_row = NULL, prepared = NULL, updated_at = ? WHERE state = 'claimed' "
+                    f"{who} AND id IN ({_marks(chunk)})",
+                    [now, *([owner] if owner else []), *chunk],
+                )
+                released += cur.rowcount
+        return released
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,105 @@
+"""Tasks as JSON: the queued request, its prepared form (for collecting in a later
+process) and the view `queue show` / `result` print."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+from typing import Any
+
+from tars_opt.defer.window import iso_minute
+from tars_opt.types import Decision, Prepared, Request
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+
+
+def request_to_json(request: Request) -> str:
+    # Not dataclasses.asdict: it deep-copies every message, which shows at 10,000 tasks.
+    data = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def request_from_json(text: str) -> Request:
+    data = json.loads(text)
+    known = {f.name for f in fields(Request)}
+    data = {k: v for k, v in data.items() if k in known}
+    for key in ("messages", "tools"):
+        data[key] = tuple(data.get(key) or ())
+    if isinstance(data.get("system"), list):
+        data["system"] = tuple(data["system"])
+    return Request(**data)
+
+
+def prepared_to_json(prepared: Prepared) -> str:
+    """What collecting needs of a prepared request, in any later process."""
+    return json.dumps(
+        {
+            "request": {name: getattr(prepared.request, name) for name in _REQUEST_FIELDS},
+            "params": prepared.params,
+            "decisions": [d.to_dict() for d in prepared.decisions],
+        },
+        separators=(",", ":"),
+    )
+
+
+def prepared_from_json(text: str) -> Prepared:
+    data = json.loads(text)
+    return Prepared(
+        request=request_from_json(json.dumps(data["request"])),
+        params=data["params"],
+        decisions=[Decision(**d) for d in data["decisions"]],
+        started=time.perf_counter(),
+    )
+
+
+def queued_decision(task: dict[str, Any]) -> Decision:
+    """The defer stage's decision that put `task` in the queue, rebuilt from the task row
+    (which keeps its reason, ticket and times): a drained request's ledger row carries it,
+    so it counts as deferred like the request the caller queued."""
+
+    def when(key: str) -> str | None:
+        return iso_minute(task[key]) if task.get(key) is not None else None
+
+    return Decision(
+        "defer",
+        "queued",
+        task.get("reason") or "queued for the off-peak drain",
+        {
+            "ticket": task["ticket"],
+            "queued_at": when("created_at"),
+            "expected_at": when("expected_at"),
+            "deadline": when("deadline"),
+        },
+    )
+
+
+def task_view(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as `queue show --json` and `result --json` print it."""
+    from tars_opt.accounting.ledger import iso
+
+    request = json.loads(task["request"])
+    names = {0: "high", 1: "normal", 2: "low"}
+
+    def when(key: str) -> str | None:
+        return iso(task[key]) if task.get(key) is not None else None
+
+    return {
+        "ticket": task["ticket"],
+        "state": task["state"],
+        "request_id": task["request_id"],
+        "prompt": request.get("prompt"),
+        "namespace": task["namespace"],
+        "priority": names.get(task["priority"], "normal"),
+        "reason": task["reason"],
+        "attempts": task["attempts"],
+        "custom_id": task["custom_id"],
+        "batch_id": task["batch_id"],
+        "error": task["error"],
+        "created_at": when("created_at"),
+        "expected_at": when("expected_at"),
+        "deadline": when("deadline"),
+        "submitted_at": when("submitted_at"),
+        "finished_at": when("finished_at"),
+        "result": json.loads(task["result"]) if task.get("result") else None,
+    }

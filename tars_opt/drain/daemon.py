@@ -1,0 +1,109 @@
+"""`drain --daemon`: APScheduler in the foreground, a drain every N minutes inside the
+window and a collector all day, stopped cleanly by SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tars_opt.backends import Backend
+from tars_opt.config.schema import Config, LazyConfig
+from tars_opt.defer.window import Window
+from tars_opt.drain.runner import Drainer, DrainReport
+from tars_opt.store.db import connect
+
+log = logging.getLogger("tars_opt.daemon")
+
+
+def add_jobs(
+    scheduler: Any,
+    lazy: LazyConfig,
+    drain_job: Callable[[], Any],
+    collect_job: Callable[[], Any],
+) -> None:
+    """Register the two jobs: `drain` (cron, inside the window's hours, every N minutes;
+    the run itself checks the exact window) and `collect` (every M minutes, at once first)."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    hours = ",".join(str(h) for h in Window.parse(lazy.window).hours())
+    scheduler.add_job(
+        drain_job,
+        CronTrigger(hour=hours, minute=f"*/{lazy.drain_every_minutes}", timezone=UTC),
+        id="drain",
+        name=f"drain inside {lazy.window} UTC every {lazy.drain_every_minutes} min",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=300,
+    )
+    scheduler.add_job(
+        collect_job,
+        IntervalTrigger(minutes=lazy.collect_every_minutes, timezone=UTC),
+        id="collect",
+        name=f"collect ended batches every {lazy.collect_every_minutes} min",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+
+
+class Daemon:
+    """Runs drains on a schedule. Each run opens its own database connection (jobs run in
+    a worker thread); one worker, so a drain and a collect never overlap here."""
+
+    def __init__(
+        self,
+        config: Config,
+        db_path: Path,
+        *,
+        backend_factory: Callable[[Any], Backend] | None = None,
+    ) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        self.config = config
+        self.db_path = db_path
+        self.backend_factory = backend_factory
+        self.runs = 0
+        self.scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
+        )
+        add_jobs(self.scheduler, config.lazy, self.drain, self.collect)
+
+    def _run(self, collect_only: bool) -> DrainReport | None:
+        try:
+            db = connect(self.db_path)
+            backend = self.backend_factory(db) if self.backend_factory else None
+            report = Drainer(self.config, db, backend=backend).run(collect_only=collect_only)
+            self.runs += 1
+            return report
+        except Exception:  # a failed run must not stop the daemon; the next one retries
+            log.exception("drain run failed", extra={"collect_only": collect_only})
+            return None
+
+    def drain(self) -> DrainReport | None:
+        return self._run(collect_only=False)
+
+    def collect(self) -> DrainReport | None:
+        return self._run(collect_only=True)
+
+    def stop(self, signum: int | None = None, frame: Any = None) -> None:
+        """Let a running job finish, then return from `start`."""
+        log.info("daemon stopping", extra={"signal": signum})
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def start(self) -> None:
+        """Block, running jobs, until SIGTERM or SIGINT."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        log.info(
+            "daemon started",
+            extra={"jobs": [j.name for j in self.scheduler.get_jobs()], "db": str(self.db_path)},
+        )
+        self.scheduler.start()
+        log.info("daemon stopped", extra={"runs": self.runs})

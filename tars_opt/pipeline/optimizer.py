@@ -1,0 +1,518 @@
+"""The Optimizer: runs a request through the stages, the backend and the ledger.
+
+`prepare` runs the stages until one answers (a cache hit, a deferral) or all have acted;
+`finish` prices the result and writes the ledger row. `ask` is prepare, send, finish. The
+drain uses the same prepare/finish, so deferred work is optimized and accounted for alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlite_utils
+
+from tars_opt.accounting.alerts import Alerter
+from tars_opt.accounting.budget import Budget, BudgetExceeded
+from tars_opt.accounting.ledger import CallRecord, Ledger
+from tars_opt.accounting.pricing import PriceBook
+from tars_opt.backends import Backend, BackendError
+from tars_opt.config.schema import Config
+from tars_opt.context.prompt_cache import (
+    AUTO_UNMARKED,
+    PrefixLog,
+    check_usage,
+    mark_breakpoints,
+)
+from tars_opt.pipeline.classify import guess_query_type
+from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
+from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
+
+if TYPE_CHECKING:
+    from tars_opt.context.tools import ToolStage
+
+log = logging.getLogger("tars_opt.chain")
+
+
+class Stage(Protocol):
+    """One optimization step: change the request (and say why) or answer it."""
+
+    name: str
+
+    def apply(self, request: Request) -> tuple[Request, Decision] | Reply: ...
+
+
+class FinishHook(Protocol):
+    """A stage that also wants to see the answer (the response cache stores it)."""
+
+    def after(self, prepared: Prepared, reply: Reply) -> None: ...
+
+
+class SendHook(Protocol):
+    """A stage with work that can overlap the API call (the pruner's embeddings)."""
+
+    def before_send(self, prepared: Prepared) -> None: ...
+
+
+def missing_key_message(key_env: str) -> str:
+    return (
+        f"no API key: set {key_env} (export {key_env}=sk-ant-...), or run without the API "
+        "using --backend offline (or `backend: offline` in performance-config.yaml)"
+    )
+
+
+def build_backend(
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    db: sqlite_utils.Database | None = None,
+) -> Backend:
+    """The backend the config names; the real one needs the API key from the environment.
+    With `db` the offline backend keeps its batches and prompt-cache entries there, so
+    separate processes see them as they would the API's."""
+    if config.backend == "offline":
+        from tars_opt.backends.offline import OfflineBackend
+        from tars_opt.backends.offline_store import OfflineBatchStore, OfflinePromptCache
+
+        key_env = config.api.key_env
+        if db is None:
+            return OfflineBackend(clock=clock, key_env=key_env)
+        return OfflineBackend(
+            clock=clock,
+            store=OfflineBatchStore(db),
+            prompt_cache=OfflinePromptCache(db),
+            key_env=key_env,
+        )
+    from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
+
+    key = os.environ.get(config.api.key_env, "")
+    if not key:
+        raise MissingApiKey(missing_key_message(config.api.key_env))
+    return AnthropicBackend(
+        key,
+        base_url=config.api.base_url,
+        timeout_s=config.api.timeout_s,
+        max_retries=config.api.max_retries,
+    )
+
+
+class Optimizer:
+    """The optimization chain, built from a config.
+
+    `backend` is made on first use unless given, so requests answered by a stage (cache
+    hits, deferrals) need neither a key nor the SDK import.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        *,
+        backend: Backend | None = None,
+        stages: list[Stage] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.prices = PriceBook(config.pricing)
+        self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
+        self.prefixes = PrefixLog(db)
+        self.stages: list[Stage] = (
+            stages
+            if stages is not None
+            else default_stages(
+                config, db, side_ask=self.side_ask, backend=lambda: self.backend, clock=clock
+            )
+        )
+        self._backend = backend
+        self.budget = Budget(config, db, prices=self.prices, clock=clock)
+        self.alerter = Alerter(config.alerts, db, clock=clock)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = build_backend(self.config, self.clock, self.db)
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that answers (or would): marks ledger rows, offline ones included,
+        without building the backend for a cache hit."""
+        return getattr(self._backend, "name", None) or self.config.backend
+
+    def prepare(self, request: Request, *, earlier: Sequence[Decision] = ()) -> Prepared | Reply:
+        """Run the stages; return the request ready to send, or a Reply a stage gave.
+
+        `earlier` are decisions made for this request before this run (the defer stage's
+        when a drain prepares queued work): they open its trace and its ledger row.
+        """
+        started = time.perf_counter()
+        decisions: list[Decision] = list(earlier)
+        if request.query_type is None:
+            guessed = guess_query_type(request.prompt)
+            request = replace(request, query_type=guessed)
+            decisions.append(Decision("classify", "guessed", f"query type {guessed}"))
+        if request.model is not None:
+            request = replace(request, forced_model=True)
+            decisions.append(Decision("route", "forced", f"--model {request.model}"))
+        share = self.config.experiment.holdout
+        if in_holdout(request.request_id, share):
+            kept = holdout_exclusion(request) or self._queued_by_defer(request)
+            if kept is None:
+                # The A/B holdout: the baseline system, no stage at all, to measure the saving.
+                base = self.config.models.baseline
+                tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
+                request = replace(request, holdout=True, model=base, tier=tier)
+                why = f"A/B holdout: sent unoptimized on {base} (experiment.holdout {share:.0%})"
+                decisions.append(Decision("experiment", "holdout", why))
+            else:
+                decisions.append(
+                    Decision("experiment", "excluded", f"drawn for the A/B holdout, but {kept}")
+                )
+        for stage in self.stages if not request.holdout else ():
+            if request.forced_model and stage.name == "route":
+                continue
+            outcome = stage.apply(request)
+            if isinstance(outcome, Reply):
+                outcome.decisions = decisions + outcome.decisions
+                outcome.backend = self.backend_name
+                if outcome.source != "queued":
+                    # A stage answered (a cache hit): that is an answered request, so it
+                    # gets its ledger row like any other. Queued work is recorded when done.
+                    self._record(request, outcome)
+                return outcome
+            request, decision = outcome
+            decisions.append(decision)
+        if request.model is None:
+            tier = request.tier or self.config.models.default_tier
+            request = replace(request, tier=tier, model=self.config.tier_model(tier))
+        # Unknown prices fail here, before any money is spent.
+        self.prices.rates(request.model or "")
+        params = self._marked(request, decisions)
+        prepare_ms = (time.perf_counter() - started) * 1000.0
+        return Prepared(request, params, decisions, started, prepare_ms)
+
+    def _queued_by_defer(self, request: Request) -> str | None:
+        """Why the defer stage would queue `request` (the holdout must not send it now)."""
+        stage = next((s for s in self.stages if s.name == "defer"), None)
+        queue_reason = getattr(stage, "queue_reason", None)
+        reason = queue_reason(request) if queue_reason is not None else None
+        return f"the defer stage queues it ({reason})" if reason else None
+
+    def _marked(self, request: Request, decisions: list[Decision]) -> dict[str, Any]:
+        """The request's API body with its prompt-cache breakpoints; the choice joins
+        `decisions`. The holdout is the baseline system: no prompt caching either."""
+        params = build_params(request)
+        since: tuple[float | None, float | None] = (None, None)
+        if self._tracks_prefixes(request):
+            since = self.prefixes.times(params, self.clock())
+        params, marks, why = mark_breakpoints(
+            params,
+            self.config.context.prompt_caching,
+            deferred=request.defer is True,
+            enabled=not request.holdout,
+            since_sent=since[0],
+            since_turn=since[1],
+        )
+        if marks:
+            decisions.append(
+                Decision(
+                    "prompt_cache", "marked", why, {"breakpoints": [m.to_dict() for m in marks]}
+                )
+            )
+        elif why.startswith(AUTO_UNMARKED):  # other unmarked requests (short) add nothing
+            decisions.append(Decision("prompt_cache", "unmarked", why))
+        return params
+
+    def _tracks_prefixes(self, request: Request) -> bool:
+        """Whether the `auto` TTL needs to know when this request's prefix was sent."""
+        caching = self.config.context.prompt_caching
+        return (
+            caching.enabled
+            and caching.ttl_interactive == "auto"
+            and not request.defer
+            and not request.holdout
+        )
+
+    def side_ask(self, request: Request) -> Reply:
+        """A call the optimizer makes for itself (a summary): on the summary tier, through
+        no stages, answered by the same backend and written to the ledger as its own row."""
+        tier = self.config.context.summary_tier
+        helper = Optimizer(self.config, self.db, backend=self.backend, stages=[], clock=self.clock)
+        return helper.ask(replace(request, tier=tier, model=self.config.tier_model(tier)))
+
+    def finish(
+        self,
+        prepared: Prepared,
+        result: BackendResult,
+        *,
+        source: str = "api",
+        escalated_from: str | None = None,
+        notify: bool = True,
+    ) -> Reply:
+        """Price the result, write its ledger row (committed on return) and return the Reply.
+
+        `escalated_from` marks a re-ask of another request on a stronger tier: the baseline
+        already counted that request once, so this row's baseline is 0 and routing's saving
+        absorbs the difference (an escalation shows as negative routing savings).
+        `notify=False` skips the stages' `after` hooks (for an answer about to be escalated).
+        """
+        req = prepared.request
+        model = req.model or result.model
+        if req.overhead_for:
+            # Work the unoptimized system would not have done: no baseline, all cost
+            # charged against the strategy that needed it.
+            actual = self.prices.cost(result.usage, model)
+            saved = dict.fromkeys(STRATEGIES, 0.0)
+            saved[req.overhead_for] = -actual
+            money = Money(actual=actual, baseline=0.0, saved=saved)
+        else:
+            money = self.prices.attribute(
+                result.usage, model, self.config.models.baseline, req.removed_tokens
+            )
+        if escalated_from is not None:
+            saved = dict(money.saved)
+            saved["routing"] -= money.baseline
+            money = Money(actual=money.actual, baseline=0.0, saved=saved)
+        for d in prepared.decisions:
+            if d.stage == "prompt_cache" and d.data.get("breakpoints"):
+                minimum = self.config.context.prompt_caching.minimum(model)
+                check_usage(result.usage, d.data["breakpoints"], minimum, req.request_id)
+        latency = result.latency_ms
+        if latency is None:
+            latency = (time.perf_counter() - prepared.started) * 1000.0
+        reply = Reply(
+            text=result.text,
+            model=model,
+            source=source,
+            request_id=req.request_id,
+            usage=result.usage,
+            cost=money.actual,
+            baseline_cost=money.baseline,
+            saved_by_strategy=money.saved,
+            latency_ms=latency,
+            decisions=list(prepared.decisions),
+            stop_reason=result.stop_reason,
+            backend=self.backend_name,
+        )
+        self._record(
+            req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
+        )
+        for stage in self.stages if notify and not req.holdout else ():
+            after = getattr(stage, "after", None)
+            if after is not None:
+                after(prepared, reply)
+        log.info(
+            "answered",
+            extra={
+                "request_id": req.request_id,
+                "model": model,
+                "source": source,
+                "cost": money.actual,
+                "baseline_cost": money.baseline,
+                "latency_ms": round(latency, 1),
+            },
+        )
+        return reply
+
+    def _record(self, request: Request, reply: Reply, **extra: Any) -> None:
+        self.ledger.record(
+            CallRecord(
+                request=request,
+                reply=reply,
+                ts=self.clock(),
+                backend=reply.backend or self.backend_name,
+                baseline_model=self.config.models.baseline,
+                **extra,
+            )
+        )
+
+    def fail(self, prepared: Prepared, error: BackendError, *, source: str = "api") -> None:
+        """Record a request that failed after retries: a ledger row with its error, no cost."""
+        req = prepared.request
+        reply = Reply(
+            text="",
+            model=req.model,
+            source=source,
+            request_id=req.request_id,
+            latency_ms=(time.perf_counter() - prepared.started) * 1000.0,
+            decisions=list(prepared.decisions),
+        )
+        self._record(req, reply, error=f"{error.kind}: {error}")
+        log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
+
+    def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
+        """Prepare, send and finish one request, escalating once if routing says so.
+
+        Raises BackendError (after recording it) when the first call fails, and
+        BudgetExceeded (nothing sent, nothing recorded) under a blocking budget.
+        """
+        prepared = self.prepare(request)
+        if isinstance(prepared, Reply):
+            return prepared
+        reply, retry = self._call(prepared, on_text)
+        if retry is not None:
+            # If the re-ask fails (it is in the ledger) or the budget refuses it, the first
+            # answer is still an answer.
+            with contextlib.suppress(BackendError, BudgetExceeded):
+                reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
+        state = self.budget.state()
+        self.budget.check_alerts(self.alerter, state)
+        if state.policy == "warn" and state.over:
+            # Alerts go out once a month; an answered call past the budget says so each time.
+            warning = (
+                f"tars-opt monthly budget spent: {state.used_share:.0%} of "
+                f"${state.budget_usd:.2f} used this month; budget.policy is warn, so this was "
+                "answered anyway (raise budget.monthly_usd, or set budget.policy to defer or "
+                "block)"
+            )
+            reply.decisions.append(Decision("budget", "over", warning, {"warning": warning}))
+        return reply
+
+    def _call(
+        self,
+        prepared: Prepared,
+        on_text: Callable[[str], None] | None,
+        *,
+        escalated_from: str | None = None,
+    ) -> tuple[Reply, Prepared | None]:
+        """One backend call under a budget reservation; returns the reply and, when routing
+        wants a stronger tier, the re-ask to send."""
+        backend = self.backend
+        # Latency is what the request itself took: its preparation plus this call, not the
+        # one-time construction of the backend (the SDK import costs ~1.7 s per process).
+        prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
+        reservation = self.budget.reserve(prepared)
+        try:
+            if self._tracks_prefixes(prepared.request):
+                self.prefixes.record(prepared.params, self.clock())
+            self._before_send(prepared)
+            try:
+                if on_text is not None:
+                    result = backend.stream(prepared.params, on_text)
+                else:
+                    result = backend.send(prepared.params)
+            except BackendError as exc:
+                self.fail(prepared, exc)
+                raise
+            retry = None
+            if escalated_from is None and any(s.name == "route" for s in self.stages):
+                from tars_opt.routing.stage import escalate
+
+                retry = escalate(self.config, prepared, result)
+                if retry is not None:
+                    # The stronger model caches by its own minimum: mark the re-ask anew.
+                    retry.decisions = [d for d in retry.decisions if d.stage != "prompt_cache"]
+                    retry.params = self._marked(retry.request, retry.decisions)
+            # An answer being escalated is not handed to the stages (the cache must not keep it).
+            reply = self.finish(
+                prepared, result, notify=retry is None, escalated_from=escalated_from
+            )
+        finally:
+            # Settled after the ledger row is written: the cost always counts somewhere.
+            self.budget.settle(reservation)
+        return reply, retry
+
+    def _before_send(self, prepared: Prepared) -> None:
+        """Let stages start work that overlaps the API call (the pruner's embeddings); a
+        failure there costs only that work, never the request."""
+        for stage in self.stages if not prepared.request.holdout else ():
+            before_send = getattr(stage, "before_send", None)
+            if before_send is None:
+                continue
+            try:
+                before_send(prepared)
+            except Exception as exc:
+                log.warning(
+                    "stage work before sending failed",
+                    extra={"stage": getattr(stage, "name", "?"), "error": str(exc)},
+                )
+
+
+def build_params(request: Request) -> dict[str, Any]:
+    """The Messages API body for a prepared request."""
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": request.api_messages(),
+    }
+    if request.system:
+        params["system"] = (
+            request.system if isinstance(request.system, str) else list(request.system)
+        )
+    if request.tools:
+        params["tools"] = list(request.tools)
+    return params
+
+
+def default_stages(
+    config: Config,
+    db: sqlite_utils.Database,
+    side_ask: Callable[[Request], Reply] | None = None,
+    backend: Callable[[], Backend] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[Stage]:
+    """The stages the config switches on, in chain order: cache, defer, prune, route, tools.
+
+    Tools come after route: whether the tool list should stay whole for the prompt cache
+    depends on the model that will answer (its minimum cacheable prefix and prices).
+
+    Stages arrive with their issues; a stage not built yet is absent, never faked.
+    `side_ask` lets a stage make its own calls (summaries) through the optimizer;
+    `backend` gives the (lazily built) backend for count_tokens.
+    """
+    stages: list[Stage] = []
+    if config.cache.enabled:
+        from tars_opt.cache.stage import CacheStage
+
+        stages.append(CacheStage(config, db, clock=clock))
+    if config.lazy.enabled:
+        from tars_opt.defer.stage import DeferStage
+
+        stages.append(DeferStage(config, db, clock))
+    if config.context.enabled:
+        from tars_opt.context.prune import PruneStage
+        from tars_opt.tokens import TokenCounter
+
+        counter = None
+        if config.context.count_tokens == "api" and backend is not None:
+            counter = TokenCounter(
+                backend, db=db, per_minute=config.context.count_tokens_per_minute, clock=clock
+            )
+        stages.append(
+            PruneStage(
+                config.context,
+                db,
+                side_ask=side_ask,
+                counter=counter,
+                count_model=config.models.baseline,
+                clock=clock,
+            )
+        )
+    if config.routing.enabled:
+        from tars_opt.routing.stage import RouteStage
+
+        stages.append(RouteStage(config))
+    if config.tools.enabled:
+        stages.append(tool_stage(config, db))
+    return stages
+
+
+def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) -> ToolStage:
+    """The tools stage as the chain runs it: sharing the vector table, cache-aware."""
+    from tars_opt.context.tools import ToolStage
+    from tars_opt.embeddings.store import open_vector_cache
+
+    kwargs.setdefault("vectors", open_vector_cache(db, config.context.vector_cache_rows))
+    return ToolStage(
+        config.tools,
+        caching=config.context.prompt_caching,
+        prices=PriceBook(config.pricing),
+        model_of=lambda r: r.model or config.tier_model(r.tier or config.models.default_tier),
+        **kwargs,
+    )

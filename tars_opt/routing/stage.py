@@ -1,0 +1,216 @@
+"""The route stage: pick the tier that answers, and the escalation to the next one.
+
+Order of rules: a pinned keyword, then a pinned query type, else the router's score against
+the thresholds (calibrated from `routing.strong_share` / `quality_target` when set); then
+tools raise the tier to `tools_min_tier`. Every decision carries the score, router,
+threshold, tier and why, so the ledger's decision trace can be audited. `--model` skips
+this stage (chain.prepare).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import replace
+from typing import Any
+
+from tars_opt.config.schema import Config
+from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
+from tars_opt.routing.heuristic import HeuristicRouter
+from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
+
+log = logging.getLogger("tars_opt.route")
+
+
+def tier_order(config: Config) -> list[str]:
+    """Tiers from cheapest to strongest (the order of models.tiers)."""
+    return list(config.models.tiers)
+
+
+class RouteStage:
+    """Chooses `request.tier` and `request.model` from the routing config."""
+
+    name = "route"
+
+    def __init__(self, config: Config, router: Router | None = None) -> None:
+        self.config = config
+        self.routing = config.routing
+        self.tiers = tier_order(config)
+        self._router = router
+        self._fallback: str | None = None
+        self._thresholds: dict[str, float] | None = None
+        self._threshold_source = "config"
+        self._keywords = [(k.lower(), t) for k, t in self.routing.pinned_keywords.items()]
+
+    @property
+    def router(self) -> Router:
+        """The configured router, made on first use (the learned one loads a model)."""
+        if self._router is None:
+            self._router = self._make_router()
+        return self._router
+
+    def _make_router(self) -> Router:
+        heuristic = HeuristicRouter(self.routing.heuristic)
+        if self.routing.router == "heuristic":
+            return heuristic
+        from tars_opt.routing.learned import LearnedUnavailable, load_learned
+
+        try:
+            return load_learned(self.routing.learned.path, heuristic=heuristic)
+        except LearnedUnavailable as exc:
+            # Routing must keep working: fall back, and say so in every decision.
+            self._fallback = f"learned router unavailable ({exc}); heuristic used"
+            log.warning(self._fallback)
+            return heuristic
+
+    def thresholds(self) -> dict[str, float]:
+        """Tier -> lowest score sent there, with the calibrated knob applied."""
+        if self._thresholds is not None:
+            return self._thresholds
+        router = self.router
+        configured = getattr(self.routing, router.name).thresholds
+        thresholds = {t: float(configured[t]) for t in self.tiers if t in configured}
+        share, target = self.routing.strong_share, self.routing.quality_target
+        if (share is not None or target is not None) and thresholds:
+            from tars_opt.routing.calibration import pick_threshold
+
+            rows, source = self.calibration(router)
+            row = pick_threshold(rows, strong_share=share, quality_target=target)
+            first = next(iter(thresholds))  # the lowest tier above the cheapest
+            thresholds[first] = float(row["threshold"])
+            # Stronger tiers stay above it, else they would take every routed call.
+            for tier in list(thresholds)[1:]:
+                thresholds[tier] = max(thresholds[tier], thresholds[first])
+            knob = f"strong_share {share}" if share is not None else f"quality_target {target}"
+            self._threshold_source = (
+                f"{knob} -> {row['threshold']:.2f} (calibration: {row['strong_share']:.0%} "
+                f"strong, PGR {row['pgr']:.2f}, {source})"
+            )
+        self._thresholds = thresholds
+        return thresholds
+
+    def calibration(self, router: Router) -> tuple[list[dict[str, float]], str]:
+        """The calibration rows of `router` and where they came from."""
+        from tars_opt.routing import tables as store
+
+        if router.name == "heuristic":
+            return store.heuristic_table(self.config)
+        return store.learned_table(
+            self.config, getattr(router, "model_id", ""), getattr(router, "table", [])
+        )
+
+    def tier_for(self, score: float) -> tuple[str, float | None]:
+        """The strongest tier whose threshold `score` reaches, and that threshold."""
+        chosen, used = self.tiers[0], None
+        for tier, threshold in self.thresholds().items():
+            if score >= threshold:
+                chosen, used = tier, threshold
+        if used is None and self.thresholds():
+            used = next(iter(self.thresholds().values()))  # the bar it did not reach
+        return chosen, used
+
+    def apply(self, request: Request) -> tuple[Request, Decision]:
+        read = routing_text(request.prompt)
+        seen = request if read is request.prompt else replace(request, prompt=read)
+        scored: RouteScore = self.router.route_score(seen)
+        data: dict[str, Any] = {
+            "router": scored.router,
+            "score": round(scored.score, 2),
+            **scored.details,
+        }
+        if seen is not request:
+            data["prompt_chars_read"] = len(read)
+        prompt = request.prompt.lower()
+        pinned = next(((k, t) for k, t in self._keywords if k in prompt), None)
+        if pinned is not None:
+            tier, why = pinned[1], f"keyword {pinned[0]!r} pinned to {pinned[1]}"
+            data["threshold"] = None
+        elif request.query_type in self.routing.pinned_types:
+            tier = self.routing.pinned_types[request.query_type]
+            why = f"query type {request.query_type} pinned to {tier}"
+            data["threshold"] = None
+        else:
+            tier, threshold = self.tier_for(scored.score)
+            data["threshold"] = threshold
+            rel = ">=" if threshold is not None and scored.score >= threshold else "<"
+            bar = f"{rel} {threshold:.2f}" if threshold is not None else "(no thresholds)"
+            why = f"{scored.router} score {scored.score:.1f} {bar} -> {tier}; {scored.explain}"
+            if self._threshold_source != "config":
+                why += f"; threshold from {self._threshold_source}"
+            if seen is not request:
+                why += (
+                    f"; scored on the first {ROUTE_HEAD_CHARS:,} and last {ROUTE_TAIL_CHARS:,} "
+                    f"of {len(request.prompt):,} characters"
+                )
+        minimum = self.routing.tools_min_tier
+        if request.tools and minimum and self.tiers.index(tier) < self.tiers.index(minimum):
+            why += f"; tools present -> at least {minimum}"
+            tier = minimum
+        if self._fallback:
+            why += f"; {self._fallback}"
+            data["fallback"] = self._fallback
+        data["tier"] = tier
+        data["why"] = why
+        routed = replace(request, tier=tier, model=self.config.tier_model(tier))
+        return routed, Decision("route", tier, why, data)
+
+
+def _refused(text: str, patterns: list[str]) -> bool:
+    head = text.strip()[:300]
+    return any(re.search(p, head, re.IGNORECASE) for p in patterns)
+
+
+def escalation_trigger(config: Config, result: BackendResult) -> str | None:
+    """Why a routed answer should be re-asked on the next tier, or None if it is fine."""
+    esc = config.routing.escalation
+    triggers = set(esc.triggers)
+    if "max_tokens" in triggers and result.stop_reason == "max_tokens":
+        return "stopped at max_tokens"
+    if "empty" in triggers and not result.text.strip():
+        return "empty answer"
+    if "refusal" in triggers and (
+        result.stop_reason == "refusal" or _refused(result.text, esc.refusal_patterns)
+    ):
+        return "refused"
+    if (
+        "check" in triggers
+        and esc.require_pattern is not None
+        and not re.search(esc.require_pattern, result.text, re.IGNORECASE)
+    ):
+        return f"failed check {esc.require_pattern!r}"
+    return None
+
+
+def escalate(config: Config, prepared: Prepared, result: BackendResult) -> Prepared | None:
+    """The same request on the next tier up when the answer trips a trigger, else None.
+
+    Only routed requests escalate (not forced models, not streamed ones: their text already
+    reached the user), once, and never above the strongest tier. The new request has its own
+    id; the chain links the two ledger rows through `escalated_from`.
+    """
+    from tars_opt.pipeline.optimizer import build_params
+
+    req = prepared.request
+    if not config.routing.enabled or not config.routing.escalation.enabled:
+        return None
+    if req.forced_model or req.stream or req.tier is None or getattr(req, "holdout", False):
+        return None
+    if any(d.stage == "escalate" for d in prepared.decisions):
+        return None  # at most once
+    tiers = tier_order(config)
+    if req.tier not in tiers or req.tier == tiers[-1]:
+        return None
+    why = escalation_trigger(config, result)
+    if why is None:
+        return None
+    upper = tiers[tiers.index(req.tier) + 1]
+    bigger = replace(req, tier=upper, model=config.tier_model(upper), request_id=new_request_id())
+    decision = Decision(
+        "escalate",
+        upper,
+        f"{req.tier} answer {why}: re-asked on {upper}",
+        {"escalated_from": req.request_id, "from_tier": req.tier, "tier": upper, "why": why},
+    )
+    decisions = [*prepared.decisions, decision]
+    return Prepared(bigger, build_params(bigger), decisions, time.perf_counter())

@@ -1,1 +1,0 @@
-"""The optimization stages, in chain order: cache, defer, prune, route, tools."""

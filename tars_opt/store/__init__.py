@@ -1,0 +1,1 @@
+"""The database interface table owners use: connections, transactions, migrations, files."""
