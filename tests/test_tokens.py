@@ -68,7 +68,7 @@ def test_rate_limit_budget_and_backoff() -> None:
 
 def test_the_prune_stage_uses_exact_counts_when_configured(home: Path) -> None:
     from tars_opt import Request, open_app
-    from tests.test_prune import conversation
+    from tests.context.test_prune import conversation
 
     Path("performance-config.yaml").write_text(
         "backend: offline\ncontext: {count_tokens: api, semantic: false}\n"

@@ -133,7 +133,7 @@ def test_the_chain_sends_only_the_selected_tools(home: Path) -> None:
 
 
 def test_semantic_scores_are_used_when_an_embedder_is_there() -> None:
-    from tests.test_prune import WordEmbedder
+    from tests.context.test_prune import WordEmbedder
 
     s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: WordEmbedder()))
     out, decision = s.apply(Request(prompt="remove the GitHub issue 51", tools=tuple(catalog(60))))
@@ -243,7 +243,7 @@ class SeenEmbedder:
     """WordEmbedder that remembers the length of every text it embeds."""
 
     def __init__(self) -> None:
-        from tests.test_prune import WordEmbedder
+        from tests.context.test_prune import WordEmbedder
 
         self.inner, self.lengths = WordEmbedder(), []
         self.name, self.dim = self.inner.name, self.inner.dim
@@ -255,7 +255,7 @@ class SeenEmbedder:
 
 def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
     from tars_opt.context.relevance import QUERY_HEAD_CHARS, QUERY_TAIL_CHARS, query_text
-    from tests.test_route import pasted_log
+    from tests.routing.test_route import pasted_log
 
     tools = tuple(catalog(60))
     log = pasted_log(2_000_000)  # thousands of numbers and ids, each a needle to look for

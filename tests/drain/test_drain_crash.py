@@ -22,7 +22,7 @@ from tars_opt.store.db import connect
 from tests.drain_helpers import Clock, ScriptedBatches, at
 
 NIGHT = at("2026-11-22T01:00")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Crash(Exception):

@@ -24,7 +24,7 @@ from tests.fake_anthropic.context import CLEARED_TEXT
 from tests.fake_anthropic.tokens import MESSAGE_OVERHEAD
 
 MODEL = "claude-haiku-5-5"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOOLS = [
     {
         "name": name,

@@ -20,7 +20,7 @@ from tars_opt.defer.queue import Queue
 from tars_opt.drain.daemon import Daemon, add_jobs
 
 OFFLINE = ["--backend", "offline"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(runner: CliRunner, *args: str, code: int = 0) -> str:

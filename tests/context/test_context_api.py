@@ -10,8 +10,8 @@ import pytest
 from tars_opt import Request, open_app
 from tars_opt.backends.anthropic import AnthropicBackend
 from tars_opt.tokens import TokenCounter
-from tests.test_prompt_cache import LONG_SYSTEM
-from tests.test_prune import FILLER, conversation
+from tests.context.test_prompt_cache import LONG_SYSTEM
+from tests.context.test_prune import FILLER, conversation
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tars_opt.context.prompt_cache import (
 )
 from tars_opt.store.db import connect
 from tars_opt.types import Prepared, Usage
-from tests.test_prune import FILLER, conversation
+from tests.context.test_prune import FILLER, conversation
 
 LONG_SYSTEM = "You are a careful planning assistant. " * 300  # ~2,000+ tokens
 

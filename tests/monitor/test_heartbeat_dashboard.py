@@ -96,7 +96,7 @@ def test_heartbeat_queue_backlog_and_stuck_tasks(tmp_path: Path, runner) -> None
 
 
 def test_heartbeat_script_wraps_the_command(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parent.parent / "scripts" / "heartbeat.sh"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "heartbeat.sh"
     text = script.read_text()
     assert text.startswith("#!/") and "tars-opt heartbeat" in text
     assert script.stat().st_mode & 0o111
