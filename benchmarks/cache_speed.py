@@ -33,7 +33,7 @@ from tars_opt.cache.stage import CacheStage  # noqa: E402
 from tars_opt.config.schema import load_config  # noqa: E402
 from tars_opt.embeddings.index import to_blob  # noqa: E402
 from tars_opt.embeddings.model import DIM, get_embedder  # noqa: E402
-from tars_opt.store.db import connect  # noqa: E402
+from tars_opt.store import connect  # noqa: E402
 
 NOW = 1_800_000_000.0
 
@@ -93,7 +93,7 @@ def fill(db, config, n: int, rng: np.random.Generator) -> Request:  # noqa: ANN0
                 1800,
             )
         )
-    db.conn.execute("BEGIN")
+    db.execute("BEGIN")
     db.conn.executemany(
         """INSERT INTO cache_entries (key, norm_key, namespace, fingerprint, selector,
            query_type, semantic, time_sensitive, prompt, embedding, embed_model, reply, model,
@@ -103,7 +103,7 @@ def fill(db, config, n: int, rng: np.random.Generator) -> Request:  # noqa: ANN0
            ?, ?, ?, ?)""",
         rows,
     )
-    db.conn.execute("COMMIT")
+    db.execute("COMMIT")
     return Request(prompt="Stored question number 0 about topic 0?", query_type="fact")
 
 

@@ -36,7 +36,7 @@ from tars_opt.context.relevance import Scorer, default_embedder, held, needles  
 from tars_opt.context.summaries import Summary  # noqa: E402
 from tars_opt.context.tools import ToolStage  # noqa: E402
 from tars_opt.embeddings.store import VectorCache  # noqa: E402
-from tars_opt.store.db import connect  # noqa: E402
+from tars_opt.store import connect  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
 
 ROLE = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant"}

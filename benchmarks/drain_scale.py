@@ -90,7 +90,7 @@ def enqueue(app, prompts: list[str], n: int) -> float:
             )
         )
     for k in range(0, n, 1000):
-        with transaction(app.db) as cur:
+        with app.db.transaction() as cur:
             cur.executemany(
                 "INSERT INTO tasks (ticket, request_id, request, priority, reason, state, "
                 "attempts, custom_id, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -14,9 +14,10 @@ from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
 from tars_opt.app import App, open_app
 from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
 from tars_opt.config.schema import Config, ConfigError, LoadedConfig, load_config
+from tars_opt.errors import DatabaseError
 from tars_opt.monitor.metrics import spend_summary
 from tars_opt.pipeline.optimizer import Optimizer, build_backend
-from tars_opt.store.db import DatabaseError, connect
+from tars_opt.store import connect
 from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request, Usage
 
 __version__ = "0.1.0"

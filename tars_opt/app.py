@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends import Backend
 from tars_opt.config.schema import Config, LoadedConfig, load_config
 from tars_opt.logs import setup_logging
 from tars_opt.pipeline.optimizer import Optimizer
-from tars_opt.store.db import connect, require_folder
+from tars_opt.store import connect
+from tars_opt.store.database import Database
+from tars_opt.store.files import ensure_private_dir
+from tars_opt.store.sqlite import require_folder
 
 log = logging.getLogger("tars_opt.app")
 
@@ -26,7 +27,7 @@ class App:
     """A loaded config and its open database."""
 
     loaded: LoadedConfig
-    db: sqlite_utils.Database
+    db: Database
 
     @property
     def config(self) -> Config:
@@ -62,9 +63,8 @@ def open_app(
     named = _database_origin(loaded)
     if named is not None:
         require_folder(database, named)
-    setup_logging(
-        cfg.resolved_data_dir(), level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env
-    )
+    data_dir = ensure_private_dir(cfg.resolved_data_dir())
+    setup_logging(data_dir, level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env)
     log.info(
         "config read",
         extra={"config": loaded.label, "database": str(database), "backend": cfg.backend},

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tars_opt.config.paths import ensure_private_dir
-
 LOGGER_NAME = "tars_opt"
 
 
@@ -103,7 +101,10 @@ def setup_logging(
     for old in [h for h in logger.handlers if getattr(h, "_tars_opt", False)]:
         logger.removeHandler(old)
         old.close()
-    log_file = private_file(ensure_private_dir(data_dir / "logs") / "tars-opt.log")
+    # The data dir exists (the app made it, user-only); the logs folder is ours to make.
+    folder = data_dir / "logs"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_file = private_file(folder / "tars-opt.log")
     handlers: list[logging.Handler] = [logging.FileHandler(log_file, encoding="utf-8")]
     if verbose:
         handlers.append(_CurrentStderr())

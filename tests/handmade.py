@@ -6,9 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.ledger import iso
+from tars_opt.store.database import Database
 
 
 def ts(text: str) -> float:
@@ -19,7 +18,7 @@ def ts(text: str) -> float:
 _n = [0]
 
 
-def add_call(db: sqlite_utils.Database, when: str | float, **kw: Any) -> str:
+def add_call(db: Database, when: str | float, **kw: Any) -> str:
     """Insert one ledger row; unnamed columns get plain defaults (a Sonnet API call)."""
     _n[0] += 1
     moment = ts(when) if isinstance(when, str) else when
@@ -63,7 +62,7 @@ def cache_hit(kind: str = "exact", **kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
-def phase_week(db: sqlite_utils.Database, first_day: str = "2026-02-17", days: int = 7) -> None:
+def phase_week(db: Database, first_day: str = "2026-02-17", days: int = 7) -> None:
     """A fixed, varied week: 40 requests a day of every kind, chosen by index, no randomness."""
     from datetime import date, timedelta
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import sqlite_utils
-
 from tars_opt.accounting.ledger import iso
 from tars_opt.config.schema import AlertsConfig
+from tars_opt.store.database import Database
 
 log = logging.getLogger("tars_opt.alerts")
 LEVELS = ("info", "warning", "critical")
@@ -75,7 +74,7 @@ class Alerter:
     def __init__(
         self,
         config: AlertsConfig,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         clock: Callable[[], float] = time.time,
         stderr: TextIO | None = None,
@@ -90,7 +89,7 @@ class Alerter:
         if alert.level not in LEVELS:
             raise ValueError(f"alert level {alert.level!r} is not one of {LEVELS}")
         now = self.clock()
-        cur = self.db.conn.execute(
+        cur = self.db.execute(
             """INSERT OR IGNORE INTO alerts (key, period, ts, ts_iso, level, message, data)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
             [alert.key, alert.period, now, iso(now), alert.level, alert.message,
@@ -99,7 +98,7 @@ class Alerter:
         if cur.rowcount == 0:
             return False
         delivery = self.deliver(alert)
-        self.db.conn.execute(
+        self.db.execute(
             "UPDATE alerts SET delivery = ? WHERE key = ? AND period = ?",
             [json.dumps(delivery), alert.key, alert.period],
         )
@@ -156,7 +155,7 @@ class Alerter:
         return "ok"
 
 
-def alerts_between(db: sqlite_utils.Database, start: float, end: float) -> list[dict[str, Any]]:
+def alerts_between(db: Database, start: float, end: float) -> list[dict[str, Any]]:
     """Alerts raised between two epoch times, oldest first."""
     rows = db.query("SELECT * FROM alerts WHERE ts >= ? AND ts < ? ORDER BY ts, id", [start, end])
     return [{**r, "data": json.loads(r["data"]), "delivery": json.loads(r["delivery"])}

@@ -19,18 +19,16 @@ discount: an upper bound as good as the local token estimate.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.alerts import Alert, Alerter, month_period
-from tars_opt.accounting.ledger import Periods, real_only
+from tars_opt.accounting.ledger import Ledger, Periods
+from tars_opt.accounting.periods import month_pace
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import BudgetConfig, Config
-from tars_opt.monitor.metrics import month_pace
-from tars_opt.store.db import transaction
+from tars_opt.store.database import Database
 from tars_opt.tokens import estimate_params
 from tars_opt.types import Prepared
 
@@ -92,15 +90,20 @@ class Budget:
     def __init__(
         self,
         config: Config,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         prices: PriceBook | None = None,
         clock: Callable[[], float] = time.time,
+        in_flight: Callable[[], Iterable[Prepared]] | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.prices = prices or PriceBook(config.pricing)
         self.clock = clock
+        # Deferred work sent in batches but not collected (the queue supplies it): its cost
+        # reaches the ledger only when the batch ends.
+        self.in_flight = in_flight
+        self.ledger = Ledger(db)
 
     @property
     def _cfg(self) -> BudgetConfig:
@@ -134,12 +137,8 @@ class Budget:
 
     def _sums(self, now: float) -> tuple[float, float]:
         month = Periods.at(now).month
-        spent = self.db.conn.execute(
-            "SELECT COALESCE(SUM(cost), 0) FROM calls WHERE ts >= ?"
-            + real_only(self.config.counts_offline()),
-            [month],
-        ).fetchone()[0]
-        reserved = self.db.conn.execute(
+        spent = self.ledger.cost_since(month, include_offline=self.config.counts_offline())
+        reserved = self.db.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts >= ?",
             [now - self._cfg.reservation_ttl_s],
         ).fetchone()[0]
@@ -149,16 +148,10 @@ class Budget:
         """Under a blocking budget, the estimated (batch-priced) cost of deferred tasks that
         are prepared or submitted but not collected: their cost lands in the ledger only
         when the batch ends, and the budget must hold until then."""
-        if self._cfg.policy != "block":
+        if self._cfg.policy != "block" or self.in_flight is None:
             return 0.0
-        from tars_opt.defer.taskjson import prepared_from_json  # the queue's format
-
         factor = 1.0 - self.config.pricing.batch_discount
-        rows = self.db.conn.execute(
-            "SELECT prepared FROM tasks WHERE state IN ('claimed', 'submitted') "
-            "AND prepared IS NOT NULL"
-        ).fetchall()
-        return sum(self.estimate(prepared_from_json(row[0])) * factor for row in rows)
+        return sum(self.estimate(prepared) * factor for prepared in self.in_flight())
 
     def state(self) -> BudgetState:
         """The month's spend, open reservations and pace against the budget."""
@@ -181,7 +174,7 @@ class Budget:
         """
         amount = self.estimate(prepared)
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "DELETE FROM reservations WHERE ts < ?", [now - self._cfg.reservation_ttl_s]
             )
@@ -194,18 +187,17 @@ class Budget:
             ):
                 state = BudgetState(month_period(now), limit, spent, reserved, 0.0, "block")
                 raise BudgetExceeded(self.refusal(state, amount=amount))
-            if self.config.backend == "offline":
-                # Placeholder calls hold no money: nothing for another process to see.
-                return Reservation(0, amount)
-            cur.execute(
-                "INSERT INTO reservations (request_id, ts, model, amount) VALUES (?, ?, ?, ?)",
-                [prepared.request.request_id, now, prepared.request.model, amount],
-            )
-            return Reservation(int(cur.lastrowid or 0), amount)
+            row = {
+                "request_id": prepared.request.request_id,
+                "ts": now,
+                "model": prepared.request.model,
+                "amount": amount,
+            }
+            return Reservation(cur.insert("reservations", row), amount)
 
     def settle(self, reservation: Reservation) -> None:
         """Drop a reservation once its call's actual cost is in the ledger (or it failed)."""
-        self.db.conn.execute("DELETE FROM reservations WHERE id = ?", [reservation.id])
+        self.db.execute("DELETE FROM reservations WHERE id = ?", [reservation.id])
 
     def check_alerts(self, alerter: Alerter, state: BudgetState | None = None) -> list[Alert]:
         """Raise each crossed threshold (and a pace warning) once per month; return those sent."""
@@ -239,7 +231,7 @@ class Budget:
 
 
 def budget_state(
-    config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
+    config: Config, db: Database, clock: Callable[[], float] = time.time
 ) -> BudgetState:
     """The budget state now: spend, open reservations, pace and policy."""
     return Budget(config, db, clock=clock).state()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
-from tars_opt.store.db import transaction
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES, Reply, Request
 
 
@@ -53,18 +52,15 @@ class CallRecord:
 class Ledger:
     """Writes and reads the `calls` table."""
 
-    def __init__(self, db: sqlite_utils.Database, *, store_prompts: bool = True) -> None:
+    def __init__(self, db: Database, *, store_prompts: bool = True) -> None:
         self.db = db
         self.store_prompts = store_prompts
 
     def record(self, rec: CallRecord) -> int:
         """Insert one row in its own transaction; return its id. Committed on return."""
         row = self._row(rec)
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        with transaction(self.db) as cur:
-            cur.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", list(row.values()))
-            return int(cur.lastrowid or 0)
+        with self.db.transaction() as cur:
+            return cur.insert("calls", row)
 
     def _row(self, rec: CallRecord) -> dict[str, Any]:
         req, rep, usage = rec.request, rec.reply, rec.reply.usage
@@ -124,6 +120,102 @@ class Ledger:
         rows = list(self.db.query("SELECT * FROM calls WHERE request_id = ?", [request_id]))
         return _decode(rows[0]) if rows else None
 
+    def rows_between(
+        self,
+        start: float,
+        end: float,
+        *,
+        include_offline: bool = True,
+        where: str = "",
+        params: Sequence[Any] = (),
+        columns: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Rows with start <= ts < end, oldest first, as stored (decisions as JSON text):
+        every column, or just `columns` (a month of prompts is a lot to read for a sum).
+        `where` adds conditions on the ledger's own columns (`AND ...`)."""
+        picked = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        return list(
+            self.db.query(
+                f"SELECT {picked} FROM calls WHERE ts >= ? AND ts < ?"
+                f"{real_only(include_offline)}{where} ORDER BY ts, id",
+                [start, end, *params],
+            )
+        )
+
+    def last_id(self) -> int:
+        """The id of the newest row (0 for an empty ledger): later rows have larger ids."""
+        return int(self.db.scalar("SELECT COALESCE(MAX(id), 0) FROM calls"))
+
+    def rows_after(self, row_id: int) -> list[dict[str, Any]]:
+        """Rows written after the row `row_id`, in the order they were written, decoded."""
+        return [
+            _decode(r)
+            for r in self.db.query("SELECT * FROM calls WHERE id > ? ORDER BY id", [row_id])
+        ]
+
+    def recorded(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of `request_ids` have a row."""
+        found: set[str] = set()
+        for start in range(0, len(request_ids), 500):
+            chunk = list(request_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.db.execute(
+                f"SELECT request_id FROM calls WHERE request_id IN ({marks})", chunk
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
+    def session_totals(self, session: str, *, include_offline: bool = True) -> dict[str, Any]:
+        """Calls, cost, baseline, first and last time and errors of one session id."""
+        row = self.db.execute(
+            f"""SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(baseline_cost), 0),
+               MIN(ts_iso), MAX(ts_iso), SUM(error IS NOT NULL) FROM calls WHERE session = ?
+               {real_only(include_offline)}""",
+            [session],
+        ).fetchone()
+        return {
+            "session": session, "calls": row[0], "cost": row[1], "baseline_cost": row[2],
+            "saved": row[2] - row[1], "first": row[3], "last": row[4], "errors": row[5] or 0,
+        }  # fmt: skip
+
+    def hits_of_entry(self, entry_id: int) -> list[dict[str, Any]]:
+        """The calls a response-cache entry answered, oldest first."""
+        return list(
+            self.db.query(
+                """SELECT request_id, ts_iso, cache_match, cache_similarity,
+                   baseline_cost, substr(prompt, 1, 200) AS prompt
+                   FROM calls WHERE cache_entry_id = ? ORDER BY ts""",
+                [entry_id],
+            )
+        )
+
+    def cache_hits_by_type(
+        self, since: float, *, include_offline: bool = True
+    ) -> list[dict[str, Any]]:
+        """Per query type since `since`: answered calls, response-cache hits by match kind
+        and what the hits saved."""
+        return list(
+            self.db.query(
+                f"""SELECT COALESCE(query_type, 'other') AS query_type, COUNT(*) AS answered,
+                   SUM(source = 'cache') AS hits, SUM(cache_match = 'exact') AS exact,
+                   SUM(cache_match = 'normalized') AS normalized,
+                   SUM(cache_match = 'semantic') AS semantic,
+                   COALESCE(SUM(saved_response_cache), 0) AS saved_usd
+                   FROM calls WHERE ts >= ? AND error IS NULL AND source != 'queued'
+                   {real_only(include_offline)}
+                   GROUP BY 1 ORDER BY 1""",
+                [since],
+            )
+        )
+
+    def cost_since(self, start: float, *, include_offline: bool = True) -> float:
+        """What the calls since `start` cost."""
+        total = self.db.scalar(
+            f"SELECT COALESCE(SUM(cost), 0) FROM calls WHERE ts >= ?{real_only(include_offline)}",
+            [start],
+        )
+        return float(total)
+
     def first_ts(self) -> float | None:
         """When the first call was recorded (epoch seconds), None for an empty ledger."""
         row = self.db.execute("SELECT MIN(ts) FROM calls").fetchone()
@@ -131,7 +223,7 @@ class Ledger:
 
     def offline_calls(self, start: float, end: float) -> int:
         """How many rows between two epoch times the offline backend answered."""
-        row = self.db.conn.execute(
+        row = self.db.execute(
             "SELECT COUNT(*) FROM calls WHERE ts >= ? AND ts < ? AND backend = ?",
             [start, end, OFFLINE],
         ).fetchone()

@@ -8,22 +8,20 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.backends import BatchInfo, BatchItem
-from tars_opt.store.db import transaction
+from tars_opt.store.database import Database
 from tars_opt.types import BackendResult, Usage
 
 
 class OfflineBatchStore:
     """The `offline_batches` table: one row per batch, its info and its result items."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def save(self, info: BatchInfo, items: list[BatchItem], created_at: float) -> None:
         """Store a whole batch in one transaction (the offline 'API accepted it')."""
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "INSERT INTO offline_batches (id, created_at, info, items) VALUES (?, ?, ?, ?)",
                 [info.id, created_at, json.dumps(asdict(info)), _dump_items(items)],
@@ -49,7 +47,7 @@ class OfflinePromptCache:
     """The `offline_prompt_cache` table: prefix hash -> (expiry, lifetime in s), read and
     written like the in-memory dict the backend uses without a database. Hashes only."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def get(self, key: str) -> tuple[float, float] | None:
@@ -66,7 +64,7 @@ class OfflinePromptCache:
 
     def __setitem__(self, key: str, value: tuple[float, float]) -> None:
         expires, ttl = value
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO offline_prompt_cache (key, expires, ttl) VALUES (?, ?, ?)",
                 [key, expires, ttl],

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.cache import guards as cache_guards
@@ -26,6 +25,7 @@ from tars_opt.cache.keys import context_fingerprint, exact_key, model_selector, 
 from tars_opt.cache.semantic import EmbedderFactory, Partition, SemanticIndex
 from tars_opt.cache.store import CacheStore, Entry, NewEntry
 from tars_opt.config.schema import Config
+from tars_opt.store.database import Database
 from tars_opt.tokens import estimate_text
 from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 
@@ -67,7 +67,7 @@ class CacheStage:
     def __init__(
         self,
         config: Config,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         clock: Callable[[], float] = time.time,
         embedder_factory: EmbedderFactory | None = None,

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from tars_opt.store.db import transaction
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.store.database import Database
 from tars_opt.types import Usage
 
 # Columns a listing shows (everything but the vector and the full texts).
@@ -116,7 +115,7 @@ class Entry:
 class CacheStore:
     """Reads and writes `cache_entries`; every write is its own short transaction."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def _one(self, sql: str, params: list[Any]) -> Entry | None:
@@ -124,7 +123,7 @@ class CacheStore:
         return Entry.from_row(rows[0]) if rows else None
 
     def _write(self, sql: str, params: list[Any]) -> int:
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(sql, params)
             return cur.rowcount
 
@@ -185,13 +184,10 @@ class CacheStore:
             "expires": e.expires,
             "bytes": size,
         }
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             # A refreshed answer replaces the old one under a new id (old hits stay audited).
             cur.execute("DELETE FROM cache_entries WHERE key = ?", [e.key])
-            cur.execute(f"INSERT INTO cache_entries ({cols}) VALUES ({marks})", list(row.values()))
-            return int(cur.lastrowid or 0)
+            return cur.insert("cache_entries", row)
 
     def record_hit(self, entry_id: int, saved_usd: float, now: float) -> None:
         """Count a hit (expiry unchanged: it is absolute)."""
@@ -204,6 +200,11 @@ class CacheStore:
     def delete(self, entry_id: int) -> bool:
         """Forget one entry; False if there was none."""
         return self._write("DELETE FROM cache_entries WHERE id = ?", [entry_id]) > 0
+
+    def request_id_of(self, entry_id: int) -> str | None:
+        """The request whose answer entry `entry_id` holds, if known."""
+        value = self.db.scalar("SELECT request_id FROM cache_entries WHERE id = ?", [entry_id])
+        return str(value) if value else None
 
     def evict_for_call(self, call: dict[str, Any]) -> bool:
         """Drop the cached answer behind a ledger row rated bad: the entry a hit served, or
@@ -230,7 +231,7 @@ class CacheStore:
         """How many entries are stored, or stored for one query type."""
         if query_type is None:
             return self.totals()[0]
-        row = self.db.conn.execute(
+        row = self.db.execute(
             "SELECT COUNT(*) FROM cache_entries WHERE query_type = ?", [query_type]
         ).fetchone()
         return int(row[0])
@@ -266,7 +267,7 @@ class CacheStore:
             victims.append(row["id"])
             count -= 1
             size -= row["bytes"]
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             for start in range(0, len(victims), 500):
                 chunk = victims[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
@@ -331,32 +332,14 @@ class CacheStore:
 
     def hits_of(self, entry_id: int) -> list[dict[str, Any]]:
         """Ledger rows answered from this entry (for `cache show`)."""
-        return list(
-            self.db.query(
-                """SELECT request_id, ts_iso, cache_match, cache_similarity,
-                   baseline_cost, substr(prompt, 1, 200) AS prompt
-                   FROM calls WHERE cache_entry_id = ? ORDER BY ts""",
-                [entry_id],
-            )
-        )
+        return Ledger(self.db).hits_of_entry(entry_id)
 
 
 def summary(store: CacheStore, now: float, since: float) -> dict[str, Any]:
     """What `cache stats` shows: size, entries by type, the ledger's hit rate by type since
     `since`, tokens and dollars saved, and the entries that saved most."""
     entries, size = store.totals()
-    ledger = list(
-        store.db.query(
-            """SELECT COALESCE(query_type, 'other') AS query_type, COUNT(*) AS answered,
-               SUM(source = 'cache') AS hits, SUM(cache_match = 'exact') AS exact,
-               SUM(cache_match = 'normalized') AS normalized,
-               SUM(cache_match = 'semantic') AS semantic,
-               COALESCE(SUM(saved_response_cache), 0) AS saved_usd
-               FROM calls WHERE ts >= ? AND error IS NULL AND source != 'queued'
-               GROUP BY 1 ORDER BY 1""",
-            [since],
-        )
-    )
+    ledger = Ledger(store.db).cache_hits_by_type(since)
     for row in ledger:
         row["hit_rate"] = (row["hits"] or 0) / row["answered"] if row["answered"] else 0.0
     answered = sum(r["answered"] for r in ledger)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -32,10 +31,10 @@ from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
 from tars_opt.drain.runner import Drainer
+from tars_opt.errors import DatabaseError
 from tars_opt.monitor.feedback import FeedbackError
 from tars_opt.monitor.metrics import spend_summary
 from tars_opt.monitor.report import ReportError
-from tars_opt.store.db import DatabaseError, explain
 from tars_opt.store.files import InputError, read_context, read_prompt, read_tools
 from tars_opt.types import QUERY_TYPES, Request
 
@@ -148,11 +147,6 @@ def friendly_errors() -> Iterator[None]:
     except BudgetExceeded as exc:
         _consoles.err.print(f"refused: {exc}", markup=False)
         raise typer.Exit(BUDGET_EXIT) from None
-    except sqlite3.Error as exc:
-        # Mid-command failures of the file (disk full, damaged page, read-only, locked too
-        # long): every record is its own transaction, so nothing half-written remains.
-        _consoles.err.print(f"error: {explain(exc)}", markup=False)
-        raise typer.Exit(2) from None
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         _consoles.err.print(

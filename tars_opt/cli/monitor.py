@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from tars_opt.accounting.alerts import Alerter
-from tars_opt.accounting.budget import Budget
 from tars_opt.accounting.ledger import Periods
 from tars_opt.cache.store import CacheStore
 from tars_opt.cli.main import (
@@ -28,6 +27,7 @@ from tars_opt.cli.main import (
     offline_left_out,
 )
 from tars_opt.cli.render import main as render
+from tars_opt.defer.queue import queue_budget
 from tars_opt.monitor.baseline import (
     Baseline,
     capture_baseline,
@@ -381,7 +381,7 @@ def budget(
     with friendly_errors():
         opened = _open(config, db, verbose, include_offline=include_offline)
         now = time.time()
-        state = Budget(opened.config, opened.db, clock=lambda: now).state()
+        state = queue_budget(opened.config, opened.db, clock=lambda: now).state()
         if as_json:
             typer.echo(render.to_json(state.to_dict(), indent=2))
             return

@@ -19,8 +19,8 @@ from tars_opt.config.schema import load_config
 from tars_opt.sim.simulate import Progress as ProgressFn
 from tars_opt.sim.simulate import SimResult, simulate
 from tars_opt.sim.workload import load_workload
-from tars_opt.store.db import require_folder
 from tars_opt.store.files import InputError
+from tars_opt.store.sqlite import require_folder
 
 
 @contextmanager

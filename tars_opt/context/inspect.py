@@ -6,8 +6,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt import tokens
 from tars_opt.config.schema import Config
 from tars_opt.context.prompt_cache import PrefixLog, mark_breakpoints
@@ -17,6 +15,7 @@ from tars_opt.context.summaries import Summary, SummaryStore
 from tars_opt.embeddings.store import open_vector_cache
 from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.pipeline.optimizer import build_params, tool_stage
+from tars_opt.store.database import Database
 from tars_opt.types import Request
 
 PLACEHOLDER = "[summary to be made by the {tier} tier]"
@@ -31,7 +30,7 @@ def _request_tokens(request: Request) -> int:
     return tokens.estimate_params(params)
 
 
-def inspect(config: Config, db: sqlite_utils.Database | None, request: Request) -> dict[str, Any]:
+def inspect(config: Config, db: Database | None, request: Request) -> dict[str, Any]:
     """A report of what would be kept, summarized, dropped and cached; no API call.
 
     A summary already stored for this history is shown as reused; otherwise the report

@@ -26,16 +26,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import sqlite_utils
 
 from tars_opt import tokens
 from tars_opt.cache.keys import canonical
 from tars_opt.config.schema import PromptCachingConfig
-from tars_opt.store.db import transaction
+from tars_opt.errors import DatabaseError
+from tars_opt.store.database import Database
 from tars_opt.types import Usage
 
 log = logging.getLogger("tars_opt.prompt_cache")
@@ -214,7 +212,7 @@ class PrefixLog:
 
     KEEP_S = 86_400.0
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def since_sent(self, key: str, now: float) -> float | None:
@@ -223,7 +221,7 @@ class PrefixLog:
             row = self.db.execute(
                 "SELECT last_sent FROM prefix_sends WHERE key = ?", [key]
             ).fetchone()
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             log.warning("prefix log unreadable", extra={"error": str(exc)})
             return None
         return None if row is None else now - float(row[0])
@@ -244,13 +242,13 @@ class PrefixLog:
     def sent(self, keys: list[str], model: str, now: float) -> None:
         """Record that `keys` are being sent now."""
         try:
-            with transaction(self.db) as cur:
+            with self.db.transaction() as cur:
                 cur.executemany(
                     "INSERT OR REPLACE INTO prefix_sends (key, model, last_sent) VALUES (?, ?, ?)",
                     [(key, model, now) for key in keys],
                 )
                 cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             log.warning("prefix log not written", extra={"error": str(exc)})
 
 

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt import tokens
 from tars_opt.backends import BackendError
 from tars_opt.config.schema import LEVEL_ORDER, ContextConfig
@@ -37,6 +35,7 @@ from tars_opt.context.summaries import (
     summary_request,
 )
 from tars_opt.embeddings.store import open_vector_cache
+from tars_opt.store.database import Database
 from tars_opt.types import Decision, Request
 
 log = logging.getLogger("tars_opt.prune")
@@ -91,7 +90,7 @@ class PruneStage:
     def __init__(
         self,
         config: ContextConfig,
-        db: sqlite_utils.Database | None = None,
+        db: Database | None = None,
         *,
         side_ask: SideAsk | None = None,
         scorer: Scorer | None = None,

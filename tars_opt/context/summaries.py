@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt import tokens
 from tars_opt.context.history import message_text
+from tars_opt.store.database import Database
 from tars_opt.types import Reply, Request
 
 PROMPT_VERSION = "summary-v1"
@@ -107,7 +106,7 @@ def framed(text: str, covered: int) -> str:
 class SummaryStore:
     """The `summaries` table."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def get(self, key: str, now: float) -> Summary | None:

@@ -10,23 +10,24 @@ batch submitted but not recorded can be matched to its tasks again.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-import sqlite_utils
-
-from tars_opt.defer.taskjson import request_from_json, request_to_json
-from tars_opt.store.db import transaction
+from tars_opt.accounting.budget import Budget
+from tars_opt.accounting.pricing import PriceBook
+from tars_opt.config.schema import Config
+from tars_opt.defer.taskjson import prepared_from_json, request_from_json, request_to_json
+from tars_opt.store.database import Database
 from tars_opt.store.files import InputError
-from tars_opt.types import Request, new_request_id
+from tars_opt.types import Prepared, Request, new_request_id
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 STATES = ("queued", "claimed", "submitted", "done", "failed", "expired", "canceled")
 TERMINAL = ("done", "failed", "expired", "canceled")
+OPEN_STATES = ("queued", "claimed", "submitted")
 
 
 class QueueError(InputError):
@@ -43,11 +44,6 @@ def custom_id_for(ticket: str, attempt: int) -> str:
     return f"{ticket}-{attempt}"
 
 
-def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def _marks(items: Iterable[Any]) -> str:
     return ", ".join("?" for _ in items)
 
@@ -55,7 +51,7 @@ def _marks(items: Iterable[Any]) -> str:
 class Queue:
     """Reads and changes `tasks` and `batches`. `clock` gives epoch seconds."""
 
-    def __init__(self, db: sqlite_utils.Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
 
@@ -88,11 +84,7 @@ class Queue:
             "created_at": now,
             "updated_at": now,
         }
-        with transaction(self.db) as cur:
-            cur.execute(
-                f"INSERT INTO tasks ({', '.join(row)}) VALUES ({_marks(row)})", list(row.values())
-            )
-            row["id"] = cur.lastrowid
+        row["id"] = self.db.insert("tasks", row)
         return row
 
     def get(self, ticket: str) -> dict[str, Any] | None:
@@ -118,6 +110,55 @@ class Queue:
             )
         )
 
+    def status(self, now: float, stuck_after_s: float) -> dict[str, Any]:
+        """Tasks by state, how many are open (queued, claimed, submitted), the age of the
+        oldest open one, and how many have not moved for `stuck_after_s`."""
+        by_state = {k: v for k, v in self.counts().items() if v}
+        marks = ", ".join("?" for _ in OPEN_STATES)
+        oldest, stuck = self.db.execute(
+            f"SELECT MIN(created_at), SUM(updated_at < ?) FROM tasks WHERE state IN ({marks})",
+            [now - stuck_after_s, *OPEN_STATES],
+        ).fetchone()
+        return {
+            "by_state": by_state,
+            "open": sum(by_state.get(s, 0) for s in OPEN_STATES),
+            "oldest_age_s": None if oldest is None else now - oldest,
+            "stuck": int(stuck or 0),
+        }
+
+    def request_ids_queued_before(self, end: float) -> set[str]:
+        """Request ids of every task queued before `end` (each was deferred by the stage)."""
+        rows = self.db.execute("SELECT request_id FROM tasks WHERE created_at < ?", [end])
+        return {r[0] for r in rows.fetchall()}
+
+    def count(self, state: str) -> int:
+        """How many tasks are in `state`."""
+        return int(self.db.scalar("SELECT COUNT(*) FROM tasks WHERE state = ?", [state]))
+
+    def claims_outside_batches(self) -> list[dict[str, Any]]:
+        """Claimed tasks not yet in a batch row: id, owner and lease (for recovery)."""
+        return list(
+            self.db.query(
+                "SELECT id, owner, lease_until FROM tasks "
+                "WHERE state = 'claimed' AND batch_row IS NULL"
+            )
+        )
+
+    def remember_foreign_batch(self, batch_id: str, backend: str) -> None:
+        """Record an ended batch that is none of ours, so it is not read again."""
+        now = self.clock()
+        row = {"batch_id": batch_id, "state": "foreign", "backend": backend, "created_at": now,
+               "updated_at": now, "discovered": 1, "note": "not a tars-opt batch"}  # fmt: skip
+        self.db.insert("batches", row, on_conflict="ignore")
+
+    def prepared_in_flight(self) -> list[Prepared]:
+        """The prepared requests of tasks claimed or submitted but not collected."""
+        rows = self.db.execute(
+            "SELECT prepared FROM tasks WHERE state IN ('claimed', 'submitted') "
+            "AND prepared IS NOT NULL"
+        ).fetchall()
+        return [prepared_from_json(row[0]) for row in rows]
+
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATES, 0)
         for row in self.db.query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state"):
@@ -127,7 +168,7 @@ class Queue:
     def cancel(self, ticket: str) -> dict[str, Any]:
         """Cancel a task that has not been sent. A submitted one is in a batch for good."""
         task = self.require(ticket)
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE tasks SET state = 'canceled', finished_at = ?, updated_at = ?, "
                 "error = 'canceled by the user' WHERE id = ? AND state = 'queued'",
@@ -151,7 +192,7 @@ class Queue:
         task = self.require(ticket)
         attempt = task["attempts"] + 1
         request = replace(request_from_json(task["request"]), request_id=new_request_id())
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE tasks SET state = 'queued', attempts = ?, custom_id = ?, request = ?,"
                 " request_id = ?, batch_row = NULL, batch_id = NULL, prepared = NULL,"
@@ -193,7 +234,7 @@ class Queue:
         """
         start = self.clock()
         interval = first_poll_s
-        seen: tuple[int, int] | None = None
+        seen: object = None
         task = self.require(ticket)
         while True:
             if task["state"] in TERMINAL:
@@ -202,22 +243,16 @@ class Queue:
                 return task
             sleep(interval)
             interval = min(interval * 2, max_poll_s)
-            now_seen = self._write_marks()
+            now_seen = self.db.change_marker()
             if now_seen != seen:
                 seen = now_seen
                 task = self.require(ticket)
-
-    def _write_marks(self) -> tuple[int, int]:
-        """Changes to the file since this connection opened: other connections' commits
-        (data_version) and its own (total_changes)."""
-        conn = self.db.conn
-        return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
 
     # ---- what a drain does -------------------------------------------------------------
     def claim(self, owner: str, lease_s: float, limit: int) -> list[dict[str, Any]]:
         """Atomically take up to `limit` queued tasks, best priority and oldest first."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "SELECT id FROM tasks WHERE state = 'queued' "
                 "ORDER BY priority, created_at, id LIMIT ?",
@@ -232,16 +267,17 @@ class Queue:
                     f"({_marks(chunk)})",
                     [owner, now + lease_s, now, now, *chunk],
                 )
-                cur.execute(
-                    f"SELECT * FROM tasks WHERE owner = ? AND state = 'claimed' AND id IN "
-                    f"({_marks(chunk)}) ORDER BY priority, created_at, id",
-                    [owner, *chunk],
+                claimed.extend(
+                    cur.query(
+                        f"SELECT * FROM tasks WHERE owner = ? AND state = 'claimed' AND id IN "
+                        f"({_marks(chunk)}) ORDER BY priority, created_at, id",
+                        [owner, *chunk],
+                    )
                 )
-                claimed.extend(_rows(cur))
         return claimed
 
     def save_prepared(self, task_id: int, owner: str, prepared_json: str) -> None:
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE tasks SET prepared = ?, updated_at = ? "
                 "WHERE id = ? AND owner = ? AND state = 'claimed'",
@@ -251,7 +287,7 @@ class Queue:
     def save_prepared_many(self, owner: str, items: list[tuple[int, str]]) -> None:
         """Store the prepared form of many claimed tasks in one transaction."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.executemany(
                 "UPDATE tasks SET prepared = ?, updated_at = ? "
                 "WHERE id = ? AND owner = ? AND state = 'claimed'",
@@ -263,13 +299,19 @@ class Queue:
     ) -> int:
         """Before submitting: a `submitting` batch row owning the tasks. Returns its row id."""
         now = self.clock()
-        with transaction(self.db) as cur:
-            cur.execute(
-                "INSERT INTO batches (state, backend, model, requests, bytes, owner, lease_until,"
-                " created_at, updated_at) VALUES ('submitting', ?, ?, ?, ?, ?, ?, ?, ?)",
-                [backend, model, len(task_ids), size, owner, now + lease_s, now, now],
-            )
-            row = int(cur.lastrowid or 0)
+        with self.db.transaction() as cur:
+            batch = {
+                "state": "submitting",
+                "backend": backend,
+                "model": model,
+                "requests": len(task_ids),
+                "bytes": size,
+                "owner": owner,
+                "lease_until": now + lease_s,
+                "created_at": now,
+                "updated_at": now,
+            }
+            row = cur.insert("batches", batch)
             for chunk in _chunks(task_ids, 500):
                 cur.execute(
                     f"UPDATE tasks SET batch_row = ?, lease_until = ?, updated_at = ? "
@@ -282,7 +324,7 @@ class Queue:
         """Right after the API accepted a batch: its id, and its tasks are `submitted`."""
         now = self.clock()
         state = status if status in ("in_progress", "canceling", "ended") else "in_progress"
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE batches SET batch_id = ?, state = ?, counts = ?, owner = NULL, "
                 "lease_until = NULL, submitted_at = COALESCE(submitted_at, ?), updated_at = ? "
@@ -320,7 +362,7 @@ class Queue:
 
     def set_batch_state(self, row: int, state: str, **extra: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in extra)
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 f"UPDATE batches SET state = ?, updated_at = ?{', ' + sets if sets else ''} "
                 "WHERE id = ?",
@@ -330,7 +372,7 @@ class Queue:
     def lease_batch(self, row: int, owner: str, lease_s: float, is_stale: Callable) -> bool:
         """Take the right to collect an ended batch; False if a live drain holds it."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute("SELECT owner, lease_until, state FROM batches WHERE id = ?", [row])
             current, until, state = cur.fetchone()
             if state != "ended":
@@ -354,7 +396,7 @@ class Queue:
     ) -> bool:
         """Move a submitted task to a final state, if it is still that attempt."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
                 "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
@@ -366,7 +408,7 @@ class Queue:
     def settle_many(self, items: list[tuple[int, str, str, str | None, str | None]]) -> int:
         """`settle` for many (task id, custom_id, state, result, error) in one transaction."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.executemany(
                 "UPDATE tasks SET state = ?, result = ?, error = ?, finished_at = ?, "
                 "updated_at = ?, owner = NULL, lease_until = NULL, prepared = NULL "
@@ -379,7 +421,7 @@ class Queue:
         """Drop the prompt, history and system text of finished tasks (all, or one batch's),
         for `ledger.store_prompts: false`; the answer stays so `result` can show it."""
         where = "AND batch_row = ?" if batch_row is not None else ""
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute(
                 "UPDATE tasks SET request = json_set(request, '$.prompt', '', "
                 "'$.messages', json('[]'), '$.system', NULL, '$.tools', json('[]')) "
@@ -389,20 +431,10 @@ class Queue:
             )
             return cur.rowcount
 
-    def recorded(self, request_ids: list[str]) -> set[str]:
-        """Which of these request ids already have a ledger row."""
-        found: set[str] = set()
-        for chunk in _chunks(request_ids, 500):
-            rows = self.db.execute(
-                f"SELECT request_id FROM calls WHERE request_id IN ({_marks(chunk)})", chunk
-            ).fetchall()
-            found.update(r[0] for r in rows)
-        return found
-
     def requeue(self, task_id: int, custom_id: str, error: str) -> bool:
         """An errored attempt with retries left: queue the next attempt (new custom_id)."""
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             cur.execute("SELECT ticket, attempts FROM tasks WHERE id = ?", [task_id])
             ticket, attempts = cur.fetchone()
             cur.execute(
@@ -418,7 +450,7 @@ class Queue:
         """Put claimed (never submitted) tasks back in the queue, same attempt."""
         now = self.clock()
         released = 0
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             for chunk in _chunks(task_ids, 500):
                 who = "AND owner = ?" if owner else ""
                 cur.execute(
@@ -434,3 +466,16 @@ class Queue:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def queue_budget(
+    config: Config,
+    db: Database,
+    *,
+    prices: PriceBook | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Budget:
+    """The monthly budget, with deferred work in flight counted against it."""
+    return Budget(
+        config, db, prices=prices, clock=clock, in_flight=Queue(db, clock).prepared_in_flight
+    )

@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import sqlite_utils
-
-from tars_opt.accounting.budget import Budget, BudgetExceeded
+from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.config.schema import Config
-from tars_opt.defer.queue import Queue
+from tars_opt.defer.queue import Queue, queue_budget
 from tars_opt.defer.window import Window, human_duration, iso_minute
+from tars_opt.store.database import Database
 from tars_opt.types import Decision, Reply, Request
 
 
@@ -31,10 +30,10 @@ class DeferStage:
     name = "defer"
 
     def __init__(
-        self, config: Config, db: sqlite_utils.Database, clock: Callable[[], float] = time.time
+        self, config: Config, db: Database, clock: Callable[[], float] = time.time
     ) -> None:
         self.lazy = config.lazy
-        self.budget = Budget(config, db, clock=clock)
+        self.budget = queue_budget(config, db, clock=clock)
         self.window = Window.parse(config.lazy.window)
         self.queue = Queue(db, clock)
         self.clock = clock

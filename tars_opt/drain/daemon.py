@@ -14,7 +14,7 @@ from tars_opt.backends import Backend
 from tars_opt.config.schema import Config, LazyConfig
 from tars_opt.defer.window import Window
 from tars_opt.drain.runner import Drainer, DrainReport
-from tars_opt.store.db import connect
+from tars_opt.store import connect
 
 log = logging.getLogger("tars_opt.daemon")
 

@@ -13,11 +13,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tars_opt.backends import BackendError, BatchInfo
+from tars_opt.store.database import Database
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    import sqlite_utils
 
     from tars_opt.backends import Backend
     from tars_opt.config.schema import LazyConfig
@@ -47,7 +46,7 @@ def _pid_alive(pid: int) -> bool:
 class Recovery:
     """The recovery half of the Drainer, which supplies these attributes."""
 
-    db: sqlite_utils.Database
+    db: Database
     queue: Queue
     lazy: LazyConfig
     owner: str
@@ -68,9 +67,7 @@ class Recovery:
     def recover(self, report: DrainReport) -> None:
         """Release dead drains' claims; find batches they submitted but did not record."""
         stale: dict[str, list[int]] = defaultdict(list)
-        for row in self.db.query(
-            "SELECT id, owner, lease_until FROM tasks WHERE state = 'claimed' AND batch_row IS NULL"
-        ):
+        for row in self.queue.claims_outside_batches():
             if self.is_stale(row["owner"], row["lease_until"]):
                 stale[row["owner"]].append(row["id"])
         for owner, ids in stale.items():
@@ -134,12 +131,7 @@ class Recovery:
 
     def _remember_foreign(self, info: BatchInfo) -> None:
         # An ended batch that is none of ours: remember it so it is not read again.
-        now = self.clock()
-        self.db.execute(
-            "INSERT OR IGNORE INTO batches (batch_id, state, backend, created_at, updated_at, "
-            "discovered, note) VALUES (?, 'foreign', ?, ?, ?, 1, 'not a tars-opt batch')",
-            [info.id, self.backend.name, now, now],
-        )
+        self.queue.remember_foreign_batch(info.id, self.backend.name)
 
 
 def _epoch(text: str | None, default: float) -> float:

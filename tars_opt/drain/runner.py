@@ -24,14 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import sqlite_utils
-
-from tars_opt.accounting.budget import Budget
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends import Backend, BackendError, BatchItem
 from tars_opt.config.schema import Config
 from tars_opt.defer.batching import group_requests, mark_shared_prefixes
-from tars_opt.defer.queue import Queue
+from tars_opt.defer.queue import Queue, queue_budget
 from tars_opt.defer.taskjson import (
     prepared_from_json,
     prepared_to_json,
@@ -41,13 +38,14 @@ from tars_opt.defer.taskjson import (
 from tars_opt.defer.window import Window
 from tars_opt.drain.recovery import Recovery, new_owner
 from tars_opt.pipeline.optimizer import Optimizer, build_backend
+from tars_opt.store.database import Database
 from tars_opt.types import Prepared, Reply
 
 log = logging.getLogger("tars_opt.drain")
 IN_FLIGHT = ("in_progress", "canceling", "ended")
 
 
-def drain_backend(config: Config, db: sqlite_utils.Database, clock: Callable[[], float]) -> Backend:
+def drain_backend(config: Config, db: Database, clock: Callable[[], float]) -> Backend:
     """The config's backend; offline batches are kept in the database (see offline_store)."""
     return build_backend(config, clock, db)
 
@@ -102,7 +100,7 @@ class Drainer(Recovery):
     def __init__(
         self,
         config: Config,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         backend: Backend | None = None,
         clock: Callable[[], float] = time.time,
@@ -199,8 +197,7 @@ class Drainer(Recovery):
         return len(self.queue.batches(IN_FLIGHT))
 
     def _pending_tasks(self) -> int:
-        row = next(self.db.query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'submitted'"))
-        return int(row["n"])
+        return self.queue.count("submitted")
 
     # ---- 2. collect ----------------------------------------------------------------------
     def collect(self, report: DrainReport) -> None:
@@ -246,7 +243,7 @@ class Drainer(Recovery):
     def _collect_batch(self, row: dict[str, Any], report: DrainReport) -> None:
         pending = {t["custom_id"]: t for t in self.queue.batch_tasks(row["id"])}
         if pending:
-            self._recorded = self.queue.recorded([t["request_id"] for t in pending.values()])
+            self._recorded = self.ledger.recorded([t["request_id"] for t in pending.values()])
             for item in self.backend.batch_results(row["batch_id"]):
                 task = pending.pop(item.custom_id, None)
                 if task is not None:
@@ -317,7 +314,7 @@ class Drainer(Recovery):
         Waves bound memory: only `lazy.wave_size` tasks (and their batch body, which the
         SDK copies while sending) are held at once, whatever the queue's length.
         """
-        spent = Budget(self.config, self.db, clock=self.clock).state()
+        spent = queue_budget(self.config, self.db, clock=self.clock).state()
         if spent.policy == "block" and spent.over:
             # A batch's cost is known only when it is collected, so the blocking budget
             # is checked before each run rather than reserved per task.
@@ -340,7 +337,7 @@ class Drainer(Recovery):
 
     def _submit_wave(self, claimed: list[dict[str, Any]], report: DrainReport) -> None:
         self.checkpoint("claimed")
-        self._recorded = self.queue.recorded([t["request_id"] for t in claimed])
+        self._recorded = self.ledger.recorded([t["request_id"] for t in claimed])
         ready: list[tuple[dict[str, Any], Prepared]] = []
         for task in claimed:
             if self._settled_from_ledger(task):
@@ -383,7 +380,7 @@ class Drainer(Recovery):
 
         Tasks already prepared or in flight count at their estimate (Budget does that).
         """
-        budget = Budget(self.config, self.db, clock=self.clock)
+        budget = queue_budget(self.config, self.db, clock=self.clock)
         if self.config.budget.policy != "block" or not ready:
             return ready
         factor = 1.0 - self.config.pricing.batch_discount

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from tars_opt.embeddings.index import from_blob, to_blob
-from tars_opt.store.db import transaction
+from tars_opt.errors import DatabaseError
+from tars_opt.store.database import Database, Executor
 
 log = logging.getLogger("tars_opt.vector_cache")
 
@@ -50,7 +49,7 @@ class VectorCache:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: Database,
         max_rows: int = 50_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -96,7 +95,7 @@ class VectorCache:
         if not vectors and not touch:
             return
         now = self.clock()
-        with transaction(self.db) as cur:
+        with self.db.transaction() as cur:
             if vectors:
                 cur.executemany(
                     "INSERT OR REPLACE INTO text_vectors (model, sha256, dim, vector, used) "
@@ -111,7 +110,7 @@ class VectorCache:
             if vectors:
                 self._evict(cur)
 
-    def _evict(self, cur: sqlite3.Cursor) -> None:
+    def _evict(self, cur: Executor) -> None:
         """Delete the least recently used rows past ``max_rows`` (any model)."""
         over = cur.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] - self.max_rows
         if over > 0:
@@ -181,19 +180,19 @@ class CachedEmbedder:
     def _read(self, keys: list[str]) -> tuple[dict[str, Any], list[str]]:
         try:
             return self.cache.get(self.name, self.dim, keys)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             log.warning("vector cache unreadable, embedding all", extra={"error": str(exc)})
             return {}, []
 
     def _write(self, fresh: dict[str, Any], stale: list[str]) -> None:
         try:
             self.cache.put(self.name, self.dim, fresh, stale)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             # The vectors are good; only the next process pays for them again.
             log.warning("vector cache not written", extra={"error": str(exc)})
 
 
-def open_vector_cache(db: sqlite_utils.Database | None, max_rows: int) -> VectorCache | None:
+def open_vector_cache(db: Database | None, max_rows: int) -> VectorCache | None:
     """The shared vector cache of ``db``, or None without a db or when ``max_rows`` is 0."""
     if db is None or max_rows <= 0:
         return None

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.alerts import Alert, Alerter, week_period
 from tars_opt.accounting.ledger import Ledger, iso
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import Config
 from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure
+from tars_opt.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def capture_problems(
 
 
 def capture_baseline(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     first: date,
     last: date,
@@ -198,15 +197,14 @@ def capture_baseline(
     if problems:
         source += " captured with --force despite: " + ", ".join(p.short for p in problems)
     metrics = m.summary()
-    cur = db.execute(
-        'INSERT INTO baselines (ts, start, "end", source, metrics) VALUES (?, ?, ?, ?, ?)',
-        [now, str(first), str(last), source, json.dumps(metrics)],
-    )
-    base = Baseline(metrics, source, str(first), str(last), "captured", cur.lastrowid, iso(now))
+    row = {"ts": now, "start": str(first), "end": str(last), "source": source,
+           "metrics": json.dumps(metrics)}  # fmt: skip
+    new_id = db.insert("baselines", row)
+    base = Baseline(metrics, source, str(first), str(last), "captured", new_id, iso(now))
     return Captured(base, problems)
 
 
-def captured_baselines(db: sqlite_utils.Database) -> list[Baseline]:
+def captured_baselines(db: Database) -> list[Baseline]:
     """Every captured baseline, newest (the active one) first."""
     rows = db.execute(
         'SELECT id, ts, start, "end", source, metrics FROM baselines ORDER BY ts DESC, id DESC'
@@ -214,13 +212,13 @@ def captured_baselines(db: sqlite_utils.Database) -> list[Baseline]:
     return [Baseline(json.loads(r[5]), r[4], r[2], r[3], "captured", r[0], iso(r[1])) for r in rows]
 
 
-def current_baseline(db: sqlite_utils.Database, config: Config) -> Baseline:
+def current_baseline(db: Database, config: Config) -> Baseline:
     """The newest captured baseline, else the config's."""
     captured = captured_baselines(db)
     return captured[0] if captured else config_baseline(config)
 
 
-def remove_baseline(db: sqlite_utils.Database, baseline_id: int | None = None) -> Baseline | None:
+def remove_baseline(db: Database, baseline_id: int | None = None) -> Baseline | None:
     """Remove a captured baseline: `baseline_id`, else the active (newest) one. Returns what
     was removed, None when there was nothing to remove (ValueError for an unknown id). The
     next newest capture, else the config's figures, then applies."""
@@ -241,7 +239,7 @@ def remove_baseline(db: sqlite_utils.Database, baseline_id: int | None = None) -
     return gone
 
 
-def report_baseline(db: sqlite_utils.Database, config: Config, m: PeriodMetrics) -> Baseline:
+def report_baseline(db: Database, config: Config, m: PeriodMetrics) -> Baseline:
     """The one baseline a report over `m` uses for its tables and both charts: the captured
     one, else the ledger's baseline column over the period (cost per day with calls), else
     the config's figures."""
@@ -256,7 +254,7 @@ def report_baseline(db: sqlite_utils.Database, config: Config, m: PeriodMetrics)
     return config_baseline(config)
 
 
-def phases_start(db: sqlite_utils.Database, config: Config) -> tuple[date | None, str]:
+def phases_start(db: Database, config: Config) -> tuple[date | None, str]:
     """The day phase 1 starts and why: `phases_start` when the config fixes it, else the day
     after the captured baseline in use, else the day of the first call in the ledger
     (None while the ledger is empty)."""
@@ -279,7 +277,7 @@ def phases_start(db: sqlite_utils.Database, config: Config) -> tuple[date | None
     return datetime.fromtimestamp(first, UTC).date(), f"the first call in the ledger, {when} UTC"
 
 
-def resolve_phases(db: sqlite_utils.Database, config: Config) -> list[PhaseWindow]:
+def resolve_phases(db: Database, config: Config) -> list[PhaseWindow]:
     """The config's phases on the calendar (see phases_start)."""
     start, why = phases_start(db, config)
     return phase_windows(config.phases, start, why)
@@ -343,7 +341,7 @@ def compare(
     return found
 
 
-def weekly_regressions(db: sqlite_utils.Database, config: Config, now: float) -> list[Regression]:
+def weekly_regressions(db: Database, config: Config, now: float) -> list[Regression]:
     """The last 7 days against the baseline and the 7 days before (enough calls only)."""
     cfg = config.regression
     week = measure(db, config, now - 7 * DAY, now)

@@ -12,17 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import sqlite_utils
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from tars_opt.accounting.alerts import alerts_between
-from tars_opt.accounting.budget import Budget, BudgetState
+from tars_opt.accounting.budget import BudgetState
 from tars_opt.accounting.ledger import Ledger, Periods, source_label
 from tars_opt.config.schema import Config
+from tars_opt.defer.queue import queue_budget
 from tars_opt.monitor.metrics import PeriodMetrics, measure, queue_status
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
 
 
@@ -41,7 +42,7 @@ class Frame:
     alerts: list[dict[str, Any]]
 
 
-def read_frame(db: sqlite_utils.Database, config: Config, now: float) -> Frame:
+def read_frame(db: Database, config: Config, now: float) -> Frame:
     p = Periods.at(now)
     moment = datetime.fromtimestamp(now, UTC)
     month_days = calendar.monthrange(moment.year, moment.month)[1]
@@ -50,7 +51,7 @@ def read_frame(db: sqlite_utils.Database, config: Config, now: float) -> Frame:
         now=now,
         today=measure(db, config, p.day, now + 1),
         month=measure(db, config, p.month, now + 1),
-        budget=Budget(config, db, clock=lambda: now).state(),
+        budget=queue_budget(config, db, clock=lambda: now).state(),
         daily_budget=monthly / month_days,
         month_budget_to_date=monthly * (now - p.month) / (p.next_month - p.month),
         queue=queue_status(db, now, config.heartbeat.stuck_after_h * 3600),

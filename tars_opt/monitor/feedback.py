@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlite_utils
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.store.database import Database
 
 VERDICTS = ("good", "bad")
 
@@ -38,7 +39,7 @@ class FeedbackResult:
 
 
 def record_feedback(
-    db: sqlite_utils.Database,
+    db: Database,
     request_id: str,
     verdict: str,
     note: str | None = None,
@@ -49,12 +50,11 @@ def record_feedback(
     """Store a verdict on an answered request; on `bad`, evict its cached answer if possible."""
     if verdict not in VERDICTS:
         raise FeedbackError(f"verdict {verdict!r} is not good or bad")
-    rows = list(db.query("SELECT * FROM calls WHERE request_id = ?", [request_id]))
-    if not rows:
+    call = Ledger(db).get(request_id)
+    if call is None:
         raise FeedbackError(
             f"no call with request id {request_id!r} in the ledger: copy one from `tars-opt log`"
         )
-    call = rows[0]
     if call.get("error"):
         raise FeedbackError(f"{request_id} failed ({call['error']}): there is no answer to rate")
     db.execute(
@@ -67,3 +67,17 @@ def record_feedback(
     if verdict == "bad" and evictor is not None:
         evicted = evictor.evict_for_call(call)
     return FeedbackResult(request_id, verdict, call["source"], call.get("tier"), evicted)
+
+
+def verdicts(db: Database, request_ids: set[str]) -> dict[str, str]:
+    """The verdict given on each of `request_ids` that has one."""
+    out: dict[str, str] = {}
+    ids = sorted(request_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = db.execute(
+            f"SELECT request_id, verdict FROM feedback WHERE request_id IN ({marks})", chunk
+        ).fetchall()
+        out.update({r[0]: r[1] for r in rows})
+    return out

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.alerts import Alert, Alerter, day_period
-from tars_opt.accounting.budget import Budget
 from tars_opt.accounting.ledger import iso
 from tars_opt.accounting.periods import PhaseWindow
 from tars_opt.config.schema import Config
+from tars_opt.defer.queue import queue_budget
 from tars_opt.monitor.baseline import (
     current_baseline,
     raise_regression_alerts,
@@ -26,6 +24,7 @@ from tars_opt.monitor.baseline import (
     weekly_regressions,
 )
 from tars_opt.monitor.metrics import measure, queue_status
+from tars_opt.store.database import Database
 
 STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
@@ -33,7 +32,7 @@ EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
 DrainHook = Callable[[float], str | None]
 
 
-def drain_hook(config: Config, db: sqlite_utils.Database) -> DrainHook:
+def drain_hook(config: Config, db: Database) -> DrainHook:
     """The heartbeat's drain: one `tars-opt drain` run when tasks are open or batches are in
     flight (it submits only inside the off-peak window, and always collects)."""
 
@@ -98,7 +97,7 @@ class HeartbeatResult:
         }
 
 
-def active_phase(db: sqlite_utils.Database, config: Config, now: float) -> PhaseWindow | None:
+def active_phase(db: Database, config: Config, now: float) -> PhaseWindow | None:
     """The phase running today (see baseline.resolve_phases), if any."""
     today = datetime.fromtimestamp(now, UTC).date()
     for p in resolve_phases(db, config):
@@ -119,7 +118,7 @@ def _target_check(name: str, actual: float | None, target: float | None, where: 
 
 
 def run_heartbeat(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     *,
     now: float,
@@ -139,7 +138,7 @@ def run_heartbeat(
     result.checks.append(_target_check(
         "routing share", window.cheap_share, targets.cheap_share if targets else None, where
     ))  # fmt: skip
-    tracker = Budget(config, db, clock=lambda: now)
+    tracker = queue_budget(config, db, clock=lambda: now)
     tracker.check_alerts(alerter)  # thresholds crossed by work that did not pass `ask`
     budget = tracker.state()
     result.checks.append(_budget_check(budget.used_share, budget.pace_usd, budget.budget_usd))
@@ -204,9 +203,7 @@ def _queue_check(queue: dict[str, Any] | None, max_backlog: int, stuck_h: float)
     return Check("queue", "ok", value, "no backlog, nothing stuck")
 
 
-def _error_check(
-    rate: float | None, calls: int, db: sqlite_utils.Database, config: Config
-) -> Check:
+def _error_check(rate: float | None, calls: int, db: Database, config: Config) -> Check:
     if rate is None:
         return Check("error rate", "skipped", "-", "no requests in the window")
     value = f"{rate:.1%}"

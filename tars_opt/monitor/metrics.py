@@ -12,9 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
-
-from tars_opt.accounting.ledger import Ledger, Periods, real_only
+from tars_opt.accounting.ledger import Ledger, Periods
 from tars_opt.accounting.periods import (  # noqa: F401 - re-exported: callers read periods from here
     DAY,
     date_range,
@@ -23,7 +21,10 @@ from tars_opt.accounting.periods import (  # noqa: F401 - re-exported: callers r
     month_pace,
 )
 from tars_opt.config.schema import Config
+from tars_opt.defer.queue import Queue
+from tars_opt.monitor.feedback import verdicts
 from tars_opt.pipeline.trace import cache_hit_kind, was_deferred, was_escalated
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
 
 MODEL_SOURCES = ("api", "batch")  # sources where a model was paid to answer
@@ -34,7 +35,7 @@ _WANTED = (
     "request_id", "ts", "ts_iso", "session", "query_type", "priority", "source", "model",
     "tier", "service_tier", *TOKEN_BUCKETS, "removed_tokens", "cost", "baseline_cost",
     *(f"saved_{s}" for s in STRATEGIES), "latency_ms", "error", "decisions", "holdout",
-    "escalated", "tokens_estimated",
+    "escalated_from", "tokens_estimated",
 )  # fmt: skip
 
 
@@ -237,11 +238,6 @@ class PeriodMetrics:
         return out
 
 
-def columns(db: sqlite_utils.Database, table: str) -> set[str]:
-    """The column names of a table (empty when the table does not exist)."""
-    return {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
-
-
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by linear interpolation; values must be non-empty."""
     ordered = sorted(values)
@@ -260,7 +256,7 @@ def _latency(values: list[float]) -> dict[str, float]:
 
 
 def period_metrics(
-    db: sqlite_utils.Database,
+    db: Database,
     start: float,
     end: float,
     *,
@@ -275,16 +271,9 @@ def period_metrics(
     A model call counts as cheap when its tier is `cheap_tier` or its model is one of
     `cheap_models` (rows written before routing existed carry no tier).
     """
-    have = columns(db, "calls")
-    cols = ", ".join(f'"{c}"' for c in _WANTED if c in have)
-    rows = db.execute(
-        f"SELECT {cols} FROM calls WHERE ts >= ? AND ts < ?"
-        f"{real_only(include_offline or 'backend' not in have)} ORDER BY ts",
-        [start, end],
-    ).fetchall()
-    names = [c for c in _WANTED if c in have]
-    feedback = _feedback(db, start, end)
-    queued = _queued_ids(db, end)
+    rows = Ledger(db).rows_between(start, end, include_offline=include_offline, columns=_WANTED)
+    feedback = verdicts(db, {r["request_id"] for r in rows})
+    queued = Queue(db).request_ids_queued_before(end)
     m = PeriodMetrics(start=start, end=end)
     m.tokens = dict.fromkeys((*TOKEN_BUCKETS, "removed_tokens"), 0)
     m.saved_by_strategy = dict.fromkeys(STRATEGIES, 0.0)
@@ -293,8 +282,7 @@ def period_metrics(
     sess: dict[str, dict[str, Any]] = {}
     lat: dict[str, list[float]] = {}
     m.arms = {"optimized": ArmStats(), "holdout": ArmStats()}
-    for raw in rows:
-        r = dict(zip(names, raw, strict=True))
+    for r in rows:
         decisions = json.loads(r.get("decisions") or "[]")
         source, error = r["source"], r.get("error")
         m.calls += 1
@@ -377,64 +365,18 @@ def period_metrics(
     return m
 
 
-def _queued_ids(db: sqlite_utils.Database, end: float) -> set[str]:
-    """Request ids of tasks queued before `end`: every task was put there by the defer
-    stage, so their ledger rows count as deferred even when written by a drain that did
-    not copy the defer decision into the row."""
-    if not columns(db, "tasks"):
-        return set()
-    rows = db.execute("SELECT request_id FROM tasks WHERE created_at < ?", [end]).fetchall()
-    return {r[0] for r in rows}
-
-
-def _feedback(db: sqlite_utils.Database, start: float, end: float) -> dict[str, str]:
-    if not columns(db, "feedback"):
-        return {}
-    rows = db.execute(
-        """SELECT f.request_id, f.verdict FROM feedback f JOIN calls c USING (request_id)
-           WHERE c.ts >= ? AND c.ts < ?""",
-        [start, end],
-    ).fetchall()
-    return dict(rows)
-
-
-def session_metrics(
-    db: sqlite_utils.Database, session: str, *, include_offline: bool = True
-) -> dict[str, Any]:
+def session_metrics(db: Database, session: str, *, include_offline: bool = True) -> dict[str, Any]:
     """Calls, cost, baseline and savings of one `ask --session` id, over all time."""
-    row = db.execute(
-        f"""SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(baseline_cost), 0),
-           MIN(ts_iso), MAX(ts_iso), SUM(error IS NOT NULL) FROM calls WHERE session = ?
-           {real_only(include_offline)}""",
-        [session],
-    ).fetchone()
-    return {
-        "session": session, "calls": row[0], "cost": row[1], "baseline_cost": row[2],
-        "saved": row[2] - row[1], "first": row[3], "last": row[4], "errors": row[5] or 0,
-    }  # fmt: skip
+    return Ledger(db).session_totals(session, include_offline=include_offline)
 
 
-OPEN_TASK_STATES = ("queued", "claimed", "submitted")
+def queue_status(db: Database, now: float, stuck_after_s: float) -> dict[str, Any]:
+    """The deferred queue: tasks by state, how many are open, the oldest open one's age
+    and how many have not moved for `stuck_after_s`."""
+    return Queue(db).status(now, stuck_after_s)
 
 
-def queue_status(db: sqlite_utils.Database, now: float, stuck_after_s: float) -> dict[str, Any]:
-    """The deferred queue: tasks by state, how many are open (queued, claimed, submitted),
-    the age of the oldest open one, and how many have not moved for `stuck_after_s`."""
-    by_state = dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
-    marks = ", ".join("?" for _ in OPEN_TASK_STATES)
-    oldest, stuck = db.execute(
-        f"SELECT MIN(created_at), SUM(updated_at < ?) FROM tasks WHERE state IN ({marks})",
-        [now - stuck_after_s, *OPEN_TASK_STATES],
-    ).fetchone()
-    return {
-        "by_state": by_state,
-        "open": sum(by_state.get(s, 0) for s in OPEN_TASK_STATES),
-        "oldest_age_s": None if oldest is None else now - oldest,
-        "stuck": int(stuck or 0),
-    }
-
-
-def measure(db: sqlite_utils.Database, config: Config, start: float, end: float) -> PeriodMetrics:
+def measure(db: Database, config: Config, start: float, end: float) -> PeriodMetrics:
     """period_metrics with the config's cheapest tier (the first one listed) as "cheap",
     counting offline-backend rows as the config says (Config.counts_offline)."""
     cheap = next(iter(config.models.tiers))

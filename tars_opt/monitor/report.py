@@ -14,13 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.alerts import alerts_between
 from tars_opt.config.schema import Config, PhaseTargets
 from tars_opt.monitor import charts
 from tars_opt.monitor.baseline import METRICS, Baseline, report_baseline, resolve_phases
 from tars_opt.monitor.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
 
 
@@ -60,7 +59,7 @@ class ReportResult:
         return f"{line} ({self.no_data} without data)" if self.no_data else line
 
 
-def phase_spec(db: sqlite_utils.Database, config: Config, number: int) -> ReportSpec:
+def phase_spec(db: Database, config: Config, number: int) -> ReportSpec:
     """Phase `number` (1-based) of the config's `phases:`, placed on the calendar (see
     baseline.phases_start)."""
     if not 1 <= number <= len(config.phases):
@@ -84,7 +83,7 @@ def week_spec(now: float) -> ReportSpec:
     return ReportSpec("week", f"Week {label}", monday, sunday, f"WEEK_{label}.md")
 
 
-def final_spec(db: sqlite_utils.Database, config: Config) -> ReportSpec:
+def final_spec(db: Database, config: Config) -> ReportSpec:
     """From the first phase's start to the last one's end, judged by the last targets."""
     if not config.phases:
         raise ReportError("--final needs `phases:` in performance-config.yaml")
@@ -164,7 +163,7 @@ def _full_days(m: PeriodMetrics, first: date, last: date) -> list[dict[str, Any]
 
 
 def write_report(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     spec: ReportSpec,
     *,

@@ -15,10 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlite_utils
-
 from tars_opt.accounting.alerts import Alerter
-from tars_opt.accounting.budget import Budget, BudgetExceeded
+from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord, Ledger
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.backends import Backend, BackendError
@@ -29,8 +27,10 @@ from tars_opt.context.prompt_cache import (
     check_usage,
     mark_breakpoints,
 )
+from tars_opt.defer.queue import queue_budget
 from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def missing_key_message(key_env: str) -> str:
 def build_backend(
     config: Config,
     clock: Callable[[], float] = time.time,
-    db: sqlite_utils.Database | None = None,
+    db: Database | None = None,
 ) -> Backend:
     """The backend the config names; the real one needs the API key from the environment.
     With `db` the offline backend keeps its batches and prompt-cache entries there, so
@@ -110,7 +110,7 @@ class Optimizer:
     def __init__(
         self,
         config: Config,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         backend: Backend | None = None,
         stages: list[Stage] | None = None,
@@ -130,7 +130,7 @@ class Optimizer:
             )
         )
         self._backend = backend
-        self.budget = Budget(config, db, prices=self.prices, clock=clock)
+        self.budget = queue_budget(config, db, prices=self.prices, clock=clock)
         self.alerter = Alerter(config.alerts, db, clock=clock)
 
     @property
@@ -452,7 +452,7 @@ def build_params(request: Request) -> dict[str, Any]:
 
 def default_stages(
     config: Config,
-    db: sqlite_utils.Database,
+    db: Database,
     side_ask: Callable[[Request], Reply] | None = None,
     backend: Callable[[], Backend] | None = None,
     clock: Callable[[], float] = time.time,
@@ -503,7 +503,7 @@ def default_stages(
     return stages
 
 
-def tool_stage(config: Config, db: sqlite_utils.Database | None, **kwargs: Any) -> ToolStage:
+def tool_stage(config: Config, db: Database | None, **kwargs: Any) -> ToolStage:
     """The tools stage as the chain runs it: sharing the vector table, cache-aware."""
     from tars_opt.context.tools import ToolStage
     from tars_opt.embeddings.store import open_vector_cache

@@ -7,27 +7,26 @@ escalated call: the final tier), compared with the baseline tier's label on the 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlite_utils
-
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.cache.store import CacheStore
 from tars_opt.config.schema import Config
 from tars_opt.pipeline.trace import cache_hit_kind
 from tars_opt.sim.workload import Call
+from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
 
 
-def hit_origin(db: sqlite_utils.Database, decisions: list[Any]) -> str | None:
+def hit_origin(db: Database, decisions: list[Any]) -> str | None:
     """The request id whose answer a cache hit served (from its entry), if known."""
     hit = next((d for d in decisions if d.stage == "cache" and d.action == "hit"), None)
     entry = hit.data.get("entry_id") if hit is not None else None
-    if entry is None or "cache_entries" not in db.table_names():
+    if entry is None:
         return None
-    rows = list(db.query("SELECT request_id FROM cache_entries WHERE id = ?", [entry]))
-    return rows[0]["request_id"] if rows and rows[0].get("request_id") else None
+    return CacheStore(db).request_id_of(int(entry))
 
 
 @dataclass
@@ -49,17 +48,14 @@ class Outcome:
 
 
 def call_outcomes(
-    db: sqlite_utils.Database,
+    db: Database,
     by_id: dict[str, Call],
     served_by: dict[str, str],
     first_row: int,
 ) -> tuple[dict[str, Outcome], list[dict[str, Any]]]:
     """Per-call outcomes of a replay, and every ledger row it wrote. `served_by` maps a
     cache hit to the request whose answer it served."""
-    rows = [
-        {**r, "decisions": json.loads(r["decisions"] or "[]")}
-        for r in db.query("SELECT * FROM calls WHERE id > ? ORDER BY id", [first_row])
-    ]
+    rows = Ledger(db).rows_after(first_row)
     out = {rid: Outcome(rid) for rid in by_id}
     escalated_to: dict[str, str] = {}  # a re-ask's id -> the original's id
     for r in rows:
@@ -95,7 +91,7 @@ def call_outcomes(
 
 
 def measure_run(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     by_id: dict[str, Call],
     queued: set[str],

@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from tars_opt.accounting.budget import BudgetExceeded
+from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.config.schema import Config
+from tars_opt.defer.queue import Queue
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.sim.measure import Outcome, hit_origin, measure_run
 from tars_opt.sim.workload import Call, Workload
-from tars_opt.store.db import connect
+from tars_opt.store import connect
+from tars_opt.store.database import Database
 from tars_opt.types import Request
 
 Progress = Callable[[int, int], None]
@@ -161,7 +162,7 @@ def to_request(call: Call, request_id: str, config: Config) -> tuple[Request, bo
 class _Drain:
     """Runs the drain (when this build has one) at its cron ticks inside the window."""
 
-    def __init__(self, config: Config, db: sqlite_utils.Database, backend: Any, clock: SimClock):
+    def __init__(self, config: Config, db: Database, backend: Any, clock: SimClock):
         self.config, self.db, self.backend, self.clock = config, db, backend, clock
         self.runs = 0
         self.window: Any = None
@@ -177,10 +178,7 @@ class _Drain:
         self.next_tick = (clock() // self.every + 1) * self.every
 
     def queued(self) -> int:
-        if "tasks" not in self.db.table_names():
-            return 0
-        row = next(self.db.query("SELECT COUNT(*) AS n FROM tasks WHERE state = 'queued'"))
-        return int(row["n"])
+        return Queue(self.db).counts()["queued"]
 
     def run(self) -> None:
         from tars_opt.drain.runner import Drainer
@@ -235,19 +233,19 @@ def simulate(
         try:
             return _run(workload, cfg, db, seed, config_name, on_progress, started)
         finally:
-            db.conn.close()
+            db.close()
 
 
 def _run(
     workload: Workload,
     cfg: Config,
-    db: sqlite_utils.Database,
+    db: Database,
     seed: int,
     config_name: str,
     on_progress: Progress | None,
     started: float,
 ) -> SimResult:
-    first_row = int(next(db.query("SELECT COALESCE(MAX(id), 0) AS n FROM calls"))["n"])
+    first_row = Ledger(db).last_id()
     clock = SimClock(workload.calls[0].time)
     backend = OfflineBackend(clock=clock)
     optimizer = Optimizer(cfg, db, backend=backend, clock=clock)

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tars_opt.accounting.ledger import Ledger
 from tars_opt.store.files import InputError, read_text_file
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
@@ -321,17 +322,13 @@ def export_ledger(
     """
     # A row without a baseline is work the unoptimized system would not have done (a
     # summary the optimizer asked for itself): the replay makes its own.
-    where = ["escalated_from IS NULL", "error IS NULL", "baseline_cost > 0"]
-    args: list[Any] = []
-    if start is not None:
-        where.append("ts >= ?")
-        args.append(start)
-    if end is not None:
-        where.append("ts < ?")
-        args.append(end)
-    sql = f"SELECT * FROM calls WHERE {' AND '.join(where)} ORDER BY ts, id"
+    rows = Ledger(db).rows_between(
+        start if start is not None else float("-inf"),
+        end if end is not None else float("inf"),
+        where=" AND escalated_from IS NULL AND error IS NULL AND baseline_cost > 0",
+    )
     records, no_prompt = [], 0
-    for row in db.query(sql, args):
+    for row in rows:
         if not row.get("prompt"):
             no_prompt += 1
             continue

@@ -1,4 +1,5 @@
-"""Reading what a user hands us: conversation and tool files, prompts from stdin."""
+"""Files: user-only folders, and reading what a user hands us (conversation and tool
+files, prompts from stdin) with one-line errors."""
 
 from __future__ import annotations
 
@@ -92,3 +93,21 @@ def read_prompt(prompt: str | None, stdin: Any) -> str:
     if not text.strip():
         raise InputError("no prompt: give it as an argument, or pipe it in with '-'")
     return text
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the user only; the ledger holds prompts.
+
+    Every directory made here is 0700, the missing parents too (`mkdir(parents=True)`
+    would give them the umask's default, usually 0755).
+    """
+    missing: list[Path] = []
+    walk = path
+    while not walk.exists() and walk != walk.parent:
+        missing.append(walk)
+        walk = walk.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(mode=0o700)  # raises the OSError that says why (a file is in the way)
+    return path

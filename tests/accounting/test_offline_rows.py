@@ -80,12 +80,13 @@ def test_a_real_budget_ignores_offline_spend_and_reservations(
     opened = open_app(config)
     add_call(opened.db, time.time() - 4, cost=5.0, backend="offline")
     assert Budget(opened.config, opened.db).state().spent_usd == 0
-    # An offline run under the same budget is refused (its own spend counts) and leaves no
-    # reservation behind for a real run to see.
+    # An offline run under the same budget is refused (its own spend counts). Its calls
+    # reserve like any other (concurrent offline runs must not overshoot either) and leave
+    # no reservation behind once settled.
     offline = open_app(config, backend="offline")
     opt = offline.optimizer()
     prepared = opt.prepare(Request(prompt="hi", model="claude-haiku-5-5", urgent=True))
-    opt.budget.reserve(prepared)
+    opt.budget.settle(opt.budget.reserve(prepared))
     assert offline.db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
     refused = runner.invoke(app, ["ask", *OFFLINE, "--config", str(config), "hello there"])
     assert refused.exit_code == 3 and "monthly budget reached" in refused.output

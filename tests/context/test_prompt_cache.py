@@ -18,7 +18,7 @@ from tars_opt.context.prompt_cache import (
     miss_cause,
     stable_key,
 )
-from tars_opt.store.db import connect
+from tars_opt.store import connect
 from tars_opt.types import Prepared, Usage
 from tests.context.test_prune import FILLER, conversation
 

@@ -376,7 +376,7 @@ def test_decisions_show_the_prune_plan(home: Path) -> None:
 
 
 def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
-    from tars_opt.store.db import connect
+    from tars_opt.store import connect
 
     asked = Recorder()
     s = stage(db=connect(tmp_path / "t.db"), side_ask=asked, relevant_top_k=0)

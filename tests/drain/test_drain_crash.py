@@ -18,7 +18,7 @@ import pytest
 from tars_opt import Request, open_app
 from tars_opt.defer.queue import Queue
 from tars_opt.drain.runner import Drainer
-from tars_opt.store.db import connect
+from tars_opt.store import connect
 from tests.drain_helpers import Clock, ScriptedBatches, at
 
 NIGHT = at("2026-11-22T01:00")

@@ -15,7 +15,7 @@ from tars_opt.backends.offline import OfflineBackend
 from tars_opt.context.prune import PruneStage
 from tars_opt.context.relevance import Scorer
 from tars_opt.embeddings.store import TOUCH_AFTER_S, CachedEmbedder, VectorCache, text_key
-from tars_opt.store.db import connect
+from tars_opt.store import connect
 
 
 class BagOfWords:
@@ -98,7 +98,7 @@ def test_no_text_is_stored_only_its_hash_and_vector(tmp_path: Path) -> None:
     rows = list(db.query("SELECT * FROM text_vectors"))
     assert {r["sha256"] for r in rows} == {text_key(t) for t in [QUERY, secret, *TEXTS]}
     assert set(rows[0]) == {"model", "sha256", "dim", "vector", "used"}
-    db.conn.close()
+    db.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("t.db*"))
     assert b"hunter2" not in raw and b"penguin" not in raw
 

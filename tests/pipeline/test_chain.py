@@ -186,7 +186,7 @@ def test_offline_prompt_cache_is_shared_by_processes_through_the_database(
     """Two backends on one database file (two `tars-opt ask` processes): the second reads
     the entry the first wrote, and the table holds hashes, not the prompt."""
     from tars_opt.backends.offline_store import OfflinePromptCache
-    from tars_opt.store.db import connect
+    from tars_opt.store import connect
 
     text = "You are a careful agent with a long runbook. " * 600
     params = {

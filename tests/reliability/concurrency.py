@@ -59,7 +59,9 @@ def run_concurrency(
             out = work / f"c{n}.out"
             args = ["--max-tokens", "1500"] + (["--defer"] if n % 4 == 3 else [])
             pids.append(
-                zygote.fork("cli_ask", out, env, tag=f"c{n}", n=10_000, seconds=seconds, args=args)
+                zygote.fork(
+                    "cli_ask", out, env, tag=f"c{n}", n=10_000, min_n=3, seconds=seconds, args=args
+                )
             )
             outs.append((out, n))
         drain_out = work / "drain.out"

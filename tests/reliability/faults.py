@@ -105,7 +105,7 @@ def run_faults(
     run.http_requests = len(server.requests)
     run.faults = Counter(f["kind"] for f in server.faults_injected)
     server.fault_rate = 0.0
-    app.db.conn.close()
+    app.db.close()
     return run
 
 

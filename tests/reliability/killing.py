@@ -262,7 +262,7 @@ def _run_kills(
             if check != "ok":
                 run.problems.append(f"integrity_check after kill {n}: {check}")
     run.problems += check_after(app, server, outputs, tickets, run)
-    app.db.conn.close()
+    app.db.close()
     return run
 
 

@@ -191,7 +191,7 @@ def test_odd_api_answers_end_answered_or_failed(
         row = opened.ledger.get(reply.request_id)
         assert row is not None and row["error"] is None and row["cost"] >= 0
     finally:
-        opened.db.conn.close()
+        opened.db.close()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic notes the junk it was given

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import tars_opt.store.db
+import tars_opt.store
+import tars_opt.store.sqlite
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 
@@ -108,7 +109,7 @@ def test_a_read_only_database(runner, home: Path, monkeypatch: pytest.MonkeyPatc
     def read_only(path, *args, **kwargs):  # the file as a read-only mount would give it
         return real(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
 
-    monkeypatch.setattr(tars_opt.store.db.sqlite3, "connect", read_only)
+    monkeypatch.setattr(tars_opt.store.sqlite.sqlite3, "connect", read_only)
     result = runner.invoke(app, ["ask", "--backend", "offline", "--no-cache", "more"])
     one_clear_line(result, "cannot write")
     monkeypatch.undo()
@@ -120,12 +121,12 @@ def test_a_full_disk_keeps_what_is_stored(
 ) -> None:
     seed(runner, 5)
     before = rows(db_file(home))
-    real = tars_opt.store.db.connect
+    real = tars_opt.store.connect
 
     def full(path):  # no page may be added: SQLite answers "database or disk is full"
         db = real(path)
-        pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
-        db.conn.execute(f"PRAGMA max_page_count = {pages}")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
         return db
 
     monkeypatch.setattr("tars_opt.app.connect", full)

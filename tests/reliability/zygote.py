@@ -68,12 +68,14 @@ def ask_loop(spec: dict[str, Any]) -> None:
 
 
 def cli_ask(spec: dict[str, Any]) -> None:
-    """`tars-opt ask --json` runs in a loop, each printing to its own numbered file."""
+    """`tars-opt ask --json` runs in a loop, each printing to its own numbered file: `n`
+    times at most, stopping after `seconds` once `min_n` are done (a loaded machine still
+    makes the run it was sized for)."""
     from tars_opt.cli.main import app
 
     deadline = time.monotonic() + float(spec.get("seconds", 1e9))
     for i in range(int(spec.get("n", 1000))):
-        if time.monotonic() > deadline:
+        if i >= int(spec.get("min_n", 0)) and time.monotonic() > deadline:
             break
         out = os.open(f"{spec['out']}.{i}", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         os.dup2(out, 1)

@@ -18,7 +18,7 @@ from tars_opt.config.schema import ConfigError, load_config
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage
-from tars_opt.store.db import connect
+from tars_opt.store import connect
 from tars_opt.types import BackendResult
 
 OFFLINE = ["--backend", "offline"]
@@ -242,16 +242,16 @@ def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(
 
 
 def test_a_version_1_database_gains_the_routing_columns(tmp_path: Path) -> None:
-    from tars_opt.store import db as dbmod
+    from tars_opt.store import migrations
 
     path = tmp_path / "old.db"
-    saved = list(dbmod.MIGRATIONS)
-    dbmod.MIGRATIONS[:] = saved[:1]
+    saved = list(migrations.MIGRATIONS)
+    migrations.MIGRATIONS[:] = saved[:1]
     try:
-        connect(path).conn.close()
+        connect(path).close()
     finally:
-        dbmod.MIGRATIONS[:] = saved
-    columns = {c.name for c in connect(path)["calls"].columns}
+        migrations.MIGRATIONS[:] = saved
+    columns = {row["name"] for row in connect(path).query("PRAGMA table_info(calls)")}
     assert {"route_score", "router", "escalated_from"} <= columns
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
@@ -15,6 +14,7 @@ from tars_opt.config.schema import load_config
 from tars_opt.routing.datasets import bucket
 from tars_opt.sim.simulate import simulate
 from tars_opt.sim.workload import BUNDLED, TraceError, load_workload
+from tars_opt.store import connect
 
 CHEAP, STRONG = "claude-haiku-5-5", "claude-sonnet-5-5"
 
@@ -95,7 +95,7 @@ def test_the_simulated_clock_drives_the_ledger_across_midnight(tmp_path: Path) -
     db_path = tmp_path / "sim.db"
     r = simulate(load_workload(trace), config(), db_path=db_path)
     assert r.answered == 3
-    db = sqlite_utils.Database(db_path)
+    db = connect(db_path)
     times = [row["ts_iso"] for row in db.query("SELECT ts_iso FROM calls ORDER BY ts")]
     assert times == [
         "2026-03-01T23:50:00.000Z",
@@ -301,7 +301,7 @@ def test_deferred_work_drains_in_the_simulated_off_peak_window(tmp_path: Path) -
     assert (r.deferred, r.drains, r.answered) == (2, 2, 4)
     assert r.sources == {"batch": 2, "api": 2}
     assert r.saved_by_strategy["batching"] > 0
-    db = sqlite_utils.Database(db_path)
+    db = connect(db_path)
     rows = {
         row["prompt"]: row
         for row in db.query("SELECT prompt, ts_iso, source, service_tier FROM calls")

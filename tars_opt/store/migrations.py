@@ -1,48 +1,17 @@
-"""The one SQLite file: open it safely, create and migrate its tables."""
+"""The schema: ordered migrations, each run once in a transaction when a database opens.
+
+Append only: a released migration never changes, a new one goes at the end. The schema
+version is the number of migrations applied.
+"""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
-import sqlite_utils
-
-from tars_opt.config.paths import ensure_private_dir
-
-APP_ID = 0x7A125F01  # PRAGMA application_id: marks the file as ours.
-BUSY_TIMEOUT_MS = 30_000
+from tars_opt.store.database import Executor
 
 
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Cursor]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): takes the write lock first, so
-    concurrent writers queue on the busy timeout and reads inside are current."""
-    cur = db.conn.cursor()
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        yield cur
-        cur.execute("COMMIT")
-    except BaseException:
-        rollback(db.conn)
-        raise
-
-
-class DatabaseError(Exception):
-    """The database cannot be used; the message says why and what to do."""
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if SQLite has not already done so itself: after a
-    full disk or an I/O error it may have, and a second ROLLBACK would raise over the
-    error that says what went wrong."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-
-
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Executor) -> None:
     db.execute(
         """
         CREATE TABLE calls (
@@ -89,7 +58,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_source_ts ON calls(source, ts)")
 
 
-def _monitor(db: sqlite_utils.Database) -> None:
+def _monitor(db: Executor) -> None:
     """Budget reservations, alerts, baselines, metric snapshots, feedback, the A/B holdout."""
     db.execute(
         """CREATE TABLE reservations (
@@ -147,7 +116,7 @@ def _monitor(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
 
 
-def _v2_routing(db: sqlite_utils.Database) -> None:
+def _v2_routing(db: Executor) -> None:
     # Routing: the router's score and name per call, and the link from an escalated
     # re-ask to the request whose answer failed.
     db.execute("ALTER TABLE calls ADD COLUMN route_score REAL")
@@ -156,7 +125,7 @@ def _v2_routing(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_escalated_from ON calls(escalated_from)")
 
 
-def _v_queue(db: sqlite_utils.Database) -> None:
+def _v_queue(db: Executor) -> None:
     """The deferred queue (`tasks`), the Message Batches it went out in (`batches`), and the
     offline backend's batches (`offline_batches`), kept so `drain` works across processes."""
     db.execute(
@@ -231,7 +200,7 @@ def _v_queue(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v3_context(db: sqlite_utils.Database) -> None:
+def _v3_context(db: Executor) -> None:
     # Summaries of old history, reused while the summarized messages stay the same.
     db.execute(
         """
@@ -263,7 +232,7 @@ def _v3_context(db: sqlite_utils.Database) -> None:
     )
 
 
-def _cache(db: sqlite_utils.Database) -> None:
+def _cache(db: Executor) -> None:
     """The response cache: one row per stored answer, and the ledger's link to a hit."""
     db.execute(
         """
@@ -313,7 +282,7 @@ def _cache(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_cache_entry ON calls(cache_entry_id)")
 
 
-def _text_vectors(db: sqlite_utils.Database) -> None:
+def _text_vectors(db: Executor) -> None:
     """Embedding vectors shared across processes (tars_opt/vector_cache.py): only the
     SHA-256 of the embedded text and its vector, never the text itself."""
     db.execute(
@@ -331,7 +300,7 @@ def _text_vectors(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX text_vectors_used ON text_vectors(used)")
 
 
-def _prefix_sends(db: sqlite_utils.Database) -> None:
+def _prefix_sends(db: Executor) -> None:
     """When each stable prompt prefix (model, system, tools) was last sent, by its SHA-256
     (tars_opt/prompt_cache.py: `ttl_interactive: auto` marks a prefix sent recently)."""
     db.execute(
@@ -341,7 +310,7 @@ def _prefix_sends(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX prefix_sends_last ON prefix_sends(last_sent)")
 
 
-def _offline_prompt_cache(db: sqlite_utils.Database) -> None:
+def _offline_prompt_cache(db: Executor) -> None:
     """The offline backend's prompt-cache entries (prefix hashes only), so separate
     `tars-opt ask --backend offline` processes share them as API calls share the API's."""
     db.execute(
@@ -352,7 +321,7 @@ def _offline_prompt_cache(db: sqlite_utils.Database) -> None:
 
 
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+MIGRATIONS: list[Callable[[Executor], None]] = [
     _v1,
     _monitor,
     _v2_routing,
@@ -363,111 +332,3 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _prefix_sends,
     _offline_prompt_cache,
 ]
-
-
-def require_folder(path: str | Path, named: str) -> None:
-    """Refuse a database path whose folder is missing: a mistyped path must not quietly
-    become a new, empty ledger. `named` says where the path came from (a flag, a variable)."""
-    folder = Path(path).expanduser().parent
-    if not folder.is_dir():
-        raise DatabaseError(
-            f"{named}: folder {folder} does not exist; create it or pick another path"
-        )
-
-
-def connect(path: str | Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at `path`, migrated to the current schema."""
-    path = Path(path).expanduser()
-    try:
-        ensure_private_dir(path.parent)
-    except OSError as exc:
-        raise DatabaseError(
-            f"cannot create the data directory {path.parent}: {exc.strerror}; "
-            "choose another with --db or TARS_OPT_HOME"
-        ) from None
-    created = not path.exists()
-    if created:
-        try:
-            # Created user-only before SQLite writes anything: it holds prompts and answers.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        except OSError as exc:
-            raise DatabaseError(
-                f"cannot create the database {path}: {exc.strerror}; choose another with --db"
-            ) from None
-    try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        # Before anything writes (WAL mode rewrites the header): another program's file
-        # must stay exactly as it was.
-        _check_ours(conn, path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal" and os.access(path, os.W_OK):
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        db = sqlite_utils.Database(conn)
-        _migrate(db, path)
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(_explain(exc, path)) from None
-    return db
-
-
-def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse an SQLite file of another program (tables, but not our application_id)."""
-    if conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID:
-        return
-    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise DatabaseError(
-            f"{path} is an SQLite file of another program, not a tars-opt database: "
-            "point --db at another file"
-        )
-
-
-def _migrate(db: sqlite_utils.Database, path: Path) -> None:
-    conn = db.conn
-    _check_ours(conn, path)
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise DatabaseError(
-            f"{path} was written by a newer tars-opt (schema {version}): upgrade tars-opt"
-        )
-    if version == len(MIGRATIONS):
-        return
-    # BEGIN IMMEDIATE: two processes opening a new file must not both migrate it.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number in range(version, len(MIGRATIONS)):
-            MIGRATIONS[number](db)
-        conn.execute(f"PRAGMA application_id = {APP_ID}")
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
-
-
-def explain(exc: sqlite3.Error, path: Path | str = "the database") -> str:
-    """A one-line reason and fix for an SQLite failure (mid-command ones too)."""
-    if isinstance(exc, sqlite3.DatabaseError):
-        return _explain(exc, path)
-    return f"{path}: {exc}"
-
-
-def _explain(exc: sqlite3.DatabaseError, path: Path | str) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return (
-            f"{path} stayed locked by another tars-opt process for "
-            f"{BUSY_TIMEOUT_MS // 1000} s ({text}): run again when it is done"
-        )
-    if "not a database" in text or "malformed" in text:
-        return (
-            f"{path} is damaged or not an SQLite database ({text}): "
-            "move it aside and run again to start a new one"
-        )
-    if "readonly" in text or "unable to open" in text:
-        return f"cannot write the database {path} ({text}): check its permissions or use --db"
-    if "disk is full" in text or "disk I/O" in text:
-        return f"cannot write the database {path} ({text}): free disk space and run again"
-    return f"{path}: {text}"
