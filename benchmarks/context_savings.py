@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.tool_catalog import catalog, prompts  # noqa: E402
 from tars_opt import tokens  # noqa: E402
-from tars_opt.config.schema import ContextConfig, ToolsConfig, load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
+from tars_opt.config.schema import ContextConfig, ToolsConfig  # noqa: E402
 from tars_opt.context.history import message_text  # noqa: E402
 from tars_opt.context.prune import PruneStage  # noqa: E402
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles  # noqa: E402

@@ -21,13 +21,8 @@ from tars_opt.accounting.pricing import UnknownModelPrice
 from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
 from tars_opt.cli.render import main as render
-from tars_opt.config.schema import (
-    CONFIG_FILENAME,
-    EXAMPLE_CONFIG,
-    ConfigError,
-    flatten,
-    load_config,
-)
+from tars_opt.config.loader import CONFIG_FILENAME, EXAMPLE_CONFIG, flatten, load_config
+from tars_opt.config.schema import ConfigError
 from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration

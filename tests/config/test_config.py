@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
-from tars_opt.config.schema import EXAMPLE_CONFIG, ConfigError, load_config
+from tars_opt.config.loader import EXAMPLE_CONFIG, load_config
+from tars_opt.config.schema import ConfigError
 from tests.conftest import REPO
 
 

@@ -170,7 +170,8 @@ AGENT_TOOLS = tuple(catalog(16))
 
 def cache_aware(**cfg) -> ToolStage:
     from tars_opt.accounting.pricing import PriceBook
-    from tars_opt.config.schema import PromptCachingConfig, load_config
+    from tars_opt.config.loader import load_config
+    from tars_opt.config.schema import PromptCachingConfig
 
     caching = PromptCachingConfig(**cfg)
     return ToolStage(

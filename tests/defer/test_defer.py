@@ -9,7 +9,8 @@ import pytest
 from tars_opt import Request, open_app
 from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord
-from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import ConfigError
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.stage import DeferStage
 from tars_opt.defer.window import Window, parse_duration

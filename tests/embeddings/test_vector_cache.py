@@ -243,7 +243,7 @@ def test_no_database_means_memory_only(tmp_path: Path) -> None:
 def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
     home: Path, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
-    from tars_opt.config.schema import load_config
+    from tars_opt.config.loader import load_config
     from tars_opt.context.inspect import inspect
 
     counters, factory = processes

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
-from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import ConfigError
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage

@@ -11,7 +11,7 @@ import sqlite_utils
 from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.routing.datasets import bucket
 from tars_opt.sim.simulate import simulate
 from tars_opt.sim.workload import BUNDLED, TraceError, load_workload
