@@ -18,6 +18,8 @@ from tars_opt.config.paths import default_data_dir
 from tars_opt.config.schema import Config, ConfigError
 
 CONFIG_FILENAME = "performance-config.yaml"
+# Every key at its default with comments, written by `config init`; a test keeps it equal to
+# the models' defaults, which are the ones loading uses.
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "data" / CONFIG_FILENAME
 
 
@@ -54,9 +56,9 @@ class LoadedConfig:
         return "default"
 
 
-def shipped_defaults() -> dict[str, Any]:
-    """The documented example config that ships with the package, as a dict."""
-    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8")) or {}
+def defaults() -> dict[str, Any]:
+    """Every key at its default, as the nested dict the layers are merged into."""
+    return Config().model_dump()
 
 
 def find_config_file(explicit: str | Path | None) -> Path | None:
@@ -85,7 +87,7 @@ def load_config(
     `overrides` are command-line flags as dotted keys (None values are ignored).
     """
     environ = dict(os.environ) if environ is None else environ
-    merged = shipped_defaults()
+    merged = defaults()
     sources: dict[str, str] = {}
     file_path = find_config_file(path)
     if file_path is not None:

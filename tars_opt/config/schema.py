@@ -74,10 +74,79 @@ class ModelPriceConfig(TierPrice):
     source: str = ""
 
 
+def _price(
+    input: float,
+    output: float,
+    cache_write_5m: float,
+    cache_write_1h: float,
+    cache_read: float,
+    source: str,
+    long_context_above: int | None = None,
+    long_context: tuple[float, float, float, float, float] | None = None,
+) -> ModelPriceConfig:
+    long = None
+    if long_context is not None:
+        fields = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+        long = TierPrice(**dict(zip(fields, long_context, strict=True)))
+    return ModelPriceConfig(
+        input=input,
+        output=output,
+        cache_write_5m=cache_write_5m,
+        cache_write_1h=cache_write_1h,
+        cache_read=cache_read,
+        long_context_above=long_context_above,
+        long_context=long,
+        source=source,
+    )
+
+
+def _default_prices() -> dict[str, ModelPriceConfig]:
+    # USD per million tokens as of PricingConfig.as_of: input, output, 5-minute and 1-hour
+    # cache writes, cache reads.
+    return {
+        "claude-haiku-5-5": _price(
+            0.10,
+            0.50,
+            0.125,
+            0.20,
+            0.01,
+            "model page",
+            long_context_above=100_000,
+            long_context=(0.50, 2.50, 0.625, 1.00, 0.05),
+        ),
+        # Sonnet 5.5's cache reads: a cut to 0.10 is reported but not confirmed; the
+        # confirmed 0.20 never overstates savings.
+        "claude-sonnet-5-5": _price(2.0, 10.0, 2.50, 4.0, 0.20, "model page"),
+        "claude-opus-5-5": _price(4.0, 20.0, 5.0, 8.0, 0.20, "model page"),
+        "claude-haiku-4-5": _price(1.0, 5.0, 1.25, 2.0, 0.10, "pricing page"),
+        "claude-sonnet-4-5": _price(
+            3.0,
+            15.0,
+            3.75,
+            6.0,
+            0.30,
+            "pricing page (end of life 2026-11-30)",
+            long_context_above=200_000,
+            long_context=(6.0, 22.50, 7.50, 12.0, 0.60),
+        ),
+        "claude-sonnet-4-6": _price(3.0, 15.0, 3.75, 6.0, 0.30, "pricing page"),
+        **{
+            model: _price(5.0, 25.0, 6.25, 10.0, 0.50, "pricing page")
+            for model in (
+                "claude-opus-4-5",
+                "claude-opus-4-6",
+                "claude-opus-4-7",
+                "claude-opus-4-8",
+                "claude-opus-5",
+            )
+        },
+    }
+
+
 class PricingConfig(_Strict):
     as_of: date = date(2026, 11, 21)
     batch_discount: float = Field(0.5, ge=0, lt=1)
-    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    models: dict[str, ModelPriceConfig] = Field(default_factory=_default_prices)
 
 
 class BudgetConfig(_Strict):
@@ -173,6 +242,50 @@ class PhaseConfig(_Strict):
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"phase {self.name!r} ends before it starts")
         return self
+
+
+def _default_phases() -> list[PhaseConfig]:
+    # The plan's rollout: two weeks of quick wins and pruning, then two of deferral.
+    return [
+        PhaseConfig(
+            name="Quick wins: routing + caching",
+            days=7,
+            targets=PhaseTargets(
+                daily_cost_usd=6.43,
+                calls_per_day=212,
+                tokens_per_day=729_000,
+                cheap_share=0.45,
+                cache_hit_rate=0.18,
+                latency_s=2.1,
+            ),
+        ),
+        PhaseConfig(
+            name="Context: pruning + batching",
+            days=7,
+            targets=PhaseTargets(
+                daily_cost_usd=5.73,
+                calls_per_day=198,
+                tokens_per_day=637_000,
+                cache_hit_rate=0.20,
+                batch_share=0.18,
+                latency_s=1.95,
+            ),
+        ),
+        PhaseConfig(
+            name="Lazy loading + fine-tuning",
+            days=14,
+            targets=PhaseTargets(
+                daily_cost_usd=4.97,
+                calls_per_day=180,
+                tokens_per_day=530_000,
+                cheap_share=0.50,
+                cache_hit_rate=0.25,
+                batch_share=0.25,
+                latency_s=1.5,
+                error_rate=0.018,
+            ),
+        ),
+    ]
 
 
 class HeartbeatConfig(_Strict):
@@ -370,7 +483,7 @@ class CacheSemanticConfig(_Strict):
     types: list[str] = Field(default_factory=lambda: ["research", "fact", "template", "other"])
     # Lowest cosine similarity for a semantic hit, per type; null = no semantic hits.
     thresholds: dict[str, float | None] = Field(
-        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, None)
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.9936)
     )
     # The false-hit rate `cache calibrate` keeps each threshold within.
     target_false_hit_rate: dict[str, float] = Field(
@@ -534,10 +647,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 class RoutingConfig(_Strict):
     enabled: bool = True
-    router: Literal["heuristic", "learned"] = "heuristic"
+    router: Literal["heuristic", "learned"] = "learned"
     # The one knob: share of calls to send above the cheapest tier. Calibration on labelled
     # data turns it into the router's threshold; null = use the thresholds below.
-    strong_share: float | None = Field(None, ge=0, le=1)
+    strong_share: float | None = Field(0.6, ge=0, le=1)
     # Or: the share of the strong tier's quality gain to keep (0-1); the cheapest threshold
     # that reaches it on the calibration data. Only one of the two may be set.
     quality_target: float | None = Field(None, ge=0, le=1)
@@ -583,8 +696,7 @@ class Config(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
-    # The shipped defaults (performance-config.yaml) carry the plan's three phases.
-    phases: list[PhaseConfig] = Field(default_factory=list)
+    phases: list[PhaseConfig] = Field(default_factory=_default_phases)
     # The day phase 1 starts. auto: the day after the captured baseline in use, else the
     # day of the first call in the ledger (when tracking started).
     phases_start: date | Literal["auto"] = "auto"
