@@ -102,6 +102,9 @@ def load_config(
         if value is not None:
             _set_dotted(flag_layer, dotted, value)
     merged = _merge(merged, flag_layer, sources, "flag")
+    if "routing.quality_target" in sources and "routing.strong_share" not in sources:
+        # The one knob a user set wins over the other knob's default.
+        merged["routing"] = {k: v for k, v in merged["routing"].items() if k != "strong_share"}
     try:
         config = Config.model_validate(merged)
     except ValidationError as exc:

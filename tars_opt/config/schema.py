@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -662,6 +662,16 @@ class RoutingConfig(_Strict):
     # Requests that carry tools go at least to this tier (null = no minimum).
     tools_min_tier: str | None = None
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_replaces_default_share(cls, data: Any) -> Any:
+        # quality_target given without strong_share replaces the default share instead of
+        # clashing with it; giving both stays an error.
+        given = isinstance(data, dict) and data.get("quality_target") is not None
+        if given and "strong_share" not in data:
+            return {**data, "strong_share": None}
+        return data
 
     @model_validator(mode="after")
     def _one_knob(self) -> RoutingConfig:

@@ -15,7 +15,7 @@ from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 from tars_opt.config.loader import load_config
-from tars_opt.config.schema import ConfigError
+from tars_opt.config.schema import ConfigError, RoutingConfig
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage
@@ -114,6 +114,17 @@ def test_weights_from_the_config_scale_to_100() -> None:
 
 
 # --- config --------------------------------------------------------------------------------
+
+
+def test_quality_target_alone_replaces_the_default_strong_share(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("routing:\n  quality_target: 0.9\n")
+    routing = load_config(path).config.routing
+    assert (routing.strong_share, routing.quality_target) == (None, 0.9)
+    flagged = load_config(overrides={"routing.quality_target": 0.8}).config.routing
+    assert (flagged.strong_share, flagged.quality_target) == (None, 0.8)
+    assert RoutingConfig(quality_target=0.9).strong_share is None
+    assert load_config().config.routing.strong_share == 0.6
 
 
 @pytest.mark.parametrize(
