@@ -7,7 +7,9 @@ variables, command-line flags. `load_config` remembers which layer set each key 
 
 from __future__ import annotations
 
+import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,18 @@ ENV_KEYS: dict[str, str] = {
     "ANTHROPIC_BASE_URL": "api.base_url",
     "TARS_OPT_HOLDOUT": "experiment.holdout",
 }
+
+
+# Sections renamed to match the stage they configure, old key -> new key. Old names still load,
+# with one warning line each. Two keys of `context:` configured no pruning and moved out of it
+# first: prompt caching (its own decisions) and the system prompt file (read by `ask`).
+RENAMED: tuple[tuple[str, str], ...] = (
+    ("context.prompt_caching", "prompt_cache"),
+    ("context.system_file", "system_file"),
+    ("context", "prune"),
+    ("lazy", "defer"),
+)
+_warned: set[str] = set()
 
 
 class LoadedConfig:
@@ -91,17 +105,17 @@ def load_config(
     sources: dict[str, str] = {}
     file_path = find_config_file(path)
     if file_path is not None:
-        merged = _merge(merged, _read_yaml(file_path), sources, "file")
+        merged = _merge(merged, _renamed(_read_yaml(file_path), file_path), sources, "file")
     env_layer: dict[str, Any] = {}
     for var, dotted in ENV_KEYS.items():
         if environ.get(var):
             _set_dotted(env_layer, dotted, environ[var])
-    merged = _merge(merged, env_layer, sources, "env")
+    merged = _merge(merged, _renamed(env_layer, None), sources, "env")
     flag_layer: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(flag_layer, dotted, value)
-    merged = _merge(merged, flag_layer, sources, "flag")
+    merged = _merge(merged, _renamed(flag_layer, None), sources, "flag")
     if "routing.quality_target" in sources and "routing.strong_share" not in sources:
         # The one knob a user set wins over the other knob's default.
         merged["routing"] = {k: v for k, v in merged["routing"].items() if k != "strong_share"}
@@ -132,6 +146,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys (like `budget: ...`), not a list")
     return data
+
+
+def _renamed(layer: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """`layer` with old section names moved to their new ones, saying so once per name and
+    file (`path`; None for dotted overrides); an old and a new name together are an error."""
+    if not any(_holder(layer, old) is not None for old, _ in RENAMED):
+        return layer
+    layer = copy.deepcopy(layer)
+    moved: list[str] = []
+    for old, new in RENAMED:
+        holder = _holder(layer, old)
+        if holder is None:
+            continue
+        value = holder.pop(old.rsplit(".", 1)[-1])
+        if _holder(layer, new) is not None:
+            if path is not None:
+                raise ConfigError(
+                    f"config error in {path}: both `{old}:` and `{new}:` are set: move the "
+                    f"keys under `{new}:` and remove `{old}:`"
+                )
+            raise ConfigError(f"config error: both `{old}` and `{new}` are set: use `{new}` only")
+        if value == {} and any(m.startswith(f"{old}.") for m in moved):
+            continue  # only held keys that moved elsewhere, each already named
+        _set_dotted(layer, new, value)
+        moved.append(old)
+        if path is not None:
+            _warn_once(f"warning: config: `{old}:` is now `{new}:`; rename it in {path}")
+        else:
+            _warn_once(f"warning: config: `{old}` is now `{new}`; rename it in the overrides")
+    return layer
+
+
+def _holder(layer: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    """The mapping that holds `dotted`'s last part, if the key is there."""
+    *parents, leaf = dotted.split(".")
+    node: Any = layer
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) and leaf in node else None
+
+
+def _warn_once(message: str) -> None:
+    # Loading happens before logging is set up, and a CLI user must see it: stderr, once.
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
 
 
 def _merge(

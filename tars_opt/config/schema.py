@@ -154,7 +154,7 @@ class BudgetConfig(_Strict):
     # Shares of the monthly budget that raise an alert, once each per month.
     alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
     # At 100%: warn (alert, answer anyway), defer (queue deferrable work; from
-    # lazy.budget_threshold), block (refuse non-urgent requests, queue nothing).
+    # defer.budget_threshold), block (refuse non-urgent requests, queue nothing).
     policy: Literal["warn", "defer", "block"] = "warn"
     # A reservation left by a process that died stops counting after this long.
     reservation_ttl_s: float = Field(900.0, gt=0)
@@ -320,7 +320,9 @@ class PruneLevelConfig(_Strict):
     summarize: bool
 
 
-class PromptCachingConfig(_Strict):
+class PromptCacheConfig(_Strict):
+    """Prompt-cache breakpoints on the stable prefix (`prompt_cache` decisions)."""
+
     enabled: bool = True
     # auto: by when the prefix and the conversation were last sent (prompt_cache.py).
     ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
@@ -344,7 +346,9 @@ class PromptCachingConfig(_Strict):
         return self.min_tokens.get("default", 4096)
 
 
-class ContextConfig(_Strict):
+class PruneConfig(_Strict):
+    """The prune stage: long histories cut to a level, summaries, relevant turns kept."""
+
     enabled: bool = True
     # History tokens (estimated) above which pruning starts; below it nothing is pruned.
     budget_tokens: int = Field(4000, ge=100)
@@ -385,8 +389,6 @@ class ContextConfig(_Strict):
     # estimate: local estimates; api: the backend's count_tokens (cached, rate-limited).
     count_tokens: Literal["estimate", "api"] = "estimate"
     count_tokens_per_minute: int = Field(50, ge=1)
-    system_file: Path | None = None
-    prompt_caching: PromptCachingConfig = Field(default_factory=PromptCachingConfig)
 
     @field_validator("levels")
     @classmethod
@@ -421,7 +423,7 @@ class LedgerConfig(_Strict):
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class LazyConfig(_Strict):
+class DeferConfig(_Strict):
     """Lazy loading: the defer stage, the off-peak window and the drain of the queue."""
 
     enabled: bool = True
@@ -697,11 +699,14 @@ class Config(_Strict):
     data_dir: Path | None = None
     database: Path | None = None
     backend: Literal["anthropic", "offline"] = "anthropic"
+    # A modular system prompt for `ask` (sections with conditions); --system-file overrides.
+    system_file: Path | None = None
     api: ApiConfig = Field(default_factory=ApiConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    context: ContextConfig = Field(default_factory=ContextConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    prompt_cache: PromptCacheConfig = Field(default_factory=PromptCacheConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
@@ -715,7 +720,7 @@ class Config(_Strict):
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    lazy: LazyConfig = Field(default_factory=LazyConfig)
+    defer: DeferConfig = Field(default_factory=DeferConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
@@ -725,9 +730,9 @@ class Config(_Strict):
         priced = set(self.pricing.models)
         wanted = {f"models.tiers.{t}": m for t, m in self.models.tiers.items()}
         wanted["models.baseline"] = self.models.baseline
-        if self.context.summary_tier not in self.models.tiers:
+        if self.prune.summary_tier not in self.models.tiers:
             raise ValueError(
-                f"context.summary_tier {self.context.summary_tier!r} is not one of the tiers "
+                f"prune.summary_tier {self.prune.summary_tier!r} is not one of the tiers "
                 f"{sorted(self.models.tiers)}"
             )
         for key, model in wanted.items():

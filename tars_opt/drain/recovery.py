@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
     from tars_opt.backends import Backend
-    from tars_opt.config.schema import LazyConfig
+    from tars_opt.config.schema import DeferConfig
     from tars_opt.defer.queue import Queue
     from tars_opt.drain.runner import DrainReport
 
@@ -49,7 +49,7 @@ class Recovery:
 
     db: sqlite_utils.Database
     queue: Queue
-    lazy: LazyConfig
+    defer: DeferConfig
     owner: str
     clock: Callable[[], float]
     backend: Backend
@@ -91,7 +91,7 @@ class Recovery:
     def _reconcile(self, lost: list[dict[str, Any]], report: DrainReport) -> None:
         known = self.queue.known_batch_ids()
         listed = [
-            b for b in self.backend.list_batches(self.lazy.recover_list_limit) if b.id not in known
+            b for b in self.backend.list_batches(self.defer.recover_list_limit) if b.id not in known
         ]
         oldest = min(b["created_at"] for b in lost) - SKEW_S
         listed = [b for b in listed if _epoch(b.created_at, oldest) >= oldest]

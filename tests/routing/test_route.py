@@ -353,7 +353,7 @@ def test_the_re_ask_is_marked_for_the_stronger_model(tmp_path: Path) -> None:
 
     backend = Seen("The answer is", "max_tokens")
     system = "You are the operations agent of a small company. Follow the runbook. " * 150
-    extra = "context:\n  prompt_caching:\n    ttl_interactive: 5m\n"
+    extra = "prompt_cache:\n  ttl_interactive: 5m\n"
     opened, reply = ask_with(tmp_path, backend, extra, system=system)
     cheap, strong = backend.params
     assert "cache_control" not in str(cheap) and "cache_control" in str(strong["system"])

@@ -268,7 +268,7 @@ def test_cli_summary_and_report(tmp_path: Path, runner: CliRunner) -> None:
     here to keep the test fast (the defaults' run is shown in the README, "What would it save?")."""
     lexical = write_config(
         tmp_path / "lexical.yaml",
-        "cache:\n  semantic:\n    enabled: false\ncontext:\n  semantic: false\n"
+        "cache:\n  semantic:\n    enabled: false\nprune:\n  semantic: false\n"
         "tools:\n  semantic: false\n",
     )
     args = ["simulate", "-c", str(lexical), "--report", "--out", str(tmp_path / "r.md")]
