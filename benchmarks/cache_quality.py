@@ -37,7 +37,7 @@ from tars_opt.cache.calibrate import (  # noqa: E402
     read_pairs,
     similarities,
 )
-from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.embeddings.model import get_embedder  # noqa: E402
 
 

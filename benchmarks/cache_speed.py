@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from tars_opt import Reply, Request  # noqa: E402
 from tars_opt.cache.keys import context_fingerprint, exact_key, model_selector  # noqa: E402
 from tars_opt.cache.stage import CacheStage  # noqa: E402
-from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.embeddings.index import to_blob  # noqa: E402
 from tars_opt.embeddings.model import DIM, get_embedder  # noqa: E402
 from tars_opt.store import connect  # noqa: E402

@@ -5,7 +5,7 @@ Data: ShareGPT V3 (partial), conversations_first2000.json from the shared data f
 each conversation's last user turn is the prompt, everything before it the history.
 Reported on the evaluation split (bucket 6-9 of sha1(conversation id)); nothing here is
 tuned on it. Summaries come from the offline backend (placeholder text), so:
-- the summary's size is counted at context.summary_max_tokens (the limit a real one has);
+- the summary's size is counted at prune.summary_max_tokens (the limit a real one has);
 - the needle check counts only messages kept verbatim, never the summary (conservative).
 
 Run: python benchmarks/context_savings.py [--data ../shared/data] [--split evaluation]
@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.tool_catalog import catalog, prompts  # noqa: E402
 from tars_opt import tokens  # noqa: E402
-from tars_opt.config.schema import ContextConfig, ToolsConfig, load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
+from tars_opt.config.schema import PruneConfig, ToolsConfig  # noqa: E402
 from tars_opt.context.history import message_text  # noqa: E402
 from tars_opt.context.prune import PruneStage  # noqa: E402
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles  # noqa: E402
@@ -105,7 +106,7 @@ def needle_ok(request: Request, pruned: Request) -> bool | None:
     return held(kept, wanted) == wanted
 
 
-def levels_table(convs: list, config: ContextConfig, scorer: Scorer) -> list[dict[str, Any]]:
+def levels_table(convs: list, config: PruneConfig, scorer: Scorer) -> list[dict[str, Any]]:
     # Every turn's vector at hand, as from a conversation's second request on (the first
     # request of a history never seen scores its older turns by word overlap: the
     # lexical table).
@@ -174,7 +175,7 @@ def _percentiles(times: list[float]) -> dict[str, float]:
 
 
 def processing_ms(
-    convs: list, config: ContextConfig, semantic: bool, persist: bool = True
+    convs: list, config: PruneConfig, semantic: bool, persist: bool = True
 ) -> dict[str, dict[str, float]]:
     """p50/p95 of plan + rewrite for 50-message histories (summary lookup excluded), each
     request with a new Scorer and PruneStage as a new `tars-opt ask` process has them
@@ -249,7 +250,7 @@ def cache_simulation(convs: list, prune_on: bool, limit: int, semantic: bool) ->
         # prompt also switches caches; holdout requests are sent uncached).
         cfg_path.write_text(
             "backend: offline\nrouting: {enabled: false}\nexperiment: {holdout: 0}\n"
-            f"context: {{enabled: {str(prune_on).lower()}, semantic: {str(semantic).lower()}}}\n"
+            f"prune: {{enabled: {str(prune_on).lower()}, semantic: {str(semantic).lower()}}}\n"
         )
         app = open_app(cfg_path, db=Path(tmp) / "t.db")
         now = [1_800_000_000.0]
@@ -325,7 +326,7 @@ def main() -> None:
     if not path.is_file():
         sys.exit(f"error: {path} not found: pass --data pointing at the shared data folder")
     config = load_config(REPO / "performance-config.yaml").config
-    ctx = replace_cfg(config.context, semantic=args.semantic)
+    ctx = replace_cfg(config.prune, semantic=args.semantic)
     scorer = Scorer(default_embedder if args.semantic else None)
     semantic = scorer.semantic  # loads the model now, outside the timings
     convs = load(path, args.split)
@@ -387,7 +388,7 @@ def main() -> None:
         print(f"  {r['tools']:>4} tools, {r['prompts']} prompts: {r['recall_at_k']:.1%}")
 
 
-def replace_cfg(cfg: ContextConfig, **changes: Any) -> ContextConfig:
+def replace_cfg(cfg: PruneConfig, **changes: Any) -> PruneConfig:
     return cfg.model_copy(update=changes)
 
 

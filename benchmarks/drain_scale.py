@@ -110,7 +110,7 @@ def main() -> None:
     server = None
     home = Path(tempfile.mkdtemp(prefix="drain-bench-"))
     os.environ["TARS_OPT_HOME"] = str(home)
-    overrides: dict[str, object] = {"lazy.poll_seconds": 0.5}
+    overrides: dict[str, object] = {"defer.poll_seconds": 0.5}
     if args.api == "fake":
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER.format(repo=str(REPO))],

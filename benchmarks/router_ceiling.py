@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from router_quality import embed_cached  # noqa: E402
 
-from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.routing.calibration import curve, oracle_scores  # noqa: E402
 from tars_opt.routing.datasets import ROUTELLM, Labelled, load_mmlu  # noqa: E402
 from tars_opt.routing.learned import load_learned  # noqa: E402

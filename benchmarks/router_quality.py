@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.embeddings.model import get_embedder  # noqa: E402
 from tars_opt.routing import routing_text  # noqa: E402
 from tars_opt.routing.calibration import curve, oracle_scores  # noqa: E402

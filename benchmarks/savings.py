@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from make_workload import _mt_bench, measure_sharegpt  # noqa: E402
 
-from tars_opt.config.schema import EXAMPLE_CONFIG, Config, load_config  # noqa: E402
+from tars_opt.config.loader import EXAMPLE_CONFIG, load_config  # noqa: E402
+from tars_opt.config.schema import Config  # noqa: E402
 from tars_opt.routing.datasets import load_gsm8k, load_mmlu  # noqa: E402
 from tars_opt.sim.simulate import SimResult, simulate  # noqa: E402
 from tars_opt.sim.workload import Call, Workload  # noqa: E402

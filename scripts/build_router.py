@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tars_opt.config.schema import load_config  # noqa: E402
+from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.routing import learned  # noqa: E402
 from tars_opt.routing.calibration import summary  # noqa: E402
 from tars_opt.routing.datasets import Labelled, load_gsm8k, load_mmlu  # noqa: E402

@@ -13,7 +13,8 @@ from tars_opt.accounting.ledger import Ledger
 from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
 from tars_opt.app import App, open_app
 from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
-from tars_opt.config.schema import Config, ConfigError, LoadedConfig, load_config
+from tars_opt.config.loader import LoadedConfig, load_config
+from tars_opt.config.schema import Config, ConfigError
 from tars_opt.errors import DatabaseError
 from tars_opt.monitor.metrics import spend_summary
 from tars_opt.pipeline.optimizer import Optimizer, build_backend

@@ -11,7 +11,8 @@ from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends import Backend
-from tars_opt.config.schema import Config, LoadedConfig, load_config
+from tars_opt.config.loader import LoadedConfig, load_config
+from tars_opt.config.schema import Config
 from tars_opt.logs import setup_logging
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.store import connect

@@ -9,7 +9,7 @@ tokenizer (Claude 2 era) on 6,933 ShareGPT messages: the estimate is 10% high in
 median +16%, 90% of messages between -18% and +47%, 56% within +-20%. It errs high on
 purpose (code, numbers and non-Latin text run short of 4 characters a token), so budgets
 prune a little early rather than late. Newer tokenizers are not public: for exact counts
-set `context.count_tokens: api` (the API's count_tokens, cached by content hash).
+set `prune.count_tokens: api` (the API's count_tokens, cached by content hash).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def test_the_prune_stage_uses_exact_counts_when_configured(home: Path) -> None:
     from tests.context.test_prune import conversation
 
     Path("performance-config.yaml").write_text(
-        "backend: offline\ncontext: {count_tokens: api, semantic: false}\n"
+        "backend: offline\nprune: {count_tokens: api, semantic: false}\n"
     )
     app = open_app()
     backend = Counting()

@@ -2,7 +2,7 @@
 
 `warn` alerts and answers; `block` refuses non-urgent requests once the budget is spent
 (nothing sent, nothing queued); `defer` has the defer stage queue deferrable work from
-`lazy.budget_threshold` of the budget on. Only `defer` ever queues because of the budget.
+`defer.budget_threshold` of the budget on. Only `defer` ever queues because of the budget.
 
 Concurrent callers cannot overshoot a blocking budget: before a call is sent its estimated
 cost is reserved in the `reservations` table inside one BEGIN IMMEDIATE transaction that
@@ -65,7 +65,7 @@ class BudgetState:
     @property
     def defer_all(self) -> bool:
         """True when a `defer` budget is spent: everything deferrable is deferred (the
-        defer stage starts at `lazy.budget_threshold`, 100% unless set lower)."""
+        defer stage starts at `defer.budget_threshold`, 100% unless set lower)."""
         return self.policy == "defer" and self.over
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,7 +213,7 @@ class Budget:
                 tail = "; budget.policy is warn: requests are still answered"
             elif state.policy == "block" and share >= 1.0:
                 tail = "; non-urgent requests are now refused"
-            elif state.policy == "defer" and share >= self.config.lazy.budget_threshold:
+            elif state.policy == "defer" and share >= self.config.defer.budget_threshold:
                 tail = "; deferrable work is now queued for the off-peak drain"
             alert = Alert(
                 key=f"budget:{round(share * 100)}",

@@ -26,7 +26,7 @@ from tars_opt.types import BackendResult, Usage
 # (time to first token s, output tokens per second): rough public figures per family.
 SPEEDS: dict[str, tuple[float, float]] = {"haiku": (0.35, 160.0), "sonnet": (0.7, 75.0)}
 DEFAULT_SPEED = (1.0, 45.0)
-# The same minimums as the shipped context.prompt_caching.min_tokens.
+# The same minimums as the shipped prompt_cache.min_tokens.
 MIN_CACHEABLE = {"haiku": 4096, "sonnet": 1024, "opus": 4096}
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 # The API looks for a cache hit at each breakpoint and up to 20 blocks before it.

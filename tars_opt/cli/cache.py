@@ -14,7 +14,7 @@ from tars_opt.cache.store import CacheStore, summary
 from tars_opt.cli.main import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, friendly_errors
 from tars_opt.cli.render import cache as render
 from tars_opt.cli.render.main import to_json
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.store.files import InputError
 from tars_opt.types import QUERY_TYPES
 

@@ -20,13 +20,8 @@ from tars_opt.accounting.pricing import UnknownModelPrice
 from tars_opt.app import App, open_app
 from tars_opt.backends import BackendError
 from tars_opt.cli.render import main as render
-from tars_opt.config.schema import (
-    CONFIG_FILENAME,
-    EXAMPLE_CONFIG,
-    ConfigError,
-    flatten,
-    load_config,
-)
+from tars_opt.config.loader import CONFIG_FILENAME, EXAMPLE_CONFIG, flatten, load_config
+from tars_opt.config.schema import ConfigError
 from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
@@ -319,13 +314,13 @@ def _system_prompt(
     query_type: str | None,
     prompt: str,
 ) -> tuple[str | None, list[str] | None]:
-    """--system, else the matching sections of --system-file or context.system_file."""
+    """--system, else the matching sections of --system-file or system_file in the config."""
     from tars_opt.context.sysprompt import compose, load_sections
     from tars_opt.pipeline.classify import guess_query_type
 
     if system is not None and system_file is not None:
         raise InputError("give either --system or --system-file, not both")
-    path = system_file or (config.context.system_file if system is None else None)
+    path = system_file or (config.system_file if system is None else None)
     if path is None:
         return system, None
     composed = compose(load_sections(path), query_type or guess_query_type(prompt), prompt)
@@ -454,7 +449,7 @@ def drain(
             from tars_opt.drain.daemon import Daemon
 
             _consoles.err.print(
-                f"drain daemon: window {opened.config.lazy.window} UTC; logs in "
+                f"drain daemon: window {opened.config.defer.window} UTC; logs in "
                 f"{opened.config.resolved_data_dir() / 'logs'}; stop with Ctrl-C or SIGTERM",
                 markup=False,
             )

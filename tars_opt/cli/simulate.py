@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tars_opt.cli.main import ConfigOpt, JsonOpt, _consoles, app, friendly_errors
 from tars_opt.cli.render import sim as render_sim
 from tars_opt.cli.render.main import to_json
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.sim.simulate import Progress as ProgressFn
 from tars_opt.sim.simulate import SimResult, simulate
 from tars_opt.sim.workload import load_workload

@@ -1,33 +1,22 @@
-"""performance-config.yaml: pydantic models, layered loading and one-line errors.
+"""performance-config.yaml as pydantic models: every key, its default and its checks.
 
-Layers, lowest first: shipped defaults, the config file, environment variables, command-line
-flags. `load_config` remembers which layer set each key so `config show` can say so.
+The models are the one place a default is written; the shipped YAML documents them and a
+test keeps the two equal. Loading files and layers is `tars_opt.config.loader`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tars_opt.config.paths import default_data_dir
 from tars_opt.types import QUERY_TYPES
 
-CONFIG_FILENAME = "performance-config.yaml"
 _QUERY_TYPES = QUERY_TYPES
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "data" / CONFIG_FILENAME
 
 
 class ConfigError(Exception):
@@ -85,10 +74,79 @@ class ModelPriceConfig(TierPrice):
     source: str = ""
 
 
+def _price(
+    input: float,
+    output: float,
+    cache_write_5m: float,
+    cache_write_1h: float,
+    cache_read: float,
+    source: str,
+    long_context_above: int | None = None,
+    long_context: tuple[float, float, float, float, float] | None = None,
+) -> ModelPriceConfig:
+    long = None
+    if long_context is not None:
+        fields = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+        long = TierPrice(**dict(zip(fields, long_context, strict=True)))
+    return ModelPriceConfig(
+        input=input,
+        output=output,
+        cache_write_5m=cache_write_5m,
+        cache_write_1h=cache_write_1h,
+        cache_read=cache_read,
+        long_context_above=long_context_above,
+        long_context=long,
+        source=source,
+    )
+
+
+def _default_prices() -> dict[str, ModelPriceConfig]:
+    # USD per million tokens as of PricingConfig.as_of: input, output, 5-minute and 1-hour
+    # cache writes, cache reads.
+    return {
+        "claude-haiku-5-5": _price(
+            0.10,
+            0.50,
+            0.125,
+            0.20,
+            0.01,
+            "model page",
+            long_context_above=100_000,
+            long_context=(0.50, 2.50, 0.625, 1.00, 0.05),
+        ),
+        # Sonnet 5.5's cache reads: a cut to 0.10 is reported but not confirmed; the
+        # confirmed 0.20 never overstates savings.
+        "claude-sonnet-5-5": _price(2.0, 10.0, 2.50, 4.0, 0.20, "model page"),
+        "claude-opus-5-5": _price(4.0, 20.0, 5.0, 8.0, 0.20, "model page"),
+        "claude-haiku-4-5": _price(1.0, 5.0, 1.25, 2.0, 0.10, "pricing page"),
+        "claude-sonnet-4-5": _price(
+            3.0,
+            15.0,
+            3.75,
+            6.0,
+            0.30,
+            "pricing page (end of life 2026-11-30)",
+            long_context_above=200_000,
+            long_context=(6.0, 22.50, 7.50, 12.0, 0.60),
+        ),
+        "claude-sonnet-4-6": _price(3.0, 15.0, 3.75, 6.0, 0.30, "pricing page"),
+        **{
+            model: _price(5.0, 25.0, 6.25, 10.0, 0.50, "pricing page")
+            for model in (
+                "claude-opus-4-5",
+                "claude-opus-4-6",
+                "claude-opus-4-7",
+                "claude-opus-4-8",
+                "claude-opus-5",
+            )
+        },
+    }
+
+
 class PricingConfig(_Strict):
     as_of: date = date(2026, 11, 21)
     batch_discount: float = Field(0.5, ge=0, lt=1)
-    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    models: dict[str, ModelPriceConfig] = Field(default_factory=_default_prices)
 
 
 class BudgetConfig(_Strict):
@@ -96,7 +154,7 @@ class BudgetConfig(_Strict):
     # Shares of the monthly budget that raise an alert, once each per month.
     alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
     # At 100%: warn (alert, answer anyway), defer (queue deferrable work; from
-    # lazy.budget_threshold), block (refuse non-urgent requests, queue nothing).
+    # defer.budget_threshold), block (refuse non-urgent requests, queue nothing).
     policy: Literal["warn", "defer", "block"] = "warn"
     # A reservation left by a process that died stops counting after this long.
     reservation_ttl_s: float = Field(900.0, gt=0)
@@ -186,6 +244,50 @@ class PhaseConfig(_Strict):
         return self
 
 
+def _default_phases() -> list[PhaseConfig]:
+    # The plan's rollout: two weeks of quick wins and pruning, then two of deferral.
+    return [
+        PhaseConfig(
+            name="Quick wins: routing + caching",
+            days=7,
+            targets=PhaseTargets(
+                daily_cost_usd=6.43,
+                calls_per_day=212,
+                tokens_per_day=729_000,
+                cheap_share=0.45,
+                cache_hit_rate=0.18,
+                latency_s=2.1,
+            ),
+        ),
+        PhaseConfig(
+            name="Context: pruning + batching",
+            days=7,
+            targets=PhaseTargets(
+                daily_cost_usd=5.73,
+                calls_per_day=198,
+                tokens_per_day=637_000,
+                cache_hit_rate=0.20,
+                batch_share=0.18,
+                latency_s=1.95,
+            ),
+        ),
+        PhaseConfig(
+            name="Lazy loading + fine-tuning",
+            days=14,
+            targets=PhaseTargets(
+                daily_cost_usd=4.97,
+                calls_per_day=180,
+                tokens_per_day=530_000,
+                cheap_share=0.50,
+                cache_hit_rate=0.25,
+                batch_share=0.25,
+                latency_s=1.5,
+                error_rate=0.018,
+            ),
+        ),
+    ]
+
+
 class HeartbeatConfig(_Strict):
     # Queued tasks waiting longer than this are stuck.
     stuck_after_h: float = Field(24.0, gt=0)
@@ -206,10 +308,6 @@ class ReportsConfig(_Strict):
     dir: Path = Path("reports")
 
 
-class StageSwitch(_Strict):
-    enabled: bool = True
-
-
 Level = Literal["none", "light", "medium", "aggressive"]
 LEVEL_ORDER: tuple[str, ...] = ("none", "light", "medium", "aggressive")
 
@@ -222,7 +320,9 @@ class PruneLevelConfig(_Strict):
     summarize: bool
 
 
-class PromptCachingConfig(_Strict):
+class PromptCacheConfig(_Strict):
+    """Prompt-cache breakpoints on the stable prefix (`prompt_cache` decisions)."""
+
     enabled: bool = True
     # auto: by when the prefix and the conversation were last sent (prompt_cache.py).
     ttl_interactive: Literal["5m", "1h", "auto"] = "auto"
@@ -246,7 +346,9 @@ class PromptCachingConfig(_Strict):
         return self.min_tokens.get("default", 4096)
 
 
-class ContextConfig(_Strict):
+class PruneConfig(_Strict):
+    """The prune stage: long histories cut to a level, summaries, relevant turns kept."""
+
     enabled: bool = True
     # History tokens (estimated) above which pruning starts; below it nothing is pruned.
     budget_tokens: int = Field(4000, ge=100)
@@ -287,8 +389,6 @@ class ContextConfig(_Strict):
     # estimate: local estimates; api: the backend's count_tokens (cached, rate-limited).
     count_tokens: Literal["estimate", "api"] = "estimate"
     count_tokens_per_minute: int = Field(50, ge=1)
-    system_file: Path | None = None
-    prompt_caching: PromptCachingConfig = Field(default_factory=PromptCachingConfig)
 
     @field_validator("levels")
     @classmethod
@@ -323,7 +423,7 @@ class LedgerConfig(_Strict):
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class LazyConfig(_Strict):
+class DeferConfig(_Strict):
     """Lazy loading: the defer stage, the off-peak window and the drain of the queue."""
 
     enabled: bool = True
@@ -385,7 +485,7 @@ class CacheSemanticConfig(_Strict):
     types: list[str] = Field(default_factory=lambda: ["research", "fact", "template", "other"])
     # Lowest cosine similarity for a semantic hit, per type; null = no semantic hits.
     thresholds: dict[str, float | None] = Field(
-        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, None)
+        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.9936)
     )
     # The false-hit rate `cache calibrate` keeps each threshold within.
     target_false_hit_rate: dict[str, float] = Field(
@@ -549,10 +649,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 class RoutingConfig(_Strict):
     enabled: bool = True
-    router: Literal["heuristic", "learned"] = "heuristic"
+    router: Literal["heuristic", "learned"] = "learned"
     # The one knob: share of calls to send above the cheapest tier. Calibration on labelled
     # data turns it into the router's threshold; null = use the thresholds below.
-    strong_share: float | None = Field(None, ge=0, le=1)
+    strong_share: float | None = Field(0.6, ge=0, le=1)
     # Or: the share of the strong tier's quality gain to keep (0-1); the cheapest threshold
     # that reaches it on the calibration data. Only one of the two may be set.
     quality_target: float | None = Field(None, ge=0, le=1)
@@ -564,6 +664,16 @@ class RoutingConfig(_Strict):
     # Requests that carry tools go at least to this tier (null = no minimum).
     tools_min_tier: str | None = None
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_replaces_default_share(cls, data: Any) -> Any:
+        # quality_target given without strong_share replaces the default share instead of
+        # clashing with it; giving both stays an error.
+        given = isinstance(data, dict) and data.get("quality_target") is not None
+        if given and "strong_share" not in data:
+            return {**data, "strong_share": None}
+        return data
 
     @model_validator(mode="after")
     def _one_knob(self) -> RoutingConfig:
@@ -589,17 +699,19 @@ class Config(_Strict):
     data_dir: Path | None = None
     database: Path | None = None
     backend: Literal["anthropic", "offline"] = "anthropic"
+    # A modular system prompt for `ask` (sections with conditions); --system-file overrides.
+    system_file: Path | None = None
     api: ApiConfig = Field(default_factory=ApiConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    context: ContextConfig = Field(default_factory=ContextConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    prompt_cache: PromptCacheConfig = Field(default_factory=PromptCacheConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
-    # The shipped defaults (performance-config.yaml) carry the plan's three phases.
-    phases: list[PhaseConfig] = Field(default_factory=list)
+    phases: list[PhaseConfig] = Field(default_factory=_default_phases)
     # The day phase 1 starts. auto: the day after the captured baseline in use, else the
     # day of the first call in the ledger (when tracking started).
     phases_start: date | Literal["auto"] = "auto"
@@ -608,7 +720,7 @@ class Config(_Strict):
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    lazy: LazyConfig = Field(default_factory=LazyConfig)
+    defer: DeferConfig = Field(default_factory=DeferConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
@@ -618,9 +730,9 @@ class Config(_Strict):
         priced = set(self.pricing.models)
         wanted = {f"models.tiers.{t}": m for t, m in self.models.tiers.items()}
         wanted["models.baseline"] = self.models.baseline
-        if self.context.summary_tier not in self.models.tiers:
+        if self.prune.summary_tier not in self.models.tiers:
             raise ValueError(
-                f"context.summary_tier {self.context.summary_tier!r} is not one of the tiers "
+                f"prune.summary_tier {self.prune.summary_tier!r} is not one of the tiers "
                 f"{sorted(self.models.tiers)}"
             )
         for key, model in wanted.items():
@@ -666,196 +778,3 @@ class Config(_Strict):
 
     def tier_model(self, tier: str) -> str:
         return self.models.tiers[tier]
-
-
-# Environment variables that set config keys (the API key is never one of them).
-ENV_KEYS: dict[str, str] = {
-    "TARS_OPT_HOME": "data_dir",
-    "TARS_OPT_DB": "database",
-    "TARS_OPT_BACKEND": "backend",
-    "ANTHROPIC_BASE_URL": "api.base_url",
-    "TARS_OPT_HOLDOUT": "experiment.holdout",
-}
-
-
-class LoadedConfig:
-    """A validated config plus where each key came from and which file was read."""
-
-    def __init__(self, config: Config, sources: dict[str, str], path: Path | None) -> None:
-        self.config = config
-        self.sources = sources
-        self.path = path
-
-    @property
-    def label(self) -> str:
-        """The config file read, as a user would name it, or "shipped defaults"."""
-        return str(self.path) if self.path is not None else "shipped defaults"
-
-    def source_of(self, dotted: str) -> str:
-        """The layer that set `dotted` (or one of its parents): default, file, env or flag."""
-        parts = dotted.split(".")
-        for i in range(len(parts), 0, -1):
-            found = self.sources.get(".".join(parts[:i]))
-            if found:
-                return found
-        return "default"
-
-
-def shipped_defaults() -> dict[str, Any]:
-    """The documented example config that ships with the package, as a dict."""
-    return yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8")) or {}
-
-
-def find_config_file(explicit: str | Path | None) -> Path | None:
-    """The config file to read: --config, TARS_OPT_CONFIG, ./performance-config.yaml, data dir."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("TARS_OPT_CONFIG")
-    if env:
-        return Path(env).expanduser()
-    local = Path.cwd() / CONFIG_FILENAME
-    if local.is_file():
-        return local
-    home = os.environ.get("TARS_OPT_HOME")
-    candidate = (Path(home).expanduser() if home else default_data_dir()) / CONFIG_FILENAME
-    return candidate if candidate.is_file() else None
-
-
-def load_config(
-    path: str | Path | None = None,
-    *,
-    overrides: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
-) -> LoadedConfig:
-    """Load and validate the config; raise ConfigError with a one-line message on any problem.
-
-    `overrides` are command-line flags as dotted keys (None values are ignored).
-    """
-    environ = dict(os.environ) if environ is None else environ
-    merged = shipped_defaults()
-    sources: dict[str, str] = {}
-    file_path = find_config_file(path)
-    if file_path is not None:
-        merged = _merge(merged, _read_yaml(file_path), sources, "file")
-    env_layer: dict[str, Any] = {}
-    for var, dotted in ENV_KEYS.items():
-        if environ.get(var):
-            _set_dotted(env_layer, dotted, environ[var])
-    merged = _merge(merged, env_layer, sources, "env")
-    flag_layer: dict[str, Any] = {}
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(flag_layer, dotted, value)
-    merged = _merge(merged, flag_layer, sources, "flag")
-    try:
-        config = Config.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, file_path, sources)) from None
-    return LoadedConfig(config, sources, file_path)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} does not exist: create it with `tars-opt config init`"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: fix the syntax there") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys (like `budget: ...`), not a list")
-    return data
-
-
-def _merge(
-    base: dict[str, Any],
-    layer: dict[str, Any],
-    sources: dict[str, str],
-    name: str,
-    prefix: str = "",
-) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in layer.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_leaf_map(dotted):
-            out[key] = _merge(out[key], value, sources, name, dotted + ".")
-        else:
-            out[key] = value
-            sources[dotted] = name
-    return out
-
-
-def _is_leaf_map(dotted: str) -> bool:
-    # Maps whose entries a user replaces as a whole rather than key by key.
-    return dotted in {
-        "models.tiers",
-        "routing.heuristic.thresholds",
-        "routing.learned.thresholds",
-        "routing.pinned_types",
-        "routing.pinned_keywords",
-    }
-
-
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-    target[parts[-1]] = value
-
-
-# The command-line flags that set config keys, to name a bad flag value as the flag.
-FLAG_KEYS: dict[str, str] = {
-    "backend": "--backend",
-    "database": "--db",
-    "ledger.include_offline": "--include-offline",
-}
-
-
-def format_validation_error(
-    exc: ValidationError, path: Path | None, sources: dict[str, str] | None = None
-) -> str:
-    """One line: the key path (or the flag or variable that set it), the bad value and what
-    is allowed."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    origin = (sources or {}).get(loc)
-    if origin in ("flag", "env"):
-        value = err.get("input")
-        name = (
-            FLAG_KEYS.get(loc, f"--{loc}")
-            if origin == "flag"
-            else next((v for v, k in ENV_KEYS.items() if k == loc), loc) + "="
-        )
-        sep = "" if origin == "env" else " "
-        return f"{name}{sep}{value!r} is not valid: {msg.removeprefix('Value error, ')}"
-    where = f" in {path}" if path else ""
-    if err["type"] == "extra_forbidden":
-        return f"config error{where}: unknown key {loc!r}: remove it or check its spelling"
-    if err["type"] == "missing":
-        return f"config error{where}: {loc} is required: add it"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    if err["type"] == "value_error":  # our own validators word the whole message
-        return f"config error{where}: {loc}: {msg.removeprefix('Value error, ')}{more}"
-    value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"config error{where}: {loc} = {shown}: {msg}{more}"
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as dotted keys, for `config show`."""
-    if isinstance(data, dict) and data and not _is_leaf_map(prefix.rstrip(".")):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}

@@ -34,11 +34,11 @@ def inspect(config: Config, db: Database | None, request: Request) -> dict[str, 
     """A report of what would be kept, summarized, dropped and cached; no API call.
 
     A summary already stored for this history is shown as reused; otherwise the report
-    says one would be made and counts it at `context.summary_max_tokens`.
+    says one would be made and counts it at `prune.summary_max_tokens`.
     """
     if request.query_type is None:
         request = replace(request, query_type=guess_query_type(request.prompt))
-    ctx = config.context
+    ctx = config.prune
     vectors = open_vector_cache(db, ctx.vector_cache_rows)
     scorer = Scorer(default_embedder if ctx.semantic else None, vectors=vectors)
     # Turns without a stored vector are embedded (and stored) now rather than in the
@@ -96,7 +96,7 @@ def inspect(config: Config, db: Database | None, request: Request) -> dict[str, 
     params = build_params(replace(out, model=model))
     since = PrefixLog(db).times(params, time.time()) if db is not None else (None, None)
     _, marks, why = mark_breakpoints(
-        params, ctx.prompt_caching, since_sent=since[0], since_turn=since[1]
+        params, config.prompt_cache, since_sent=since[0], since_turn=since[1]
     )
     report["cache"] = {"model": model, "reason": why, "breakpoints": [m.to_dict() for m in marks]}
     report["scoring"] = "semantic+lexical" if scorer.semantic else "lexical"

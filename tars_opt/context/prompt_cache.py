@@ -8,7 +8,7 @@ prompt. Everything before a breakpoint must stay byte-identical from turn to tur
 is why pruning keeps its cuts stable (see stages/prune.py) and nothing here adds dates.
 A prefix shorter than the model's minimum is not marked: the API would ignore it.
 
-TTL (`context.prompt_caching.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),
+TTL (`prompt_cache.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),
 a read 0.1x, and a read renews the entry. An agent calling every few minutes outlives a
 5-minute entry between calls and pays 1.25x on every call for nothing. `auto` (the
 default) marks the stable prefix (tools, system) with 1h when the same prefix was sent in
@@ -31,7 +31,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.cache.keys import canonical
-from tars_opt.config.schema import PromptCachingConfig
+from tars_opt.config.schema import PromptCacheConfig
 from tars_opt.errors import DatabaseError
 from tars_opt.store.database import Database
 from tars_opt.types import Usage
@@ -79,7 +79,7 @@ def _has_marks(params: dict[str, Any]) -> bool:
 
 def mark_breakpoints(
     params: dict[str, Any],
-    config: PromptCachingConfig,
+    config: PromptCacheConfig,
     *,
     deferred: bool = False,
     enabled: bool = True,
@@ -186,7 +186,7 @@ def _blocks(content: Any) -> Any:
 
 def conversation_key(params: dict[str, Any]) -> str | None:
     """SHA-256 naming the conversation a request belongs to: the model and the first
-    message (pruning keeps it while `context.keep_first_user` is on). The same for every
+    message (pruning keeps it while `prune.keep_first_user` is on). The same for every
     turn of one conversation, its opening request included. Left out because they change
     as a conversation goes: the system prompt (pruning adds the summary of old turns to
     it) and the tools (a selection may follow the prompt). Two conversations that open

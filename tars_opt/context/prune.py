@@ -1,6 +1,6 @@
 """Stage `prune`: shorten long histories by level, keeping what the prompt needs.
 
-Levels (config `context.levels`): light keeps the last 20 messages, medium the last 10 plus
+Levels (config `prune.levels`): light keeps the last 20 messages, medium the last 10 plus
 a summary of what came before, aggressive the last 3 plus a summary. A history within
 `budget_tokens` is sent whole. Always kept: the system prompt, the first user turn (it
 states the task, if configured), tool_use/tool_result pairs (whole turns are kept or
@@ -23,7 +23,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.backends import BackendError
-from tars_opt.config.schema import LEVEL_ORDER, ContextConfig
+from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context.history import Turn, message_text, problems, split_turns
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles, query_text
 from tars_opt.context.summaries import (
@@ -89,7 +89,7 @@ class PruneStage:
 
     def __init__(
         self,
-        config: ContextConfig,
+        config: PruneConfig,
         db: Database | None = None,
         *,
         side_ask: SideAsk | None = None,

@@ -29,7 +29,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
-from tars_opt.config.schema import PromptCachingConfig, ToolsConfig
+from tars_opt.config.schema import PromptCacheConfig, ToolsConfig
 from tars_opt.context.history import message_text, tool_names_used
 from tars_opt.context.relevance import Scorer, default_embedder, query_text
 from tars_opt.embeddings.store import VectorCache
@@ -66,7 +66,7 @@ class ToolStage:
         scorer: Scorer | None = None,
         *,
         vectors: VectorCache | None = None,
-        caching: PromptCachingConfig | None = None,
+        caching: PromptCacheConfig | None = None,
         prices: PriceBook | None = None,
         model_of: Callable[[Request], str | None] | None = None,
     ) -> None:

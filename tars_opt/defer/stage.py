@@ -1,14 +1,14 @@
 """The defer stage: queue a deferrable request for the off-peak drain instead of sending it.
 
 Deferrable: not --no-defer, not --urgent, not --priority high, not streamed, and a max
-wait of at least `lazy.min_wait_minutes`. A deferrable request is queued only when the
-caller marked it (--defer, or --priority low with `lazy.defer_low_priority`) or when
-`budget.policy` is `defer` and this month's spend is at `lazy.budget_threshold` of
+wait of at least `defer.min_wait_minutes`. A deferrable request is queued only when the
+caller marked it (--defer, or --priority low with `defer.defer_low_priority`) or when
+`budget.policy` is `defer` and this month's spend is at `defer.budget_threshold` of
 `budget.monthly_usd` or more. Under `warn` the budget never queues anything; under
 `block` a spent budget refuses caller-marked work (BudgetExceeded) rather than queue it
 where no drain may submit it this month. A request whose max wait would pass before its
 batch is expected (window opening + turnaround) is sent now instead, unless
-`lazy.deadline_fallback` is `queue`.
+`defer.deadline_fallback` is `queue`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ class DeferStage:
     def __init__(
         self, config: Config, db: Database, clock: Callable[[], float] = time.time
     ) -> None:
-        self.lazy = config.lazy
+        self.defer = config.defer
         self.budget = queue_budget(config, db, clock=clock)
-        self.window = Window.parse(config.lazy.window)
+        self.window = Window.parse(config.defer.window)
         self.queue = Queue(db, clock)
         self.clock = clock
 
@@ -42,7 +42,7 @@ class DeferStage:
         """The request's max wait in seconds (the config's default when it gives none)."""
         if request.max_wait_s is not None:
             return request.max_wait_s
-        return self.lazy.default_max_wait_hours * 3600.0
+        return self.defer.default_max_wait_hours * 3600.0
 
     def not_deferrable(self, request: Request) -> str | None:
         """Why this request must be sent now, or None if it may wait."""
@@ -55,10 +55,10 @@ class DeferStage:
         if request.stream:
             return "streamed: the caller is waiting for the text"
         wait = self.max_wait(request)
-        if wait < self.lazy.min_wait_minutes * 60:
+        if wait < self.defer.min_wait_minutes * 60:
             return (
                 f"max wait {human_duration(wait)} is under the "
-                f"{self.lazy.min_wait_minutes:g}-minute minimum for deferral"
+                f"{self.defer.min_wait_minutes:g}-minute minimum for deferral"
             )
         return None
 
@@ -66,12 +66,12 @@ class DeferStage:
         """Why to defer this (deferrable) request, or None to send it now."""
         if request.defer:
             return "asked to defer (--defer)"
-        if request.priority == "low" and self.lazy.defer_low_priority:
-            return "low priority (lazy.defer_low_priority)"
+        if request.priority == "low" and self.defer.defer_low_priority:
+            return "low priority (defer.defer_low_priority)"
         if self.budget.policy == "defer":
             # Spent plus what concurrent callers have reserved: the same view the budget has.
             state = self.budget.state()
-            if state.used_share >= self.lazy.budget_threshold:
+            if state.used_share >= self.defer.budget_threshold:
                 return (
                     f"budget: {state.used_share:.0%} of ${state.budget_usd:g} used this month "
                     "and budget.policy is defer"
@@ -80,7 +80,7 @@ class DeferStage:
 
     def queue_reason(self, request: Request) -> str | None:
         """Why this stage would queue `request` (ignoring the deadline rule), or None."""
-        if not self.lazy.enabled or self.not_deferrable(request) is not None:
+        if not self.defer.enabled or self.not_deferrable(request) is not None:
             return None
         return self.reason(request)
 
@@ -95,10 +95,10 @@ class DeferStage:
 
     def expected_at(self, now: float) -> float:
         """When a request queued now should have its answer."""
-        return self.window.next_open(now) + self.lazy.expected_turnaround_minutes * 60
+        return self.window.next_open(now) + self.defer.expected_turnaround_minutes * 60
 
     def apply(self, request: Request) -> tuple[Request, Decision] | Reply:
-        if not self.lazy.enabled:
+        if not self.defer.enabled:
             return request, Decision("defer", "send", "lazy loading is switched off")
         why_not = self.not_deferrable(request)
         if why_not is not None:
@@ -108,13 +108,13 @@ class DeferStage:
         if reason is None:
             why = "not asked to defer"
             if self.budget.policy == "defer":
-                why += f"; budget under {self.lazy.budget_threshold:.0%} (policy defer)"
+                why += f"; budget under {self.defer.budget_threshold:.0%} (policy defer)"
             return request, Decision("defer", "send", why)
         self._refuse_if_blocked()
         wait = self.max_wait(request)
         deadline = now + wait
         expected = self.expected_at(now)
-        if deadline < expected and self.lazy.deadline_fallback == "sync":
+        if deadline < expected and self.defer.deadline_fallback == "sync":
             return request, Decision(
                 "defer",
                 "send",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.backends import Backend
-from tars_opt.config.schema import Config, LazyConfig
+from tars_opt.config.schema import Config, DeferConfig
 from tars_opt.defer.window import Window
 from tars_opt.drain.runner import Drainer, DrainReport
 from tars_opt.store import connect
@@ -21,7 +21,7 @@ log = logging.getLogger("tars_opt.daemon")
 
 def add_jobs(
     scheduler: Any,
-    lazy: LazyConfig,
+    defer: DeferConfig,
     drain_job: Callable[[], Any],
     collect_job: Callable[[], Any],
 ) -> None:
@@ -30,21 +30,21 @@ def add_jobs(
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    hours = ",".join(str(h) for h in Window.parse(lazy.window).hours())
+    hours = ",".join(str(h) for h in Window.parse(defer.window).hours())
     scheduler.add_job(
         drain_job,
-        CronTrigger(hour=hours, minute=f"*/{lazy.drain_every_minutes}", timezone=UTC),
+        CronTrigger(hour=hours, minute=f"*/{defer.drain_every_minutes}", timezone=UTC),
         id="drain",
-        name=f"drain inside {lazy.window} UTC every {lazy.drain_every_minutes} min",
+        name=f"drain inside {defer.window} UTC every {defer.drain_every_minutes} min",
         max_instances=1,
         coalesce=True,
         misfire_grace_time=300,
     )
     scheduler.add_job(
         collect_job,
-        IntervalTrigger(minutes=lazy.collect_every_minutes, timezone=UTC),
+        IntervalTrigger(minutes=defer.collect_every_minutes, timezone=UTC),
         id="collect",
-        name=f"collect ended batches every {lazy.collect_every_minutes} min",
+        name=f"collect ended batches every {defer.collect_every_minutes} min",
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
@@ -72,7 +72,7 @@ class Daemon:
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
         )
-        add_jobs(self.scheduler, config.lazy, self.drain, self.collect)
+        add_jobs(self.scheduler, config.defer, self.drain, self.collect)
 
     def _run(self, collect_only: bool) -> DrainReport | None:
         try:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from tars_opt.backends import Backend
-    from tars_opt.config.schema import LazyConfig
+    from tars_opt.config.schema import DeferConfig
     from tars_opt.defer.queue import Queue
     from tars_opt.drain.runner import DrainReport
 
@@ -48,7 +48,7 @@ class Recovery:
 
     db: Database
     queue: Queue
-    lazy: LazyConfig
+    defer: DeferConfig
     owner: str
     clock: Callable[[], float]
     backend: Backend
@@ -88,7 +88,7 @@ class Recovery:
     def _reconcile(self, lost: list[dict[str, Any]], report: DrainReport) -> None:
         known = self.queue.known_batch_ids()
         listed = [
-            b for b in self.backend.list_batches(self.lazy.recover_list_limit) if b.id not in known
+            b for b in self.backend.list_batches(self.defer.recover_list_limit) if b.id not in known
         ]
         oldest = min(b["created_at"] for b in lost) - SKEW_S
         listed = [b for b in listed if _epoch(b.created_at, oldest) >= oldest]

@@ -109,11 +109,11 @@ class Drainer(Recovery):
         checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.lazy = config.lazy
+        self.defer = config.defer
         self.db = db
         self.clock = clock
         self.sleep = sleep
-        self.window = Window.parse(config.lazy.window)
+        self.window = Window.parse(config.defer.window)
         self.queue = Queue(db, clock)
         self.ledger = Ledger(db)
         self.owner = owner or new_owner()
@@ -141,7 +141,7 @@ class Drainer(Recovery):
 
     @property
     def lease_s(self) -> float:
-        return self.lazy.claim_lease_minutes * 60.0
+        return self.defer.claim_lease_minutes * 60.0
 
     # ---- the run -------------------------------------------------------------------------
     def run(
@@ -185,7 +185,7 @@ class Drainer(Recovery):
                     break
                 if on_progress is not None:
                     on_progress(total - self._pending_tasks(), total)
-                self.sleep(self.lazy.poll_seconds)
+                self.sleep(self.defer.poll_seconds)
                 self.collect(report)
             if on_progress is not None and total:
                 on_progress(total, total)
@@ -280,7 +280,7 @@ class Drainer(Recovery):
                 self._flush()
             return "done"
         error = item.error or item.outcome
-        if item.outcome == "errored" and task["attempts"] <= self.lazy.max_retries:
+        if item.outcome == "errored" and task["attempts"] <= self.defer.max_retries:
             self.queue.requeue(task["id"], task["custom_id"], error)
             return "retried"
         if item.outcome == "canceled":
@@ -311,7 +311,7 @@ class Drainer(Recovery):
     def submit(self, report: DrainReport) -> None:
         """Claim, prepare, group and submit queued tasks, a wave at a time.
 
-        Waves bound memory: only `lazy.wave_size` tasks (and their batch body, which the
+        Waves bound memory: only `defer.wave_size` tasks (and their batch body, which the
         SDK copies while sending) are held at once, whatever the queue's length.
         """
         spent = queue_budget(self.config, self.db, clock=self.clock).state()
@@ -323,9 +323,9 @@ class Drainer(Recovery):
                 "budget.policy is block: nothing submitted; queued tasks stay queued"
             )
             return
-        left = self.lazy.claim_limit
+        left = self.defer.claim_limit
         while left > 0:
-            wave = self.queue.claim(self.owner, self.lease_s, min(left, self.lazy.wave_size))
+            wave = self.queue.claim(self.owner, self.lease_s, min(left, self.defer.wave_size))
             if not wave:
                 return
             left -= len(wave)
@@ -358,17 +358,17 @@ class Drainer(Recovery):
         if report.answered_in_prepare and not self.config.ledger.store_prompts:
             self.queue.forget_prompts()
         ready = self._within_budget(ready, report)
-        if self.lazy.cache_shared_prefix:
+        if self.defer.cache_shared_prefix:
             mark_shared_prefixes(
                 ready,
-                self.lazy.shared_prefix_min_tokens,
-                minimum=self.config.context.prompt_caching.minimum,
+                self.defer.shared_prefix_min_tokens,
+                minimum=self.config.prompt_cache.minimum,
             )
         self.queue.save_prepared_many(
             self.owner, [(t["id"], prepared_to_json(p)) for t, p in ready]
         )
         self.checkpoint("prepared")
-        groups = group_requests(ready, self.lazy.max_batch_requests, self.lazy.max_batch_bytes)
+        groups = group_requests(ready, self.defer.max_batch_requests, self.defer.max_batch_bytes)
         for model, chunk in groups:
             self._submit_chunk(model, chunk, report)
 
@@ -411,7 +411,7 @@ class Drainer(Recovery):
     ) -> None:
         ids = [t["id"] for t, _, _ in chunk]
         size = sum(s for _, _, s in chunk)
-        if size > self.lazy.max_batch_bytes - 1024:  # one request alone is over the limit
+        if size > self.defer.max_batch_bytes - 1024:  # one request alone is over the limit
             for task, _, _ in chunk:
                 self.queue.settle(
                     task["id"], task["custom_id"], "failed", error="too large for a batch"

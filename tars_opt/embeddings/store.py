@@ -8,7 +8,7 @@ embedded; :class:`CachedEmbedder` wraps an Embedder so cached texts are read bac
 the others are embedded, in one batch, then written in one transaction.
 
 Only the hash and the vector are stored, never the text. The table is bounded
-(``context.vector_cache_rows``): past it the least recently used rows go. A row that does
+(``prune.vector_cache_rows``): past it the least recently used rows go. A row that does
 not decode to a unit vector of the model's dimension (a damaged file) is ignored, embedded
 again and replaced. A database that cannot be read or written (locked past the busy
 timeout, read-only, full disk) only costs the embedding: the request goes on.

@@ -213,7 +213,7 @@ class Optimizer:
             since = self.prefixes.times(params, self.clock())
         params, marks, why = mark_breakpoints(
             params,
-            self.config.context.prompt_caching,
+            self.config.prompt_cache,
             deferred=request.defer is True,
             enabled=not request.holdout,
             since_sent=since[0],
@@ -231,7 +231,7 @@ class Optimizer:
 
     def _tracks_prefixes(self, request: Request) -> bool:
         """Whether the `auto` TTL needs to know when this request's prefix was sent."""
-        caching = self.config.context.prompt_caching
+        caching = self.config.prompt_cache
         return (
             caching.enabled
             and caching.ttl_interactive == "auto"
@@ -242,7 +242,7 @@ class Optimizer:
     def side_ask(self, request: Request) -> Reply:
         """A call the optimizer makes for itself (a summary): on the summary tier, through
         no stages, answered by the same backend and written to the ledger as its own row."""
-        tier = self.config.context.summary_tier
+        tier = self.config.prune.summary_tier
         helper = Optimizer(self.config, self.db, backend=self.backend, stages=[], clock=self.clock)
         return helper.ask(replace(request, tier=tier, model=self.config.tier_model(tier)))
 
@@ -281,7 +281,7 @@ class Optimizer:
             money = Money(actual=money.actual, baseline=0.0, saved=saved)
         for d in prepared.decisions:
             if d.stage == "prompt_cache" and d.data.get("breakpoints"):
-                minimum = self.config.context.prompt_caching.minimum(model)
+                minimum = self.config.prompt_cache.minimum(model)
                 check_usage(result.usage, d.data["breakpoints"], minimum, req.request_id)
         latency = result.latency_ms
         if latency is None:
@@ -471,22 +471,22 @@ def default_stages(
         from tars_opt.cache.stage import CacheStage
 
         stages.append(CacheStage(config, db, clock=clock))
-    if config.lazy.enabled:
+    if config.defer.enabled:
         from tars_opt.defer.stage import DeferStage
 
         stages.append(DeferStage(config, db, clock))
-    if config.context.enabled:
+    if config.prune.enabled:
         from tars_opt.context.prune import PruneStage
         from tars_opt.tokens import TokenCounter
 
         counter = None
-        if config.context.count_tokens == "api" and backend is not None:
+        if config.prune.count_tokens == "api" and backend is not None:
             counter = TokenCounter(
-                backend, db=db, per_minute=config.context.count_tokens_per_minute, clock=clock
+                backend, db=db, per_minute=config.prune.count_tokens_per_minute, clock=clock
             )
         stages.append(
             PruneStage(
-                config.context,
+                config.prune,
                 db,
                 side_ask=side_ask,
                 counter=counter,
@@ -508,10 +508,10 @@ def tool_stage(config: Config, db: Database | None, **kwargs: Any) -> ToolStage:
     from tars_opt.context.tools import ToolStage
     from tars_opt.embeddings.store import open_vector_cache
 
-    kwargs.setdefault("vectors", open_vector_cache(db, config.context.vector_cache_rows))
+    kwargs.setdefault("vectors", open_vector_cache(db, config.prune.vector_cache_rows))
     return ToolStage(
         config.tools,
-        caching=config.context.prompt_caching,
+        caching=config.prompt_cache,
         prices=PriceBook(config.pricing),
         model_of=lambda r: r.model or config.tier_model(r.tier or config.models.default_tier),
         **kwargs,

@@ -167,14 +167,14 @@ class _Drain:
         self.runs = 0
         self.window: Any = None
         self.every = 900.0
-        lazy = getattr(config, "lazy", None)
-        if lazy is not None and lazy.enabled:
+        defer = getattr(config, "defer", None)
+        if defer is not None and defer.enabled:
             try:
                 from tars_opt.defer.window import Window
             except ImportError:  # a build without lazy loading: nothing is ever queued
                 return
-            self.window = Window.parse(lazy.window)
-            self.every = float(lazy.drain_every_minutes) * 60.0
+            self.window = Window.parse(defer.window)
+            self.every = float(defer.drain_every_minutes) * 60.0
         self.next_tick = (clock() // self.every + 1) * self.every
 
     def queued(self) -> int:

@@ -76,7 +76,7 @@ def test_a_real_budget_ignores_offline_spend_and_reservations(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("budget:\n  monthly_usd: 1\n  policy: block\nlazy:\n  enabled: false\n")
+    config.write_text("budget:\n  monthly_usd: 1\n  policy: block\ndefer:\n  enabled: false\n")
     opened = open_app(config)
     add_call(opened.db, time.time() - 4, cost=5.0, backend="offline")
     assert Budget(opened.config, opened.db).state().spent_usd == 0

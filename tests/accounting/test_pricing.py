@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.types import STRATEGIES, Usage
 
 

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
-from tars_opt.config.schema import EXAMPLE_CONFIG, load_config
+from tars_opt.config.loader import EXAMPLE_CONFIG, load_config
 
 OFFLINE = ["--backend", "offline"]
 

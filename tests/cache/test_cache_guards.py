@@ -17,7 +17,7 @@ from tars_opt.cache.calibrate import (
 )
 from tars_opt.cache.guards import check, entities, numbers
 from tars_opt.cache.keys import normalize_prompt
-from tars_opt.config.schema import EXAMPLE_CONFIG
+from tars_opt.config.loader import EXAMPLE_CONFIG
 from tars_opt.store.files import InputError
 
 

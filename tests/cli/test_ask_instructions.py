@@ -69,7 +69,7 @@ def test_block_over_budget_refuses_in_one_line_and_queues_nothing(
     config = write_config(
         tmp_path / "c.yaml",
         budget={"monthly_usd": 1.0, "policy": "block"},
-        lazy={"defer_low_priority": True},
+        defer={"defer_low_priority": True},
     )
     spent(config, 1.05)
     result = ask(runner, config, *extra, PROMPT, code=3)
@@ -111,7 +111,7 @@ def test_defer_policy_queues_and_says_when_the_answer_comes(tmp_path: Path, runn
 
 
 def test_no_defer_beats_defer_low_priority(tmp_path: Path, runner) -> None:
-    config = write_config(tmp_path / "c.yaml", lazy={"defer_low_priority": True})
+    config = write_config(tmp_path / "c.yaml", defer={"defer_low_priority": True})
     assert ask(runner, config, "--priority", "low", PROMPT).stdout.startswith("queued as t_")
     result = ask(runner, config, "--priority", "low", "--no-defer", "--explain", PROMPT)
     assert PROMPT in result.stdout and "--no-defer: never deferred" in result.stdout
@@ -153,7 +153,7 @@ def test_defer_is_never_answered_by_the_holdout(tmp_path: Path, runner, held) ->
 
 
 def test_work_the_config_defers_is_not_held_out_either(tmp_path: Path, runner, held) -> None:
-    config = held_config(tmp_path, lazy={"defer_low_priority": True})
+    config = held_config(tmp_path, defer={"defer_low_priority": True})
     out = ask(runner, config, "--priority", "low", PROMPT).stdout
     assert out.startswith("queued as t_") and queued(config) == 1
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.cli.main import app
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.types import Usage
 
 OFFLINE = ["--backend", "offline"]

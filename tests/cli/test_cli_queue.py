@@ -79,7 +79,7 @@ def test_drain_then_result_and_queue_views(runner: CliRunner) -> None:
 def test_drain_outside_the_window_says_when_it_opens(runner: CliRunner, home: Path) -> None:
     start = datetime.now(UTC) + timedelta(hours=2)
     window = f"{start:%H}:00-{start + timedelta(hours=1):%H}:00"  # never contains now
-    Path("performance-config.yaml").write_text(f"lazy:\n  window: '{window}'\n")
+    Path("performance-config.yaml").write_text(f"defer:\n  window: '{window}'\n")
     defer(runner)
     report = json.loads(run(runner, "drain", *OFFLINE, "--json"))
     assert not report["in_window"] and report["claimed"] == 0
@@ -114,7 +114,7 @@ def test_bad_input_is_one_line_and_exit_2(runner: CliRunner) -> None:
 
 def test_ask_wait_blocks_until_a_drain_answers(runner: CliRunner, home: Path) -> None:
     # A drain in another process answers while `ask --wait` polls.
-    Path("performance-config.yaml").write_text("lazy:\n  poll_seconds: 0.2\n")
+    Path("performance-config.yaml").write_text("defer:\n  poll_seconds: 0.2\n")
     code = (
         f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
         "from tars_opt import open_app\nfrom tars_opt.drain.runner import Drainer\n"
@@ -136,9 +136,10 @@ def test_ask_wait_blocks_until_a_drain_answers(runner: CliRunner, home: Path) ->
 def test_daemon_registers_its_jobs(home: Path) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    cfg = open_app(overrides={"lazy.window": "22:30-04:15", "lazy.drain_every_minutes": 20}).config
+    overrides = {"defer.window": "22:30-04:15", "defer.drain_every_minutes": 20}
+    cfg = open_app(overrides=overrides).config
     sched = BackgroundScheduler(timezone="UTC")
-    add_jobs(sched, cfg.lazy, lambda: None, lambda: None)
+    add_jobs(sched, cfg.defer, lambda: None, lambda: None)
     jobs = {j.id: j for j in sched.get_jobs()}
     assert set(jobs) == {"drain", "collect"}
     fields = {f.name: str(f) for f in jobs["drain"].trigger.fields}
@@ -174,7 +175,7 @@ def test_drain_now_outside_the_window_says_it_submits_anyway(tmp_path: Path, run
     start, end = now + timedelta(hours=2), now + timedelta(hours=3)
     window = f"{start:%H:%M}-{end:%H:%M}"
     config = tmp_path / "c.yaml"
-    config.write_text(f'backend: offline\nlazy:\n  window: "{window}"\n')
+    config.write_text(f'backend: offline\ndefer:\n  window: "{window}"\n')
     assert run(runner, "ask", "-c", str(config), "--defer", "x").startswith("queued as t_")
     plain = runner.invoke(app, ["drain", "-c", str(config)])
     assert plain.exit_code == 0 and "use --now to submit anyway" in plain.stdout

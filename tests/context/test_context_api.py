@@ -22,7 +22,7 @@ def backend(strict_fake_api) -> AnthropicBackend:
 def test_pruned_and_marked_requests_are_valid_and_hit_the_cache(
     strict_fake_api, backend: AnthropicBackend, home: Path
 ) -> None:
-    Path("performance-config.yaml").write_text("context: {semantic: false}\n")
+    Path("performance-config.yaml").write_text("prune: {semantic: false}\n")
     app = open_app()
     opt = app.optimizer(backend=backend)
     history = list(conversation(30))

@@ -43,7 +43,7 @@ def lexical_only(home: Path) -> None:
     """Chains built from the config score by word overlap: fast and deterministic. (The
     semantic path has its own tests with a small embedder.)"""
     Path("performance-config.yaml").write_text(
-        "context: {semantic: false}\ntools: {semantic: false}\n"
+        "prune: {semantic: false}\ntools: {semantic: false}\n"
     )
 
 

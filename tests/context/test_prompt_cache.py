@@ -10,7 +10,7 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.config.schema import PromptCachingConfig
+from tars_opt.config.schema import PromptCacheConfig
 from tars_opt.context.prompt_cache import (
     AUTO_UNMARKED,
     PrefixLog,
@@ -30,7 +30,7 @@ def lexical_only(home: Path) -> None:
     """Chains built from the config score by word overlap: fast and deterministic. (The
     semantic path has its own tests with a small embedder.)"""
     Path("performance-config.yaml").write_text(
-        "context: {semantic: false}\ntools: {semantic: false}\n"
+        "prune: {semantic: false}\ntools: {semantic: false}\n"
     )
 
 
@@ -50,7 +50,7 @@ def params(**extra) -> dict:
 def test_marks_tools_system_and_end_of_history() -> None:
     tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
     out, marks, why = mark_breakpoints(
-        params(tools=tools, system=LONG_SYSTEM), PromptCachingConfig(ttl_interactive="5m")
+        params(tools=tools, system=LONG_SYSTEM), PromptCacheConfig(ttl_interactive="5m")
     )
     assert [m.where.split(" ")[0] for m in marks] == ["tools[2]", "system", "messages[1]"]
     assert out["tools"][2]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
@@ -61,13 +61,13 @@ def test_marks_tools_system_and_end_of_history() -> None:
 
 
 def test_short_prefixes_are_not_marked() -> None:
-    out, marks, why = mark_breakpoints(params(system="Be brief."), PromptCachingConfig())
+    out, marks, why = mark_breakpoints(params(system="Be brief."), PromptCacheConfig())
     assert marks == [] and "below the 1024-token minimum" in why
     assert "cache_control" not in json.dumps(out)
 
 
 def test_minimum_depends_on_the_model_family() -> None:
-    cfg = PromptCachingConfig(ttl_interactive="5m")
+    cfg = PromptCacheConfig(ttl_interactive="5m")
     system = "word " * 2500  # ~2,500 tokens: enough for sonnet (1024), not haiku (4096)
     _, sonnet, _ = mark_breakpoints(params(system=system), cfg)
     _, haiku, _ = mark_breakpoints(params(system=system, model="claude-haiku-5-5"), cfg)
@@ -75,16 +75,14 @@ def test_minimum_depends_on_the_model_family() -> None:
 
 
 def test_deferred_work_uses_the_long_ttl_and_caller_marks_are_respected() -> None:
-    out, marks, _ = mark_breakpoints(
-        params(system=LONG_SYSTEM), PromptCachingConfig(), deferred=True
-    )
+    out, marks, _ = mark_breakpoints(params(system=LONG_SYSTEM), PromptCacheConfig(), deferred=True)
     assert out["system"][-1]["cache_control"]["ttl"] == "1h"
     own = params(
         system=[{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}]
     )
-    same, marks, why = mark_breakpoints(own, PromptCachingConfig())
+    same, marks, why = mark_breakpoints(own, PromptCacheConfig())
     assert same is own and marks == [] and "own cache_control" in why
-    _, none, why = mark_breakpoints(params(system=LONG_SYSTEM), PromptCachingConfig(enabled=False))
+    _, none, why = mark_breakpoints(params(system=LONG_SYSTEM), PromptCacheConfig(enabled=False))
     assert none == [] and "off" in why
 
 
@@ -97,7 +95,7 @@ def _ttls(out: dict) -> list[str]:
 def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
     request = params(tools=tools, system=LONG_SYSTEM)
-    auto = PromptCachingConfig()
+    auto = PromptCacheConfig()
     assert auto.ttl_interactive == "auto"  # the shipped default
     # Sent 10 minutes ago: a 5m entry would be gone, a 1h one is read (and renewed).
     out, marks, why = mark_breakpoints(request, auto, since_sent=600, since_turn=600)
@@ -140,7 +138,7 @@ def test_a_conversation_keeps_its_key_from_turn_to_turn() -> None:
             {"role": "user", "content": "and then?"},
         ],
     }
-    marked, _, _ = mark_breakpoints(later, PromptCachingConfig(), since_sent=1, since_turn=1)
+    marked, _, _ = mark_breakpoints(later, PromptCacheConfig(), since_sent=1, since_turn=1)
     assert conversation_key(first) == conversation_key(later) == conversation_key(marked)
     other = {
         **first,
@@ -161,9 +159,7 @@ def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None
     log_.sent([key], "claude-sonnet-5-5", 1000.0)
     assert log_.since_sent(key, 1600.0) == 600.0
     # Marks do not change the key: the marked request is the same prefix.
-    marked, _, _ = mark_breakpoints(
-        params(system=LONG_SYSTEM), PromptCachingConfig(), deferred=True
-    )
+    marked, _, _ = mark_breakpoints(params(system=LONG_SYSTEM), PromptCacheConfig(), deferred=True)
     assert stable_key(marked) == key
     log_.sent(["other"], "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
     assert log_.since_sent(key, 1000.0) is None  # a day old: gone

@@ -10,7 +10,7 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
-from tars_opt.config.schema import ContextConfig
+from tars_opt.config.schema import PruneConfig
 from tars_opt.context.history import problems, split_turns
 from tars_opt.context.prune import PruneStage
 from tars_opt.context.relevance import Scorer, holds, lexical_score, needles, words
@@ -28,7 +28,7 @@ def lexical_only(home: Path) -> None:
     """Chains built from the config score by word overlap: fast and deterministic. (The
     semantic path has its own tests with a small embedder.)"""
     Path("performance-config.yaml").write_text(
-        "context: {semantic: false}\ntools: {semantic: false}\n"
+        "prune: {semantic: false}\ntools: {semantic: false}\n"
     )
 
 
@@ -58,7 +58,7 @@ class Recorder:
 
 
 def stage(db=None, side_ask=None, **cfg) -> PruneStage:
-    return PruneStage(ContextConfig(**cfg), db, side_ask=side_ask, scorer=Scorer(None))
+    return PruneStage(PruneConfig(**cfg), db, side_ask=side_ask, scorer=Scorer(None))
 
 
 def kept_messages(request: Request) -> list[str]:
@@ -82,7 +82,7 @@ def test_light_keeps_last_20_and_the_first_turn_without_summary() -> None:
     names = kept_messages(out)
     assert names[:2] == ["Question 0", "Answer 0"]  # the task statement stays
     assert names[-1] == "Answer 29"
-    assert 20 <= len(names) - 2 <= 20 + ContextConfig().summary_step
+    assert 20 <= len(names) - 2 <= 20 + PruneConfig().summary_step
     assert out.system is None
     assert out.removed_tokens > 0
     assert not problems(out.api_messages())
@@ -103,7 +103,7 @@ def test_medium_summarizes_the_rest_into_the_system_prompt() -> None:
     assert out.system[0]["text"] == "Be brief."
     assert "Summary of" in out.system[1]["text"] and "Topic: planning" in out.system[1]["text"]
     kept = len(out.messages) - 2
-    assert 10 <= kept < 10 + ContextConfig().summary_step + 2
+    assert 10 <= kept < 10 + PruneConfig().summary_step + 2
     assert decision.data["summary"]["reused"] is False
     assert decision.data["tokens_after"] < decision.data["tokens_before"]
     assert out.removed_tokens == decision.data["tokens_before"] - decision.data["tokens_after"]
@@ -114,7 +114,7 @@ def test_aggressive_keeps_only_the_last_turns() -> None:
     out, decision = stage(side_ask=Recorder(), relevant_top_k=0).apply(req)
     assert decision.action == "aggressive"
     assert kept_messages(out)[:2] == ["Question 0", "Answer 0"]
-    assert len(out.messages) - 2 < 3 + ContextConfig().summary_step + 2
+    assert len(out.messages) - 2 < 3 + PruneConfig().summary_step + 2
 
 
 def test_level_by_priority_and_budget_pressure() -> None:
@@ -267,7 +267,7 @@ def test_the_exact_identifier_outweighs_similar_recent_turns() -> None:
     history = list(ops_chat())
     history[77] = {"role": "assistant", "content": "Done; alpha-7 was restarted by the drain."}
     scorer = Scorer(lambda: WordEmbedder())
-    s = PruneStage(ContextConfig(), side_ask=Recorder(), scorer=scorer)
+    s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=scorer)
     _, decision = s.apply(Request(prompt=QUESTION, messages=tuple(history)))
     assert decision.data["scoring"] == "semantic+lexical"
     assert list(ANSWER) in decision.data["relevant"]
@@ -292,14 +292,14 @@ def test_semantic_scorer_is_used_when_an_embedder_is_there() -> None:
     history = list(conversation(30))
     history[10] = {"role": "user", "content": "penguins penguins antarctic colonies " * 5}
     req = Request(prompt="tell me more about antarctic penguins colonies", messages=tuple(history))
-    s = PruneStage(ContextConfig(), side_ask=Recorder(), scorer=Scorer(lambda: WordEmbedder()))
+    s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=Scorer(lambda: WordEmbedder()))
     out, decision = s.apply(req)
     assert decision.data["scoring"] == "semantic+lexical"
     assert [10, 11] in decision.data["relevant"]
 
 
 def test_without_an_embedder_scoring_degrades_to_word_overlap() -> None:
-    s = PruneStage(ContextConfig(), side_ask=Recorder(), scorer=Scorer(lambda: None))
+    s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=Scorer(lambda: None))
     _, decision = s.apply(Request(prompt="x y", messages=conversation(30)))
     assert decision.data["scoring"] == "lexical"
 

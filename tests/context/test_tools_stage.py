@@ -20,7 +20,7 @@ def lexical_only(home: Path) -> None:
     """Chains built from the config score by word overlap: fast and deterministic. (The
     semantic path has its own tests with a small embedder.)"""
     Path("performance-config.yaml").write_text(
-        "context: {semantic: false}\ntools: {semantic: false}\n"
+        "prune: {semantic: false}\ntools: {semantic: false}\n"
     )
 
 
@@ -170,9 +170,10 @@ AGENT_TOOLS = tuple(catalog(16))
 
 def cache_aware(**cfg) -> ToolStage:
     from tars_opt.accounting.pricing import PriceBook
-    from tars_opt.config.schema import PromptCachingConfig, load_config
+    from tars_opt.config.loader import load_config
+    from tars_opt.config.schema import PromptCacheConfig
 
-    caching = PromptCachingConfig(**cfg)
+    caching = PromptCacheConfig(**cfg)
     return ToolStage(
         ToolsConfig(),
         scorer=Scorer(None),

@@ -9,7 +9,8 @@ import pytest
 from tars_opt import Request, open_app
 from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord
-from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import ConfigError
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.stage import DeferStage
 from tars_opt.defer.window import Window, parse_duration
@@ -20,8 +21,8 @@ NIGHT = at("2026-11-22T01:00")  # inside 00:00-06:00
 EVENING = at("2026-11-21T20:00")  # window opens in 4 h
 
 
-def optimizer(clock: Clock, policy: str = "warn", **lazy: object):
-    overrides = {f"lazy.{k}": v for k, v in lazy.items()}
+def optimizer(clock: Clock, policy: str = "warn", **defer: object):
+    overrides = {f"defer.{k}": v for k, v in defer.items()}
     app = open_app(backend="offline", overrides={**overrides, "budget.policy": policy})
     opt = app.optimizer(clock=clock)
     opt.stages = [DeferStage(app.config, app.db, clock)]
@@ -70,7 +71,7 @@ def test_low_priority_defers_only_when_configured(home: Path) -> None:
     _, opt = optimizer(Clock(NIGHT), defer_low_priority=True)
     reply = opt.ask(Request(prompt="x", priority="low"))
     assert reply.source == "queued"
-    assert defer_decision(reply).reason == "low priority (lazy.defer_low_priority)"
+    assert defer_decision(reply).reason == "low priority (defer.defer_low_priority)"
     # --no-defer is the caller's word: it beats the config.
     reply = opt.ask(Request(prompt="x", priority="low", defer=False))
     assert reply.source == "api" and "--no-defer" in defer_decision(reply).reason
@@ -169,7 +170,7 @@ def test_default_stages_include_defer(home: Path) -> None:
         "route",
         "tools",
     ]
-    off = open_app(backend="offline", overrides={"lazy.enabled": False})
+    off = open_app(backend="offline", overrides={"defer.enabled": False})
     assert "defer" not in [s.name for s in off.optimizer().stages]
 
 
@@ -208,8 +209,8 @@ def test_window_at_year_end_and_leap_day() -> None:
 
 @pytest.mark.parametrize("bad", ["0-6", "25:00-06:00", "06:00-06:00", "00:00"])
 def test_bad_windows_are_config_errors(home: Path, bad: str) -> None:
-    with pytest.raises(ConfigError, match="lazy.window"):
-        load_config(overrides={"lazy.window": bad})
+    with pytest.raises(ConfigError, match="defer.window"):
+        load_config(overrides={"defer.window": bad})
 
 
 def test_parse_duration() -> None:

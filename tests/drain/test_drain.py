@@ -22,8 +22,8 @@ NIGHT = at("2026-11-22T01:00")
 NOON = at("2026-11-22T12:00")
 
 
-def setup(clock: Clock, n: int = 3, *, hold: bool = False, **lazy: object):
-    app = open_app(backend="offline", overrides={f"lazy.{k}": v for k, v in lazy.items()})
+def setup(clock: Clock, n: int = 3, *, hold: bool = False, **defer: object):
+    app = open_app(backend="offline", overrides={f"defer.{k}": v for k, v in defer.items()})
     opt = app.optimizer(clock=clock)
     opt.stages = [DeferStage(app.config, app.db, clock)]
     tickets = [opt.ask(Request(prompt=f"question {i}", defer=True)).ticket for i in range(n)]
@@ -207,7 +207,7 @@ def test_grouping_respects_request_and_byte_limits(home: Path) -> None:
     app2 = open_app(
         backend="offline",
         db=home / "two.db",
-        overrides={"lazy.max_batch_bytes": 2500},
+        overrides={"defer.max_batch_bytes": 2500},
     )
     q = Queue(app2.db, clock)
     for i in range(5):

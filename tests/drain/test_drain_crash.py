@@ -79,7 +79,7 @@ def assert_each_done_once(app, tickets: list[str]) -> None:
 )
 def test_crash_at_each_step_then_run_again(home: Path, step: str, hold: bool) -> None:
     clock = Clock(NIGHT)
-    app = open_app(backend="offline", overrides={"lazy.max_batch_requests": 4})
+    app = open_app(backend="offline", overrides={"defer.max_batch_requests": 4})
     tickets = enqueue(app, 10, clock)
     api = ScriptedBatches(clock, hold=hold)  # the remote API outlives the crashed drain
     first = Drainer(app.config, app.db, backend=api, clock=clock, checkpoint=crash_at(step))
@@ -132,7 +132,7 @@ def test_an_unrecorded_batch_still_running_blocks_resubmission(home: Path) -> No
 
 
 def test_two_drains_in_parallel_take_each_task_once(home: Path) -> None:
-    app = open_app(backend="offline", overrides={"lazy.max_batch_requests": 15})
+    app = open_app(backend="offline", overrides={"defer.max_batch_requests": 15})
     tickets = enqueue(app, 120)
     db_path = app.config.resolved_database()
     errors: list[BaseException] = []
@@ -169,14 +169,14 @@ def checkpoint(name):
         open({marker!r}, "w").write(name)
         time.sleep(120)
 
-app = open_app(backend="offline", overrides={{"lazy.max_batch_requests": 10}})
+app = open_app(backend="offline", overrides={{"defer.max_batch_requests": 10}})
 Drainer(app.config, app.db, checkpoint=checkpoint).run(now=True)
 """
 
 
 @pytest.mark.parametrize("step", ["submitted", "answer"])
 def test_kill_9_mid_drain_then_run_again(home: Path, tmp_path: Path, step: str) -> None:
-    app = open_app(backend="offline", overrides={"lazy.max_batch_requests": 10})
+    app = open_app(backend="offline", overrides={"defer.max_batch_requests": 10})
     tickets = enqueue(app, 25)
     marker = tmp_path / "reached"
     code = SCRIPT.format(repo=str(REPO), step=step, marker=str(marker))
@@ -201,7 +201,7 @@ sys.path.insert(0, {repo!r})
 from tars_opt import open_app
 from tars_opt.drain.runner import Drainer
 
-app = open_app(backend="offline", overrides={{"lazy.wave_size": 20}})
+app = open_app(backend="offline", overrides={{"defer.wave_size": 20}})
 Drainer(app.config, app.db).run(now=True)
 """
 

@@ -19,8 +19,8 @@ class Crash(Exception):
     pass
 
 
-def queued(fake_api_env, n: int, **lazy: object):
-    app = open_app(overrides={f"lazy.{k}": v for k, v in lazy.items()})
+def queued(fake_api_env, n: int, **defer: object):
+    app = open_app(overrides={f"defer.{k}": v for k, v in defer.items()})
     q = Queue(app.db)
     tickets = [
         q.enqueue(

@@ -232,18 +232,18 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
 
 
 def test_no_database_means_memory_only(tmp_path: Path) -> None:
-    from tars_opt.config.schema import ContextConfig
+    from tars_opt.config.schema import PruneConfig
 
-    assert PruneStage(ContextConfig()).scorer._store is None
+    assert PruneStage(PruneConfig()).scorer._store is None
     db = connect(tmp_path / "t.db")
-    assert PruneStage(ContextConfig(vector_cache_rows=0), db).scorer._store is None
-    assert PruneStage(ContextConfig(), db).scorer._store is not None
+    assert PruneStage(PruneConfig(vector_cache_rows=0), db).scorer._store is None
+    assert PruneStage(PruneConfig(), db).scorer._store is not None
 
 
 def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
     home: Path, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
-    from tars_opt.config.schema import load_config
+    from tars_opt.config.loader import load_config
     from tars_opt.context.inspect import inspect
 
     counters, factory = processes
@@ -260,10 +260,10 @@ def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
 
 
 def _stage(path: Path, counter: Counting, **cfg) -> PruneStage:
-    from tars_opt.config.schema import ContextConfig
+    from tars_opt.config.schema import PruneConfig
 
     scorer = Scorer(lambda: counter, vectors=VectorCache(connect(path)))
-    return PruneStage(ContextConfig(**cfg), None, scorer=scorer)
+    return PruneStage(PruneConfig(**cfg), None, scorer=scorer)
 
 
 def _needy_request(**extra) -> Request:

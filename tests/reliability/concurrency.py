@@ -41,7 +41,7 @@ def run_concurrency(
     # The heuristic router (no model load per process) keeps the answers' prices, and so
     # how many fit the budget, what this run was sized for.
     cfg.write_text(
-        f"budget:\n  monthly_usd: {BUDGET_USD}\n  policy: block\nlazy:\n  poll_seconds: 0.1\n"
+        f"budget:\n  monthly_usd: {BUDGET_USD}\n  policy: block\ndefer:\n  poll_seconds: 0.1\n"
         "routing:\n  router: heuristic\n  strong_share: null\n"
     )
     # Every answer uses all its max_tokens, so the budget is reached within the run.

@@ -58,7 +58,7 @@ def overrides() -> dict[str, Any]:
     return {
         "api.timeout_s": TIMEOUT_S,
         "api.max_retries": 2,
-        "lazy.enabled": False,
+        "defer.enabled": False,
         "routing.enabled": False,
         "cache.enabled": False,
         "budget.policy": "warn",

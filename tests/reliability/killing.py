@@ -222,7 +222,7 @@ def _run_kills(
     q = Queue(app.db)
     tickets: list[str] = []
     cfg = work / "drain-config.yaml"
-    cfg.write_text("lazy:\n  poll_seconds: 0.1\n")
+    cfg.write_text("defer:\n  poll_seconds: 0.1\n")
     with Zygote(work) as zygote:
         for n, job in enumerate(jobs):
             out = work / f"w{n}.out"

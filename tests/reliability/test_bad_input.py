@@ -33,7 +33,21 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-SECTIONS = ["backend", "api", "models", "budget", "cache", "lazy", "context", "routing", "ledger"]
+# The old section names (lazy, context) too: they still load, renamed with a warning.
+SECTIONS = [
+    "backend",
+    "api",
+    "models",
+    "budget",
+    "cache",
+    "defer",
+    "prune",
+    "prompt_cache",
+    "routing",
+    "ledger",
+    "lazy",
+    "context",
+]
 
 
 def calls(home: Path) -> int:
@@ -179,7 +193,7 @@ def test_odd_api_answers_end_answered_or_failed(
         "stop_reason": stop,
         "tool_use": [t if isinstance(t["input"], dict) else {**t, "input": {}} for t in tools],
     }
-    opened = open_app(overrides={"cache.enabled": False, "lazy.enabled": False})
+    opened = open_app(overrides={"cache.enabled": False, "defer.enabled": False})
     req = Request(prompt="odd answers: name a prime")
     try:
         reply = opened.optimizer().ask(req)
@@ -206,7 +220,7 @@ def test_an_answer_with_unreadable_usage_is_failed_not_billed(
         return {**real(self, output_tokens, service_tier), "output_tokens": "lots"}
 
     monkeypatch.setattr(tokens.CacheUsage, "usage", odd)
-    opened = open_app(overrides={"cache.enabled": False, "lazy.enabled": False})
+    opened = open_app(overrides={"cache.enabled": False, "defer.enabled": False})
     req = Request(prompt="what is a prime")
     with pytest.raises(BackendError, match="usage.output_tokens"):
         opened.optimizer().ask(req)

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
-from tars_opt.config.schema import ConfigError, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import ConfigError, RoutingConfig
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage
@@ -113,6 +114,17 @@ def test_weights_from_the_config_scale_to_100() -> None:
 
 
 # --- config --------------------------------------------------------------------------------
+
+
+def test_quality_target_alone_replaces_the_default_strong_share(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("routing:\n  quality_target: 0.9\n")
+    routing = load_config(path).config.routing
+    assert (routing.strong_share, routing.quality_target) == (None, 0.9)
+    flagged = load_config(overrides={"routing.quality_target": 0.8}).config.routing
+    assert (flagged.strong_share, flagged.quality_target) == (None, 0.8)
+    assert RoutingConfig(quality_target=0.9).strong_share is None
+    assert load_config().config.routing.strong_share == 0.6
 
 
 @pytest.mark.parametrize(
@@ -341,7 +353,7 @@ def test_the_re_ask_is_marked_for_the_stronger_model(tmp_path: Path) -> None:
 
     backend = Seen("The answer is", "max_tokens")
     system = "You are the operations agent of a small company. Follow the runbook. " * 150
-    extra = "context:\n  prompt_caching:\n    ttl_interactive: 5m\n"
+    extra = "prompt_cache:\n  ttl_interactive: 5m\n"
     opened, reply = ask_with(tmp_path, backend, extra, system=system)
     cheap, strong = backend.params
     assert "cache_control" not in str(cheap) and "cache_control" in str(strong["system"])

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
-from tars_opt.config.schema import load_config
+from tars_opt.config.loader import load_config
 from tars_opt.routing.datasets import bucket
 from tars_opt.sim.simulate import simulate
 from tars_opt.sim.workload import BUNDLED, TraceError, load_workload
@@ -268,7 +268,7 @@ def test_cli_summary_and_report(tmp_path: Path, runner: CliRunner) -> None:
     here to keep the test fast (the defaults' run is shown in the README, "What would it save?")."""
     lexical = write_config(
         tmp_path / "lexical.yaml",
-        "cache:\n  semantic:\n    enabled: false\ncontext:\n  semantic: false\n"
+        "cache:\n  semantic:\n    enabled: false\nprune:\n  semantic: false\n"
         "tools:\n  semantic: false\n",
     )
     args = ["simulate", "-c", str(lexical), "--report", "--out", str(tmp_path / "r.md")]
