@@ -326,16 +326,12 @@ def _system_prompt(
     prompt: str,
 ) -> tuple[str | None, list[str] | None]:
     """--system, else the matching sections of --system-file or context.system_file."""
-    from tars_opt.context.sysprompt import compose, load_sections
-    from tars_opt.pipeline.classify import guess_query_type
+    from tars_opt.pipeline.system import system_prompt
 
     if system is not None and system_file is not None:
         raise InputError("give either --system or --system-file, not both")
-    path = system_file or (config.context.system_file if system is None else None)
-    if path is None:
-        return system, None
-    composed = compose(load_sections(path), query_type or guess_query_type(prompt), prompt)
-    return composed.text or None, composed.sent
+    chosen = system_prompt(config, prompt, query_type, system=system, system_file=system_file)
+    return chosen.text, chosen.sections
 
 
 @context_app.command("inspect")
