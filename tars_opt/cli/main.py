@@ -32,6 +32,7 @@ from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
 from tars_opt.drain.runner import Drainer
+from tars_opt.monitor import metrics
 from tars_opt.monitor.feedback import FeedbackError
 from tars_opt.monitor.metrics import spend_summary
 from tars_opt.monitor.report import ReportError
@@ -189,7 +190,7 @@ def _open(
 def offline_left_out(opened: App, start: float, end: float) -> int:
     """How many offline-backend calls between two times the figures leave out (0 when
     they count)."""
-    return 0 if opened.config.counts_offline() else opened.ledger.offline_calls(start, end)
+    return metrics.offline_left_out(opened.ledger, opened.config, start, end)
 
 
 @app.command()

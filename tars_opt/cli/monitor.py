@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +40,7 @@ from tars_opt.monitor.dashboard import Frame, KeyReader, read_frame, run_live
 from tars_opt.monitor.dashboard import render as render_frame
 from tars_opt.monitor.feedback import VERDICTS, record_feedback
 from tars_opt.monitor.heartbeat import drain_hook, run_heartbeat
-from tars_opt.monitor.metrics import date_range, measure, session_metrics
+from tars_opt.monitor.metrics import days_period, measure, session_metrics
 from tars_opt.monitor.report import final_spec, phase_spec, range_spec, week_spec, write_report
 from tars_opt.store.files import InputError
 
@@ -343,18 +343,15 @@ def metrics(
                 _consoles.out.print(render.footer(opened.loaded.label), style="dim",
                                     markup=False)  # fmt: skip
             return
-        now = time.time()
+        lo = hi = None
         if first is not None or last is not None:
             if first is None or last is None:
                 raise InputError("--from and --to go together: give both days")
             lo, hi = _day("--from", first), _day("--to", last)
             if hi < lo:
                 raise InputError(f"--to {hi} is before --from {lo}")
-            start, end = date_range(lo, hi)
-        else:
-            today = datetime.fromtimestamp(now, UTC).date()
-            start, end = date_range(today - timedelta(days=days - 1), today)
-        m = measure(opened.db, opened.config, start, min(end, now))
+        start, end = days_period(time.time(), days, lo, hi)
+        m = measure(opened.db, opened.config, start, end)
         if as_json:
             typer.echo(render.to_json(m.to_dict(), indent=2, default=str))
             return
