@@ -191,51 +191,21 @@ def calibrate(
                 "no config file to write the thresholds to: create one with "
                 "`tars-opt config init` or pass --config"
             )
-        sem = loaded.config.cache.semantic
         data = cal.read_pairs(pairs)
-        embedder = _embedder()
-        sims = cal.similarities(embedder, data)
-        guards = sem.guards and not no_guards
-        passes = cal.guard_passes(data) if guards else None
-        rows = []
-        for kind in query_types or list(QUERY_TYPES):
-            goal = target if target is not None else sem.target_false_hit_rate.get(kind, 0.01)
-            score = cal.choose_threshold(sims, data.labels, passes, goal)
-            rows.append({"type": kind, "target": goal, "guards": guards, **score.to_dict()})
+        rows = cal.calibrate_thresholds(
+            loaded.config.cache.semantic,
+            data,
+            cal.calibration_embedder(),
+            query_types or QUERY_TYPES,
+            target=target,
+            guards=loaded.config.cache.semantic.guards and not no_guards,
+        )
         if write:
             assert loaded.path is not None
-            _write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
+            cal.write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
         if as_json:
             typer.echo(to_json({"pairs": len(data), "results": rows}, indent=2))
         else:
             render.calibration(_consoles.out, rows, len(data))
             if write:
                 _consoles.out.print(f"wrote thresholds to {loaded.path}", markup=False)
-
-
-def _embedder():  # noqa: ANN202 - returns the embed module's embedder
-    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
-
-    try:
-        return get_embedder()
-    except EmbeddingUnavailable as exc:
-        raise InputError(f"calibration needs the embedding model: {exc}") from None
-
-
-def _write_thresholds(path: Path, thresholds: dict[str, float | None]) -> None:
-    from tars_opt.cache.calibrate import set_yaml_scalars, write_atomically
-
-    text = path.read_text(encoding="utf-8")
-    edited = set_yaml_scalars(text, ["cache", "semantic", "thresholds"], thresholds)
-    probe = path.with_name(f".{path.name}.check")
-    try:
-        probe.write_text(edited, encoding="utf-8")
-        got = load_config(probe).config.cache.semantic.thresholds
-    finally:
-        probe.unlink(missing_ok=True)
-    if any(got.get(k) != v for k, v in thresholds.items()):
-        raise InputError(
-            f"could not edit the thresholds in {path} (unusual YAML layout): set "
-            f"cache.semantic.thresholds by hand to {thresholds}"
-        )
-    write_atomically(path, edited)
