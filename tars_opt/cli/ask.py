@@ -22,7 +22,7 @@ from tars_opt.cli.common import (
     open_app,
     system_prompt,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import ask as render
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration

@@ -19,7 +19,7 @@ from tars_opt.cli.common import (
     open_app,
     parse_day,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import monitor as render
 from tars_opt.monitor.baseline import (
     Baseline,
     capture_baseline,

@@ -19,7 +19,7 @@ from tars_opt.accounting.pricing import UnknownModelPrice
 from tars_opt.app import App
 from tars_opt.app import open_app as open_library_app
 from tars_opt.backends import BackendError
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import common as render
 from tars_opt.config.schema import Config, ConfigError
 from tars_opt.monitor.feedback import FeedbackError
 from tars_opt.monitor.metrics import offline_left_out

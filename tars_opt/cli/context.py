@@ -21,7 +21,7 @@ from tars_opt.cli.common import (
     open_app,
     system_prompt,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import context as render
 from tars_opt.store.files import read_context, read_prompt, read_tools
 from tars_opt.types import Request
 

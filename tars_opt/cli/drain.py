@@ -17,7 +17,7 @@ from tars_opt.cli.common import (
     friendly_errors,
     open_app,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import drain as render
 from tars_opt.drain.runner import Drainer
 
 

@@ -21,7 +21,7 @@ from tars_opt.cli.common import (
     open_app,
     print_footer,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import ledger as render
 from tars_opt.monitor.metrics import spend_summary
 
 

@@ -27,7 +27,7 @@ from tars_opt.cli.common import (
     parse_day,
     print_footer,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import monitor as render
 from tars_opt.monitor.dashboard import Frame, KeyReader, read_frame, run_live
 from tars_opt.monitor.dashboard import render as render_frame
 from tars_opt.monitor.feedback import VERDICTS, record_feedback

@@ -15,7 +15,7 @@ from tars_opt.cli.common import (
     friendly_errors,
     open_app,
 )
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import queue as render
 from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.store.files import InputError

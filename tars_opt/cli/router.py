@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tars_opt.cli.common import ConfigOpt, JsonOpt, consoles, echo_json, friendly_errors
-from tars_opt.cli.render import main as render
+from tars_opt.cli.render import router as render
 from tars_opt.config.schema import load_config
 from tars_opt.store.files import InputError
 
