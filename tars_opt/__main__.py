@@ -1,3 +1,3 @@
-from tars_opt.cli.main import app
+from tars_opt.cli import app
 
 app(prog_name="tars-opt")

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from tars_opt.cache import guards as cache_guards
+from tars_opt.config.schema import CacheSemanticConfig, load_config
 from tars_opt.store.files import InputError
+from tars_opt.types import QUERY_TYPES
 
 # Header names of known layouts: (text1, text2, label).
 _LAYOUTS = [
@@ -201,6 +203,57 @@ def choose_threshold(
     if best.threshold is not None and best.false_hit_rate > target:  # rounding let one in
         best = evaluate(sims, labels, passes, best.threshold + 1e-4)
     return best
+
+
+def calibration_embedder() -> Any:
+    """The sentence embedder calibration measures with (the cache's own)."""
+    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
+
+    try:
+        return get_embedder()
+    except EmbeddingUnavailable as exc:
+        raise InputError(f"calibration needs the embedding model: {exc}") from None
+
+
+def calibrate_thresholds(
+    semantic: CacheSemanticConfig,
+    pairs: Pairs,
+    embedder: Any,
+    query_types: Sequence[str] = QUERY_TYPES,
+    *,
+    target: float | None = None,
+    guards: bool = True,
+) -> list[dict[str, Any]]:
+    """Per query type, the lowest threshold whose false-hit rate on `pairs` stays within
+    `target` (else the type's cache.semantic.target_false_hit_rate, 1% when unset), with
+    its precision and recall."""
+    sims = similarities(embedder, pairs)
+    passes = guard_passes(pairs) if guards else None
+    rows = []
+    for kind in query_types:
+        goal = target if target is not None else semantic.target_false_hit_rate.get(kind, 0.01)
+        score = choose_threshold(sims, pairs.labels, passes, goal)
+        rows.append({"type": kind, "target": goal, "guards": guards, **score.to_dict()})
+    return rows
+
+
+def write_thresholds(path: Path, thresholds: dict[str, float | None]) -> None:
+    """Set cache.semantic.thresholds in a config file, keeping its comments; the edit is
+    checked by loading it before the file is replaced."""
+    text = path.read_text(encoding="utf-8")
+    edited = set_yaml_scalars(text, ["cache", "semantic", "thresholds"], thresholds)
+    probe = path.with_name(f".{path.name}.check")
+    try:
+        probe.write_text(edited, encoding="utf-8")
+        got = load_config(probe).config.cache.semantic.thresholds
+    finally:
+        probe.unlink(missing_ok=True)
+    if any(got.get(k) != v for k, v in thresholds.items()):
+        raise InputError(
+            f"could not edit the thresholds in {path} (unusual YAML layout): set "
+            f"cache.semantic.thresholds by hand to {thresholds}"
+        )
+    write_atomically(path, edited)
 
 
 _KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w-]*):(?P<rest>.*)$")

@@ -11,24 +11,27 @@ from typing import Annotated
 import typer
 
 from tars_opt.cache.store import CacheStore, summary
-from tars_opt.cli.main import ConfigOpt, DbOpt, JsonOpt, _consoles, _open, friendly_errors
+from tars_opt.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    check_query_type,
+    consoles,
+    echo_json,
+    friendly_errors,
+    open_app,
+)
 from tars_opt.cli.render import cache as render
-from tars_opt.cli.render.main import to_json
 from tars_opt.config.loader import load_config
 from tars_opt.store.files import InputError
 from tars_opt.types import QUERY_TYPES
 
-cache_app = typer.Typer(
+app = typer.Typer(
     help="The response cache: stats, entries, forgetting, calibration.", no_args_is_help=True
 )
 
 
-def _check_type(query_type: str | None, flag: str = "--type") -> None:
-    if query_type is not None and query_type not in QUERY_TYPES:
-        raise InputError(f"{flag} {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
-
-
-@cache_app.command("stats")
+@app.command("stats")
 def stats(
     days: Annotated[float, typer.Option(help="Hit rate over the last N days.", min=0)] = 30,
     as_json: JsonOpt = False,
@@ -41,14 +44,14 @@ def stats(
     """
     with friendly_errors():
         now = time.time()
-        data = summary(CacheStore(_open(config, db).db), now, now - days * 86400)
+        data = summary(CacheStore(open_app(config, db).db), now, now - days * 86400)
         if as_json:
-            typer.echo(to_json(data, indent=2))
+            echo_json(data)
             return
-        render.cache_stats(_consoles.out, data, now)
+        render.cache_stats(consoles.out, data, now)
 
 
-@cache_app.command("list")
+@app.command("list")
 def list_entries(
     n: Annotated[int, typer.Option("-n", help="How many entries, newest first.", min=1)] = 20,
     query_type: Annotated[str | None, typer.Option("--type", help="Only this query type.")] = None,
@@ -62,17 +65,17 @@ def list_entries(
     Example: [bold]tars-opt cache list -n 10 --type fact[/bold]
     """
     with friendly_errors():
-        _check_type(query_type)
-        rows = CacheStore(_open(config, db).db).listing(
+        check_query_type(query_type)
+        rows = CacheStore(open_app(config, db).db).listing(
             limit=n, query_type=query_type, namespace=namespace
         )
         if as_json:
-            typer.echo(to_json(rows, indent=2))
+            echo_json(rows)
             return
-        render.cache_entries(_consoles.out, rows, time.time(), "cached answers")
+        render.cache_entries(consoles.out, rows, time.time(), "cached answers")
 
 
-@cache_app.command("show")
+@app.command("show")
 def show(
     entry_id: Annotated[int, typer.Argument(help="Entry id (from `cache list`).")],
     as_json: JsonOpt = False,
@@ -84,7 +87,7 @@ def show(
     Example: [bold]tars-opt cache show 42[/bold]
     """
     with friendly_errors():
-        store = CacheStore(_open(config, db).db)
+        store = CacheStore(open_app(config, db).db)
         entry = store.get(entry_id)
         if entry is None:
             raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
@@ -92,12 +95,12 @@ def show(
         if as_json:
             data = asdict(entry)
             data["usage"] = entry.usage.to_api()
-            typer.echo(to_json({"entry": data, "served": hits}, indent=2))
+            echo_json({"entry": data, "served": hits})
             return
-        render.cache_entry(_consoles.out, entry, hits, time.time())
+        render.cache_entry(consoles.out, entry, hits, time.time())
 
 
-@cache_app.command("forget")
+@app.command("forget")
 def forget(
     entry_id: Annotated[int | None, typer.Argument(help="Entry id to forget.")] = None,
     match: Annotated[
@@ -115,17 +118,17 @@ def forget(
             raise InputError("give an entry id or --match TEXT (one of them)")
         if match is not None and not match.strip():
             raise InputError("--match needs some text")
-        store = CacheStore(_open(config, db).db)
+        store = CacheStore(open_app(config, db).db)
         if entry_id is not None:
             if not store.delete(entry_id):
                 raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
-            _consoles.out.print(f"forgot entry {entry_id}")
+            consoles.out.print(f"forgot entry {entry_id}")
             return
         count = store.delete_matching(match or "")
-        _consoles.out.print(f"forgot {count} entries matching {match!r}", markup=False)
+        consoles.out.print(f"forgot {count} entries matching {match!r}", markup=False)
 
 
-@cache_app.command("clear")
+@app.command("clear")
 def clear(
     query_type: Annotated[str | None, typer.Option("--type", help="Only this query type.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Clear without asking.")] = False,
@@ -137,24 +140,24 @@ def clear(
     Example: [bold]tars-opt cache clear --type fact[/bold]
     """
     with friendly_errors():
-        _check_type(query_type)
+        check_query_type(query_type)
         what = f" {query_type}" if query_type else ""
         if not yes and not sys.stdin.isatty():
             raise InputError(
                 "cache clear needs confirmation and nobody is at a terminal to give it: "
                 "add --yes to clear without asking"
             )
-        store = CacheStore(_open(config, db).db)
+        store = CacheStore(open_app(config, db).db)
         if not yes:
             entries = store.count(query_type)
             if not typer.confirm(f"forget {entries}{what} cached answers?", default=False):
-                _consoles.out.print("canceled: nothing forgotten", markup=False)
+                consoles.out.print("canceled: nothing forgotten", markup=False)
                 raise typer.Exit(1)
         count = store.clear(query_type)
-        _consoles.out.print(f"forgot {count}{what} entries")
+        consoles.out.print(f"forgot {count}{what} entries")
 
 
-@cache_app.command("calibrate")
+@app.command("calibrate")
 def calibrate(
     pairs: Annotated[Path, typer.Option("--pairs", help="TSV: text1, text2, label (0/1).")],
     query_types: Annotated[
@@ -182,7 +185,7 @@ def calibrate(
         from tars_opt.cache import calibrate as cal
 
         for kind in query_types or []:
-            _check_type(kind)
+            check_query_type(kind)
         if target is not None and not 0 <= target < 1:
             raise InputError(f"--target {target} must be in [0, 1), e.g. 0.01 for 1%")
         loaded = load_config(config)
@@ -191,51 +194,21 @@ def calibrate(
                 "no config file to write the thresholds to: create one with "
                 "`tars-opt config init` or pass --config"
             )
-        sem = loaded.config.cache.semantic
         data = cal.read_pairs(pairs)
-        embedder = _embedder()
-        sims = cal.similarities(embedder, data)
-        guards = sem.guards and not no_guards
-        passes = cal.guard_passes(data) if guards else None
-        rows = []
-        for kind in query_types or list(QUERY_TYPES):
-            goal = target if target is not None else sem.target_false_hit_rate.get(kind, 0.01)
-            score = cal.choose_threshold(sims, data.labels, passes, goal)
-            rows.append({"type": kind, "target": goal, "guards": guards, **score.to_dict()})
+        rows = cal.calibrate_thresholds(
+            loaded.config.cache.semantic,
+            data,
+            cal.calibration_embedder(),
+            query_types or QUERY_TYPES,
+            target=target,
+            guards=loaded.config.cache.semantic.guards and not no_guards,
+        )
         if write:
             assert loaded.path is not None
-            _write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
+            cal.write_thresholds(loaded.path, {r["type"]: r["threshold"] for r in rows})
         if as_json:
-            typer.echo(to_json({"pairs": len(data), "results": rows}, indent=2))
+            echo_json({"pairs": len(data), "results": rows})
         else:
-            render.calibration(_consoles.out, rows, len(data))
+            render.calibration(consoles.out, rows, len(data))
             if write:
-                _consoles.out.print(f"wrote thresholds to {loaded.path}", markup=False)
-
-
-def _embedder():  # noqa: ANN202 - returns the embed module's embedder
-    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
-
-    try:
-        return get_embedder()
-    except EmbeddingUnavailable as exc:
-        raise InputError(f"calibration needs the embedding model: {exc}") from None
-
-
-def _write_thresholds(path: Path, thresholds: dict[str, float | None]) -> None:
-    from tars_opt.cache.calibrate import set_yaml_scalars, write_atomically
-
-    text = path.read_text(encoding="utf-8")
-    edited = set_yaml_scalars(text, ["cache", "semantic", "thresholds"], thresholds)
-    probe = path.with_name(f".{path.name}.check")
-    try:
-        probe.write_text(edited, encoding="utf-8")
-        got = load_config(probe).config.cache.semantic.thresholds
-    finally:
-        probe.unlink(missing_ok=True)
-    if any(got.get(k) != v for k, v in thresholds.items()):
-        raise InputError(
-            f"could not edit the thresholds in {path} (unusual YAML layout): set "
-            f"cache.semantic.thresholds by hand to {thresholds}"
-        )
-    write_atomically(path, edited)
+                consoles.out.print(f"wrote thresholds to {loaded.path}", markup=False)

@@ -12,9 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tars_opt.cli.main import ConfigOpt, JsonOpt, _consoles, app, friendly_errors
+from tars_opt.cli.common import ConfigOpt, JsonOpt, consoles, echo_json, friendly_errors
 from tars_opt.cli.render import sim as render_sim
-from tars_opt.cli.render.main import to_json
 from tars_opt.config.loader import load_config
 from tars_opt.sim.simulate import Progress as ProgressFn
 from tars_opt.sim.simulate import SimResult, simulate
@@ -59,7 +58,6 @@ def _run(workload_path: Path | None, config: Path | None, db: Path | None, seed:
         )
 
 
-@app.command("simulate")
 def simulate_cmd(
     workload: Annotated[
         Path | None,
@@ -112,11 +110,11 @@ def simulate_cmd(
             payload = {"results": data} if compare else data[0]
             if written:
                 payload["report"] = str(written)
-            typer.echo(to_json(payload, indent=2))
+            echo_json(payload)
             return
         if compare:
-            render_sim.compare(_consoles.out, *results)
+            render_sim.compare(consoles.out, *results)
         else:
-            render_sim.summary(_consoles.out, results[0])
+            render_sim.summary(consoles.out, results[0])
         if written:
-            _consoles.out.print(f"wrote {written}", markup=False)
+            consoles.out.print(f"wrote {written}", markup=False)

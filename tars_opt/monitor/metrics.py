@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger, Periods
@@ -75,6 +76,24 @@ def spend_summary(
         by_model=ledger.breakdown("model", p.month, now + 1, **real),
         by_source=ledger.breakdown("source", p.month, now + 1, **real),
     )
+
+
+def offline_left_out(ledger: Ledger, config: Config, start: float, end: float) -> int:
+    """How many offline-backend calls in [start, end) the figures leave out: 0 when the
+    config counts them (ledger.include_offline)."""
+    return 0 if config.counts_offline() else ledger.offline_calls(start, end)
+
+
+def days_period(
+    now: float, days: int = 7, first: date | None = None, last: date | None = None
+) -> tuple[float, float]:
+    """[start, end) of the whole UTC days first..last (inclusive) when both are given,
+    else of the last `days` days with today; never reaching past `now`."""
+    if first is None or last is None:
+        today = datetime.fromtimestamp(now, UTC).date()
+        first, last = today - timedelta(days=days - 1), today
+    start, end = date_range(first, last)
+    return start, min(end, now)
 
 
 # --- the period metrics ---------------------------------------------------------------

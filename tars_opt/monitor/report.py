@@ -142,7 +142,8 @@ def _n_days(n: float) -> str:
     return f"{n:.0f} days" if n == round(n) else f"{n:.1f} days"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown (GitHub) table; cells are used as given."""
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
@@ -261,7 +262,7 @@ def _render(
                 f"{measured:.1%} per request ({hold.requests} holdout requests)",
             ]
         )
-    L += _table(["", ""], rows)
+    L += markdown_table(["", ""], rows)
     # Targets
     L += ["", "## Baseline vs target vs actual", ""]
     trows = []
@@ -277,7 +278,7 @@ def _render(
         trows.append([info.label, fmt(info.kind, b), fmt(info.kind, target),
                       fmt(info.kind, s[name]), _change(s[name], b), f"**{verdict}**"
                       if verdict in ("PASS", "FAIL") else verdict])  # fmt: skip
-    L += _table(["metric", "baseline", "target", "actual", "vs baseline", "result"], trows)
+    L += markdown_table(["metric", "baseline", "target", "actual", "vs baseline", "result"], trows)
     if spec.targets:
         unjudged = " A metric without data in the period is not judged." if result.no_data else ""
         L += ["", f"Targets met: **{result.targets_line()}**.{unjudged}"]
@@ -299,7 +300,7 @@ def _render(
                       fmt("usd", m.per_day_of(v))])  # fmt: skip
     srows.append(["**total**", f"**{fmt('usd', m.saved)}**", fmt("share", m.saved_share),
                   fmt("usd", m.per_day_of(m.saved))])  # fmt: skip
-    L += _table(["strategy", "saved", "of the cost as sent", "per day with calls"], srows)
+    L += markdown_table(["strategy", "saved", "of the cost as sent", "per day with calls"], srows)
     L += [
         "",
         "Savings are estimated per call against the request as the client sent it (its "
@@ -326,14 +327,14 @@ def _render(
     drows = [[d["day"], f"{d['calls']:,}", fmt("usd", d["cost"]), fmt("usd", d["baseline_cost"]),
               fmt("usd", d["baseline_cost"] - d["cost"]), "over" if d["cost"] > daily_budget
               else "ok"] for d in days]  # fmt: skip
-    L += _table(["day", "calls", "cost", "cost as sent", "saved", "budget"], drows)
+    L += markdown_table(["day", "calls", "cost", "cost as sent", "saved", "budget"], drows)
     L += ["", f"![Cost per day vs budget]({result.charts[1].name})"]
     # Model mix
     L += ["", "## Model mix", ""]
     if m.model_mix:
-        L += _table(["model", "calls", "share", "cost"],
-                    [[x["model"], f"{x['calls']:,}", fmt("share", x["share"]),
-                      fmt("usd", x["cost"])] for x in m.model_mix])  # fmt: skip
+        L += markdown_table(["model", "calls", "share", "cost"],
+                            [[x["model"], f"{x['calls']:,}", fmt("share", x["share"]),
+                              fmt("usd", x["cost"])] for x in m.model_mix])  # fmt: skip
     else:
         L.append("No model calls.")
     # Quality signals
@@ -348,14 +349,14 @@ def _render(
         ["Batch share", fmt("share", m.batch_share)],
         ["Errors", f"{m.errors:,} ({fmt('share', m.error_rate)})"],
     ]  # fmt: skip
-    L += _table(["signal", "value"], qrows)
+    L += markdown_table(["signal", "value"], qrows)
     L += ["", "Latency by source (ms):", ""]
-    L += _table(["source", "requests", "p50", "p95"],
-                [[k, f"{v['n']:,}", f"{v['p50']:,.0f}", f"{v['p95']:,.0f}"]
-                 for k, v in m.latency_ms.items()])  # fmt: skip
+    L += markdown_table(["source", "requests", "p50", "p95"],
+                        [[k, f"{v['n']:,}", f"{v['p50']:,.0f}", f"{v['p95']:,.0f}"]
+                         for k, v in m.latency_ms.items()])  # fmt: skip
     L += ["", "User feedback (`tars-opt feedback`), by source / tier:", ""]
     if m.feedback:
-        L += _table(
+        L += markdown_table(
             ["source / tier", "good", "bad"],
             [[k, str(v["good"]), str(v["bad"])] for k, v in sorted(m.feedback.items())],
         )
@@ -364,9 +365,9 @@ def _render(
     # Alerts
     L += ["", "## Alerts raised", ""]
     if alerts:
-        L += _table(["time (UTC)", "level", "alert"],
-                    [[a["ts_iso"][:16].replace("T", " "), a["level"].upper(), a["message"]]
-                     for a in alerts])  # fmt: skip
+        L += markdown_table(["time (UTC)", "level", "alert"],
+                            [[a["ts_iso"][:16].replace("T", " "), a["level"].upper(),
+                              a["message"]] for a in alerts])  # fmt: skip
     else:
         L.append("None.")
     # A/B
@@ -386,8 +387,9 @@ def _render(
         arow.append([name, f"{a.requests:,}", fmt("usd", a.cost_per_request),
                      fmt("usd", a.baseline_per_request), fmt("share", a.escalation_rate),
                      f"{a.bad}/{a.good + a.bad}" if a.good + a.bad else "—"])  # fmt: skip
-    L += _table(["arm", "requests", "measured cost / request", "baseline estimate / request",
-                 "escalation rate", "bad feedback"], arow)  # fmt: skip
+    L += markdown_table(["arm", "requests", "measured cost / request",
+                         "baseline estimate / request", "escalation rate", "bad feedback"],
+                        arow)  # fmt: skip
     if (hold is None or not hold.requests) and config.experiment.holdout == 0:
         L += [
             "",

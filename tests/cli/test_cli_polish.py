@@ -25,7 +25,7 @@ from tars_opt import __version__, open_app
 from tars_opt.accounting.alerts import Alert, Alerter
 from tars_opt.cache.store import CacheStore
 from tars_opt.cli.main import app
-from tars_opt.cli.render.main import to_json
+from tars_opt.cli.render.common import to_json
 from tars_opt.defer.queue import Queue
 from tars_opt.monitor.dashboard import KeyReader, read_frame, render, run_live
 from tests.conftest import REPO

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.monitor.report import ReportError, _table
+from tars_opt.monitor.report import ReportError, markdown_table
 from tars_opt.sim.simulate import SimResult
 from tars_opt.types import STRATEGIES
 
@@ -109,11 +109,11 @@ def write_markdown(results: list[SimResult], path: Path, now: float) -> Path:
     ]
     head = ["", *(r.config for r in results)]
     table = [[label, *(dict(rows(r))[label] for r in results)] for label, _ in rows(first)]
-    lines += _table(head, [row for row in table if row[0] not in ("config",)])
+    lines += markdown_table(head, [row for row in table if row[0] not in ("config",)])
     lines += ["", "## Model mix", ""]
     for r in results:
         lines += [f"**{r.config}**", ""]
-        lines += _table(
+        lines += markdown_table(
             ["model", "calls", "cost"],
             [[m["model"], str(m["calls"]), usd(m["cost"])] for m in r.model_mix],
         )

@@ -1,0 +1,188 @@
+"""`ask` (send a prompt through the optimization chain) and `result` (a deferred answer)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tars_opt.app import App
+from tars_opt.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    VerboseOpt,
+    check_priority,
+    check_query_type,
+    consoles,
+    echo_json,
+    friendly_errors,
+    open_app,
+    system_prompt,
+)
+from tars_opt.cli.render import ask as render
+from tars_opt.defer.queue import Queue
+from tars_opt.defer.taskjson import task_view
+from tars_opt.defer.window import parse_duration
+from tars_opt.store.files import InputError, read_context, read_prompt, read_tools
+from tars_opt.types import Request
+
+
+def ask(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt, or - to read stdin.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    system_file: Annotated[
+        Path | None,
+        typer.Option(help="Modular system prompt (YAML/Markdown sections with conditions)."),
+    ] = None,
+    context: Annotated[
+        Path | None, typer.Option(help="JSON conversation so far: a list of {role, content}.")
+    ] = None,
+    tools: Annotated[Path | None, typer.Option(help="JSON list of tool schemas.")] = None,
+    query_type: Annotated[
+        str | None,
+        typer.Option("--type", help="research|fact|code|template|other (guessed when omitted)."),
+    ] = None,
+    priority: Annotated[str, typer.Option(help="high|normal|low.")] = "normal",
+    urgent: Annotated[bool, typer.Option(help="Answer now: never defer.")] = False,
+    model: Annotated[str | None, typer.Option(help="Force a model, bypassing routing.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens.")] = None,
+    namespace: Annotated[str, typer.Option(help="Keeps caches of separate agents apart.")] = (
+        "default"
+    ),
+    session: Annotated[str | None, typer.Option(help="Group calls of one task.")] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it arrives.")] = False,
+    defer: Annotated[
+        bool | None,
+        typer.Option(
+            "--defer/--no-defer",
+            help="--defer: queue it for the off-peak batch drain (half price). --no-defer: "
+            "answer now, whatever the config or the budget would do. Neither: the config "
+            "decides (low priority, budget.policy defer).",
+        ),
+    ] = None,
+    max_wait: Annotated[
+        str | None, typer.Option(help="Longest you can wait for the answer, e.g. 30m, 6h, 2d.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="If it is queued, block until its answer exists.")
+    ] = False,
+    explain: Annotated[bool, typer.Option(help="Print each stage's decision and why.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither answer from nor store in the cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Skip the cached answer; store the fresh one.")
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send a prompt through the optimization chain and print the answer.
+
+    Example: [bold]tars-opt ask "What is the capital of France?"[/bold]
+    """
+    with friendly_errors():
+        check_query_type(query_type)
+        check_priority(priority)
+        if max_tokens is not None and max_tokens < 1:
+            raise InputError("--max-tokens must be at least 1")
+        if no_cache and refresh:
+            raise InputError("--no-cache and --refresh exclude each other: pick one")
+        try:
+            max_wait_s = parse_duration(max_wait) if max_wait is not None else None
+        except ValueError as exc:
+            raise InputError(f"--max-wait {exc}") from None
+        text = read_prompt(prompt, sys.stdin)
+        history = read_context(context) if context else ()
+        schemas = read_tools(tools) if tools else ()
+        opened = open_app(config, db, verbose, backend)
+        system, sections = system_prompt(system, system_file, opened.config, query_type, text)
+        request = Request(
+            prompt=text,
+            messages=history,
+            system=system,
+            tools=schemas,
+            query_type=query_type,
+            priority=priority,
+            urgent=urgent,
+            model=model,
+            max_tokens=max_tokens or opened.config.models.max_tokens,
+            namespace=namespace,
+            session=session,
+            stream=stream,
+            cache_mode="off" if no_cache else "refresh" if refresh else "use",
+            defer=defer,
+            max_wait_s=max_wait_s,
+        )
+        on_text = None
+        if stream and not as_json:
+
+            def on_text(chunk: str) -> None:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+
+        reply = opened.optimizer().ask(request, on_text=on_text)
+        for warning in {d.data["warning"] for d in reply.decisions if d.data.get("warning")}:
+            consoles.err.print(f"warning: {warning}", markup=False)
+        if reply.source == "queued" and reply.ticket:
+            if wait:
+                _wait_and_show(opened, reply.ticket, as_json)
+            elif as_json:
+                echo_json(reply.to_dict())
+            else:
+                render.queued(consoles.out, reply)
+            return
+        if as_json:
+            echo_json(reply.to_dict())
+            return
+        if stream:
+            typer.echo("")
+        elif reply.text:
+            typer.echo(reply.text)
+        if explain:
+            render.decisions(consoles.out, reply.decisions)
+            if sections is not None:
+                consoles.out.print(f"system sections sent: {', '.join(sections) or '-'}")
+        consoles.out.print(render.reply_line(reply, opened.loaded.label), style="dim", markup=False)
+
+
+def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
+    consoles.err.print(
+        f"queued as {ticket}; waiting for its answer (a drain must run: cron, "
+        "`tars-opt drain --daemon` or `tars-opt drain --now`)",
+        style="dim",
+        markup=False,
+    )
+    task = Queue(opened.db).wait(ticket)
+    _show_result(task, as_json)
+
+
+def _show_result(task: dict[str, Any], as_json: bool) -> None:
+    view = task_view(task)
+    if as_json:
+        echo_json(view)
+    else:
+        render.result(consoles.out, view)
+    if view["state"] in ("failed", "expired", "canceled"):
+        raise typer.Exit(1)
+
+
+def result(
+    ticket: Annotated[str, typer.Argument(help="The ticket `ask` printed (t_...).")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Print a deferred request's answer when it is done, its state otherwise.
+
+    Exit 0 when done or still on its way, 1 when it failed, expired or was canceled.
+
+    Example: [bold]tars-opt result t_3f9a1c0d2b7e4a55 --json[/bold]
+    """
+    with friendly_errors():
+        _show_result(Queue(open_app(config, db).db).require(ticket), as_json)
