@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from tars_opt.cache import guards as cache_guards
-from tars_opt.config.schema import CacheSemanticConfig, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import CacheSemanticConfig
 from tars_opt.store.files import InputError
 from tars_opt.types import QUERY_TYPES
 

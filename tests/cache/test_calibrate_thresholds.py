@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tars_opt.cache.calibrate import Pairs, calibrate_thresholds, write_thresholds
-from tars_opt.config.schema import EXAMPLE_CONFIG, CacheSemanticConfig, ConfigError, load_config
+from tars_opt.config.loader import EXAMPLE_CONFIG, load_config
+from tars_opt.config.schema import CacheSemanticConfig, ConfigError
 
 
 class AngleEmbedder:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tars_opt.config.schema import Config, load_config
+from tars_opt.config.loader import load_config
+from tars_opt.config.schema import Config
 from tars_opt.pipeline.system import SystemPrompt, system_prompt
 
 SECTIONS = """## identity
