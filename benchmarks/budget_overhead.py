@@ -28,7 +28,7 @@ def run(n: int, with_budget: bool) -> list[float]:
         opt = opened.optimizer(backend=OfflineBackend())
         times = []
         for i in range(n):
-            req = Request(prompt=f"benchmark question {i} " * 5, max_tokens=300)
+            req = Request.from_prompt(f"benchmark question {i} " * 5, max_tokens=300)
             t0 = time.perf_counter()
             if with_budget:
                 opt.ask(req)

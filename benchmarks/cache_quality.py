@@ -90,7 +90,7 @@ def replay(prompts: list[str]) -> dict:
             if not prompt.strip():
                 continue
             counts["prompts"] += 1
-            reply = opt.ask(Request(prompt=prompt, max_tokens=4096))
+            reply = opt.ask(Request.from_prompt(prompt, max_tokens=4096))
             cache = next(d for d in reply.decisions if d.stage == "cache")
             if cache.action == "hit":
                 counts[cache.data["match"]] += 1

@@ -53,7 +53,7 @@ class FixedVector:
 
 def fill(db, config, n: int, rng: np.random.Generator) -> Request:  # noqa: ANN001
     """Insert n entries into one partition; return a request of that partition."""
-    proto = Request(prompt="x", query_type="fact")
+    proto = Request.from_prompt("x", query_type="fact")
     selector = model_selector(proto, config)
     fingerprint = context_fingerprint(proto)
     vecs = rng.standard_normal((n, DIM)).astype(np.float32)
@@ -61,7 +61,7 @@ def fill(db, config, n: int, rng: np.random.Generator) -> Request:  # noqa: ANN0
     rows = []
     for i in range(n):
         prompt = f"Stored question number {i} about topic {i % 97}?"
-        req = Request(prompt=prompt, query_type="fact")
+        req = Request.from_prompt(prompt, query_type="fact")
         rows.append(
             (
                 exact_key(req, selector),
@@ -104,7 +104,7 @@ def fill(db, config, n: int, rng: np.random.Generator) -> Request:  # noqa: ANN0
         rows,
     )
     db.execute("COMMIT")
-    return Request(prompt="Stored question number 0 about topic 0?", query_type="fact")
+    return Request.from_prompt("Stored question number 0 about topic 0?", query_type="fact")
 
 
 def timed(fn, repeats: int) -> np.ndarray:  # noqa: ANN001
@@ -131,7 +131,7 @@ def measure(n: int, config, model, rng: np.random.Generator, lookups: int) -> No
         stage = CacheStage(config, db, clock=lambda: NOW, embedder_factory=lambda: fixed)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
-        first = stage.apply(Request(prompt="Is this a new question 0?", query_type="fact"))
+        first = stage.apply(Request.from_prompt("Is this a new question 0?", query_type="fact"))
         cold = (time.perf_counter() - t) * 1000.0
         assert not isinstance(first, Reply), "expected a miss"
         index = stage.semantic._index
@@ -140,14 +140,16 @@ def measure(n: int, config, model, rng: np.random.Generator, lookups: int) -> No
         assert getattr(stage.apply(stored), "source", None) == "cache", "expected a hit"
         hit = timed(lambda i: stage.apply(stored), lookups)
         excl = timed(
-            lambda i: stage.apply(Request(prompt=f"Is this new question {i}?", query_type="fact")),
+            lambda i: stage.apply(
+                Request.from_prompt(f"Is this new question {i}?", query_type="fact")
+            ),
             lookups,
         )
         real = CacheStage(config, db, clock=lambda: NOW, embedder_factory=lambda: model)
-        real.apply(Request(prompt="warm up the index", query_type="fact"))
+        real.apply(Request.from_prompt("warm up the index", query_type="fact"))
         incl = timed(
             lambda i: real.apply(
-                Request(prompt=f"Is this a new question {i} about cats?", query_type="fact")
+                Request.from_prompt(f"Is this a new question {i} about cats?", query_type="fact")
             ),
             lookups,
         )

@@ -86,23 +86,25 @@ def load(path: Path, split: str) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def as_request(msgs: list[dict[str, Any]], **extra: Any) -> Request:
-    return Request(prompt=msgs[-1]["content"], messages=tuple(msgs[:-1]), **extra)
+    return Request.from_prompt(msgs[-1]["content"], messages=tuple(msgs[:-1]), **extra)
 
 
 def history_tokens(request: Request) -> int:
-    return sum(tokens.estimate_message(m) for m in request.messages)
+    return sum(tokens.estimate_message(m) for m in request.history)
 
 
 def needle_ok(request: Request, pruned: Request) -> bool | None:
     """True when every needle of the prompt found in the history (as a whole name, number
     or identifier: `relevance.holds`) is still in the kept messages; None when the prompt
     refers to nothing in the history."""
-    full = "\n".join(message_text(m) for m in request.messages)
+    full = "\n".join(message_text(m) for m in request.history)
     wanted = held(full, needles(request.prompt))
     if not wanted:
         return None
-    kept = "\n".join(message_text(m) for m in pruned.api_messages()[:-1])
-    kept += "\n" + "\n".join(b["text"] for b in pruned.prompt_prefix)
+    kept = "\n".join(message_text(m) for m in pruned.history)
+    last = pruned.messages[-1]["content"]
+    if isinstance(last, list):  # the excerpt pruning put before the prompt
+        kept += "\n" + "\n".join(b["text"] for b in last[:-1] if b.get("type") == "text")
     return held(kept, wanted) == wanted
 
 
@@ -296,7 +298,7 @@ def tool_recall(sizes: list[int], scorer: Scorer, k: int) -> list[dict[str, Any]
         stage = ToolStage(ToolsConfig(max_per_request=k), scorer=scorer)
         hits = 0
         for text, needed in pairs:
-            out, _ = stage.apply(Request(prompt=text, tools=tuple(tools)))
+            out, _ = stage.apply(Request.from_prompt(text, tools=tuple(tools)))
             hits += needed in {t["name"] for t in out.tools}
         rows.append({"tools": n, "prompts": len(pairs), "recall_at_k": hits / len(pairs)})
     return rows

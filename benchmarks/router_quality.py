@@ -108,7 +108,7 @@ def decision_speed(prompts: list[str], rounds: int = 3) -> dict[str, dict[str, f
             update={"routing": base.routing.model_copy(update={"router": name})}
         )
         stage = RouteStage(config)
-        requests = [Request(prompt=p) for p in prompts]
+        requests = [Request.from_prompt(p) for p in prompts]
         for r in requests[:5]:
             stage.apply(r)  # loads the model; not part of a decision
         embedder = getattr(stage.router, "embedder", None)  # set by the warm-up
@@ -148,19 +148,19 @@ def decision_speed(prompts: list[str], rounds: int = 3) -> dict[str, dict[str, f
         full.clear_memo()
         full.embed([p])
         start = time.perf_counter()
-        stage.apply(Request(prompt=p))
+        stage.apply(Request.from_prompt(p))
         times[i] = time.perf_counter() - start
     out["learned after the cache embedded the prompt"] = {
         "p50_ms": float(np.percentile(times, 50) * 1e3),
         "p99_ms": float(np.percentile(times, 99) * 1e3),
     }
-    huge = Request(prompt=pasted_log(2_000_000))
+    huge = Request.from_prompt(pasted_log(2_000_000))
     for name in ("heuristic", "learned"):
         config = base.model_copy(
             update={"routing": base.routing.model_copy(update={"router": name})}
         )
         stage = RouteStage(config)
-        stage.apply(Request(prompt="warm up"))
+        stage.apply(Request.from_prompt("warm up"))
         embedder = getattr(stage.router, "embedder", None)
         times = np.empty(rounds)
         for i in range(rounds):

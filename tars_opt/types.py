@@ -113,34 +113,63 @@ class Decision:
         return asdict(self)
 
 
+# Body fields a Request holds in fields of its own; every other field of a Messages API
+# body travels in `extra`, unchanged. `stream` is how the backend sends, not content.
+_OWN_FIELDS = ("model", "max_tokens", "messages", "system", "tools", "stream")
+DEFAULT_MAX_TOKENS = 1024
+
+
+def block_text(content: Any) -> str:
+    """The readable text of a message's content: its text blocks joined, else the text of
+    the tool results it carries (a turn that only answers tool calls)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list | tuple):
+        return ""
+    texts = [
+        str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
+    ]
+    if texts:
+        return "\n".join(texts)
+    results = []
+    for b in content:
+        if isinstance(b, dict) and b.get("type") == "tool_result":
+            results.append(block_text(b.get("content", "")))
+    return "\n".join(r for r in results if r)
+
+
 @dataclass(frozen=True)
 class Request:
-    """One prompt on its way through the chain.
+    """A Messages API request on its way through the chain, plus tars-opt's controls.
 
-    Stages return changed copies (`dataclasses.replace`). `model` and `tier` are set by
-    routing (or forced by the caller); `cache_mode` is use|refresh|off (response cache);
-    `removed_tokens` counts the estimated input tokens
-    that pruning and tool selection took out, so the baseline can price the unpruned request.
+    The body is held as the API names it: `messages` (the whole conversation, ending with
+    the turn being answered), `system`, `tools`, `max_tokens`, and `extra` - every other
+    field the caller sent (tool_choice, thinking, metadata, output_config, fields this
+    version does not know ...), passed on unchanged. `client_model` is the body's model:
+    the baseline savings are measured against and the ceiling routing stays under.
+
+    Stages return changed copies (`dataclasses.replace`) and change only what they own:
+    `model`/`tier` (routing), cache_control marks (prompt caching), the messages they prune,
+    the tools they select. `removed_tokens` counts the estimated input tokens pruning and
+    tool selection took out, so the baseline can price the request as sent.
     """
 
-    prompt: str
-    messages: tuple[dict[str, Any], ...] = ()
+    messages: tuple[dict[str, Any], ...]
     system: str | tuple[dict[str, Any], ...] | None = None
     tools: tuple[dict[str, Any], ...] = ()
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    extra: dict[str, Any] = field(default_factory=dict)
+    client_model: str | None = None
+    # The body's field names in the order the caller sent them, so a body goes out as it
+    # came in (apart from what a stage changed).
+    order: tuple[str, ...] = ()
+    # ---- controls -------------------------------------------------------------------
     query_type: str | None = None
     priority: str = "normal"
     urgent: bool = False
-    model: str | None = None
-    tier: str | None = None
-    forced_model: bool = False
-    max_tokens: int = 1024
     namespace: str = "default"
     session: str | None = None
     stream: bool = False
-    request_id: str = field(default_factory=new_request_id)
-    removed_tokens: int = 0
-    # In the A/B holdout: sent unoptimized to measure what optimizing saves.
-    holdout: bool = False
     # Response cache: "use" (look up and store), "refresh" (skip the lookup, store the
     # fresh answer), "off" (neither).
     cache_mode: str = "use"
@@ -150,19 +179,131 @@ class Request:
     # default).
     defer: bool | None = None
     max_wait_s: float | None = None
+    # Routing off (a control): the model is the body's (or the default), not the router's.
+    route: bool = True
+    # A keyed hash of the API key that pays (never the key): response-cache answers are
+    # kept apart per key. None: no key (the offline backend).
+    key_id: str | None = None
+    # The caller marked its own prefix for prompt caching: that caching is in the baseline.
+    client_caching: bool = False
+    # Prepare only, to show what would be sent (`context inspect`): nothing is answered,
+    # queued, summarized by the API or recorded.
+    dry_run: bool = False
+    # ---- what the chain decided -------------------------------------------------------
+    model: str | None = None
+    tier: str | None = None
+    forced_model: bool = False
+    request_id: str = field(default_factory=new_request_id)
+    removed_tokens: int = 0
+    # In the A/B holdout: sent unoptimized to measure what optimizing saves.
+    holdout: bool = False
     # A call the optimizer makes for itself (a summary): no baseline, and its whole cost
     # is charged to the strategy named here, so that strategy's saving is net of it.
     overhead_for: str | None = None
-    # Text blocks sent before the prompt in the final user turn: older turns pruning keeps
-    # for this prompt only. Being last, they never disturb the cached prefix.
-    prompt_prefix: tuple[dict[str, Any], ...] = ()
+    # The conversation this call belongs to (see pipeline/conversations.py).
+    conversation: str | None = None
+
+    @classmethod
+    def from_prompt(
+        cls,
+        prompt: str,
+        *,
+        messages: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
+        model: str | None = None,
+        **fields: Any,
+    ) -> Request:
+        """A request for one prompt: `messages` (the history so far, if any) and the prompt
+        as the final user turn. `model` forces a model (as `ask --model` does)."""
+        turns = (*messages, {"role": "user", "content": prompt})
+        return cls(messages=turns, model=model, **fields)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], **controls: Any) -> Request:
+        """A request for a Messages API body as a client sent it; `controls` are
+        tars-opt's own (namespace, session, priority, cache_mode, ...)."""
+        system = body.get("system")
+        return cls(
+            messages=tuple(body.get("messages") or ()),
+            system=tuple(system) if isinstance(system, list) else system,
+            tools=tuple(body.get("tools") or ()),
+            max_tokens=int(body.get("max_tokens", DEFAULT_MAX_TOKENS)),
+            extra={k: v for k, v in body.items() if k not in _OWN_FIELDS},
+            client_model=body.get("model"),
+            order=tuple(body),
+            stream=bool(body.get("stream", False)),
+            **controls,
+        )
+
+    @property
+    def prompt(self) -> str:
+        """The text of the turn being answered (for classifying, routing, the ledger)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return block_text(message.get("content"))
+        return ""
+
+    @property
+    def history(self) -> tuple[dict[str, Any], ...]:
+        """The messages before the turn being answered."""
+        return self.messages[:-1]
+
+    @property
+    def ends_with_tool_result(self) -> bool:
+        """True when the turn being answered hands tool results back (an agent loop)."""
+        last = self.messages[-1] if self.messages else {}
+        content = last.get("content")
+        return isinstance(content, list | tuple) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+        )
+
+    @property
+    def carries_marks(self) -> bool:
+        """Whether the request carries cache_control marks (the caller's own, before the
+        chain runs; `client_caching` keeps that answer)."""
+        return "cache_control" in self.extra or _has_marks(
+            [self.tools, self.system if isinstance(self.system, tuple) else (), self.messages]
+        )
 
     def api_messages(self) -> list[dict[str, Any]]:
-        """The history plus the prompt as the final user turn."""
-        if self.prompt_prefix:
-            last: Any = [*self.prompt_prefix, {"type": "text", "text": self.prompt}]
-            return [*self.messages, {"role": "user", "content": last}]
-        return [*self.messages, {"role": "user", "content": self.prompt}]
+        """The messages as sent."""
+        return list(self.messages)
+
+    def to_body(self) -> dict[str, Any]:
+        """The Messages API body to send: the caller's fields in the caller's order, with
+        what the stages changed (model, messages, system, tools) in place."""
+        own: dict[str, Any] = {
+            "model": self.model or self.client_model,
+            "max_tokens": self.max_tokens,
+            "messages": list(self.messages),
+        }
+        if self.system:
+            own["system"] = self.system if isinstance(self.system, str) else list(self.system)
+        if self.tools:
+            own["tools"] = list(self.tools)
+        body: dict[str, Any] = {}
+        for key in self.order:
+            if key in own:
+                body[key] = own.pop(key)
+            elif key in self.extra:
+                body[key] = self.extra[key]
+        body.update(own)
+        for key, value in self.extra.items():
+            body.setdefault(key, value)
+        return body
+
+
+def _has_marks(groups: list[Any]) -> bool:
+    def marked(items: Any) -> bool:
+        for item in items or ():
+            if isinstance(item, dict):
+                if "cache_control" in item:
+                    return True
+                content = item.get("content")
+                if isinstance(content, list | tuple) and marked(content):
+                    return True
+        return False
+
+    return any(marked(g) for g in groups)
 
 
 @dataclass
@@ -174,11 +315,13 @@ class Prepared:
     decisions: list[Decision]
     started: float  # perf_counter at the start of prepare: latency runs from here
     prepare_ms: float = 0.0
+    # The model has no price: sent unoptimized, recorded with its cost unknown.
+    cost_unknown: bool = False
 
 
 @dataclass(frozen=True)
 class BackendResult:
-    """What a backend returns for one message."""
+    """What a backend returns for one message: the API's Message, read."""
 
     text: str
     model: str
@@ -189,6 +332,10 @@ class BackendResult:
     message_id: str | None = None
     # Set by backends that model time rather than spend it (offline); else measured.
     latency_ms: float | None = None
+    stop_sequence: str | None = None
+    # Fields of the API's Message besides the usual ones (container, context_management,
+    # ...): handed back to the caller unchanged.
+    message_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,6 +369,37 @@ class Reply:
     ticket: str | None = None
     # Who answered: "anthropic", or "offline" for the placeholder backend (not real money).
     backend: str | None = None
+    # The API's Message as it came: every content block (text, tool_use, thinking, server
+    # tool blocks ...), its id and stop sequence, and any fields this version does not know.
+    content: tuple[dict[str, Any], ...] = ()
+    message_id: str | None = None
+    stop_sequence: str | None = None
+    message_extra: dict[str, Any] = field(default_factory=dict)
+    # The model's price is unknown: the call went through unoptimized and `cost` is 0.
+    cost_unknown: bool = False
+
+    @property
+    def blocks(self) -> tuple[dict[str, Any], ...]:
+        """The content blocks; a reply known only by its text is one text block."""
+        if self.content:
+            return self.content
+        return ({"type": "text", "text": self.text},) if self.text else ()
+
+    def to_message(self) -> dict[str, Any]:
+        """The answer as the API's Message object (what an SDK client reads)."""
+        message: dict[str, Any] = {
+            "id": self.message_id or "msg_" + self.request_id.removeprefix("req_"),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [dict(b) for b in self.blocks],
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": self.usage.to_api(),
+        }
+        for key, value in self.message_extra.items():
+            message.setdefault(key, value)
+        return message
 
     @property
     def holdout(self) -> bool:
@@ -239,9 +417,11 @@ class Reply:
             "ticket": self.ticket,
             "holdout": self.holdout,
             "stop_reason": self.stop_reason,
+            "content": [dict(b) for b in self.blocks],
             "usage": self.usage.to_api(),
             "usage_estimated": self.usage.estimated,
             "cost": self.cost,
+            "cost_unknown": self.cost_unknown,
             "baseline_cost": self.baseline_cost,
             "saved": self.baseline_cost - self.cost,
             "saved_by_strategy": dict(self.saved_by_strategy),

@@ -76,5 +76,5 @@ def test_the_prune_stage_uses_exact_counts_when_configured(home: Path) -> None:
     app = open_app()
     backend = Counting()
     prune = [s for s in app.optimizer(backend=backend).stages if s.name == "prune"][0]
-    _, decision = prune.apply(Request(prompt="go", messages=conversation(30)))
+    _, decision = prune.apply(Request.from_prompt("go", messages=conversation(30)))
     assert decision.data["tokens_exact"] is True and backend.calls == 2

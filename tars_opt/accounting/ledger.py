@@ -97,6 +97,8 @@ class Ledger:
             "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
             "holdout": int(req.holdout),
             "escalated_from": rec.escalated_from,
+            "conversation": req.conversation,
+            "cost_unknown": int(rep.cost_unknown),
         }
         route = next((d for d in rep.decisions if d.stage == "route" and "score" in d.data), None)
         row["route_score"] = route.data["score"] if route else None

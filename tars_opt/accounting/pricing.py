@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tars_opt.config.schema import PricingConfig, TierPrice
 from tars_opt.types import STRATEGIES, Money, Usage
@@ -90,11 +90,16 @@ class PriceBook:
         removed_tokens: int = 0,
         *,
         response_cache_hit: bool = False,
+        client_caching: bool = False,
     ) -> Money:
         """Actual and baseline cost, and the gap split over the strategies in a fixed order.
 
-        Baseline: `baseline_model`, the unpruned prompt (`removed_tokens` added back), no
-        prompt caching, no batch discount, no response cache. Each step below changes one
+        Baseline: the request as the client sent it - `baseline_model`, the unpruned prompt
+        (`removed_tokens` added back), no batch discount, no response cache, and no prompt
+        caching unless the client marked its own (`client_caching`): then the cache buckets
+        it was billed are its own doing and stay in the baseline, so tars-opt is credited
+        nothing for prompt caching on it (what marks tars-opt added cannot be told apart
+        from the client's, and a saving is never overstated). Each step below changes one
         thing, so the parts add up exactly to baseline minus actual:
         pruning -> routing -> prompt caching -> batching -> response cache.
         A step that cost more (an escalation to a dearer model, an unread cache write)
@@ -102,14 +107,6 @@ class PriceBook:
         """
         out = usage.output_tokens
         pruned_prompt = usage.prompt_tokens
-        baseline = self.plain_cost(baseline_model, pruned_prompt + removed_tokens, out)
-        if response_cache_hit:
-            # The chain stopped at the cache: nothing after it acted, and nothing was paid.
-            saved = dict.fromkeys(STRATEGIES, 0.0)
-            saved["response_cache"] = baseline
-            return Money(actual=0.0, baseline=baseline, saved=saved)
-        after_pruning = self.plain_cost(baseline_model, pruned_prompt, out)
-        after_routing = self.plain_cost(model, pruned_prompt, out)
         standard = Usage(
             input_tokens=usage.input_tokens,
             output_tokens=out,
@@ -117,7 +114,23 @@ class PriceBook:
             cache_write_1h=usage.cache_write_1h,
             cache_read=usage.cache_read,
         )
+        if client_caching:
+            unpruned = replace(standard, input_tokens=usage.input_tokens + removed_tokens)
+            baseline = self.cost(unpruned, baseline_model)
+        else:
+            baseline = self.plain_cost(baseline_model, pruned_prompt + removed_tokens, out)
+        if response_cache_hit:
+            # The chain stopped at the cache: nothing after it acted, and nothing was paid.
+            saved = dict.fromkeys(STRATEGIES, 0.0)
+            saved["response_cache"] = baseline
+            return Money(actual=0.0, baseline=baseline, saved=saved)
         after_caching = self.cost(standard, model)
+        if client_caching:
+            after_pruning = self.cost(standard, baseline_model)
+            after_routing = after_caching
+        else:
+            after_pruning = self.plain_cost(baseline_model, pruned_prompt, out)
+            after_routing = self.plain_cost(model, pruned_prompt, out)
         actual = self.cost(usage, model)
         saved = {
             "pruning": baseline - after_pruning,

@@ -8,6 +8,7 @@ Retries and timeouts are the SDK's own, configured from the config.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,15 +52,27 @@ class AnthropicBackend:
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicBackend(base_url={self._base_url!r})"
 
+    def _arguments(self, params: dict[str, Any], method: Any) -> dict[str, Any]:
+        """`params` as the SDK method's arguments: body fields it does not name (newer
+        betas, fields this SDK predates) go in `extra_body`, unchanged."""
+        known = _parameters(method)
+        args = {k: v for k, v in params.items() if k in known}
+        extra = {k: v for k, v in params.items() if k not in known}
+        if extra:
+            args["extra_body"] = extra
+        return args
+
     def send(self, params: dict[str, Any]) -> BackendResult:
         """One Messages call; the SDK retries what is retryable."""
+        create = self._client.messages.create
         with _translated_errors():
-            message = self._client.messages.create(**params)
+            message = create(**self._arguments(params, create))
         return to_result(message, getattr(message, "_request_id", None))
 
     def stream(self, params: dict[str, Any], on_text: Callable[[str], None]) -> BackendResult:
         """A streamed call: `on_text` gets each text delta; usage comes from the final message."""
-        with _translated_errors(), self._client.messages.stream(**params) as stream:
+        args = self._arguments(params, self._client.messages.stream)
+        with _translated_errors(), self._client.messages.stream(**args) as stream:
             for text in stream.text_stream:
                 on_text(text)
             message = stream.get_final_message()
@@ -126,6 +139,8 @@ def to_result(message: Any, request_id: str | None) -> BackendResult:
         ) from None
     blocks = tuple(b.model_dump(exclude_none=True) for b in message.content)
     text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    raw = message.model_dump(exclude_none=True)
+    known = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
     return BackendResult(
         text=text,
         model=message.model,
@@ -134,7 +149,22 @@ def to_result(message: Any, request_id: str | None) -> BackendResult:
         content=blocks,
         api_request_id=request_id,
         message_id=message.id,
+        stop_sequence=getattr(message, "stop_sequence", None),
+        message_extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+@functools.cache
+def _parameters_of(function: Any) -> frozenset[str]:
+    import inspect
+
+    skip = {"self", "extra_headers", "extra_query", "extra_body", "timeout", "betas"}
+    return frozenset(n for n in inspect.signature(function).parameters if n not in skip)
+
+
+def _parameters(method: Any) -> frozenset[str]:
+    """The body fields an SDK method takes as arguments."""
+    return _parameters_of(getattr(method, "__func__", method))
 
 
 def _batch_info(batch: Any) -> BatchInfo:

@@ -1,10 +1,12 @@
 """What makes two requests the same for the response cache.
 
-The exact key hashes everything that shapes an answer: namespace, model selector (forced
-model, requested tier, or "routed" with the tier map), query type, system, tools, the whole
-history, the prompt and max_tokens. `cache_control` markers are dropped first: they change
-what the API bills, never what it answers. The context fingerprint (system + tools) and the
-selector partition the semantic cache, so different agents and contexts never share.
+The exact key hashes everything that shapes an answer: the API key's keyed hash,
+namespace, model selector (forced model, the client's model, requested tier, or "routed"
+with the tier map), query type, system, tools, the whole conversation, max_tokens and
+every other body field but `metadata` (tool_choice, thinking, temperature, ...).
+`cache_control` markers are dropped first: they change what the API bills, never what it
+answers. The context fingerprint (key, system + tools) and the selector partition the
+semantic cache, so different keys, agents and contexts never share an answer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 from tars_opt.config.schema import Config
 from tars_opt.types import Request
 
-KEY_VERSION = 1
+KEY_VERSION = 2
+# Body fields that do not shape the answer (who is asking, how it is delivered).
+_NOT_ANSWER = ("metadata", "stream")
 
 
 def _strip_cache_control(obj: Any) -> Any:
@@ -54,6 +58,13 @@ def model_selector(request: Request, config: Config) -> str:
     offline = "offline/" if config.backend == "offline" else ""
     if request.forced_model and request.model:
         return f"{offline}model:{request.model}"
+    if request.client_model:
+        # Routing works under the client's model: the same tier map can give another model.
+        routing = config.routing.model_dump(mode="json") if config.routing.enabled else None
+        chosen = canonical(
+            {"client": request.client_model, "tiers": config.models.tiers, "routing": routing}
+        )
+        return f"{offline}client:{request.client_model}:{_sha(chosen)[:12]}"
     if request.tier:
         return f"{offline}tier:{request.tier}:{config.models.tiers.get(request.tier, '?')}"
     routing = config.routing.model_dump(mode="json") if config.routing.enabled else None
@@ -66,9 +77,13 @@ def model_selector(request: Request, config: Config) -> str:
 def context_fingerprint(request: Request, *, with_history: bool = False) -> str:
     """Hash of the system prompt and tools (and the history, when it is fixed context such
     as few-shot examples): answers are only shared within one context."""
-    context: dict[str, object] = {"system": request.system, "tools": list(request.tools)}
+    context: dict[str, object] = {
+        "key": request.key_id,
+        "system": request.system,
+        "tools": list(request.tools),
+    }
     if with_history:
-        context["history"] = list(request.messages)
+        context["history"] = list(request.history)
     return _sha(canonical(context))[:32]
 
 
@@ -78,14 +93,15 @@ def exact_key(request: Request, selector: str) -> str:
         canonical(
             {
                 "v": KEY_VERSION,
+                "key": request.key_id,
                 "namespace": request.namespace,
                 "selector": selector,
                 "query_type": request.query_type,
                 "system": request.system,
                 "tools": list(request.tools),
                 "messages": list(request.messages),
-                "prompt": request.prompt,
                 "max_tokens": request.max_tokens,
+                "extra": {k: v for k, v in request.extra.items() if k not in _NOT_ANSWER},
             }
         )
     )

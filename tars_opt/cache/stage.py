@@ -48,6 +48,11 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _plain(text: str) -> tuple[dict[str, Any], ...]:
+    """A text-only answer's blocks: stored as its text alone."""
+    return ({"type": "text", "text": text},)
+
+
 def unstorable_reason(reply: Reply) -> str | None:
     """Why an answer must not be cached, or None if it may be."""
     if not reply.text.strip():
@@ -63,6 +68,7 @@ class CacheStage:
     """Exact and semantic response cache (see the module docstring)."""
 
     name = "cache"
+    answers = True
 
     def __init__(
         self,
@@ -93,7 +99,9 @@ class CacheStage:
         kind = request.query_type or "other"
         if not sem.enabled:
             return "semantic cache disabled in the config"
-        if request.messages and not sem.fixed_history:
+        if request.tools or request.ends_with_tool_result:
+            return "agent request (tools or a tool result): exact match only"
+        if request.history and not sem.fixed_history:
             return "multi-turn: exact match only"
         if time_sensitive:
             return "time-sensitive prompt: exact match only"
@@ -113,7 +121,7 @@ class CacheStage:
         now = self.clock()
         selector = model_selector(request, self.config)
         fingerprint = context_fingerprint(
-            request, with_history=bool(request.messages) and self.cfg.semantic.fixed_history
+            request, with_history=bool(request.history) and self.cfg.semantic.fixed_history
         )
         kind = request.query_type or "other"
         ts = self.time_sensitive(request.prompt)
@@ -194,7 +202,7 @@ class CacheStage:
         money = self.prices.attribute(
             entry.usage,
             entry.model,
-            self.config.models.baseline,
+            request.client_model or self.config.models.baseline,
             entry.removed_tokens,
             response_cache_hit=True,
         )
@@ -225,6 +233,7 @@ class CacheStage:
             latency_ms=(time.perf_counter() - started) * 1000.0,
             decisions=[Decision("cache", "hit", reason, data)],
             stop_reason=entry.stop_reason,
+            content=entry.content,
         )
 
     def after(self, prepared: Prepared, reply: Reply) -> None:
@@ -269,6 +278,7 @@ class CacheStage:
                 embedding=to_blob(vec) if semantic and vec is not None else None,
                 embed_model=self.semantic.model_name if semantic and vec is not None else None,
                 reply=reply.text,
+                content=() if reply.blocks == _plain(reply.text) else reply.blocks,
                 model=reply.model or req.model or "",
                 stop_reason=reply.stop_reason,
                 max_tokens=req.max_tokens,

@@ -7,6 +7,7 @@ entries and bytes, dropping expired entries first, then the lowest value: value 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,8 @@ class NewEntry:
     request_id: str
     created: float
     expires: float
+    # Every content block of the answer (text, thinking, server tool results ...).
+    content: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Entry:
     last_hit: float | None
     saved_usd: float
     bytes: int
+    content: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Entry:
@@ -109,6 +113,7 @@ class Entry:
             last_hit=row["last_hit"],
             saved_usd=row["saved_usd"],
             bytes=row["bytes"],
+            content=tuple(json.loads(row["content"])) if row.get("content") else (),
         )
 
 
@@ -154,7 +159,14 @@ class CacheStore:
 
     def put(self, e: NewEntry) -> int:
         """Store an answer (replacing any entry with the same key); return its id."""
-        size = len(e.prompt.encode()) + len(e.reply.encode()) + len(e.embedding or b"") + 256
+        content = json.dumps(list(e.content), separators=(",", ":")) if e.content else None
+        size = (
+            len(e.prompt.encode())
+            + len(e.reply.encode())
+            + len(content.encode() if content else b"")
+            + len(e.embedding or b"")
+            + 256
+        )
         u = e.usage
         row = {
             "key": e.key,
@@ -169,6 +181,7 @@ class CacheStore:
             "embedding": e.embedding,
             "embed_model": e.embed_model,
             "reply": e.reply,
+            "content": content,
             "model": e.model,
             "stop_reason": e.stop_reason,
             "max_tokens": e.max_tokens,

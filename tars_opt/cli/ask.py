@@ -102,8 +102,8 @@ def ask(
         schemas = read_tools(tools) if tools else ()
         opened = open_app(config, db, verbose, backend)
         system, sections = system_prompt(system, system_file, opened.config, query_type, text)
-        request = Request(
-            prompt=text,
+        request = Request.from_prompt(
+            text,
             messages=history,
             system=system,
             tools=schemas,

@@ -57,7 +57,6 @@ def context_inspect(
 
     Example: [bold]tars-opt context inspect --context chat.json --tools tools.json "and now?"[/bold]
     """
-    from tars_opt.context.inspect import inspect
 
     with friendly_errors():
         check_query_type(query_type)
@@ -67,8 +66,8 @@ def context_inspect(
         schemas = read_tools(tools) if tools else ()
         opened = open_app(config, db)
         system_text, sections = system_prompt(system, system_file, opened.config, query_type, text)
-        request = Request(
-            prompt=text,
+        request = Request.from_prompt(
+            text,
             messages=history,
             system=system_text,
             tools=schemas,
@@ -76,7 +75,7 @@ def context_inspect(
             priority=priority,
             namespace=namespace,
         )
-        report = inspect(opened.config, opened.db, request)
+        report = opened.optimizer().inspect(request)
         if sections is not None:
             report["system_sections"] = sections
         if as_json:

@@ -663,6 +663,8 @@ class RoutingConfig(_Strict):
     pinned_keywords: dict[str, str] = Field(default_factory=dict)
     # Requests that carry tools go at least to this tier (null = no minimum).
     tools_min_tier: str | None = None
+    # The model a request names is the ceiling: routing picks no dearer one unless true.
+    above_client_model: bool = False
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
 
     @model_validator(mode="before")

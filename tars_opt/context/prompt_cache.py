@@ -26,7 +26,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tars_opt import tokens
@@ -34,13 +36,14 @@ from tars_opt.cache.keys import canonical
 from tars_opt.config.schema import PromptCacheConfig
 from tars_opt.errors import DatabaseError
 from tars_opt.store.database import Database
-from tars_opt.types import Usage
+from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 
 log = logging.getLogger("tars_opt.prompt_cache")
 MAX_BREAKPOINTS = 4
 # `auto`: a stable prefix sent within this many seconds is marked with the 1h TTL.
 AUTO_WINDOW_S = 3600.0
 AUTO_UNMARKED = "ttl auto"  # how the reason of a prefix `auto` leaves unmarked begins
+UNMARKABLE = ("thinking", "redacted_thinking")  # blocks the API takes no cache_control on
 # `auto`: a conversation whose previous turn went out less than this long ago gets a 5m
 # mark on its history (a margin under the 300 s lifetime: the next gap may be longer).
 QUICK_TURN_S = 240.0
@@ -129,7 +132,12 @@ def mark_breakpoints(
         last = history[-1]
         if isinstance(last.get("content"), str):
             last["content"] = [{"type": "text", "text": last["content"]}]
-        content = [b for b in last.get("content") or [] if isinstance(b, dict)]
+        # A thinking block cannot carry cache_control: the mark goes on the last block that can.
+        content = [
+            b
+            for b in last.get("content") or []
+            if isinstance(b, dict) and b.get("type") not in UNMARKABLE
+        ]
         if content:
             label = f"messages[{len(history) - 1}] (end of history)"
             candidates.append((label, total, content[-1], False))
@@ -273,3 +281,69 @@ def check_usage(usage: Usage, marks: list[dict[str, Any]], minimum: int, request
     cause = miss_cause(usage, marks, minimum)
     if cause:
         log.warning("prompt cache miss", extra={"request_id": request_id, "cause": cause})
+
+
+class PromptCacheStage:
+    """Marks the request's stable prefix for the API's prompt cache (see the module
+    docstring); records when each prefix is sent, for the `auto` TTL; and logs a marked
+    prefix the API neither wrote nor read."""
+
+    name = "prompt_cache"
+
+    def __init__(
+        self,
+        config: PromptCacheConfig,
+        db: Database | None,
+        *,
+        model_of: Callable[[Request], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.prefixes = PrefixLog(db) if db is not None else None
+        self.model_of = model_of
+        self.clock = clock
+
+    def _tracks(self, request: Request) -> bool:
+        """Whether the `auto` TTL needs to know when this request's prefix was sent."""
+        return (
+            self.prefixes is not None
+            and self.config.ttl_interactive == "auto"
+            and request.defer is not True
+        )
+
+    def apply(self, request: Request) -> tuple[Request, Decision | None]:
+        params = request.to_body()
+        params["model"] = self.model_of(request)
+        since: tuple[float | None, float | None] = (None, None)
+        if self._tracks(request) and self.prefixes is not None:
+            since = self.prefixes.times(params, self.clock())
+        marked, marks, why = mark_breakpoints(
+            params,
+            self.config,
+            deferred=request.defer is True,
+            since_sent=since[0],
+            since_turn=since[1],
+        )
+        if marks:
+            system = marked.get("system")
+            request = replace(
+                request,
+                messages=tuple(marked["messages"]),
+                system=tuple(system) if isinstance(system, list) else system,
+                tools=tuple(marked.get("tools") or ()),
+            )
+            data = {"breakpoints": [m.to_dict() for m in marks]}
+            return request, Decision("prompt_cache", "marked", why, data)
+        if why.startswith(AUTO_UNMARKED) or request.dry_run:
+            return request, Decision("prompt_cache", "unmarked", why)
+        return request, None  # other unmarked requests (short) add nothing to the trace
+
+    def before_send(self, prepared: Prepared) -> None:
+        if self._tracks(prepared.request) and self.prefixes is not None:
+            self.prefixes.record(prepared.params, self.clock())
+
+    def after(self, prepared: Prepared, reply: Reply) -> None:
+        for d in prepared.decisions:
+            if d.stage == "prompt_cache" and d.data.get("breakpoints"):
+                minimum = self.config.minimum(reply.model or "")
+                check_usage(reply.usage, d.data["breakpoints"], minimum, reply.request_id)

@@ -143,19 +143,19 @@ class PruneStage:
 
     def _background(self, request: Request) -> bool:
         """Whether turns without a vector wait for the background (not for batch work)."""
-        return self.config.embed_in_background and not request.defer
+        return self.config.embed_in_background and not request.defer and not request.dry_run
 
     @staticmethod
     def _texts(request: Request, turns: list[Turn]) -> dict[int, str]:
         """The text of each turn, as it is embedded (its first EMBED_CHARS characters)."""
-        msgs = request.messages
+        msgs = request.history
         return {
             t.index: "\n".join(message_text(m) for m in msgs[t.start : t.end])[:EMBED_CHARS]
             for t in turns
         }
 
     def _plan(self, request: Request, level: str | None) -> PrunePlan:
-        turns = split_turns(request.messages)
+        turns = split_turns(request.history)
         total = sum(t.tokens for t in turns)
         if level is None:
             level, reason = self.choose_level(request, total)
@@ -185,7 +185,7 @@ class PruneStage:
             plan.kept = turns
             return plan
         cfg = self.config.levels[level]
-        msgs = request.messages
+        msgs = request.history
         pinned = (
             turns[0]
             if self.config.keep_first_user and msgs and msgs[0].get("role") == "user"
@@ -215,7 +215,7 @@ class PruneStage:
         cfg = self.config
         if cfg.relevant_top_k == 0 or not plan.old:
             return []
-        msgs = request.messages
+        msgs = request.history
         text = {
             t.index: "\n".join(message_text(m) for m in msgs[t.start : t.end]) for t in plan.old
         }
@@ -279,7 +279,7 @@ class PruneStage:
         the first and the recent turns stay messages, and the relevant older turns go as
         an excerpt in front of the prompt, after every cache breakpoint, so a selection
         that changes from turn to turn never disturbs the cached prefix."""
-        msgs = request.messages
+        msgs = request.history
         keep = ([plan.pinned] if plan.pinned else []) + plan.kept
         new_msgs = tuple(m for t in keep for m in msgs[t.start : t.end])
         system = request.system
@@ -292,10 +292,10 @@ class PruneStage:
             covered = plan.old[-1].end - plan.old[0].start
             blocks.append({"type": "text", "text": framed(summary.text, covered)})
             system = tuple(blocks)
-        prefix = request.prompt_prefix
+        last = request.messages[-1]
         if plan.relevant:
-            prefix = (*prefix, {"type": "text", "text": excerpt(msgs, plan.relevant)})
-        return replace(request, messages=new_msgs, system=system, prompt_prefix=prefix)
+            last = with_excerpt(last, excerpt(msgs, plan.relevant))
+        return replace(request, messages=(*new_msgs, last), system=system)
 
     def _count(self, request: Request) -> tokens.TokenCount:
         params: dict[str, Any] = {"model": self.count_model, "messages": request.api_messages()}
@@ -303,7 +303,7 @@ class PruneStage:
             params["system"] = (
                 request.system if isinstance(request.system, str) else list(request.system)
             )
-        if self.counter is not None:
+        if self.counter is not None and not request.dry_run:
             return self.counter.count(params)
         return tokens.TokenCount(tokens.estimate_params(params), exact=False)
 
@@ -312,7 +312,7 @@ class PruneStage:
         and how many of the old messages it covers, so a summary rolls forward."""
         if self.store is None:
             return None, 0
-        msgs = request.messages
+        msgs = request.history
         start = plan.old[0].start
         step = max(1, self.config.summary_step // 2)
         for cut in range(len(plan.old) - step, 0, -step)[:PREVIOUS_LOOKUPS]:
@@ -321,6 +321,16 @@ class PruneStage:
             if found is not None:
                 return found, end - start
         return None, 0
+
+    def _dry_summary(self, plan: PrunePlan) -> Summary:
+        """For a dry run: the stored summary if there is one, else a placeholder counted at
+        the most tokens a summary may have (none is made)."""
+        assert plan.summary_key is not None
+        found = self.store.peek(plan.summary_key) if self.store is not None else None
+        if found is not None:
+            return found
+        text = f"[summary to be made by the {self.config.summary_tier} tier]"
+        return Summary(plan.summary_key, text, self.config.summary_max_tokens, False, None)
 
     def _summary(self, request: Request, plan: PrunePlan) -> Summary:
         """The stored summary for the plan's old part, or a new one from the cheap tier."""
@@ -332,7 +342,7 @@ class PruneStage:
                 return found
         if self.side_ask is None:
             raise BackendError("no way to call the API for a summary", kind="unavailable")
-        old = plan.old_messages(request.messages)
+        old = plan.old_messages(request.history)
         previous, done = self._previous_summary(request, plan)
         reply = self.side_ask(
             summary_request(
@@ -369,13 +379,17 @@ class PruneStage:
         # Vectors of an earlier request that never reached after() (it failed): keep what
         # its thread made, drop what it never started (this plan asks again if needed).
         self.scorer.settle(embed_rest=False)
-        if not request.messages:
+        if not request.history:
             return request, Decision("prune", "none", "no history")
         plan = self.plan(request)
         if not plan.acts:
-            return request, Decision("prune", "none", plan.reason, {"level": plan.level})
+            # A dry run (`context inspect`) shows the whole plan; a ledger row needs less.
+            data = {**plan_data(plan), "plan_reason": plan.reason} if request.dry_run else {}
+            return request, Decision("prune", "none", plan.reason, {"level": plan.level, **data})
         summary: Summary | None = None
-        if plan.summarize:
+        if plan.summarize and request.dry_run:
+            summary = self._dry_summary(plan)
+        elif plan.summarize:
             try:
                 summary = self._summary(request, plan)
             except BackendError as exc:
@@ -396,6 +410,8 @@ class PruneStage:
                 "prune", "none", f"{plan.reason}; pruning would not save tokens"
             )
         data = plan_data(plan)
+        if request.dry_run:
+            data["plan_reason"] = plan.reason
         data.update(
             tokens_before=before.tokens,
             tokens_after=after.tokens,
@@ -453,3 +469,15 @@ def plan_data(plan: PrunePlan) -> dict[str, Any]:
         "scoring": plan.scoring,
         "scored_lexically": plan.lexical_only,
     }
+
+
+def with_excerpt(turn: dict[str, Any], text: str) -> dict[str, Any]:
+    """The turn being answered with an excerpt of older turns added: before its own text,
+    after any tool results (the API wants those first in a user turn)."""
+    content = turn.get("content")
+    blocks = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    )
+    results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+    rest = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "tool_result")]
+    return {**turn, "content": [*results, {"type": "text", "text": text}, *rest]}

@@ -81,8 +81,8 @@ def summary_request(
         )
     else:
         prompt = "Summarize this part of the conversation:\n\n" + transcript(messages)
-    return Request(
-        prompt=prompt,
+    return Request.from_prompt(
+        prompt,
         system=SUMMARY_SYSTEM.format(words=int(max_tokens * 0.7)),
         query_type="summary",
         priority=parent.priority,

@@ -92,7 +92,7 @@ class ToolStage:
         # Server tools (typed, e.g. web_search) have no schema to trim: always sent.
         client = [i for i, t in enumerate(tools) if "type" not in t or t.get("type") == "custom"]
         names = [str(tools[i].get("name")) for i in client]
-        recent = " ".join(message_text(m) for m in request.messages[-2:])[-QUERY_CONTEXT_CHARS:]
+        recent = " ".join(message_text(m) for m in request.history[-2:])[-QUERY_CONTEXT_CHARS:]
         used = tool_names_used(request.messages) & set(names)
         prompt = query_text(request.prompt)  # a pasted 2 MB log is read at its ends
         named = named_in(prompt + "\n" + recent, names) - used

@@ -421,15 +421,25 @@ class Queue:
         """Drop the prompt, history and system text of finished tasks (all, or one batch's),
         for `ledger.store_prompts: false`; the answer stays so `result` can show it."""
         where = "AND batch_row = ?" if batch_row is not None else ""
+        forgotten = 0
         with self.db.transaction() as cur:
-            cur.execute(
-                "UPDATE tasks SET request = json_set(request, '$.prompt', '', "
-                "'$.messages', json('[]'), '$.system', NULL, '$.tools', json('[]')) "
-                "WHERE state IN ('done', 'failed', 'expired', 'canceled') "
-                f"AND json_extract(request, '$.prompt') != '' {where}",
-                [batch_row] if batch_row is not None else [],
+            rows = cur.query(
+                f"SELECT id, request FROM tasks WHERE state IN ({_marks(TERMINAL)}) {where}",
+                [*TERMINAL, *([batch_row] if batch_row is not None else [])],
             )
-            return cur.rowcount
+            for row in rows:
+                data = json.loads(row["request"])
+                if not (data.get("messages") or data.get("prompt") or data.get("system")):
+                    continue
+                data.update(messages=[], system=None, tools=[])
+                if "prompt" in data:  # a request queued in the older format
+                    data["prompt"] = ""
+                cur.execute(
+                    "UPDATE tasks SET request = ? WHERE id = ?",
+                    [json.dumps(data, separators=(",", ":")), row["id"]],
+                )
+                forgotten += 1
+        return forgotten
 
     def requeue(self, task_id: int, custom_id: str, error: str) -> bool:
         """An errored attempt with retries left: queue the next attempt (new custom_id)."""

@@ -28,6 +28,7 @@ class DeferStage:
     """Queues deferrable requests; everything else passes through with its reason."""
 
     name = "defer"
+    answers = True
 
     def __init__(
         self, config: Config, db: Database, clock: Callable[[], float] = time.time

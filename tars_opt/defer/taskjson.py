@@ -12,30 +12,52 @@ from tars_opt.defer.window import iso_minute
 from tars_opt.types import Decision, Prepared, Request
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+# The format a queued request is kept in. Version 1 (no "v") held the history and the
+# prompt apart; it is read into today's Request, so work queued before an upgrade drains.
+FORMAT = 2
+
+
+def _request_dict(request: Request) -> dict[str, Any]:
+    # Not dataclasses.asdict: it deep-copies every message, which shows at 10,000 tasks.
+    return {"v": FORMAT, **{name: getattr(request, name) for name in _REQUEST_FIELDS}}
 
 
 def request_to_json(request: Request) -> str:
-    # Not dataclasses.asdict: it deep-copies every message, which shows at 10,000 tasks.
-    data = {name: getattr(request, name) for name in _REQUEST_FIELDS}
-    return json.dumps(data, separators=(",", ":"))
+    return json.dumps(_request_dict(request), separators=(",", ":"))
 
 
-def request_from_json(text: str) -> Request:
-    data = json.loads(text)
+def request_from_dict(data: dict[str, Any]) -> Request:
+    """A Request from its stored form, whichever format version wrote it."""
+    data = dict(data)
+    if data.pop("v", 1) < 2:
+        data = _from_v1(data)
     known = {f.name for f in fields(Request)}
     data = {k: v for k, v in data.items() if k in known}
-    for key in ("messages", "tools"):
+    for key in ("messages", "tools", "order"):
         data[key] = tuple(data.get(key) or ())
     if isinstance(data.get("system"), list):
         data["system"] = tuple(data["system"])
     return Request(**data)
 
 
+def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 request: the prompt (after pruning's kept excerpts) is the final turn."""
+    prompt = data.pop("prompt", "")
+    prefix = data.pop("prompt_prefix", None) or []
+    content: Any = [*prefix, {"type": "text", "text": prompt}] if prefix else prompt
+    data["messages"] = [*(data.get("messages") or []), {"role": "user", "content": content}]
+    return data
+
+
+def request_from_json(text: str) -> Request:
+    return request_from_dict(json.loads(text))
+
+
 def prepared_to_json(prepared: Prepared) -> str:
     """What collecting needs of a prepared request, in any later process."""
     return json.dumps(
         {
-            "request": {name: getattr(prepared.request, name) for name in _REQUEST_FIELDS},
+            "request": _request_dict(prepared.request),
             "params": prepared.params,
             "decisions": [d.to_dict() for d in prepared.decisions],
         },
@@ -46,7 +68,7 @@ def prepared_to_json(prepared: Prepared) -> str:
 def prepared_from_json(text: str) -> Prepared:
     data = json.loads(text)
     return Prepared(
-        request=request_from_json(json.dumps(data["request"])),
+        request=request_from_dict(data["request"]),
         params=data["params"],
         decisions=[Decision(**d) for d in data["decisions"]],
         started=time.perf_counter(),
@@ -88,7 +110,7 @@ def task_view(task: dict[str, Any]) -> dict[str, Any]:
         "ticket": task["ticket"],
         "state": task["state"],
         "request_id": task["request_id"],
-        "prompt": request.get("prompt"),
+        "prompt": request_from_dict(request).prompt,
         "namespace": task["namespace"],
         "priority": names.get(task["priority"], "normal"),
         "reason": task["reason"],

@@ -21,15 +21,12 @@ from tars_opt.accounting.ledger import CallRecord, Ledger
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.backends import Backend, BackendError
 from tars_opt.config.schema import Config
-from tars_opt.context.prompt_cache import (
-    AUTO_UNMARKED,
-    PrefixLog,
-    check_usage,
-    mark_breakpoints,
-)
+from tars_opt.context.inspect import inspect_report
 from tars_opt.defer.queue import queue_budget
 from tars_opt.pipeline.classify import guess_query_type
+from tars_opt.pipeline.conversations import Conversations
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
+from tars_opt.pipeline.keys import KeyIds
 from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
 
@@ -40,23 +37,21 @@ log = logging.getLogger("tars_opt.chain")
 
 
 class Stage(Protocol):
-    """One optimization step: change the request (and say why) or answer it."""
+    """One optimization step: change the request (and say why) or answer it.
+
+    A stage may also define hooks the Optimizer calls when they exist:
+    `before_send(prepared)` - work that can overlap the API call (embeddings);
+    `after(prepared, reply)` - see the answer (the response cache stores it);
+    `retry(prepared, result)` - a request to send instead of this answer, and why
+    (escalation to a stronger tier); the stages after it prepare that request anew.
+    A stage with `chooses_model = True` is skipped when the caller pinned the model; one
+    with `answers = True` (it answers or queues rather than changing what is sent) is
+    skipped by a dry run.
+    """
 
     name: str
 
-    def apply(self, request: Request) -> tuple[Request, Decision] | Reply: ...
-
-
-class FinishHook(Protocol):
-    """A stage that also wants to see the answer (the response cache stores it)."""
-
-    def after(self, prepared: Prepared, reply: Reply) -> None: ...
-
-
-class SendHook(Protocol):
-    """A stage with work that can overlap the API call (the pruner's embeddings)."""
-
-    def before_send(self, prepared: Prepared) -> None: ...
+    def apply(self, request: Request) -> tuple[Request, Decision | None] | Reply: ...
 
 
 def missing_key_message(key_env: str) -> str:
@@ -121,7 +116,6 @@ class Optimizer:
         self.clock = clock
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
-        self.prefixes = PrefixLog(db)
         self.stages: list[Stage] = (
             stages
             if stages is not None
@@ -131,6 +125,8 @@ class Optimizer:
         )
         self._backend = backend
         self.budget = queue_budget(config, db, prices=self.prices, clock=clock)
+        self.key_ids = KeyIds(db)
+        self.conversations = Conversations(db, clock)
         self.alerter = Alerter(config.alerts, db, clock=clock)
 
     @property
@@ -153,6 +149,15 @@ class Optimizer:
         """
         started = time.perf_counter()
         decisions: list[Decision] = list(earlier)
+        dry = request.dry_run
+        if request.key_id is None and self.config.backend == "anthropic" and not dry:
+            request = replace(
+                request, key_id=self.key_ids.of(os.environ.get(self.config.api.key_env))
+            )
+        if request.conversation is None and request.overhead_for is None and not dry:
+            request = replace(request, conversation=self.conversations.recognise(request))
+        if request.carries_marks:
+            request = replace(request, client_caching=True)
         if request.query_type is None:
             guessed = guess_query_type(request.prompt)
             request = replace(request, query_type=guessed)
@@ -160,23 +165,51 @@ class Optimizer:
         if request.model is not None:
             request = replace(request, forced_model=True)
             decisions.append(Decision("route", "forced", f"--model {request.model}"))
+        elif not request.route and request.client_model:
+            request = replace(request, model=request.client_model, forced_model=True)
+            decisions.append(Decision("route", "forced", "routing off for this request"))
+        named = request.model or request.client_model
+        if named and not self.prices.known(named):
+            return self._unpriced(request, named, decisions, started)
         share = self.config.experiment.holdout
         if in_holdout(request.request_id, share):
             kept = holdout_exclusion(request) or self._queued_by_defer(request)
             if kept is None:
                 # The A/B holdout: the baseline system, no stage at all, to measure the saving.
-                base = self.config.models.baseline
-                tier = next((t for t, m in self.config.models.tiers.items() if m == base), None)
-                request = replace(request, holdout=True, model=base, tier=tier)
+                base = request.client_model or self.config.models.baseline
+                request = replace(request, holdout=True, model=base, tier=self._tier_of(base))
                 why = f"A/B holdout: sent unoptimized on {base} (experiment.holdout {share:.0%})"
                 decisions.append(Decision("experiment", "holdout", why))
             else:
                 decisions.append(
                     Decision("experiment", "excluded", f"drawn for the A/B holdout, but {kept}")
                 )
-        for stage in self.stages if not request.holdout else ():
-            if request.forced_model and stage.name == "route":
-                continue
+        reply_or_request = self._run_stages(request, decisions, self.stages)
+        if isinstance(reply_or_request, Reply):
+            return reply_or_request
+        request = self._with_model(reply_or_request)
+        # Unknown prices fail here, before any money is spent.
+        self.prices.rates(request.model or "")
+        prepare_ms = (time.perf_counter() - started) * 1000.0
+        return Prepared(request, request.to_body(), decisions, started, prepare_ms)
+
+    def inspect(self, request: Request) -> dict[str, Any]:
+        """What the chain would send for `request` - kept, summarized, dropped, routed,
+        tools, cache breakpoints - from a dry run of `prepare`: no API call, nothing
+        answered, queued or recorded."""
+        prepared = self.prepare(replace(request, dry_run=True))
+        assert isinstance(prepared, Prepared)  # no stage that answers runs dry
+        return inspect_report(self.config, request, prepared)
+
+    def _run_stages(
+        self, request: Request, decisions: list[Decision], stages: Sequence[Stage]
+    ) -> Request | Reply:
+        """Each stage in turn (none for the holdout); a Reply from one ends the run."""
+        for stage in stages if not request.holdout else ():
+            if request.forced_model and getattr(stage, "chooses_model", False):
+                continue  # the caller pinned the model
+            if request.dry_run and getattr(stage, "answers", False):
+                continue  # a dry run shows what would be sent, not an answer
             outcome = stage.apply(request)
             if isinstance(outcome, Reply):
                 outcome.decisions = decisions + outcome.decisions
@@ -187,15 +220,42 @@ class Optimizer:
                     self._record(request, outcome)
                 return outcome
             request, decision = outcome
-            decisions.append(decision)
+            if decision is not None:
+                decisions.append(decision)
+        return request
+
+    def _with_model(self, request: Request) -> Request:
+        """A model for a request no stage chose one for: the client's, else the default
+        tier's; and the tier its model belongs to, for the ledger."""
         if request.model is None:
-            tier = request.tier or self.config.models.default_tier
-            request = replace(request, tier=tier, model=self.config.tier_model(tier))
-        # Unknown prices fail here, before any money is spent.
-        self.prices.rates(request.model or "")
-        params = self._marked(request, decisions)
+            if request.client_model:
+                request = replace(request, model=request.client_model)
+            else:
+                tier = request.tier or self.config.models.default_tier
+                request = replace(request, tier=tier, model=self.config.tier_model(tier))
+        if request.tier is None:
+            request = replace(request, tier=self._tier_of(request.model or ""))
+        return request
+
+    def _tier_of(self, model: str) -> str | None:
+        return next((t for t, m in self.config.models.tiers.items() if m == model), None)
+
+    def _unpriced(
+        self, request: Request, model: str, decisions: list[Decision], started: float
+    ) -> Prepared:
+        """A model with no price goes through unoptimized, its cost recorded as unknown, with
+        a loud warning: a new model id must never break an agent."""
+        warning = (
+            f"no price for model {model!r}: sent unoptimized and its cost recorded as unknown; "
+            "add it under pricing.models in performance-config.yaml"
+        )
+        log.warning("unpriced model", extra={"model": model, "request_id": request.request_id})
+        request = replace(request, model=model, forced_model=True, tier=self._tier_of(model))
+        decisions.append(Decision("pricing", "unknown", warning, {"warning": warning}))
         prepare_ms = (time.perf_counter() - started) * 1000.0
-        return Prepared(request, params, decisions, started, prepare_ms)
+        return Prepared(
+            request, request.to_body(), decisions, started, prepare_ms, cost_unknown=True
+        )
 
     def _queued_by_defer(self, request: Request) -> str | None:
         """Why the defer stage would queue `request` (the holdout must not send it now)."""
@@ -203,41 +263,6 @@ class Optimizer:
         queue_reason = getattr(stage, "queue_reason", None)
         reason = queue_reason(request) if queue_reason is not None else None
         return f"the defer stage queues it ({reason})" if reason else None
-
-    def _marked(self, request: Request, decisions: list[Decision]) -> dict[str, Any]:
-        """The request's API body with its prompt-cache breakpoints; the choice joins
-        `decisions`. The holdout is the baseline system: no prompt caching either."""
-        params = build_params(request)
-        since: tuple[float | None, float | None] = (None, None)
-        if self._tracks_prefixes(request):
-            since = self.prefixes.times(params, self.clock())
-        params, marks, why = mark_breakpoints(
-            params,
-            self.config.prompt_cache,
-            deferred=request.defer is True,
-            enabled=not request.holdout,
-            since_sent=since[0],
-            since_turn=since[1],
-        )
-        if marks:
-            decisions.append(
-                Decision(
-                    "prompt_cache", "marked", why, {"breakpoints": [m.to_dict() for m in marks]}
-                )
-            )
-        elif why.startswith(AUTO_UNMARKED):  # other unmarked requests (short) add nothing
-            decisions.append(Decision("prompt_cache", "unmarked", why))
-        return params
-
-    def _tracks_prefixes(self, request: Request) -> bool:
-        """Whether the `auto` TTL needs to know when this request's prefix was sent."""
-        caching = self.config.prompt_cache
-        return (
-            caching.enabled
-            and caching.ttl_interactive == "auto"
-            and not request.defer
-            and not request.holdout
-        )
 
     def side_ask(self, request: Request) -> Reply:
         """A call the optimizer makes for itself (a summary): on the summary tier, through
@@ -264,7 +289,9 @@ class Optimizer:
         """
         req = prepared.request
         model = req.model or result.model
-        if req.overhead_for:
+        if prepared.cost_unknown:
+            money = Money(actual=0.0, baseline=0.0, saved=dict.fromkeys(STRATEGIES, 0.0))
+        elif req.overhead_for:
             # Work the unoptimized system would not have done: no baseline, all cost
             # charged against the strategy that needed it.
             actual = self.prices.cost(result.usage, model)
@@ -273,16 +300,16 @@ class Optimizer:
             money = Money(actual=actual, baseline=0.0, saved=saved)
         else:
             money = self.prices.attribute(
-                result.usage, model, self.config.models.baseline, req.removed_tokens
+                result.usage,
+                model,
+                req.client_model or self.config.models.baseline,
+                req.removed_tokens,
+                client_caching=req.client_caching,
             )
         if escalated_from is not None:
             saved = dict(money.saved)
             saved["routing"] -= money.baseline
             money = Money(actual=money.actual, baseline=0.0, saved=saved)
-        for d in prepared.decisions:
-            if d.stage == "prompt_cache" and d.data.get("breakpoints"):
-                minimum = self.config.prompt_cache.minimum(model)
-                check_usage(result.usage, d.data["breakpoints"], minimum, req.request_id)
         latency = result.latency_ms
         if latency is None:
             latency = (time.perf_counter() - prepared.started) * 1000.0
@@ -299,6 +326,11 @@ class Optimizer:
             decisions=list(prepared.decisions),
             stop_reason=result.stop_reason,
             backend=self.backend_name,
+            content=result.content,
+            message_id=result.message_id,
+            stop_sequence=result.stop_sequence,
+            message_extra=dict(result.message_extra),
+            cost_unknown=prepared.cost_unknown,
         )
         self._record(
             req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
@@ -389,8 +421,6 @@ class Optimizer:
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
         try:
-            if self._tracks_prefixes(prepared.request):
-                self.prefixes.record(prepared.params, self.clock())
             self._before_send(prepared)
             try:
                 if on_text is not None:
@@ -401,14 +431,8 @@ class Optimizer:
                 self.fail(prepared, exc)
                 raise
             retry = None
-            if escalated_from is None and any(s.name == "route" for s in self.stages):
-                from tars_opt.routing.stage import escalate
-
-                retry = escalate(self.config, prepared, result)
-                if retry is not None:
-                    # The stronger model caches by its own minimum: mark the re-ask anew.
-                    retry.decisions = [d for d in retry.decisions if d.stage != "prompt_cache"]
-                    retry.params = self._marked(retry.request, retry.decisions)
+            if escalated_from is None and not prepared.request.stream and on_text is None:
+                retry = self._retry(prepared, result)
             # An answer being escalated is not handed to the stages (the cache must not keep it).
             reply = self.finish(
                 prepared, result, notify=retry is None, escalated_from=escalated_from
@@ -417,6 +441,28 @@ class Optimizer:
             # Settled after the ledger row is written: the cost always counts somewhere.
             self.budget.settle(reservation)
         return reply, retry
+
+    def _retry(self, prepared: Prepared, result: BackendResult) -> Prepared | None:
+        """The request a stage wants sent instead of this answer (escalation), prepared by
+        the stages after the one that asked; None when no stage asks."""
+        if prepared.request.holdout or prepared.cost_unknown:
+            return None
+        for index, stage in enumerate(self.stages):
+            retry = getattr(stage, "retry", None)
+            outcome = retry(prepared, result) if retry is not None else None
+            if outcome is None:
+                continue
+            request, decision = outcome
+            later = self.stages[index + 1 :]
+            names = {s.name for s in later}
+            decisions = [d for d in prepared.decisions if d.stage not in names]
+            again = self._run_stages(request, decisions, later)
+            if isinstance(again, Reply):  # a later stage cannot answer a re-ask
+                return None
+            decisions.append(decision)
+            again = self._with_model(again)
+            return Prepared(again, again.to_body(), decisions, time.perf_counter())
+        return None
 
     def _before_send(self, prepared: Prepared) -> None:
         """Let stages start work that overlaps the API call (the pruner's embeddings); a
@@ -434,22 +480,6 @@ class Optimizer:
                 )
 
 
-def build_params(request: Request) -> dict[str, Any]:
-    """The Messages API body for a prepared request."""
-    params: dict[str, Any] = {
-        "model": request.model,
-        "max_tokens": request.max_tokens,
-        "messages": request.api_messages(),
-    }
-    if request.system:
-        params["system"] = (
-            request.system if isinstance(request.system, str) else list(request.system)
-        )
-    if request.tools:
-        params["tools"] = list(request.tools)
-    return params
-
-
 def default_stages(
     config: Config,
     db: Database,
@@ -457,10 +487,12 @@ def default_stages(
     backend: Callable[[], Backend] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[Stage]:
-    """The stages the config switches on, in chain order: cache, defer, prune, route, tools.
+    """The stages the config switches on, in chain order: cache, defer, prune, route,
+    tools, prompt_cache.
 
     Tools come after route: whether the tool list should stay whole for the prompt cache
-    depends on the model that will answer (its minimum cacheable prefix and prices).
+    depends on the model that will answer (its minimum cacheable prefix and prices). The
+    prompt-cache marks come last, on the request as it will be sent.
 
     Stages arrive with their issues; a stage not built yet is absent, never faked.
     `side_ask` lets a stage make its own calls (summaries) through the optimizer;
@@ -500,7 +532,25 @@ def default_stages(
         stages.append(RouteStage(config))
     if config.tools.enabled:
         stages.append(tool_stage(config, db))
+    if config.prompt_cache.enabled:
+        from tars_opt.context.prompt_cache import PromptCacheStage
+
+        stages.append(
+            PromptCacheStage(
+                config.prompt_cache, db, model_of=lambda r: chosen_model(config, r), clock=clock
+            )
+        )
     return stages
+
+
+def chosen_model(config: Config, request: Request) -> str:
+    """The model that will answer `request` as things stand: the one a stage (or the
+    caller) chose, else the client's, else the default tier's."""
+    return (
+        request.model
+        or request.client_model
+        or config.tier_model(request.tier or config.models.default_tier)
+    )
 
 
 def tool_stage(config: Config, db: Database | None, **kwargs: Any) -> ToolStage:
@@ -513,6 +563,6 @@ def tool_stage(config: Config, db: Database | None, **kwargs: Any) -> ToolStage:
         config.tools,
         caching=config.prompt_cache,
         prices=PriceBook(config.pricing),
-        model_of=lambda r: r.model or config.tier_model(r.tier or config.models.default_tier),
+        model_of=lambda r: chosen_model(config, r),
         **kwargs,
     )

@@ -108,7 +108,7 @@ def _log_scale(count: float, full: float) -> float:
 
 def context_tokens(request: Request) -> int:
     """Estimated tokens of the history and system prompt (the prompt itself excluded)."""
-    return sum(estimate_message(m) for m in request.messages) + estimate_system(request.system)
+    return sum(estimate_message(m) for m in request.history) + estimate_system(request.system)
 
 
 def expected_output_tokens(prompt: str) -> int:

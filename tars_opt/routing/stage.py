@@ -2,19 +2,20 @@
 
 Order of rules: a pinned keyword, then a pinned query type, else the router's score against
 the thresholds (calibrated from `routing.strong_share` / `quality_target` when set); then
-tools raise the tier to `tools_min_tier`. Every decision carries the score, router,
-threshold, tier and why, so the ledger's decision trace can be audited. `--model` skips
-this stage (chain.prepare).
+tools raise the tier to `tools_min_tier`; and the model the client named is the ceiling
+(routing goes no dearer unless `routing.above_client_model`). Every decision carries the
+score, router, threshold, tier and why, so the ledger's decision trace can be audited. A
+model the caller pinned (`--model`, routing off for the request) passes untouched.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import replace
 from typing import Any
 
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
 from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
 from tars_opt.routing.heuristic import HeuristicRouter
@@ -32,6 +33,7 @@ class RouteStage:
     """Chooses `request.tier` and `request.model` from the routing config."""
 
     name = "route"
+    chooses_model = True  # a model the caller pinned skips it
 
     def __init__(self, config: Config, router: Router | None = None) -> None:
         self.config = config
@@ -42,6 +44,7 @@ class RouteStage:
         self._thresholds: dict[str, float] | None = None
         self._threshold_source = "config"
         self._keywords = [(k.lower(), t) for k, t in self.routing.pinned_keywords.items()]
+        self.prices = PriceBook(config.pricing)
 
     @property
     def router(self) -> Router:
@@ -110,9 +113,12 @@ class RouteStage:
             used = next(iter(self.thresholds().values()))  # the bar it did not reach
         return chosen, used
 
-    def apply(self, request: Request) -> tuple[Request, Decision]:
+    def apply(self, request: Request) -> tuple[Request, Decision | None]:
         read = routing_text(request.prompt)
-        seen = request if read is request.prompt else replace(request, prompt=read)
+        seen = request
+        if read is not request.prompt:
+            capped = {"role": "user", "content": read}
+            seen = replace(request, messages=(*request.history, capped))
         scored: RouteScore = self.router.route_score(seen)
         data: dict[str, Any] = {
             "router": scored.router,
@@ -150,10 +156,28 @@ class RouteStage:
         if self._fallback:
             why += f"; {self._fallback}"
             data["fallback"] = self._fallback
+        model = self.config.tier_model(tier)
+        ceiling = request.client_model
+        if ceiling and not self.routing.above_client_model and self._dearer(model, ceiling):
+            why += f"; {tier} ({model}) costs more than the requested {ceiling}: kept {ceiling}"
+            tier = next((t for t in self.tiers if self.config.tier_model(t) == ceiling), tier)
+            model = ceiling
         data["tier"] = tier
         data["why"] = why
-        routed = replace(request, tier=tier, model=self.config.tier_model(tier))
+        routed = replace(request, tier=tier, model=model)
         return routed, Decision("route", tier, why, data)
+
+    def _dearer(self, model: str, than: str) -> bool:
+        """Whether `model` costs more per token than `than` (input first, then output)."""
+        if model == than or not (self.prices.known(model) and self.prices.known(than)):
+            return False
+        a, b = self.prices.rates(model), self.prices.rates(than)
+        return (a.input, a.output) > (b.input, b.output)
+
+    def retry(self, prepared: Prepared, result: BackendResult) -> tuple[Request, Decision] | None:
+        """Escalation: the same request on the next tier up when the answer trips a
+        trigger (see `escalate`)."""
+        return escalate(self.config, prepared, result)
 
 
 def _refused(text: str, patterns: list[str]) -> bool:
@@ -167,7 +191,7 @@ def escalation_trigger(config: Config, result: BackendResult) -> str | None:
     triggers = set(esc.triggers)
     if "max_tokens" in triggers and result.stop_reason == "max_tokens":
         return "stopped at max_tokens"
-    if "empty" in triggers and not result.text.strip():
+    if "empty" in triggers and is_empty(result):
         return "empty answer"
     if "refusal" in triggers and (
         result.stop_reason == "refusal" or _refused(result.text, esc.refusal_patterns)
@@ -182,15 +206,26 @@ def escalation_trigger(config: Config, result: BackendResult) -> str | None:
     return None
 
 
-def escalate(config: Config, prepared: Prepared, result: BackendResult) -> Prepared | None:
+def is_empty(result: BackendResult) -> bool:
+    """An answer with nothing in it: no text and no block that does something (a tool
+    call, a server tool call). A reply that calls tools is a full answer."""
+    if result.text.strip():
+        return False
+    doing = {"tool_use", "server_tool_use", "mcp_tool_use"}
+    return not any(b.get("type") in doing for b in result.content) and (
+        result.stop_reason not in ("tool_use", "pause_turn")
+    )
+
+
+def escalate(
+    config: Config, prepared: Prepared, result: BackendResult
+) -> tuple[Request, Decision] | None:
     """The same request on the next tier up when the answer trips a trigger, else None.
 
     Only routed requests escalate (not forced models, not streamed ones: their text already
     reached the user), once, and never above the strongest tier. The new request has its own
     id; the chain links the two ledger rows through `escalated_from`.
     """
-    from tars_opt.pipeline.optimizer import build_params
-
     req = prepared.request
     if not config.routing.enabled or not config.routing.escalation.enabled:
         return None
@@ -212,5 +247,4 @@ def escalate(config: Config, prepared: Prepared, result: BackendResult) -> Prepa
         f"{req.tier} answer {why}: re-asked on {upper}",
         {"escalated_from": req.request_id, "from_tier": req.tier, "tier": upper, "why": why},
     )
-    decisions = [*prepared.decisions, decision]
-    return Prepared(bigger, build_params(bigger), decisions, time.perf_counter())
+    return bigger, decision

@@ -142,8 +142,8 @@ def to_request(call: Call, request_id: str, config: Config) -> tuple[Request, bo
             supported = False
     if call.max_wait_s is not None and "max_wait_s" in fields:
         extra["max_wait_s"] = call.max_wait_s
-    request = Request(
-        prompt=call.prompt,
+    request = Request.from_prompt(
+        call.prompt,
         messages=call.history,
         system=call.system,
         tools=call.tools,

@@ -320,6 +320,42 @@ def _offline_prompt_cache(db: Executor) -> None:
     db.execute("CREATE INDEX offline_prompt_cache_expires ON offline_prompt_cache(expires)")
 
 
+def _agent_core(db: Executor) -> None:
+    """Requests are Messages API bodies: cached answers keep every content block and are
+    keyed per API key (entries from before cannot say which key paid for them, so they are
+    removed, never served across keys); ledger rows name their conversation and whether the
+    model's price was unknown; conversations are recognised across calls."""
+    db.execute("DELETE FROM cache_entries")
+    db.execute("ALTER TABLE cache_entries ADD COLUMN content TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN conversation TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN cost_unknown INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX calls_conversation ON calls(conversation)")
+    # Settings of this database (e.g. the secret the API-key hash is keyed with).
+    db.execute("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # A conversation's state, decided once and kept (model chosen, tool list, marks).
+    db.execute(
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            started REAL NOT NULL,
+            updated REAL NOT NULL,
+            calls INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.execute("CREATE INDEX conversations_updated ON conversations(updated)")
+    # The hash of each call's messages, naming its conversation: a later call whose
+    # messages extend these belongs to the same one (hashes only, never text).
+    db.execute(
+        """CREATE TABLE conversation_prefixes (
+            hash TEXT PRIMARY KEY,
+            conversation TEXT NOT NULL,
+            ts REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX conversation_prefixes_ts ON conversation_prefixes(ts)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
 MIGRATIONS: list[Callable[[Executor], None]] = [
     _v1,
@@ -331,4 +367,5 @@ MIGRATIONS: list[Callable[[Executor], None]] = [
     _text_vectors,
     _prefix_sends,
     _offline_prompt_cache,
+    _agent_core,
 ]

@@ -36,8 +36,8 @@ def _worker(config: str, n: int, out) -> None:  # runs in a child process
     for i in range(n):
         try:
             opt.ask(
-                Request(
-                    prompt=f"Explain topic {i} of worker {mp.current_process().pid}",
+                Request.from_prompt(
+                    f"Explain topic {i} of worker {mp.current_process().pid}",
                     max_tokens=300,
                     model="claude-sonnet-5-5",  # forced: routing must not shrink the cost
                 )
@@ -116,7 +116,7 @@ def test_budget_state_for_the_defer_stage(tmp_path: Path) -> None:
 def test_estimate_is_an_upper_bound_of_the_actual_cost(tmp_path: Path) -> None:
     opened = open_app(write_config(tmp_path / "c.yaml"))
     opt = opened.optimizer(backend=OfflineBackend())
-    prepared = opt.prepare(Request(prompt="Write a poem about the sea " * 20, max_tokens=600))
+    prepared = opt.prepare(Request.from_prompt("Write a poem about the sea " * 20, max_tokens=600))
     estimate = opt.budget.estimate(prepared)
     reply = opt.finish(prepared, opt.backend.send(prepared.params))
     assert 0 < reply.cost <= estimate

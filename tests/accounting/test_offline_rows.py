@@ -85,7 +85,7 @@ def test_a_real_budget_ignores_offline_spend_and_reservations(
     # no reservation behind once settled.
     offline = open_app(config, backend="offline")
     opt = offline.optimizer()
-    prepared = opt.prepare(Request(prompt="hi", model="claude-haiku-5-5", urgent=True))
+    prepared = opt.prepare(Request.from_prompt("hi", model="claude-haiku-5-5", urgent=True))
     opt.budget.settle(opt.budget.reserve(prepared))
     assert offline.db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
     refused = runner.invoke(app, ["ask", *OFFLINE, "--config", str(config), "hello there"])

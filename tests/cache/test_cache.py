@@ -54,7 +54,7 @@ class Harness:
         self.store = CacheStore(self.app.db)
 
     def ask(self, prompt: str, **kw: Any) -> Reply:
-        return self.opt.ask(Request(prompt=prompt, **kw))
+        return self.opt.ask(Request.from_prompt(prompt, **kw))
 
     def decision(self, reply: Reply) -> Any:
         return next(d for d in reply.decisions if d.stage == "cache")
@@ -374,7 +374,8 @@ def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path, fake_api_en
     # Answered by the real backend (offline placeholders are cached apart from real answers).
     first = CliRunner().invoke(app, ["ask", question])
     assert first.exit_code == 0, first.output
-    # A fresh process, the real backend and no key: only a cache hit can answer.
+    # A fresh process, the real backend with the same key but no reachable API: only a cache
+    # hit can answer (an answer is kept per key, so the key must be the same).
     code = (
         "import sys, json; from typer.testing import CliRunner; from tars_opt.cli.main import app; "
         f"b = CliRunner().invoke(app, ['ask', '--json', {question!r}]); "
@@ -382,7 +383,8 @@ def test_a_cli_hit_imports_neither_the_sdk_nor_the_model(home: Path, fake_api_en
         "print(json.loads(b.output)['source'], 'anthropic' in sys.modules, "
         "'onnxruntime' in sys.modules)"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_BASE_URL"}
+    env["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"  # nothing listens there
     env["PYTHONPATH"] = str(REPO)  # this checkout, not the installed one
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env

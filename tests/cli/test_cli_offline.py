@@ -249,7 +249,7 @@ def test_library_use_without_the_cli(home: Path) -> None:
     from tars_opt import Request, open_app
 
     opened = open_app(backend="offline")
-    reply = opened.optimizer().ask(Request(prompt="Hi", model="claude-haiku-5-5"))
+    reply = opened.optimizer().ask(Request.from_prompt("Hi", model="claude-haiku-5-5"))
     assert reply.source == "api" and reply.cost > 0
     assert opened.ledger.get(reply.request_id)["cost"] == pytest.approx(reply.cost)
     book = PriceBook(load_config().config.pricing)

@@ -124,7 +124,7 @@ def busy_ledger() -> tuple[object, list[str]]:
     from tars_opt import Request
 
     for i in range(2):
-        opt.ask(Request(prompt=f"Summarise the history of Rome, part {i}", defer=True))
+        opt.ask(Request.from_prompt(f"Summarise the history of Rome, part {i}", defer=True))
     alerter = Alerter(opened.config.alerts, opened.db)
     for i in range(3):
         alerter.raise_once(Alert(key=f"test:{i}", level="warning", period="p",

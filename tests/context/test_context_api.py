@@ -28,8 +28,8 @@ def test_pruned_and_marked_requests_are_valid_and_hit_the_cache(
     history = list(conversation(30))
     replies = []
     for turn in range(3):
-        req = Request(
-            prompt=f"Next step {turn}?",
+        req = Request.from_prompt(
+            f"Next step {turn}?",
             messages=tuple(history),
             system=LONG_SYSTEM,
             model="claude-sonnet-5-5",

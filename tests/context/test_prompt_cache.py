@@ -188,7 +188,9 @@ def test_the_chain_caches_an_agent_prefix_across_calls_minutes_apart(home: Path)
     replies = []
     for i in range(4):
         replies.append(
-            opt.ask(Request(prompt=f"Task {i}?", system=LONG_SYSTEM, model="claude-sonnet-5-5"))
+            opt.ask(
+                Request.from_prompt(f"Task {i}?", system=LONG_SYSTEM, model="claude-sonnet-5-5")
+            )
         )
         clock[0] += 600
     actions = [[d.action for d in r.decisions if d.stage == "prompt_cache"] for r in replies]
@@ -222,7 +224,7 @@ def test_the_chain_logs_a_miss(home: Path, caplog: pytest.LogCaptureFixture) -> 
     opt = app.optimizer(backend=NoCache())
     with caplog.at_level(logging.WARNING, logger="tars_opt.prompt_cache"):
         for prompt in ("hi", "and now?"):  # ttl auto marks the prefix from its second call
-            opt.ask(Request(prompt=prompt, system=LONG_SYSTEM, model="claude-sonnet-5-5"))
+            opt.ask(Request.from_prompt(prompt, system=LONG_SYSTEM, model="claude-sonnet-5-5"))
     assert any(r.getMessage() == "prompt cache miss" for r in caplog.records)
 
 
@@ -252,8 +254,8 @@ def test_prefix_is_byte_identical_across_turns_and_hits_the_cache(home: Path) ->
     prepared: list[Prepared] = []
     reads = []
     for turn in range(8):
-        req = Request(
-            prompt=f"Next step {turn}?",
+        req = Request.from_prompt(
+            f"Next step {turn}?",
             messages=tuple(history),
             system=LONG_SYSTEM,
             model="claude-sonnet-5-5",  # routing aside: sonnet caches from 1,024 tokens
@@ -294,7 +296,7 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
     reads = []
     for turn in range(3):
         reply = opt.ask(
-            Request(prompt=f"Next {turn}?", messages=tuple(history), model="claude-sonnet-5-5")
+            Request.from_prompt(f"Next {turn}?", messages=tuple(history), model="claude-sonnet-5-5")
         )
         marked = [d for d in reply.decisions if d.stage == "prompt_cache"]
         if turn:  # the first turn knows no gap yet: 5m

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,11 +61,11 @@ def stage(db=None, side_ask=None, **cfg) -> PruneStage:
 
 
 def kept_messages(request: Request) -> list[str]:
-    return [m["content"].split(":")[0] for m in request.messages]
+    return [m["content"].split(":")[0] for m in request.history]
 
 
 def test_short_history_is_sent_whole() -> None:
-    req = Request(prompt="next?", messages=conversation(2))
+    req = Request.from_prompt("next?", messages=conversation(2))
     out, decision = stage().apply(req)
     assert out == req
     assert decision.action == "none"
@@ -75,7 +74,7 @@ def test_short_history_is_sent_whole() -> None:
 
 def test_light_keeps_last_20_and_the_first_turn_without_summary() -> None:
     asked = Recorder()
-    req = Request(prompt="And then?", messages=conversation(30), query_type="code")
+    req = Request.from_prompt("And then?", messages=conversation(30), query_type="code")
     out, decision = stage(side_ask=asked, relevant_top_k=0).apply(req)
     assert decision.action == "light"
     assert asked.calls == []  # light never summarizes
@@ -90,7 +89,7 @@ def test_light_keeps_last_20_and_the_first_turn_without_summary() -> None:
 
 def test_medium_summarizes_the_rest_into_the_system_prompt() -> None:
     asked = Recorder()
-    req = Request(prompt="Summarize the plan", messages=conversation(30), system="Be brief.")
+    req = Request.from_prompt("Summarize the plan", messages=conversation(30), system="Be brief.")
     out, decision = stage(side_ask=asked, relevant_top_k=0).apply(req)
     assert decision.action == "medium"
     assert len(asked.calls) == 1
@@ -110,7 +109,7 @@ def test_medium_summarizes_the_rest_into_the_system_prompt() -> None:
 
 
 def test_aggressive_keeps_only_the_last_turns() -> None:
-    req = Request(prompt="ok", messages=conversation(30), query_type="template")
+    req = Request.from_prompt("ok", messages=conversation(30), query_type="template")
     out, decision = stage(side_ask=Recorder(), relevant_top_k=0).apply(req)
     assert decision.action == "aggressive"
     assert kept_messages(out)[:2] == ["Question 0", "Answer 0"]
@@ -119,10 +118,12 @@ def test_aggressive_keeps_only_the_last_turns() -> None:
 
 def test_level_by_priority_and_budget_pressure() -> None:
     s = stage(side_ask=Recorder(), relevant_top_k=0)
-    high = Request(prompt="x", messages=conversation(30), priority="high", query_type="template")
+    high = Request.from_prompt(
+        "x", messages=conversation(30), priority="high", query_type="template"
+    )
     assert s.plan(high).level == "light"
     # A huge history stays over budget at light and medium: pressure escalates it.
-    big = Request(prompt="x", messages=conversation(60, words=12), query_type="code")
+    big = Request.from_prompt("x", messages=conversation(60, words=12), query_type="code")
     plan = s.plan(big)
     assert plan.level == "aggressive"
     assert "budget pressure" in plan.reason
@@ -157,7 +158,7 @@ def tool_conversation(turns: int) -> tuple[dict, ...]:
 def test_tool_use_and_tool_result_are_never_separated(query_type: str) -> None:
     history = tool_conversation(15)
     assert not problems([*history, {"role": "user", "content": "go on"}])
-    req = Request(prompt="go on", messages=history, query_type=query_type)
+    req = Request.from_prompt("go on", messages=history, query_type=query_type)
     out, decision = stage(side_ask=Recorder()).apply(req)
     assert decision.action in {"light", "medium", "aggressive"}
     assert len(out.messages) < len(history)
@@ -187,19 +188,20 @@ def test_turns_group_tool_results_with_their_call() -> None:
 def test_relevant_old_turn_is_kept_verbatim() -> None:
     history = list(conversation(30))
     history[8] = {"role": "user", "content": "Our server is db-west-7 on port 54321. " + FILLER}
-    req = Request(prompt="Which port did db-west-7 use, 54321?", messages=tuple(history))
+    req = Request.from_prompt("Which port did db-west-7 use, 54321?", messages=tuple(history))
     out, decision = stage(side_ask=Recorder()).apply(req)
     assert decision.data["relevant"] == [[8, 9]]
     # Quoted in the final user turn, after every cache breakpoint, not among the messages.
     last = out.api_messages()[-1]["content"]
     assert "USER (message 8): Our server is db-west-7 on port 54321." in last[0]["text"]
     assert last[-1] == {"type": "text", "text": req.prompt}
-    assert not any("54321" in str(m["content"]) for m in out.messages)
+    assert not any("54321" in str(m["content"]) for m in out.history)
     assert not problems(out.api_messages())
     # Another prompt selects other turns, yet system and messages are the same bytes.
-    other, d2 = stage(side_ask=Recorder()).apply(replace(req, prompt="Anything else?"))
+    again = Request.from_prompt("Anything else?", messages=req.history)
+    other, d2 = stage(side_ask=Recorder()).apply(again)
     assert d2.data["relevant"] != decision.data["relevant"]
-    assert (other.system, other.messages) == (out.system, out.messages)
+    assert (other.system, other.history) == (out.system, out.history)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +246,9 @@ def test_a_bare_digit_is_a_weak_term() -> None:
 
 def test_the_turn_with_the_asked_identifier_is_kept_verbatim() -> None:
     history = tuple(ops_chat())
-    out, decision = stage(side_ask=Recorder()).apply(Request(prompt=QUESTION, messages=history))
+    out, decision = stage(side_ask=Recorder()).apply(
+        Request.from_prompt(QUESTION, messages=history)
+    )
     assert decision.action == "medium"
     assert list(ANSWER) in decision.data["relevant"]
     quoted = out.api_messages()[-1]["content"][0]["text"]
@@ -255,7 +259,7 @@ def test_the_turn_with_the_asked_identifier_is_kept_verbatim() -> None:
     assert "8017" not in quoted
     # Asked about alpha-17, that turn is the one kept.
     _, other = stage(side_ask=Recorder()).apply(
-        Request(prompt="What was the port of alpha-17?", messages=history)
+        Request.from_prompt("What was the port of alpha-17?", messages=history)
     )
     assert [26, 27] in other.data["relevant"]
 
@@ -268,7 +272,7 @@ def test_the_exact_identifier_outweighs_similar_recent_turns() -> None:
     history[77] = {"role": "assistant", "content": "Done; alpha-7 was restarted by the drain."}
     scorer = Scorer(lambda: WordEmbedder())
     s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=scorer)
-    _, decision = s.apply(Request(prompt=QUESTION, messages=tuple(history)))
+    _, decision = s.apply(Request.from_prompt(QUESTION, messages=tuple(history)))
     assert decision.data["scoring"] == "semantic+lexical"
     assert list(ANSWER) in decision.data["relevant"]
 
@@ -291,7 +295,9 @@ class WordEmbedder:
 def test_semantic_scorer_is_used_when_an_embedder_is_there() -> None:
     history = list(conversation(30))
     history[10] = {"role": "user", "content": "penguins penguins antarctic colonies " * 5}
-    req = Request(prompt="tell me more about antarctic penguins colonies", messages=tuple(history))
+    req = Request.from_prompt(
+        "tell me more about antarctic penguins colonies", messages=tuple(history)
+    )
     s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=Scorer(lambda: WordEmbedder()))
     out, decision = s.apply(req)
     assert decision.data["scoring"] == "semantic+lexical"
@@ -300,7 +306,7 @@ def test_semantic_scorer_is_used_when_an_embedder_is_there() -> None:
 
 def test_without_an_embedder_scoring_degrades_to_word_overlap() -> None:
     s = PruneStage(PruneConfig(), side_ask=Recorder(), scorer=Scorer(lambda: None))
-    _, decision = s.apply(Request(prompt="x y", messages=conversation(30)))
+    _, decision = s.apply(Request.from_prompt("x y", messages=conversation(30)))
     assert decision.data["scoring"] == "lexical"
 
 
@@ -310,7 +316,7 @@ def test_summary_failure_keeps_the_history_whole() -> None:
 
         raise BackendError("API error 529 overloaded_error", kind="overloaded_error")
 
-    req = Request(prompt="x", messages=conversation(30))
+    req = Request.from_prompt("x", messages=conversation(30))
     out, decision = stage(side_ask=broken).apply(req)
     assert out == req
     assert "summary failed" in decision.reason
@@ -327,8 +333,8 @@ def test_summaries_are_stored_reused_and_remade_when_history_changes(home: Path)
     app = open_app(backend="offline")
     opt = app.optimizer(backend=OfflineBackend())
     history = long_history(30)
-    first = opt.ask(Request(prompt="What next?", messages=tuple(history)))
-    again = opt.ask(Request(prompt="And after that?", messages=tuple(history)))
+    first = opt.ask(Request.from_prompt("What next?", messages=tuple(history)))
+    again = opt.ask(Request.from_prompt("And after that?", messages=tuple(history)))
     rows = list(app.db.query("SELECT * FROM calls WHERE query_type = 'summary'"))
     assert len(rows) == 1  # made once, reused by the second request
     summary_row = rows[0]
@@ -343,7 +349,7 @@ def test_summaries_are_stored_reused_and_remade_when_history_changes(home: Path)
     assert stored[0]["uses"] == 1
     # Change an old message: the summary must be made again.
     history[4] = {"role": "user", "content": "Question 2 (edited): " + FILLER * 3}
-    opt.ask(Request(prompt="What next?", messages=tuple(history)))
+    opt.ask(Request.from_prompt("What next?", messages=tuple(history)))
     assert (
         app.db.execute("SELECT count(*) FROM calls WHERE query_type='summary'").fetchone()[0] == 2
     )
@@ -357,7 +363,7 @@ def test_summaries_are_stored_reused_and_remade_when_history_changes(home: Path)
 def test_ledger_saving_is_net_of_the_summary(home: Path) -> None:
     app = open_app(backend="offline")
     opt = app.optimizer(backend=OfflineBackend())
-    reply = opt.ask(Request(prompt="What next?", messages=tuple(long_history(30))))
+    reply = opt.ask(Request.from_prompt("What next?", messages=tuple(long_history(30))))
     pruning = app.db.execute("SELECT SUM(saved_pruning) FROM calls").fetchone()[0]
     row = app.ledger.get(reply.request_id)
     summary = app.ledger.get(f"{reply.request_id}.summary")
@@ -367,7 +373,7 @@ def test_ledger_saving_is_net_of_the_summary(home: Path) -> None:
 def test_decisions_show_the_prune_plan(home: Path) -> None:
     app = open_app(backend="offline")
     reply = app.optimizer(backend=OfflineBackend()).ask(
-        Request(prompt="go", messages=tuple(long_history(30)))
+        Request.from_prompt("go", messages=tuple(long_history(30)))
     )
     prune = [d for d in reply.decisions if d.stage == "prune"][0]
     assert json.dumps(prune.to_dict())  # serialisable for the ledger
@@ -380,11 +386,11 @@ def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
 
     asked = Recorder()
     s = stage(db=connect(tmp_path / "t.db"), side_ask=asked, relevant_top_k=0)
-    s.apply(Request(prompt="next", messages=conversation(30)))
+    s.apply(Request.from_prompt("next", messages=conversation(30)))
     assert asked.calls[0].prompt.startswith("Summarize this part")
-    s.apply(Request(prompt="next", messages=conversation(30)))
+    s.apply(Request.from_prompt("next", messages=conversation(30)))
     assert len(asked.calls) == 1  # same history: reused
-    s.apply(Request(prompt="next", messages=conversation(34)))  # the cut moved one step
+    s.apply(Request.from_prompt("next", messages=conversation(34)))  # the cut moved one step
     assert len(asked.calls) == 2
     rolled = asked.calls[1].prompt
     assert rolled.startswith("Here is the summary of the conversation so far")
@@ -395,11 +401,11 @@ def test_a_summary_rolls_forward_from_the_previous_step(tmp_path: Path) -> None:
 def test_a_session_keeps_its_level_across_query_types() -> None:
     s = stage(side_ask=Recorder(), relevant_top_k=0)
     history = conversation(30)
-    first = s.plan(Request(prompt="x", messages=history, query_type="template", session="a"))
+    first = s.plan(Request.from_prompt("x", messages=history, query_type="template", session="a"))
     assert first.level == "aggressive"
-    code = s.plan(Request(prompt="y", messages=history, query_type="code", session="a"))
+    code = s.plan(Request.from_prompt("y", messages=history, query_type="code", session="a"))
     assert code.level == "aggressive" and "kept for the prompt cache" in code.reason
-    other = s.plan(Request(prompt="y", messages=history, query_type="code", session="b"))
+    other = s.plan(Request.from_prompt("y", messages=history, query_type="code", session="b"))
     assert other.level == "light"
-    high = s.plan(Request(prompt="y", messages=history, priority="high", session="a"))
+    high = s.plan(Request.from_prompt("y", messages=history, priority="high", session="a"))
     assert high.level == "light"  # an explicit priority rule still wins

@@ -30,14 +30,14 @@ def stage(**cfg) -> ToolStage:
 
 def test_few_tools_are_all_sent() -> None:
     tools = tuple(catalog(8))
-    req = Request(prompt="hi", tools=tools)
+    req = Request.from_prompt("hi", tools=tools)
     out, decision = stage().apply(req)
     assert out.tools == tools and decision.action == "all"
 
 
 def test_many_tools_are_cut_to_the_relevant_top_k_in_catalogue_order() -> None:
     tools = tuple(catalog(120))
-    req = Request(prompt="Add a new ticket on Jira called 'login bug'", tools=tools)
+    req = Request.from_prompt("Add a new ticket on Jira called 'login bug'", tools=tools)
     out, decision = stage().apply(req)
     names = [t["name"] for t in out.tools]
     assert len(names) == 10
@@ -71,8 +71,8 @@ def test_a_tool_the_conversation_uses_is_never_dropped() -> None:
         },
         {"role": "assistant", "content": "Done."},
     )
-    req = Request(
-        prompt="Add a new ticket on Jira called 'login bug'", tools=tools, messages=history
+    req = Request.from_prompt(
+        "Add a new ticket on Jira called 'login bug'", tools=tools, messages=history
     )
     out, decision = stage(max_per_request=3).apply(req)
     names = {t["name"] for t in out.tools}
@@ -83,7 +83,7 @@ def test_a_tool_the_conversation_uses_is_never_dropped() -> None:
 
 def test_a_tool_named_in_the_prompt_is_kept() -> None:
     tools = tuple(catalog(120))
-    req = Request(prompt="use hr_create_leave_request for next week", tools=tools)
+    req = Request.from_prompt("use hr_create_leave_request for next week", tools=tools)
     out, decision = stage(max_per_request=2).apply(req)
     assert "hr_create_leave_request" in {t["name"] for t in out.tools}
     assert decision.data["named"] == ["hr_create_leave_request"]
@@ -91,13 +91,13 @@ def test_a_tool_named_in_the_prompt_is_kept() -> None:
 
 def test_server_tools_are_always_sent() -> None:
     tools = (*catalog(30), {"type": "web_search_20250305", "name": "web_search"})
-    out, _ = stage(max_per_request=5).apply(Request(prompt="find news", tools=tools))
+    out, _ = stage(max_per_request=5).apply(Request.from_prompt("find news", tools=tools))
     assert "web_search" in {t["name"] for t in out.tools}
 
 
 def test_tool_search_mode_defers_the_rest() -> None:
     tools = tuple(catalog(60))
-    req = Request(prompt="Remove the GitHub issue 51", tools=tools)
+    req = Request.from_prompt("Remove the GitHub issue 51", tools=tools)
     out, decision = stage(mode="tool_search").apply(req)
     assert decision.action == "deferred"
     assert len(out.tools) == 61 and out.tools[-1] == TOOL_SEARCH
@@ -113,7 +113,7 @@ def test_lexical_recall_at_10_on_the_generated_catalogue() -> None:
     s = stage()
     hits = 0
     for text, needed in pairs:
-        out, _ = s.apply(Request(prompt=text, tools=tuple(tools)))
+        out, _ = s.apply(Request.from_prompt(text, tools=tuple(tools)))
         hits += needed in {t["name"] for t in out.tools}
     assert hits / len(pairs) >= 0.8
 
@@ -121,8 +121,8 @@ def test_lexical_recall_at_10_on_the_generated_catalogue() -> None:
 def test_the_chain_sends_only_the_selected_tools(home: Path) -> None:
     app = open_app(backend="offline")
     reply = app.optimizer(backend=OfflineBackend()).ask(
-        Request(
-            prompt="Look through Confluence for articles about release 4.2",
+        Request.from_prompt(
+            "Look through Confluence for articles about release 4.2",
             tools=tuple(catalog(100)),
         )
     )
@@ -136,7 +136,9 @@ def test_semantic_scores_are_used_when_an_embedder_is_there() -> None:
     from tests.context.test_prune import WordEmbedder
 
     s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: WordEmbedder()))
-    out, decision = s.apply(Request(prompt="remove the GitHub issue 51", tools=tuple(catalog(60))))
+    out, decision = s.apply(
+        Request.from_prompt("remove the GitHub issue 51", tools=tuple(catalog(60)))
+    )
     assert decision.data["scoring"] == "semantic+lexical"
     assert len(out.tools) == 10
 
@@ -145,20 +147,24 @@ def test_a_session_keeps_its_selection_while_it_fits() -> None:
     s = stage()
     tools = tuple(catalog(120))
     first, _ = s.apply(
-        Request(prompt="Add a new ticket on Jira called 'login bug'", tools=tools, session="s1")
+        Request.from_prompt(
+            "Add a new ticket on Jira called 'login bug'", tools=tools, session="s1"
+        )
     )
     # A follow-up on the same subject: same tool list, same bytes (cache-friendly).
     again, decision = s.apply(
-        Request(prompt="Add a new ticket on Jira called 'release 4.2'", tools=tools, session="s1")
+        Request.from_prompt(
+            "Add a new ticket on Jira called 'release 4.2'", tools=tools, session="s1"
+        )
     )
     assert again.tools == first.tools and decision.data["sticky"] is True
     # A new subject: the selection follows it.
     other, decision = s.apply(
-        Request(prompt="What's the forecast from the weather app?", tools=tools, session="s1")
+        Request.from_prompt("What's the forecast from the weather app?", tools=tools, session="s1")
     )
     assert decision.data["sticky"] is False and other.tools != first.tools
     # Without a session nothing is remembered.
-    _, none = s.apply(Request(prompt="Add a new ticket on Jira", tools=tools))
+    _, none = s.apply(Request.from_prompt("Add a new ticket on Jira", tools=tools))
     assert "sticky" not in none.data
 
 
@@ -184,8 +190,8 @@ def cache_aware(**cfg) -> ToolStage:
 
 
 def agent_request(**extra) -> Request:
-    return Request(
-        prompt="Add a new ticket on Jira called 'login bug'",
+    return Request.from_prompt(
+        "Add a new ticket on Jira called 'login bug'",
         system=AGENT_SYSTEM,
         tools=AGENT_TOOLS,
         **extra,
@@ -206,8 +212,8 @@ def test_a_cacheable_agent_tool_list_is_sent_whole() -> None:
         (agent_request(), {}, "haiku's 4,096-token minimum: nothing would be cached"),
         (agent_request(model="claude-sonnet-5-5"), {"enabled": False}, "prompt caching off"),
         (
-            Request(
-                prompt="Add a new ticket on Jira",
+            Request.from_prompt(
+                "Add a new ticket on Jira",
                 tools=tuple(catalog(150)),
                 model="claude-sonnet-5-5",
             ),
@@ -225,7 +231,14 @@ def test_otherwise_the_relevant_tools_are_selected(request_, caching, why) -> No
 def test_the_chain_routes_first_then_keeps_a_cached_tool_list(home: Path) -> None:
     app = open_app(backend="offline")
     opt = app.optimizer(backend=OfflineBackend())
-    assert [s.name for s in opt.stages] == ["cache", "defer", "prune", "route", "tools"]
+    assert [s.name for s in opt.stages] == [
+        "cache",
+        "defer",
+        "prune",
+        "route",
+        "tools",
+        "prompt_cache",
+    ]
     reply = opt.ask(agent_request(tier="strong"))
     tools = next(d for d in reply.decisions if d.stage == "tools")
     assert tools.action == "all" and reply.model == "claude-sonnet-5-5"
@@ -263,9 +276,9 @@ def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
     prompt = "Use github_update_issue for the bug below.\n" + log + "\nThen open a Jira ticket."
     seen = SeenEmbedder()
     s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: seen))
-    out, decision = s.apply(Request(prompt=prompt, tools=tools))
+    out, decision = s.apply(Request.from_prompt(prompt, tools=tools))
     assert max(seen.lengths) <= QUERY_HEAD_CHARS + QUERY_TAIL_CHARS + 2
     # The same choice as for the part it reads; a tool named at the start is kept.
-    capped, same = s.apply(Request(prompt=query_text(prompt), tools=tools))
+    capped, same = s.apply(Request.from_prompt(query_text(prompt), tools=tools))
     assert out.tools == capped.tools and decision.data["named"] == same.data["named"]
     assert "github_update_issue" in decision.data["named"]

@@ -35,7 +35,7 @@ def defer_decision(reply: Reply):
 
 def test_asked_to_defer_queues_with_a_ticket_and_no_ledger_row(home: Path) -> None:
     app, opt = optimizer(Clock(EVENING))
-    reply = opt.ask(Request(prompt="Summarise the Roman republic", defer=True))
+    reply = opt.ask(Request.from_prompt("Summarise the Roman republic", defer=True))
     assert reply.source == "queued" and reply.ticket and reply.ticket.startswith("t_")
     d = defer_decision(reply)
     assert d.action == "queued" and "--defer" in d.reason
@@ -58,7 +58,7 @@ def test_asked_to_defer_queues_with_a_ticket_and_no_ledger_row(home: Path) -> No
 )
 def test_never_deferred_even_when_asked(home: Path, request_kw: dict, why: str) -> None:
     app, opt = optimizer(Clock(NIGHT))
-    reply = opt.ask(Request(prompt="hello", defer=True, **request_kw))
+    reply = opt.ask(Request.from_prompt("hello", defer=True, **request_kw))
     assert reply.source == "api"
     assert why in defer_decision(reply).reason
     assert Queue(app.db).counts()["queued"] == 0
@@ -66,19 +66,19 @@ def test_never_deferred_even_when_asked(home: Path, request_kw: dict, why: str) 
 
 def test_low_priority_defers_only_when_configured(home: Path) -> None:
     _, opt = optimizer(Clock(NIGHT))  # off by default: opt in
-    reply = opt.ask(Request(prompt="x", priority="low"))
+    reply = opt.ask(Request.from_prompt("x", priority="low"))
     assert reply.source == "api" and "not asked to defer" in defer_decision(reply).reason
     _, opt = optimizer(Clock(NIGHT), defer_low_priority=True)
-    reply = opt.ask(Request(prompt="x", priority="low"))
+    reply = opt.ask(Request.from_prompt("x", priority="low"))
     assert reply.source == "queued"
     assert defer_decision(reply).reason == "low priority (defer.defer_low_priority)"
     # --no-defer is the caller's word: it beats the config.
-    reply = opt.ask(Request(prompt="x", priority="low", defer=False))
+    reply = opt.ask(Request.from_prompt("x", priority="low", defer=False))
     assert reply.source == "api" and "--no-defer" in defer_decision(reply).reason
 
 
 def _spend(app, clock: Clock, dollars: float, ago: float = 3600) -> None:
-    earlier = Request(prompt="earlier")
+    earlier = Request.from_prompt("earlier")
     reply = Reply(
         text="", model="claude-sonnet-5-5", source="api", request_id=earlier.request_id,
         cost=dollars,
@@ -90,9 +90,9 @@ def test_a_warn_budget_never_queues_anything(home: Path) -> None:
     clock = Clock(NIGHT)
     app, opt = optimizer(clock)
     _spend(app, clock, 170.0)  # 85% of $200
-    assert opt.ask(Request(prompt="one")).source == "api"
+    assert opt.ask(Request.from_prompt("one")).source == "api"
     _spend(app, clock, 60.0)  # 115%: over, and still answered
-    reply = opt.ask(Request(prompt="two"))
+    reply = opt.ask(Request.from_prompt("two"))
     assert reply.source == "api" and "not asked to defer" in defer_decision(reply).reason
     assert Queue(app.db).counts()["queued"] == 0
 
@@ -101,34 +101,34 @@ def test_a_defer_budget_queues_deferrable_work_once_spent(home: Path) -> None:
     clock = Clock(NIGHT)
     app, opt = optimizer(clock, policy="defer")
     _spend(app, clock, 170.0)  # 85%: under the default threshold (100%)
-    reply = opt.ask(Request(prompt="one"))
+    reply = opt.ask(Request.from_prompt("one"))
     assert reply.source == "api" and "budget under 100%" in defer_decision(reply).reason
     _spend(app, clock, 40.0)  # 105%
-    reply = opt.ask(Request(prompt="two"))
+    reply = opt.ask(Request.from_prompt("two"))
     assert reply.source == "queued"
     assert "budget: 105% of $200 used this month" in defer_decision(reply).reason
     for never in ({"urgent": True}, {"priority": "high"}, {"defer": False}):
-        assert opt.ask(Request(prompt="three", **never)).source == "api", never
+        assert opt.ask(Request.from_prompt("three", **never)).source == "api", never
 
 
 def test_budget_threshold_is_configurable(home: Path) -> None:
     clock = Clock(NIGHT)
     app, opt = optimizer(clock, policy="defer", budget_threshold=0.5)
     _spend(app, clock, 120.0)
-    assert opt.ask(Request(prompt="q")).source == "queued"
+    assert opt.ask(Request.from_prompt("q")).source == "queued"
     _, warn = optimizer(clock, budget_threshold=0.5)  # read by the defer policy only
-    assert warn.ask(Request(prompt="q")).source == "api"
+    assert warn.ask(Request.from_prompt("q")).source == "api"
 
 
 def test_a_spent_block_budget_refuses_marked_work_instead_of_queueing(home: Path) -> None:
     clock = Clock(NIGHT)
     app, opt = optimizer(clock, policy="block", defer_low_priority=True)
     _spend(app, clock, 150.0)  # 75%: --defer still queues
-    assert opt.ask(Request(prompt="q", defer=True)).source == "queued"
+    assert opt.ask(Request.from_prompt("q", defer=True)).source == "queued"
     _spend(app, clock, 60.0)  # 105%: the drain would submit nothing this month
     for marked in ({"defer": True}, {"priority": "low"}):
         with pytest.raises(BudgetExceeded, match="tars-opt monthly budget reached.*not queued"):
-            opt.ask(Request(prompt="q", **marked))
+            opt.ask(Request.from_prompt("q", **marked))
     assert Queue(app.db).counts()["queued"] == 1
 
 
@@ -136,29 +136,29 @@ def test_last_months_spend_does_not_count(home: Path) -> None:
     clock = Clock(at("2026-12-01T01:00"))
     app, opt = optimizer(clock, policy="defer")
     _spend(app, clock, 210.0, ago=7200)  # 23:00 on 30 November
-    assert opt.ask(Request(prompt="q")).source == "api"
+    assert opt.ask(Request.from_prompt("q")).source == "api"
     _spend(app, clock, 210.0, ago=60)  # this month's does
-    assert opt.ask(Request(prompt="q")).source == "queued"
+    assert opt.ask(Request.from_prompt("q")).source == "queued"
 
 
 def test_deadline_before_the_window_sends_now(home: Path) -> None:
     _, opt = optimizer(Clock(EVENING))
-    reply = opt.ask(Request(prompt="q", defer=True, max_wait_s=2 * 3600))
+    reply = opt.ask(Request.from_prompt("q", defer=True, max_wait_s=2 * 3600))
     d = defer_decision(reply)
     assert reply.source == "api" and d.action == "send"
     assert "ends before a batch would be back" in d.reason
     # Long enough: opens at 00:00, expected 01:00; 6 h from 20:00 is 02:00.
-    assert opt.ask(Request(prompt="q2", defer=True, max_wait_s=6 * 3600)).source == "queued"
+    assert opt.ask(Request.from_prompt("q2", defer=True, max_wait_s=6 * 3600)).source == "queued"
 
 
 def test_deadline_fallback_queue_keeps_it_queued(home: Path) -> None:
     _, opt = optimizer(Clock(EVENING), deadline_fallback="queue")
-    assert opt.ask(Request(prompt="q", defer=True, max_wait_s=600)).source == "queued"
+    assert opt.ask(Request.from_prompt("q", defer=True, max_wait_s=600)).source == "queued"
 
 
 def test_lazy_switched_off_never_queues(home: Path) -> None:
     _, opt = optimizer(Clock(NIGHT), enabled=False)
-    assert opt.ask(Request(prompt="q", defer=True)).source == "api"
+    assert opt.ask(Request.from_prompt("q", defer=True)).source == "api"
 
 
 def test_default_stages_include_defer(home: Path) -> None:
@@ -169,6 +169,7 @@ def test_default_stages_include_defer(home: Path) -> None:
         "prune",
         "route",
         "tools",
+        "prompt_cache",
     ]
     off = open_app(backend="offline", overrides={"defer.enabled": False})
     assert "defer" not in [s.name for s in off.optimizer().stages]

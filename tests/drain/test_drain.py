@@ -26,7 +26,7 @@ def setup(clock: Clock, n: int = 3, *, hold: bool = False, **defer: object):
     app = open_app(backend="offline", overrides={f"defer.{k}": v for k, v in defer.items()})
     opt = app.optimizer(clock=clock)
     opt.stages = [DeferStage(app.config, app.db, clock)]
-    tickets = [opt.ask(Request(prompt=f"question {i}", defer=True)).ticket for i in range(n)]
+    tickets = [opt.ask(Request.from_prompt(f"question {i}", defer=True)).ticket for i in range(n)]
     backend = ScriptedBatches(clock, hold=hold)
     return app, backend, tickets
 
@@ -212,7 +212,7 @@ def test_grouping_respects_request_and_byte_limits(home: Path) -> None:
     q = Queue(app2.db, clock)
     for i in range(5):
         q.enqueue(
-            Request(prompt=f"p{i} " + "x" * 600),
+            Request.from_prompt(f"p{i} " + "x" * 600),
             reason="t",
             max_wait_s=None,
             deadline=None,
@@ -232,14 +232,14 @@ def test_one_batch_per_model_and_shared_prefix_gets_a_1h_breakpoint(home: Path) 
     system = "You are a careful analyst. " * 800
     for i, model in enumerate(["claude-haiku-5-5", "claude-sonnet-5-5"] * 3):
         q.enqueue(
-            Request(prompt=f"task {i}", model=model, system=system),
+            Request.from_prompt(f"task {i}", model=model, system=system),
             reason="t",
             max_wait_s=None,
             deadline=None,
             expected_at=None,
         )
     q.enqueue(
-        Request(prompt="alone", model="claude-haiku-5-5", system="short"),
+        Request.from_prompt("alone", model="claude-haiku-5-5", system="short"),
         reason="t",
         max_wait_s=None,
         deadline=None,
@@ -280,7 +280,8 @@ def test_store_prompts_off_keeps_no_prompt_in_finished_tasks(home: Path) -> None
     for ticket in tickets:
         task = Queue(app.db).require(ticket)
         request = json.loads(task["request"])
-        assert task["state"] == "done" and request["prompt"] == "" and request["messages"] == []
+        assert task["state"] == "done" and request["messages"] == []
+        assert request.get("system") is None and "question" not in task["request"]
         assert task["prepared"] is None
         assert json.loads(task["result"])["answer"]  # the answer is what the user waits for
 

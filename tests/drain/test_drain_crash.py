@@ -42,7 +42,7 @@ def enqueue(app, n: int, clock=None) -> list[str]:
     return [
         q.enqueue(
             # One model for all, so one batch: the tests count submissions.
-            Request(prompt=f"task {i}", model="claude-haiku-5-5", forced_model=True),
+            Request.from_prompt(f"task {i}", model="claude-haiku-5-5", forced_model=True),
             reason="test",
             max_wait_s=None,
             deadline=None,

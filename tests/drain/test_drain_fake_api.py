@@ -24,7 +24,7 @@ def queued(fake_api_env, n: int, **defer: object):
     q = Queue(app.db)
     tickets = [
         q.enqueue(
-            Request(prompt=f"Name a prime above {i * 100}"),
+            Request.from_prompt(f"Name a prime above {i * 100}"),
             reason="test",
             max_wait_s=None,
             deadline=None,

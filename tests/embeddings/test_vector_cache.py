@@ -205,7 +205,7 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
     history = long_history()
     app = open_app()
     first = app.optimizer(backend=OfflineBackend()).ask(
-        Request(prompt="What about the penguins?", messages=tuple(history))
+        Request.from_prompt("What about the penguins?", messages=tuple(history))
     )
     prune = next(d for d in first.decisions if d.stage == "prune")
     assert prune.data["scoring"] == "semantic+lexical"
@@ -225,7 +225,7 @@ def test_the_chain_prune_stage_keeps_vectors_in_the_database(
     stages = {s.name: s for s in again.stages}
     assert isinstance(stages["prune"], PruneStage)
     assert stages["tools"].scorer._store is not None  # tool selection shares the table
-    second = again.ask(Request(prompt="And their colonies?", messages=tuple(history)))
+    second = again.ask(Request.from_prompt("And their colonies?", messages=tuple(history)))
     prune = next(d for d in second.decisions if d.stage == "prune")
     assert prune.data["scored_lexically"] == 0
     assert counters[1].texts == ["And their colonies?", "What about the penguins?\nThey are fine."]
@@ -244,14 +244,14 @@ def test_context_inspect_reads_the_vectors_an_earlier_process_stored(
     home: Path, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
     from tars_opt.config.loader import load_config
-    from tars_opt.context.inspect import inspect
+    from tars_opt.pipeline.optimizer import Optimizer
 
     counters, factory = processes
-    monkeypatch.setattr("tars_opt.context.inspect.default_embedder", factory)
-    request = Request(prompt="What about the vendors?", messages=tuple(long_history()))
+    monkeypatch.setattr("tars_opt.context.prune.default_embedder", factory)
+    request = Request.from_prompt("What about the vendors?", messages=tuple(long_history()))
     config = load_config(None).config
-    first = inspect(config, connect(home / "t.db"), request)
-    second = inspect(config, connect(home / "t.db"), request)
+    first = Optimizer(config, connect(home / "t.db")).inspect(request)
+    second = Optimizer(config, connect(home / "t.db")).inspect(request)
     assert first["scoring"] == "semantic+lexical" and first["prune"] == second["prune"]
     assert len(counters[0].texts) > 1 and counters[1].texts == []
 
@@ -270,7 +270,7 @@ def _needy_request(**extra) -> Request:
     """A long history whose 3rd turn only the embedding relates to the prompt."""
     history = long_history()
     history[4] = {"role": "user", "content": "Antarctic penguins colonies grow in winter."}
-    return Request(prompt="antarctic penguins colonies", messages=tuple(history), **extra)
+    return Request.from_prompt("antarctic penguins colonies", messages=tuple(history), **extra)
 
 
 def test_a_cold_history_waits_for_no_embedding_and_the_next_request_has_them(
@@ -326,7 +326,7 @@ def test_a_request_never_sent_drops_its_unstarted_work(tmp_path: Path) -> None:
     stage = _stage(tmp_path / "t.db", counter)
     stage.plan(_needy_request())
     assert stage.scorer.waiting > 0
-    stage.apply(Request(prompt="hi"))  # e.g. the budget refused the first one
+    stage.apply(Request.from_prompt("hi"))  # e.g. the budget refused the first one
     assert stage.scorer.waiting == 0 and counter.texts == ["antarctic penguins colonies"]
 
 

@@ -86,7 +86,7 @@ def test_heartbeat_queue_backlog_and_stuck_tasks(tmp_path: Path, runner) -> None
     now = time.time()
     for age in (7200, 60):
         Queue(db, clock=lambda age=age: now - age).enqueue(
-            Request(prompt=f"task {age}"), reason="test", max_wait_s=None, deadline=None,
+            Request.from_prompt(f"task {age}"), reason="test", max_wait_s=None, deadline=None,
             expected_at=None,
         )  # fmt: skip
     result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
@@ -338,7 +338,7 @@ def test_holdout_requests_skip_every_stage_and_are_marked(monkeypatch) -> None:
     opt.stages = [PinCheap()]
     ids = [f"req_ab_{i:03d}" for i in range(40)]
     for rid in ids:
-        opt.ask(Request(prompt=f"question {rid}", request_id=rid))
+        opt.ask(Request.from_prompt(f"question {rid}", request_id=rid))
     rows = opened.db.execute("SELECT request_id, holdout, model, decisions FROM calls").fetchall()
     tiers = opened.db.execute("SELECT DISTINCT tier FROM calls WHERE holdout = 1").fetchall()
     assert tiers == [("strong",)]
@@ -358,7 +358,7 @@ def test_forced_model_is_never_held_out(monkeypatch) -> None:
     monkeypatch.setenv("TARS_OPT_HOLDOUT", "0.5")
     opt = open_app(backend="offline").optimizer(backend=OfflineBackend())
     for i in range(20):
-        reply = opt.ask(Request(prompt="hi", model="claude-haiku-5-5", request_id=f"r{i}"))
+        reply = opt.ask(Request.from_prompt("hi", model="claude-haiku-5-5", request_id=f"r{i}"))
         assert reply.model == "claude-haiku-5-5"
 
 

@@ -162,7 +162,7 @@ def test_queue_status_counts_open_tasks_and_stuck_ones(db) -> None:
     assert queue_status(db, 1000.0, 60)["open"] == 0
     for t in (100.0, 990.0, 10.0):
         Queue(db, clock=lambda t=t: t).enqueue(
-            Request(prompt=f"at {t}"), reason="test", max_wait_s=None, deadline=None,
+            Request.from_prompt(f"at {t}"), reason="test", max_wait_s=None, deadline=None,
             expected_at=None,
         )  # fmt: skip
     db.execute("UPDATE tasks SET state = 'done' WHERE created_at = 10")
@@ -175,7 +175,7 @@ def test_rows_of_queued_requests_count_as_deferred_without_the_decision(db) -> N
     # Ledger rows written by drains of earlier versions carry no defer decision: the task
     # that queued the request is what says it was deferred.
     task = Queue(db, clock=lambda: ts("2026-02-17T09:00")).enqueue(
-        Request(prompt="later", request_id="req_from_queue"), reason="asked to defer (--defer)",
+        Request.from_prompt("later", request_id="req_from_queue"), reason="asked to defer (--defer)",
         max_wait_s=None, deadline=None, expected_at=None,
     )  # fmt: skip
     add_call(db, "2026-02-17T10:00", request_id=task["request_id"], source="batch",

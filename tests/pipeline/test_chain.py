@@ -21,6 +21,7 @@ class PinTier:
     """A test stage that sends everything to the cheap tier."""
 
     name = "route"
+    chooses_model = True  # a model the caller pinned skips it
 
     def apply(self, request: Request) -> tuple[Request, Decision]:
         return replace(request, tier="cheap", model="claude-haiku-5-5"), Decision(
@@ -56,7 +57,7 @@ def test_stage_decisions_reach_the_reply_and_the_ledger(home: Path) -> None:
     app = open_app(backend="offline")
     opt = app.optimizer()
     opt.stages = [PinTier()]
-    reply = opt.ask(Request(prompt="Capital of Peru?"))
+    reply = opt.ask(Request.from_prompt("Capital of Peru?"))
     assert reply.model == "claude-haiku-5-5"
     assert [d.stage for d in reply.decisions] == ["classify", "route"]
     row = app.ledger.get(reply.request_id)
@@ -66,7 +67,7 @@ def test_stage_decisions_reach_the_reply_and_the_ledger(home: Path) -> None:
 def test_forced_model_skips_routing(home: Path) -> None:
     opt = open_app(backend="offline").optimizer()
     opt.stages = [PinTier()]
-    reply = opt.ask(Request(prompt="hi", model="claude-opus-5-5"))
+    reply = opt.ask(Request.from_prompt("hi", model="claude-opus-5-5"))
     assert reply.model == "claude-opus-5-5"
     assert any(d.action == "forced" for d in reply.decisions)
 
@@ -75,7 +76,7 @@ def test_a_stage_answer_is_recorded_and_needs_no_backend(home: Path) -> None:
     app = open_app()  # backend anthropic, no key: never built, since the stage answers
     opt = app.optimizer()
     opt.stages = [Answers()]
-    reply = opt.ask(Request(prompt="hi"))
+    reply = opt.ask(Request.from_prompt("hi"))
     assert reply.source == "cache" and reply.text == "stored"
     row = app.ledger.get(reply.request_id)
     assert row["source"] == "cache" and row["saved_response_cache"] == 0.01 and row["cost"] == 0
@@ -85,7 +86,7 @@ def test_a_failed_call_is_recorded_without_cost_and_raised(home: Path) -> None:
     app = open_app(backend="offline")
     opt = app.optimizer(backend=FailingBackend())
     with pytest.raises(BackendError):
-        opt.ask(Request(prompt="hi", request_id="req_failing"))
+        opt.ask(Request.from_prompt("hi", request_id="req_failing"))
     row = app.ledger.get("req_failing")
     assert row["error"].startswith("overloaded_error")
     assert row["cost"] == 0 and row["baseline_cost"] == 0
@@ -294,5 +295,5 @@ def test_latency_excludes_building_the_backend(home: Path, monkeypatch: pytest.M
     monkeypatch.setattr(chain, "build_backend", slow_build)
     opt = open_app().optimizer()
     opt.stages = []  # only the backend's time is under test
-    reply = opt.ask(Request(prompt="hi", model="claude-haiku-5-5"))
+    reply = opt.ask(Request.from_prompt("hi", model="claude-haiku-5-5"))
     assert reply.latency_ms < 250

@@ -80,7 +80,7 @@ def run_faults(
     run = FaultRun()
     outcome: dict[str, str] = {}
     for i in range(requests):
-        req = Request(prompt=f"Fault run question {seed}-{i}: name a prime above {i}.")
+        req = Request.from_prompt(f"Fault run question {seed}-{i}: name a prime above {i}.")
         chunks: list[str] = []
         run.requests += 1
         try:
@@ -151,7 +151,7 @@ def run_batches(app: Any, server: FakeAnthropic, tasks: int, seed: int) -> tuple
     q = Queue(app.db)
     tickets = [
         q.enqueue(
-            Request(prompt=f"Batch fault task {seed}-{i}"),
+            Request.from_prompt(f"Batch fault task {seed}-{i}"),
             reason="test",
             max_wait_s=None,
             deadline=None,

@@ -229,7 +229,7 @@ def _run_kills(
             if job == "drain":
                 tickets += [
                     q.enqueue(
-                        Request(prompt=f"kill run task {n}-{k}"),
+                        Request.from_prompt(f"kill run task {n}-{k}"),
                         reason="test",
                         max_wait_s=None,
                         deadline=None,

@@ -194,7 +194,7 @@ def test_odd_api_answers_end_answered_or_failed(
         "tool_use": [t if isinstance(t["input"], dict) else {**t, "input": {}} for t in tools],
     }
     opened = open_app(overrides={"cache.enabled": False, "defer.enabled": False})
-    req = Request(prompt="odd answers: name a prime")
+    req = Request.from_prompt("odd answers: name a prime")
     try:
         reply = opened.optimizer().ask(req)
     except BackendError as exc:
@@ -221,7 +221,7 @@ def test_an_answer_with_unreadable_usage_is_failed_not_billed(
 
     monkeypatch.setattr(tokens.CacheUsage, "usage", odd)
     opened = open_app(overrides={"cache.enabled": False, "defer.enabled": False})
-    req = Request(prompt="what is a prime")
+    req = Request.from_prompt("what is a prime")
     with pytest.raises(BackendError, match="usage.output_tokens"):
         opened.optimizer().ask(req)
     row = opened.ledger.get(req.request_id)

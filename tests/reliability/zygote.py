@@ -54,7 +54,7 @@ def ask_loop(spec: dict[str, Any]) -> None:
     app = open_app(overrides=spec.get("overrides"))
     opt = app.optimizer()
     for i in range(int(spec.get("n", 1000))):
-        req = Request(prompt=f"{spec['tag']} question {i}: name a prime above {i}")
+        req = Request.from_prompt(f"{spec['tag']} question {i}: name a prime above {i}")
         stream = i % 3 == 1
         try:
             reply = opt.ask(req, on_text=(lambda _t: None) if stream else None)

@@ -79,9 +79,9 @@ def test_reasoning_factor_counts_cues() -> None:
 
 def test_context_factor_uses_history_and_system_prompt() -> None:
     router = heuristic()
-    bare = router.score(Request(prompt="and then?"))
+    bare = router.score(Request.from_prompt("and then?"))
     history = ({"role": "user", "content": "word " * 4000}, {"role": "assistant", "content": "ok"})
-    long = router.score(Request(prompt="and then?", messages=history, system="Be brief."))
+    long = router.score(Request.from_prompt("and then?", messages=history, system="Be brief."))
     ctx = {f.name: f for f in long.factors}["context"]
     assert {f.name: f.points for f in bare.factors}["context"] == 0
     assert 5 < ctx.points <= 10 and ctx.raw > 4000
@@ -151,9 +151,11 @@ def test_bad_routing_config_is_one_line_naming_the_key(
 def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     prompt = "What is the capital of France?"
     low = write_config(tmp_path, "routing:\n  heuristic:\n    thresholds:\n      strong: 5\n")
-    assert open_app(low).optimizer().ask(Request(prompt=prompt)).model == "claude-sonnet-5-5"
+    assert open_app(low).optimizer().ask(Request.from_prompt(prompt)).model == "claude-sonnet-5-5"
     default = write_config(tmp_path, "")
-    assert open_app(default).optimizer().ask(Request(prompt=prompt)).model == "claude-haiku-5-5"
+    assert (
+        open_app(default).optimizer().ask(Request.from_prompt(prompt)).model == "claude-haiku-5-5"
+    )
 
 
 def test_three_tiers_take_the_strongest_threshold_reached(tmp_path: Path) -> None:
@@ -171,7 +173,7 @@ def test_three_tiers_take_the_strongest_threshold_reached(tmp_path: Path) -> Non
 
 def test_routing_switched_off_uses_the_default_tier(tmp_path: Path) -> None:
     path = write_config(tmp_path, "routing:\n  enabled: false\n")
-    reply = open_app(path).optimizer().ask(Request(prompt="hi"))
+    reply = open_app(path).optimizer().ask(Request.from_prompt("hi"))
     assert reply.model == "claude-sonnet-5-5"
     assert all(d.stage != "route" for d in reply.decisions)
 
@@ -191,7 +193,7 @@ def test_strong_share_picks_the_threshold_from_the_saved_calibration(tmp_path: P
     )
     stage = RouteStage(config)
     assert stage.thresholds() == {"strong": 40.0}
-    _, decision = stage.apply(Request(prompt="What is the capital of France?"))
+    _, decision = stage.apply(Request.from_prompt("What is the capital of France?"))
     assert "strong_share 0.3 -> 40.00" in decision.reason
 
 
@@ -215,14 +217,14 @@ def test_pinned_keyword_and_type_and_tools_minimum(tmp_path: Path) -> None:
         "  tools_min_tier: strong\n",
     )
     stage = RouteStage(open_app(path).config)
-    req, dec = stage.apply(Request(prompt="Total of this INVOICE?"))
+    req, dec = stage.apply(Request.from_prompt("Total of this INVOICE?"))
     assert req.tier == "strong" and "keyword 'invoice'" in dec.reason
-    req, dec = stage.apply(Request(prompt="hi", query_type="code"))
+    req, dec = stage.apply(Request.from_prompt("hi", query_type="code"))
     assert req.tier == "strong" and "query type code pinned" in dec.reason
-    req, dec = stage.apply(Request(prompt="hi", query_type="fact"))
+    req, dec = stage.apply(Request.from_prompt("hi", query_type="fact"))
     assert req.tier == "cheap"
     tool = {"name": "get_time", "description": "now", "input_schema": {"type": "object"}}
-    req, dec = stage.apply(Request(prompt="hi", query_type="fact", tools=(tool,)))
+    req, dec = stage.apply(Request.from_prompt("hi", query_type="fact", tools=(tool,)))
     assert req.tier == "strong" and "tools present" in dec.reason
 
 
@@ -230,7 +232,7 @@ def test_forced_model_skips_the_router(home: Path) -> None:
     reply = (
         open_app(backend="offline")
         .optimizer()
-        .ask(Request(prompt="prove it step by step, explain why", model="claude-haiku-5-5"))
+        .ask(Request.from_prompt("prove it step by step, explain why", model="claude-haiku-5-5"))
     )
     assert reply.model == "claude-haiku-5-5"
     assert [d.action for d in reply.decisions if d.stage == "route"] == ["forced"]
@@ -243,7 +245,7 @@ def test_decision_and_ledger_carry_score_router_threshold_tier_and_why(
     home: Path, tmp_path: Path
 ) -> None:
     opened = open_app(write_config(tmp_path, ""))
-    reply = opened.optimizer().ask(Request(prompt="What is the capital of France?"))
+    reply = opened.optimizer().ask(Request.from_prompt("What is the capital of France?"))
     route = next(d for d in reply.decisions if d.stage == "route")
     assert set(route.data) >= {"router", "score", "threshold", "tier", "why", "factors"}
     row = opened.ledger.get(reply.request_id)
@@ -301,7 +303,7 @@ class Scripted(OfflineBackend):
 
 def ask_with(tmp_path: Path, backend: OfflineBackend, extra: str = "", **kw: Any) -> Any:
     opened = open_app(write_config(tmp_path, extra))
-    reply = opened.optimizer(backend=backend).ask(Request(prompt="What is 2+2?", **kw))
+    reply = opened.optimizer(backend=backend).ask(Request.from_prompt("What is 2+2?", **kw))
     return opened, reply
 
 
@@ -430,7 +432,7 @@ def test_an_escalated_answer_is_not_handed_to_the_cache(tmp_path: Path) -> None:
     opt = opened.optimizer(backend=Scripted("", "max_tokens"))
     cache = Remembers()
     opt.stages = [cache, RouteStage(opened.config)]
-    reply = opt.ask(Request(prompt="What is 2+2?"))
+    reply = opt.ask(Request.from_prompt("What is 2+2?"))
     assert reply.model == "claude-sonnet-5-5" and cache.seen == ["claude-sonnet-5-5"]
 
 
@@ -477,15 +479,15 @@ def test_a_huge_prompt_is_routed_on_its_head_and_tail(tmp_path: Path, router: st
     assert capped.startswith(prompt[:ROUTE_HEAD_CHARS]) and capped.endswith(prompt[-100:])
     config = open_app(write_config(tmp_path, "", router=router)).config
     stage = RouteStage(config)
-    huge_req, huge = stage.apply(Request(prompt=prompt))
-    capped_req, short = stage.apply(Request(prompt=capped))
+    huge_req, huge = stage.apply(Request.from_prompt(prompt))
+    capped_req, short = stage.apply(Request.from_prompt(capped))
     assert (huge_req.tier, huge.data["score"]) == (capped_req.tier, short.data["score"])
     assert huge.data["prompt_chars_read"] == len(capped) and "prompt_chars_read" not in short.data
     assert f"last {ROUTE_TAIL_CHARS:,} of {len(prompt):,} characters" in huge.reason
     assert guess_query_type(prompt) == guess_query_type(capped)
     # What the router itself is handed is bounded, whatever the prompt's length.
     seen = Seen(heuristic())
-    RouteStage(config, router=seen).apply(Request(prompt=prompt))
+    RouteStage(config, router=seen).apply(Request.from_prompt(prompt))
     assert [len(p) for p in seen.prompts] == [len(capped)]
 
 
@@ -495,5 +497,5 @@ def test_prompts_of_normal_length_are_routed_whole() -> None:
     prompt = pasted_log(15_000)
     assert routing_text(prompt) is prompt
     seen = Seen(heuristic())
-    _, decision = RouteStage(load_config().config, router=seen).apply(Request(prompt=prompt))
+    _, decision = RouteStage(load_config().config, router=seen).apply(Request.from_prompt(prompt))
     assert seen.prompts == [prompt] and "prompt_chars_read" not in decision.data

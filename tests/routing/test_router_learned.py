@@ -113,12 +113,14 @@ def test_the_shipped_router_loads_offline_with_its_note() -> None:
     assert "calibration split" in router.note["data"] and router.note["made"]
     assert len(router.table) == 21 and router.note["calibration"]["apgr"] > 0.6
     maths = router.route_score(
-        Request(
-            prompt="Natalia sold clips to 48 of her friends in April, and then she sold "
+        Request.from_prompt(
+            "Natalia sold clips to 48 of her friends in April, and then she sold "
             "half as many clips in May. How many clips did Natalia sell altogether?"
         )
     )
-    trivia = router.route_score(Request(prompt="Which colour do you get mixing blue and yellow?"))
+    trivia = router.route_score(
+        Request.from_prompt("Which colour do you get mixing blue and yellow?")
+    )
     assert maths.score > trivia.score
     assert maths.router == "learned" and "predicted_gain" in maths.details
     # It reads MiniLM's layer 2, chosen on the held-out calibration prompts.
@@ -141,8 +143,8 @@ def test_unfamiliar_prompts_get_the_heuristic_on_the_same_scale() -> None:
         "Design a distributed rate limiter for a multi-region API gateway and discuss "
         "the trade-offs."
     )
-    design = router.route_score(Request(prompt=ask))
-    hello = router.route_score(Request(prompt="hi"))
+    design = router.route_score(Request.from_prompt(ask))
+    hello = router.route_score(Request.from_prompt("hi"))
     for scored in (design, hello):
         assert scored.details["fallback"] == "heuristic"
         assert scored.details["familiarity"] < router.familiar_min
@@ -154,14 +156,14 @@ def test_unfamiliar_prompts_get_the_heuristic_on_the_same_scale() -> None:
     np.testing.assert_allclose(bulk, [hello.score, design.score], atol=0.01)
     # An old router file without centroids treats every prompt as familiar.
     router.centroids = None
-    assert "fallback" not in router.route_score(Request(prompt="hi")).details
+    assert "fallback" not in router.route_score(Request.from_prompt("hi")).details
 
 
 def test_learned_router_in_the_chain_and_ledger(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("backend: offline\nrouting:\n  router: learned\n")
     opened = open_app(path)
-    reply = opened.optimizer().ask(Request(prompt="What is the capital of France?"))
+    reply = opened.optimizer().ask(Request.from_prompt("What is the capital of France?"))
     route = next(d for d in reply.decisions if d.stage == "route")
     assert route.data["router"] == "learned" and "percentile" in route.reason
     assert opened.ledger.get(reply.request_id)["router"] == "learned"
@@ -173,7 +175,7 @@ def test_learned_router_falls_back_to_the_heuristic_and_says_so(tmp_path: Path) 
         f"backend: offline\nrouting:\n  router: learned\n  learned:\n"
         f"    path: {tmp_path / 'none.npz'}\n"
     )
-    reply = open_app(path).optimizer().ask(Request(prompt="hi"))
+    reply = open_app(path).optimizer().ask(Request.from_prompt("hi"))
     route = next(d for d in reply.decisions if d.stage == "route")
     assert route.data["router"] == "heuristic"
     assert "learned router unavailable" in route.reason and "router train" in route.reason
@@ -216,7 +218,7 @@ def test_router_train_then_route_and_calibrate_with_it(runner: CliRunner, tmp_pa
     opened = open_app(config)
 
     def models(prompts: list[str]) -> list[str]:
-        return [opened.optimizer().ask(Request(prompt=p)).model for p in prompts]
+        return [opened.optimizer().ask(Request.from_prompt(p)).model for p in prompts]
 
     # 48 training prompts make single decisions noisy: judge the new prompts as groups.
     hard = models([t.format(n=40, m=2) for t in HARD])
@@ -240,7 +242,7 @@ def test_calibrate_save_feeds_strong_share(runner: CliRunner, tmp_path: Path) ->
     config = tmp_path / "c.yaml"
     config.write_text("backend: offline\nrouting:\n  router: heuristic\n  strong_share: 0.5\n")
     opened = open_app(config)
-    reply = opened.optimizer().ask(Request(prompt="hi"))
+    reply = opened.optimizer().ask(Request.from_prompt("hi"))
     route = next(d for d in reply.decisions if d.stage == "route")
     expected = pick_threshold(measured["table"], strong_share=0.5)["threshold"]
     assert route.data["threshold"] == expected and "router-calibration.json" in route.reason
@@ -290,5 +292,5 @@ def test_strong_share_with_the_learned_router_uses_its_shipped_table(tmp_path: P
     stage = RouteStage(open_app(path).config)
     row = pick_threshold(load_learned(embed=False).table, strong_share=0.3)
     assert stage.thresholds() == {"strong": row["threshold"]}
-    _, decision = stage.apply(Request(prompt="What is the capital of France?"))
+    _, decision = stage.apply(Request.from_prompt("What is the capital of France?"))
     assert "strong_share 0.3" in decision.reason and "the router file" in decision.reason

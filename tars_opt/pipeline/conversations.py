@@ -1,0 +1,132 @@
+"""Conversations: which agent run a call belongs to, and what is decided once for it.
+
+A conversation is the `session` control; else a session id the client sends (Claude Code
+puts one in `metadata.user_id`); else the chain of calls: a call belongs to the
+conversation of the most recent earlier call whose messages are a proper prefix of its
+own. Two runs of the same task start alike but each extends its own latest call, so they
+stay apart. Only hashes of messages are stored, never their text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tars_opt.store.database import Database
+from tars_opt.types import Request
+
+# Prefix hashes older than this are forgotten: a conversation idle for a week starts anew.
+KEEP_S = 7 * 86_400.0
+_SESSION = re.compile(r"session_([0-9A-Za-z-]{8,})")
+
+
+def client_session(metadata: Any) -> str | None:
+    """The session id a client put in `metadata.user_id`, if any (a JSON object with a
+    session_id, or text holding `session_<id>`)."""
+    if not isinstance(metadata, dict):
+        return None
+    user = metadata.get("user_id")
+    if not isinstance(user, str) or not user:
+        return None
+    try:
+        parsed = json.loads(user)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str):
+        return str(parsed["session_id"])
+    found = _SESSION.search(user)
+    return found.group(1) if found else None
+
+
+def _stable(message: dict[str, Any]) -> bytes:
+    # cache_control marks move from call to call: they are not part of what was said.
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "cache_control"}
+        if isinstance(value, list | tuple):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(message), sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def prefix_hashes(request: Request) -> list[str]:
+    """The hash of messages[:k] for every k (1..n), each chained on the one before."""
+    out: list[str] = []
+    running = hashlib.sha256(f"{request.namespace}\x1f{request.key_id or ''}".encode())
+    for message in request.messages:
+        running.update(_stable(message))
+        out.append(running.copy().hexdigest()[:32])
+    return out
+
+
+class Conversations:
+    """Names the conversation of each call (table `conversation_prefixes`) and keeps each
+    conversation's state (table `conversations`)."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    def recognise(self, request: Request) -> str:
+        """The conversation id of `request`, recording its messages for the calls after."""
+        if request.session:
+            return "s:" + _short(f"{request.namespace}\x1f{request.session}")
+        client = client_session(request.extra.get("metadata"))
+        if client:
+            return "c:" + _short(f"{request.namespace}\x1f{client}")
+        hashes = prefix_hashes(request)
+        if not hashes:
+            return "k:" + uuid.uuid4().hex[:24]
+        now = self.clock()
+        earlier = hashes[:-1]
+        found: str | None = None
+        if earlier:
+            marks = ", ".join("?" for _ in earlier)
+            rows = self.db.query(
+                f"SELECT hash, conversation FROM conversation_prefixes WHERE hash IN ({marks})",
+                earlier,
+            )
+            known = {r["hash"]: r["conversation"] for r in rows}
+            found = next((known[h] for h in reversed(earlier) if h in known), None)
+        conversation = found or "k:" + uuid.uuid4().hex[:24]
+        with self.db.transaction() as tx:
+            tx.insert(
+                "conversation_prefixes",
+                {"hash": hashes[-1], "conversation": conversation, "ts": now},
+                on_conflict="replace",
+            )
+            tx.execute("DELETE FROM conversation_prefixes WHERE ts < ?", [now - KEEP_S])
+        return conversation
+
+    def state(self, conversation: str) -> dict[str, Any]:
+        """What was decided for a conversation so far ({} for a new one)."""
+        value = self.db.scalar("SELECT state FROM conversations WHERE id = ?", [conversation])
+        return json.loads(value) if value else {}
+
+    def remember(self, conversation: str, namespace: str, **state: Any) -> None:
+        """Keep `state` (merged into what is kept) for the conversation's later calls."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            value = tx.scalar("SELECT state FROM conversations WHERE id = ?", [conversation])
+            merged = {**(json.loads(value) if value else {}), **state}
+            text = json.dumps(merged, separators=(",", ":"))
+            if value is None:
+                row = {"id": conversation, "namespace": namespace, "started": now,
+                       "updated": now, "calls": 1, "state": text}  # fmt: skip
+                tx.insert("conversations", row)
+            else:
+                tx.execute(
+                    "UPDATE conversations SET state = ?, updated = ?, calls = calls + 1 "
+                    "WHERE id = ?",
+                    [text, now, conversation],
+                )
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
