@@ -128,7 +128,10 @@ class Budget:
         )
 
     def estimate(self, prepared: Prepared) -> float:
-        """An upper bound of what sending `prepared` can cost, in USD."""
+        """An upper bound of what sending `prepared` can cost, in USD (0 for a model with
+        no price: its cost is recorded as unknown)."""
+        if prepared.cost_unknown:
+            return 0.0
         prompt = estimate_params(prepared.params)
         model = prepared.request.model or str(prepared.params.get("model"))
         r = self.prices.rates(model, prompt)

@@ -233,8 +233,9 @@ class Ledger:
 
     def spend(self, start: float, end: float, *, include_offline: bool = True) -> dict[str, Any]:
         """Totals between two epoch times: calls, cost, baseline, saved by strategy, errors,
-        escalations (re-asks on a stronger tier) and what they cost. Without
-        `include_offline` the offline backend's rows are left out."""
+        escalations (re-asks on a stronger tier) and what they cost, and calls whose cost is
+        unknown (a model with no price). Without `include_offline` the offline backend's
+        rows are left out."""
         saved = ", ".join(f"SUM(saved_{s}) AS saved_{s}" for s in STRATEGIES)
         row = next(
             self.db.query(
@@ -243,7 +244,8 @@ class Ledger:
                     SUM(error IS NOT NULL) AS errors, {saved},
                     SUM(escalated_from IS NOT NULL) AS escalations,
                     SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
-                        AS escalation_cost
+                        AS escalation_cost,
+                    SUM(cost_unknown) AS cost_unknown
                     FROM calls WHERE ts >= ? AND ts < ?{real_only(include_offline)}""",
                 [start, end],
             )

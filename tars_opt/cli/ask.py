@@ -23,6 +23,7 @@ from tars_opt.cli.common import (
     system_prompt,
 )
 from tars_opt.cli.render import ask as render
+from tars_opt.cli.render.common import to_json
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
@@ -38,7 +39,11 @@ def ask(
         typer.Option(help="Modular system prompt (YAML/Markdown sections with conditions)."),
     ] = None,
     context: Annotated[
-        Path | None, typer.Option(help="JSON conversation so far: a list of {role, content}.")
+        Path | None,
+        typer.Option(
+            help="JSON conversation so far: a list of {role, content}. Give no prompt to "
+            "answer its last turn as it is (e.g. a user turn of tool results)."
+        ),
     ] = None,
     tools: Annotated[Path | None, typer.Option(help="JSON list of tool schemas.")] = None,
     query_type: Annotated[
@@ -77,6 +82,17 @@ def ask(
         bool, typer.Option("--refresh", help="Skip the cached answer; store the fresh one.")
     ] = False,
     backend: Annotated[str | None, typer.Option(help="anthropic|offline.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON Lines of prompts or Messages API bodies: answer them all, one JSON "
+            "line each (in the file's order).",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=64, help="With --file: how many at once.")
+    ] = 4,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
@@ -86,6 +102,28 @@ def ask(
 
     Example: [bold]tars-opt ask "What is the capital of France?"[/bold]
     """
+    if file is not None:
+        given = {
+            "a prompt": prompt is not None,
+            "--system": system is not None,
+            "--system-file": system_file is not None,
+            "--context": context is not None,
+            "--tools": tools is not None,
+            "--stream": stream,
+            "--wait": wait,
+            "--explain": explain,
+            "--model": model is not None,
+            "--type": query_type is not None,
+        }
+        with friendly_errors():
+            clash = [name for name, on in given.items() if on]
+            if clash:
+                raise InputError(
+                    f"--file takes no {', '.join(clash)}: put it in each line "
+                    "(prompt, model, system, tools; controls under tars_opt)"
+                )
+            _ask_file(file, parallel, backend, max_tokens, config, db, verbose)
+        return
     with friendly_errors():
         check_query_type(query_type)
         check_priority(priority)
@@ -97,14 +135,17 @@ def ask(
             max_wait_s = parse_duration(max_wait) if max_wait is not None else None
         except ValueError as exc:
             raise InputError(f"--max-wait {exc}") from None
-        text = read_prompt(prompt, sys.stdin)
-        history = read_context(context) if context else ()
+        history = read_context(context, open_turn=prompt is None) if context else ()
+        # A conversation that ends with the user's turn (tool results) is answered as it is.
+        open_turn = bool(history) and history[-1]["role"] == "user"
+        text = "" if open_turn else read_prompt(prompt, sys.stdin)
         schemas = read_tools(tools) if tools else ()
         opened = open_app(config, db, verbose, backend)
-        system, sections = system_prompt(system, system_file, opened.config, query_type, text)
-        request = Request.from_prompt(
-            text,
-            messages=history,
+        asked = text or Request(messages=history).prompt
+        system, sections = system_prompt(system, system_file, opened.config, query_type, asked)
+        turns = history if open_turn else (*history, {"role": "user", "content": text})
+        request = Request(
+            messages=turns,
             system=system,
             tools=schemas,
             query_type=query_type,
@@ -149,6 +190,42 @@ def ask(
             if sections is not None:
                 consoles.out.print(f"system sections sent: {', '.join(sections) or '-'}")
         consoles.out.print(render.reply_line(reply, opened.loaded.label), style="dim", markup=False)
+
+
+def _ask_file(
+    path: Path,
+    parallel: int,
+    backend: str | None,
+    max_tokens: int | None,
+    config: Path | None,
+    db: Path | None,
+    verbose: bool,
+) -> None:
+    """`ask --file`: every line through the chain, `parallel` at once, one JSON line per
+    answer on stdout in the file's order, a progress bar on stderr; exit 1 if any failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tars_opt.pipeline.many import ask_many, read_requests
+
+    opened = open_app(config, db, verbose, backend)
+    requests = read_requests(path, {"max_tokens": max_tokens or opened.config.models.max_tokens})
+    optimizer = opened.optimizer()
+    failed = 0
+    with Progress(
+        TextColumn("requests"), BarColumn(), MofNCompleteColumn(), console=consoles.err
+    ) as bar:
+        job = bar.add_task("ask", total=len(requests))
+        for outcome in ask_many(
+            optimizer.ask,
+            requests,
+            parallel=parallel,
+            on_done=lambda _: bar.advance(job),
+        ):
+            failed += outcome.error is not None
+            typer.echo(to_json(outcome.to_dict(), indent=None))
+    if failed:
+        consoles.err.print(f"{failed} of {len(requests)} failed (see their error lines)")
+        raise typer.Exit(1)
 
 
 def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:

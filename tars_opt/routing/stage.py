@@ -177,7 +177,12 @@ class RouteStage:
     def retry(self, prepared: Prepared, result: BackendResult) -> tuple[Request, Decision] | None:
         """Escalation: the same request on the next tier up when the answer trips a
         trigger (see `escalate`)."""
-        return escalate(self.config, prepared, result)
+        retry = escalate(self.config, prepared, result)
+        ceiling = prepared.request.client_model
+        if retry is None or not ceiling or self.routing.above_client_model:
+            return retry
+        # Not above the model the client asked for.
+        return None if self._dearer(retry[0].model or "", ceiling) else retry
 
 
 def _refused(text: str, patterns: list[str]) -> bool:

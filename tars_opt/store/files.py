@@ -36,8 +36,12 @@ def _load_json(path: str | Path, what: str) -> Any:
         ) from None
 
 
-def read_context(path: str | Path) -> tuple[dict[str, Any], ...]:
-    """A conversation file: a JSON list of {role: user|assistant, content: str | blocks}."""
+def read_context(path: str | Path, *, open_turn: bool = False) -> tuple[dict[str, Any], ...]:
+    """A conversation file: a JSON list of {role: user|assistant, content: str | blocks}.
+
+    It ends with an assistant message (the prompt is the next user turn) unless
+    `open_turn`: then it may also end with the user turn to answer (an agent loop's turn
+    that hands back tool results)."""
     data = _load_json(path, "context")
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
         data = data["messages"]
@@ -57,10 +61,11 @@ def read_context(path: str | Path) -> tuple[dict[str, Any], ...]:
                 f"context file {path}: message {i} content must be text or a list of blocks"
             )
         out.append({"role": msg["role"], "content": msg["content"]})
-    if out and out[-1]["role"] == "user":
+    if out and out[-1]["role"] == "user" and not open_turn:
         raise InputError(
             f"context file {path} ends with a user message: the prompt is the next user turn, "
-            "so end the history with an assistant message"
+            "so end the history with an assistant message (or give no prompt: the file's "
+            "last turn is then the one answered)"
         )
     return tuple(out)
 

@@ -178,7 +178,6 @@ def test_bad_input_files_exit_2_with_one_line(
     [
         (["--type", "poem", "hi"], "--type 'poem' is not one of"),
         (["--priority", "urgent", "hi"], "--priority 'urgent'"),
-        (["--model", "gpt-5", "hi"], "no price for model 'gpt-5'"),
         (["   "], "no prompt"),
     ],
 )
@@ -186,6 +185,13 @@ def test_bad_arguments_exit_2(runner: CliRunner, args: list[str], expected: str)
     result = runner.invoke(app, ["ask", *OFFLINE, *args])
     assert result.exit_code == 2
     assert expected in result.output
+
+
+def test_a_model_with_no_price_is_answered_with_a_warning(runner: CliRunner) -> None:
+    # A new model id must never break an agent: sent unoptimized, its cost unknown.
+    result = runner.invoke(app, ["ask", *OFFLINE, "--model", "gpt-5", "hi"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no price for model 'gpt-5'" in result.stderr
 
 
 def test_missing_key_says_how_to_fix_and_exits_2(runner: CliRunner, home: Path) -> None:

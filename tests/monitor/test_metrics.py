@@ -175,8 +175,8 @@ def test_rows_of_queued_requests_count_as_deferred_without_the_decision(db) -> N
     # Ledger rows written by drains of earlier versions carry no defer decision: the task
     # that queued the request is what says it was deferred.
     task = Queue(db, clock=lambda: ts("2026-02-17T09:00")).enqueue(
-        Request.from_prompt("later", request_id="req_from_queue"), reason="asked to defer (--defer)",
-        max_wait_s=None, deadline=None, expected_at=None,
+        Request.from_prompt("later", request_id="req_from_queue"),
+        reason="asked to defer (--defer)", max_wait_s=None, deadline=None, expected_at=None,
     )  # fmt: skip
     add_call(db, "2026-02-17T10:00", request_id=task["request_id"], source="batch",
              service_tier="batch", cost=0.002, saved_batching=0.002)  # fmt: skip

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def to_json(data: Any, *, indent: int = 2, default: Callable[[Any], Any] | None = None) -> str:
+def to_json(
+    data: Any, *, indent: int | None = 2, default: Callable[[Any], Any] | None = None
+) -> str:
     """What `--json` prints: every float rounded to 10 significant digits or to 1e-9,
     whichever keeps more (2.2800000000000002e-05 prints as 2.28e-05, $1234.5678901234 as
     1234.567890123), so a sum of printed parts is within 1e-9 per part of the printed

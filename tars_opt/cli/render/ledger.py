@@ -29,6 +29,12 @@ def spend(console: Console, s: SpendSummary) -> None:
         f"({s.month_used_share:.1%}); at this pace {usd(s.month_pace_usd)} by month end"
     )
     month = s.periods["month"]
+    if month.get("cost_unknown"):
+        console.print(
+            f"warning: {month['cost_unknown']} call(s) this month used a model with no price: "
+            "their cost is unknown and not counted above; add the model under pricing.models",
+            style="bold red",
+        )
     if month.get("escalations"):
         console.print(
             f"escalations this month: {month['escalations']} re-asks on a stronger tier cost "
