@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tars_opt.errors import BackendError
+
 _WORDISH = re.compile(r"\w+|[^\w\s]")
 # Per-message framing (role markers) the API adds around each turn.
 MESSAGE_OVERHEAD = 4
@@ -164,8 +166,6 @@ class TokenCounter:
             return TokenCount(found, exact=True)
         if not self._may_call():
             return TokenCount(estimate_params(params), exact=False)
-        from tars_opt.backends import BackendError
-
         try:
             tokens = int(self._backend.count_tokens(params))
         except BackendError as exc:

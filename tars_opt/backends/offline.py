@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.backends import BatchInfo, BatchItem
 from tars_opt.cache.keys import canonical
+from tars_opt.errors import BackendError
 from tars_opt.types import BackendResult, Usage
 
 # (time to first token s, output tokens per second): rough public figures per family.

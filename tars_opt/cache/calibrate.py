@@ -24,7 +24,7 @@ import numpy as np
 from tars_opt.cache import guards as cache_guards
 from tars_opt.config.loader import load_config
 from tars_opt.config.schema import CacheSemanticConfig
-from tars_opt.store.files import InputError
+from tars_opt.errors import EmbeddingUnavailable, InputError
 from tars_opt.types import QUERY_TYPES
 
 # Header names of known layouts: (text1, text2, label).
@@ -208,7 +208,7 @@ def choose_threshold(
 
 def calibration_embedder() -> Any:
     """The sentence embedder calibration measures with (the cache's own)."""
-    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
+    from tars_opt.embeddings.model import get_embedder
 
     try:
         return get_embedder()

@@ -19,10 +19,6 @@ from tars_opt.types import QUERY_TYPES
 _QUERY_TYPES = QUERY_TYPES
 
 
-class ConfigError(Exception):
-    """A config problem, worded as one line that names the key and the fix."""
-
-
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.backends import BackendError
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context.history import Turn, message_text, problems, split_turns
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles, query_text
@@ -35,6 +34,7 @@ from tars_opt.context.summaries import (
     summary_request,
 )
 from tars_opt.embeddings.store import open_vector_cache
+from tars_opt.errors import BackendError
 from tars_opt.store.database import Database
 from tars_opt.types import Decision, Request
 

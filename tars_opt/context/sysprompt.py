@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from tars_opt.store.files import InputError, read_text_file
+from tars_opt.errors import InputError
+from tars_opt.store.files import read_text_file
 from tars_opt.types import QUERY_TYPES
 
 _HEADING = re.compile(r"^##\s+(.+?)\s*$")

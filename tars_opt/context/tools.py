@@ -28,11 +28,12 @@ from dataclasses import replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import PromptCacheConfig, ToolsConfig
 from tars_opt.context.history import message_text, tool_names_used
 from tars_opt.context.relevance import Scorer, default_embedder, query_text
 from tars_opt.embeddings.store import VectorCache
+from tars_opt.errors import UnknownModelPrice
 from tars_opt.types import Decision, Request
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}

@@ -21,6 +21,7 @@ from tars_opt.accounting.alerts import Alert, Alerter, week_period
 from tars_opt.accounting.ledger import Ledger, iso
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import Config
+from tars_opt.errors import BaselineRefused
 from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure
 from tars_opt.store.database import Database
 
@@ -101,14 +102,6 @@ def config_baseline(config: Config) -> Baseline:
     """The config's `baseline:` figures."""
     data = config.baseline.model_dump()
     return Baseline(metrics={k: data[k] for k in METRICS}, source=data["source"])
-
-
-class BaselineRefused(ValueError):
-    """`baseline capture` would store a period that is no baseline; `problems` say why."""
-
-    def __init__(self, message: str, problems: list[CaptureProblem]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tars_opt.accounting.ledger import Ledger
+from tars_opt.errors import FeedbackError
 from tars_opt.store.database import Database
 
 VERDICTS = ("good", "bad")
-
-
-class FeedbackError(ValueError):
-    """Feedback that cannot be recorded (unknown request, bad verdict)."""
 
 
 class CacheEvictor(Protocol):

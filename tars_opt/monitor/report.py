@@ -16,15 +16,12 @@ from typing import Any
 
 from tars_opt.accounting.alerts import alerts_between
 from tars_opt.config.schema import Config, PhaseTargets
+from tars_opt.errors import ReportError
 from tars_opt.monitor import charts
 from tars_opt.monitor.baseline import METRICS, Baseline, report_baseline, resolve_phases
 from tars_opt.monitor.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
 from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
-
-
-class ReportError(Exception):
-    """The report cannot be made as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tars_opt.accounting.alerts import Alerter
-from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord, Ledger
 from tars_opt.accounting.pricing import PriceBook
-from tars_opt.backends import Backend, BackendError
+from tars_opt.backends import Backend
 from tars_opt.config.schema import Config
 from tars_opt.context.prompt_cache import (
     AUTO_UNMARKED,
@@ -28,6 +27,7 @@ from tars_opt.context.prompt_cache import (
     mark_breakpoints,
 )
 from tars_opt.defer.queue import queue_budget
+from tars_opt.errors import BackendError, BudgetExceeded, MissingApiKey
 from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
 from tars_opt.store.database import Database
@@ -87,7 +87,7 @@ def build_backend(
             prompt_cache=OfflinePromptCache(db),
             key_env=key_env,
         )
-    from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
+    from tars_opt.backends.anthropic import AnthropicBackend
 
     key = os.environ.get(config.api.key_env, "")
     if not key:

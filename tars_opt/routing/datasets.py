@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 Split = Literal["calibration", "evaluation", "all"]
 ROUTELLM = Path("routellm_evals") / "routellm" / "evals"

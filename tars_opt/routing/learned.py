@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tars_opt.config.schema import HeuristicRouterConfig
+from tars_opt.errors import EmbeddingUnavailable, LearnedUnavailable
 from tars_opt.routing import RouteScore
 from tars_opt.routing.calibration import summary
 from tars_opt.routing.datasets import Labelled
@@ -59,14 +60,10 @@ FAMILIAR_PERCENTILE = 5.0  # held-out prompts less familiar than this share are 
 LAYER = 2  # MiniLM layer whose hidden state `router train` uses (scripts/build_router.py)
 
 
-class LearnedUnavailable(RuntimeError):
-    """The learned router cannot run (no embedding model, missing or bad file)."""
-
-
 def _embedder(layer: int = LAYER) -> Any:
     """The embedding model's view at `layer` (6: its last layer, the sentence embedding)."""
     try:
-        from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
+        from tars_opt.embeddings.model import get_embedder
     except ImportError as exc:  # pragma: no cover - embed.py ships with the package
         raise LearnedUnavailable(f"embedding module missing: {exc}") from None
     try:

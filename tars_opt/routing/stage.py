@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from tars_opt.config.schema import Config
+from tars_opt.errors import LearnedUnavailable
 from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
@@ -54,7 +55,7 @@ class RouteStage:
         heuristic = HeuristicRouter(self.routing.heuristic)
         if self.routing.router == "heuristic":
             return heuristic
-        from tars_opt.routing.learned import LearnedUnavailable, load_learned
+        from tars_opt.routing.learned import load_learned
 
         try:
             return load_learned(self.routing.learned.path, heuristic=heuristic)

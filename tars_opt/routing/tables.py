@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tars_opt.config.schema import Config, ConfigError
+from tars_opt.config.schema import Config
+from tars_opt.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SHIPPED_HEURISTIC = DATA / "router_heuristic_calibration.json"

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
-from tars_opt.store.files import InputError, read_text_file
+from tars_opt.errors import InputError, TraceError
+from tars_opt.store.files import read_text_file
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
 FIELDS = (
@@ -43,10 +44,6 @@ FIELDS = (
     "namespace", "defer", "urgent", "max_tokens", "max_wait_s", "meta",
 )  # fmt: skip
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "agent_day.jsonl"
-
-
-class TraceError(InputError):
-    """A trace line that does not follow the schema; the message names line and field."""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tars_opt.errors import InputError
+
 ROLES = {"user", "assistant"}
-
-
-class InputError(Exception):
-    """Bad input from the user; the message names the problem and the fix in one line."""
 
 
 def read_text_file(path: str | Path, what: str, error: type[InputError] = InputError) -> str:

@@ -15,7 +15,8 @@ from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 from tars_opt.config.loader import load_config
-from tars_opt.config.schema import ConfigError, RoutingConfig
+from tars_opt.config.schema import RoutingConfig
+from tars_opt.errors import ConfigError
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.monitor.report import ReportError, markdown_table
+from tars_opt.errors import ReportError
+from tars_opt.monitor.report import markdown_table
 from tars_opt.sim.simulate import SimResult
 from tars_opt.types import STRATEGIES
 
