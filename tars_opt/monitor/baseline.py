@@ -19,6 +19,7 @@ from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, week_period
 from tars_opt.accounting.ledger import Ledger, iso
+from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import Config
 from tars_opt.errors import BaselineRefused
@@ -310,7 +311,7 @@ def _fmt(metric: str, value: float) -> str:
     if kind == "share":
         return f"{value:.1%}"
     if kind == "usd":
-        return f"${value:.4f}"
+        return usd(value)
     return f"{value:.2f} s"
 
 

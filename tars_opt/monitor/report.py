@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.alerts import alerts_between
+from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config, PhaseTargets
 from tars_opt.errors import ReportError
 from tars_opt.monitor import charts
@@ -107,7 +108,7 @@ def fmt(kind: str, value: float | None) -> str:
     if value is None:
         return "—"
     if kind == "usd":
-        return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+        return usd(value)
     if kind == "share":
         return f"{value:.1%}"
     if kind == "seconds":

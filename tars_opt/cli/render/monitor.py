@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.cli.render.common import pct, usd
+from tars_opt.accounting.money import usd
+from tars_opt.cli.render.common import pct
 
 
 def _metric(kind: str, v: float | None) -> str:

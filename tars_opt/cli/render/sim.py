@@ -8,14 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tars_opt.accounting.money import usd
 from tars_opt.errors import ReportError
 from tars_opt.monitor.report import markdown_table
 from tars_opt.sim.simulate import SimResult
 from tars_opt.types import STRATEGIES
-
-
-def usd(value: float) -> str:
-    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:.4f}"
 
 
 def pct(value: float | None) -> str:
