@@ -10,13 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 from tars_opt.types import STRATEGIES, Reply, Request
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO-8601 UTC text."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 OFFLINE = "offline"  # the placeholder backend: its rows are not real money
 

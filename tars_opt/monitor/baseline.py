@@ -18,13 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, week_period
-from tars_opt.accounting.ledger import Ledger, iso
+from tars_opt.accounting.ledger import Ledger
 from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import Config
 from tars_opt.errors import BaselineRefused
 from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, day_period
-from tars_opt.accounting.ledger import iso
 from tars_opt.accounting.periods import PhaseWindow
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import queue_budget
@@ -25,6 +24,7 @@ from tars_opt.monitor.baseline import (
 )
 from tars_opt.monitor.metrics import measure, queue_status
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
 STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}

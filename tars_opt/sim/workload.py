@@ -37,6 +37,7 @@ from typing import Any
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.errors import InputError, TraceError
 from tars_opt.store.files import read_text_file
+from tars_opt.timefmt import iso
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
 FIELDS = (
@@ -259,7 +260,7 @@ def _defaults(line: int, value: Any) -> dict[str, Any]:
 
 def call_to_record(call: Call) -> dict[str, Any]:
     """The trace record of a call (defaults left out)."""
-    rec: dict[str, Any] = {"time": _iso(call.time), "prompt": call.prompt}
+    rec: dict[str, Any] = {"time": iso(call.time), "prompt": call.prompt}
     optional = {
         "history": list(call.history),
         "system": call.system,
@@ -292,10 +293,6 @@ def write_trace(path: str | Path, header: dict[str, Any], records: list[dict[str
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {dest}: {exc.strerror}") from None
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -345,7 +342,7 @@ def export_ledger(
         "name": "ledger-export",
         "description": "requests from a tars-opt ledger (prompts only: no history, system "
         "prompt or tools)",
-        "exported_at": _iso(datetime.now(UTC).timestamp()),
+        "exported_at": iso(datetime.now(UTC).timestamp()),
         "calls": len(records),
         "without_prompt": no_prompt,
     }
