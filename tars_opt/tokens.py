@@ -14,7 +14,6 @@ set `prune.count_tokens: api` (the API's count_tokens, cached by content hash).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tars_opt.errors import BackendError
+from tars_opt.hashing import canonical, sha256_text
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
 # Per-message framing (role markers) the API adds around each turn.
@@ -105,7 +105,7 @@ class TokenCount:
 def params_key(params: dict[str, Any]) -> str:
     """Content hash of what count_tokens counts: model, system, tools and messages."""
     fields = {k: params.get(k) for k in ("model", "system", "tools", "messages")}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_text(canonical(fields))
 
 
 class TokenCounter:

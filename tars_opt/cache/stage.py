@@ -9,7 +9,6 @@ vetted by the guards. The embedding model loads only when that last step is reac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -25,6 +24,7 @@ from tars_opt.cache.keys import context_fingerprint, exact_key, model_selector, 
 from tars_opt.cache.semantic import EmbedderFactory, Partition, SemanticIndex
 from tars_opt.cache.store import CacheStore, Entry, NewEntry
 from tars_opt.config.schema import Config
+from tars_opt.hashing import sha256_text
 from tars_opt.store.database import Database
 from tars_opt.tokens import estimate_text
 from tars_opt.types import Decision, Prepared, Reply, Request, Usage
@@ -42,10 +42,6 @@ _PENDING_MAX = 256  # prompts/vectors of in-flight misses kept for `after`
 # The embedding model reads at most 256 tokens: two long prompts that differ after that
 # would look identical, so longer prompts get exact matches only (with a safety margin).
 SEMANTIC_MAX_TOKENS = 200
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def unstorable_reason(reply: Reply) -> str | None:
@@ -122,7 +118,7 @@ class CacheStage:
             "fingerprint": fingerprint,
             "selector": selector,
             "query_type": kind,
-            "prompt_sha256": _sha(request.prompt),
+            "prompt_sha256": sha256_text(request.prompt),
             "time_sensitive": ts,
         }
         block = self.semantic_block(request, ts)
@@ -249,7 +245,7 @@ class CacheStage:
         if ttl <= 0:
             return
         prompt, vec = pending if pending is not None else (req.prompt, None)
-        semantic = data["semantic"] == "allowed" and _sha(prompt) == data["prompt_sha256"]
+        semantic = data["semantic"] == "allowed" and sha256_text(prompt) == data["prompt_sha256"]
         if semantic and vec is None:
             vec = self.semantic.embed(prompt)
         partition: Partition = (req.namespace, data["fingerprint"], data["selector"], kind)

@@ -24,15 +24,14 @@ Deferred work gets `ttl_deferred`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.cache.keys import canonical
 from tars_opt.config.schema import PromptCacheConfig
 from tars_opt.errors import DatabaseError
+from tars_opt.hashing import canonical, prefix_key, sha256_text
 from tars_opt.store.database import Database
 from tars_opt.types import Usage
 
@@ -174,9 +173,7 @@ def mark_breakpoints(
 def stable_key(params: dict[str, Any]) -> str:
     """SHA-256 of what a request shares with the next ones: model, system, tools (marks
     left out, they change billing, not the prefix)."""
-    system = _blocks(params.get("system")) or None
-    shared = {"model": params.get("model"), "system": system, "tools": params.get("tools")}
-    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+    return prefix_key(params)
 
 
 def _blocks(content: Any) -> Any:
@@ -199,7 +196,7 @@ def conversation_key(params: dict[str, Any]) -> str | None:
         "model": params.get("model"),
         "first": {"role": first.get("role"), "content": _blocks(first.get("content"))},
     }
-    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+    return sha256_text(canonical(shared))
 
 
 class PrefixLog:

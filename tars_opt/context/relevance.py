@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import logging
 import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from tars_opt.hashing import sha256_text
 
 if TYPE_CHECKING:
     from tars_opt.embeddings.store import VectorCache
@@ -281,7 +282,7 @@ class Scorer:
 
     @staticmethod
     def _key(text: str) -> str:
-        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return sha256_text(text)
 
     def _remember(self, keys: Sequence[str], vectors: Any) -> None:
         if len(self._cache) + len(keys) > self._cache_size:
