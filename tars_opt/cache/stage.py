@@ -32,25 +32,20 @@ from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 log = logging.getLogger("tars_opt.cache")
 
 STORABLE_STOPS = {"end_turn", "stop_sequence"}
-_REFUSAL = re.compile(
-    r"^\s*(i'?m sorry|i am sorry|i apologi[sz]e|sorry)\b[^.\n]{0,80}\b(can'?t|cannot|can not|"
-    r"unable|won'?t|not able)\b|^\s*i (can'?t|cannot|won'?t|am unable to|'m unable to) "
-    r"(help|assist|provide|do|comply|answer)",
-    re.IGNORECASE,
-)
 _PENDING_MAX = 256  # prompts/vectors of in-flight misses kept for `after`
 # The embedding model reads at most 256 tokens: two long prompts that differ after that
 # would look identical, so longer prompts get exact matches only (with a safety margin).
 SEMANTIC_MAX_TOKENS = 200
 
 
-def unstorable_reason(reply: Reply) -> str | None:
-    """Why an answer must not be cached, or None if it may be."""
+def unstorable_reason(reply: Reply, config: Config) -> str | None:
+    """Why an answer must not be cached, or None if it may be (refusals as escalation
+    detects them: routing.escalation.refusal_patterns)."""
     if not reply.text.strip():
         return "empty answer"
     if reply.stop_reason not in STORABLE_STOPS:
         return f"stop_reason {reply.stop_reason}"
-    if _REFUSAL.search(reply.text[:300]):
+    if config.routing.escalation.refused(reply.text):
         return "refusal"
     return None
 
@@ -233,7 +228,7 @@ class CacheStage:
         data = found[-1].data
         if reply.source not in ("api", "batch"):
             return
-        why = unstorable_reason(reply)
+        why = unstorable_reason(reply, self.config)
         if why is not None:
             log.info("not cached", extra={"request_id": req.request_id, "reason": why})
             return

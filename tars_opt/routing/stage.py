@@ -157,11 +157,6 @@ class RouteStage:
         return routed, Decision("route", tier, why, data)
 
 
-def _refused(text: str, patterns: list[str]) -> bool:
-    head = text.strip()[:300]
-    return any(re.search(p, head, re.IGNORECASE) for p in patterns)
-
-
 def escalation_trigger(config: Config, result: BackendResult) -> str | None:
     """Why a routed answer should be re-asked on the next tier, or None if it is fine."""
     esc = config.routing.escalation
@@ -170,9 +165,7 @@ def escalation_trigger(config: Config, result: BackendResult) -> str | None:
         return "stopped at max_tokens"
     if "empty" in triggers and not result.text.strip():
         return "empty answer"
-    if "refusal" in triggers and (
-        result.stop_reason == "refusal" or _refused(result.text, esc.refusal_patterns)
-    ):
+    if "refusal" in triggers and (result.stop_reason == "refusal" or esc.refused(result.text)):
         return "refused"
     if (
         "check" in triggers
