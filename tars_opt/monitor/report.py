@@ -22,6 +22,7 @@ from tars_opt.monitor import charts
 from tars_opt.monitor.baseline import METRICS, Baseline, report_baseline, resolve_phases
 from tars_opt.monitor.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
 from tars_opt.store.database import Database
+from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
 
 
@@ -203,9 +204,7 @@ def write_report(
     result = ReportResult(path, [savings_png, cost_png], baseline=base)
     alerts = alerts_between(db, start, end)
     lines = _render(spec, m, base, days, daily_budget, alerts, result, now, in_progress, config)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)  # never a half-written report
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return result
 
 

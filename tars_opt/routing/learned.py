@@ -29,6 +29,7 @@ held-out quality, the familiarity rule and the calibration table).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from tars_opt.routing.heuristic import (
     raw_factors,
     scaled_factors,
 )
+from tars_opt.store.files import atomic_write_bytes, atomic_write_text
 from tars_opt.types import Request
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "router_learned.npz"
@@ -191,9 +193,9 @@ class LearnedRouter:
         """Write `path` (.npz) and its note (`path` with .json); return the note's path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        packed = io.BytesIO()
         np.savez_compressed(
-            tmp,
+            packed,
             format=np.array(FORMAT),
             weights=self.weights.astype(np.float32),
             bias=np.array(self.bias),
@@ -211,12 +213,10 @@ class LearnedRouter:
                 else {}
             ),
         )
-        tmp.replace(path)
+        atomic_write_bytes(path, packed.getvalue())
         self.model_id = _file_id(path)
         self.note["model_id"] = self.model_id
-        note = path.with_suffix(".json")
-        note.write_text(json.dumps(self.note, indent=1) + "\n", encoding="utf-8")
-        return note
+        return atomic_write_text(path.with_suffix(".json"), json.dumps(self.note, indent=1) + "\n")
 
 
 def _file_id(path: Path) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.errors import InputError, TraceError
-from tars_opt.store.files import read_text_file
+from tars_opt.store.files import atomic_write_text, read_text_file
 from tars_opt.timefmt import iso
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
@@ -283,15 +283,11 @@ def call_to_record(call: Call) -> dict[str, Any]:
 def write_trace(path: str | Path, header: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Write a trace atomically (a header line, then one record per line)."""
     dest = Path(path)
-    tmp = dest.with_name(dest.name + ".tmp")
+    lines = [json.dumps({"kind": "header", **header}, ensure_ascii=False)]
+    lines += [json.dumps(rec, ensure_ascii=False) for rec in records]
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": "header", **header}, ensure_ascii=False) + "\n")
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        tmp.replace(dest)
+        atomic_write_text(dest, "\n".join(lines) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {dest}: {exc.strerror}") from None
 
 

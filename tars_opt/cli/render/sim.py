@@ -12,6 +12,7 @@ from tars_opt.accounting.money import usd
 from tars_opt.errors import ReportError
 from tars_opt.monitor.report import markdown_table
 from tars_opt.sim.simulate import SimResult
+from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
 
 
@@ -119,12 +120,9 @@ def write_markdown(results: list[SimResult], path: Path, now: float) -> Path:
     for r in results:
         lines += [f"- {r.config}: {headline(r)}"]
         lines += [f"  - note: {n}" for n in r.notes]
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"cannot write {path}: {exc.strerror}; use --out") from None
     return path
