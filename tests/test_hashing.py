@@ -9,10 +9,10 @@ import pytest
 from tars_opt.cache.keys import context_fingerprint, exact_key, norm_key
 from tars_opt.context.prompt_cache import conversation_key, stable_key
 from tars_opt.context.summaries import summary_key
+from tars_opt.context.token_counts import params_key
 from tars_opt.defer import batching
 from tars_opt.embeddings.store import text_key
 from tars_opt.hashing import canonical, prefix_key, sha256_text
-from tars_opt.tokens import params_key
 from tars_opt.types import Request
 
 MARK = {"type": "ephemeral"}

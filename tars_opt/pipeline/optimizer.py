@@ -477,7 +477,7 @@ def default_stages(
         stages.append(DeferStage(config, db, clock))
     if config.prune.enabled:
         from tars_opt.context.prune import PruneStage
-        from tars_opt.tokens import TokenCounter
+        from tars_opt.context.token_counts import TokenCounter
 
         counter = None
         if config.prune.count_tokens == "api" and backend is not None:
