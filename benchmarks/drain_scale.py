@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tars_opt.app import open_app  # noqa: E402
-from tars_opt.defer.queue import Queue, new_ticket, transaction  # noqa: E402
+from tars_opt.defer.queue import Queue, new_ticket  # noqa: E402
 from tars_opt.defer.taskjson import request_to_json  # noqa: E402
 from tars_opt.drain.runner import Drainer  # noqa: E402
 from tars_opt.types import Request  # noqa: E402

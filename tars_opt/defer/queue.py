@@ -272,14 +272,6 @@ class Queue:
                 )
         return claimed
 
-    def save_prepared(self, task_id: int, owner: str, prepared_json: str) -> None:
-        with self.db.transaction() as cur:
-            cur.execute(
-                "UPDATE tasks SET prepared = ?, updated_at = ? "
-                "WHERE id = ? AND owner = ? AND state = 'claimed'",
-                [prepared_json, self.clock(), task_id, owner],
-            )
-
     def save_prepared_many(self, owner: str, items: list[tuple[int, str]]) -> None:
         """Store the prepared form of many claimed tasks in one transaction."""
         now = self.clock()

@@ -26,7 +26,6 @@ from tars_opt.monitor.metrics import measure, queue_status
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
-STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
 # Given the time, drain the queue if there is work and say what it did (None: nothing to do).
 DrainHook = Callable[[float], str | None]

@@ -62,16 +62,6 @@ class Labelled:
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def subset(self, mask: np.ndarray) -> Labelled:
-        keep = np.nonzero(mask)[0]
-        return Labelled(
-            self.name,
-            [self.prompts[i] for i in keep],
-            self.weak[keep],
-            self.strong[keep],
-            [self.keys[i] for i in keep],
-        )
-
     @classmethod
     def concat(cls, name: str, parts: Iterable[Labelled]) -> Labelled:
         parts = list(parts)

@@ -24,15 +24,6 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def quality_line(r: SimResult) -> str:
-    if r.relative_quality is None:
-        return "quality: no labelled prompts (add labels to the trace to measure it)"
-    return (
-        f"quality: {r.relative_quality:.1%} of the all-baseline-model answers "
-        f"({r.quality:.3f} vs {r.quality_baseline:.3f} on {r.labelled} labelled prompts)"
-    )
-
-
 def headline(r: SimResult) -> str:
     """The one line that answers "what would I save?"."""
     share = pct(r.saved_share)
