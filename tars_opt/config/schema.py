@@ -241,7 +241,7 @@ class PhaseConfig(_Strict):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    # The plan's rollout: two weeks of quick wins and pruning, then two of deferral.
+    # The default rollout: two weeks of quick wins and pruning, then two of deferral.
     return [
         PhaseConfig(
             name="Quick wins: routing + caching",
@@ -563,7 +563,7 @@ class CacheConfig(_Strict):
         return self.ttl_s.get(query_type or "other", self.ttl_s.get("other", 3600))
 
 
-# --- routing (issue 4) -------------------------------------------------------------------
+# --- routing ---------------------------------------------------------------------------
 
 ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
 

@@ -5,7 +5,7 @@ block marked with `cache_control`, at most 4 per request. We mark, in order:
 the last tool; the original system prompt when a summary follows it; the end of the
 system prompt (which holds the summary of old history); the last message before the
 prompt. Everything before a breakpoint must stay byte-identical from turn to turn, which
-is why pruning keeps its cuts stable (see stages/prune.py) and nothing here adds dates.
+is why pruning keeps its cuts stable (see context/prune.py) and nothing here adds dates.
 A prefix shorter than the model's minimum is not marked: the API would ignore it.
 
 TTL (`prompt_cache.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),

@@ -4,7 +4,7 @@ Two signals, both in 0..1:
 - lexical: the share of the prompt's *needles* (names, numbers, code identifiers) and
   content words found in the text - cheap, exact, and what a follow-up question usually
   refers back to;
-- semantic: cosine similarity of sentence embeddings (tars_opt/embed.py), when the model
+- semantic: cosine similarity of sentence embeddings (embeddings/model.py), when the model
   is installed. Embeddings are kept per text hash in memory and, given a VectorCache, in
   the database too, so a conversation that grows turn by turn only embeds its new
   messages - also when each turn is a new process.

@@ -1,6 +1,6 @@
 """Modular system prompts: named sections with conditions; only matching ones are sent.
 
-A big agent prompt (the plan's 19k tokens) is mostly sections that matter for some
+A big agent prompt (~19k tokens) is mostly sections that matter for some
 requests only. Written as YAML::
 
     sections:

@@ -1,12 +1,12 @@
 """The baseline (what the unoptimized system did), regression detection against it, and
 where the rollout phases start.
 
-A baseline is either stated in the config's `baseline:` block (the plan's numbers, with
-their source) or measured from the ledger by `tars-opt baseline capture`; the newest capture
-wins until `baseline reset` removes it. Capturing refuses (unless forced) a period that is
-not over or was already optimized. Regressions compare the last 7 days with the baseline
-and with the 7 days before. Phases count from the day after the captured baseline, else
-from the first call in the ledger, unless the config fixes `phases_start`.
+A baseline is either stated in the config's `baseline:` block (figures measured before
+tars-opt, with their source) or measured from the ledger by `tars-opt baseline capture`; the
+newest capture wins until `baseline reset` removes it. Capturing refuses (unless forced) a
+period that is not over or was already optimized. Regressions compare the last 7 days with
+the baseline and with the 7 days before. Phases count from the day after the captured
+baseline, else from the first call in the ledger, unless the config fixes `phases_start`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Baseline:
 
     `kind`: captured (measured by `baseline capture`; `id` is its row), ledger (the
     ledger's per-call baseline column over a report's period: cost only) or config (the
-    `baseline:` block, the plan's figures unless the user stated their own).
+    `baseline:` block, the shipped figures unless the user stated their own).
     """
 
     metrics: dict[str, float | None]

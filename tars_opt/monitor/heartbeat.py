@@ -1,7 +1,7 @@
-"""The checks behind `tars-opt heartbeat` (and scripts/heartbeat.sh), from the plan's
-HEARTBEAT block: cache hit rate, routing share, budget pace, queue backlog and stuck tasks,
-error rate, regressions. Each run stores a metric snapshot and raises alerts (once a day per
-check and level). Exit status: 0 ok, 1 warning, 2 critical.
+"""The checks behind `tars-opt heartbeat` (and scripts/heartbeat.sh): cache hit rate,
+routing share, budget pace, queue backlog and stuck tasks, error rate, regressions. Each run
+stores a metric snapshot and raises alerts (once a day per check and level). Exit status:
+0 ok, 1 warning, 2 critical.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The learned router: a ridge regression of the strong tier's quality gain on features.
 
-Features are the prompt's embedding (384 numbers, tars_opt/embed.py) and the heuristic's six
+Features are the prompt's embedding (384 numbers, embeddings/model.py) and the heuristic's six
 scaled factors. The embedding is MiniLM's mean-pooled hidden state after its 2nd of 6 layers,
 not its last: on the held-out calibration prompts it routes as well (APGR 0.721 against
 0.694) at a third of the cost, so a decision fits in the 8 ms budget on 2 slow cores.
@@ -66,7 +66,7 @@ def _embedder(layer: int = LAYER) -> Any:
     """The embedding model's view at `layer` (6: its last layer, the sentence embedding)."""
     try:
         from tars_opt.embeddings.model import get_embedder
-    except ImportError as exc:  # pragma: no cover - embed.py ships with the package
+    except ImportError as exc:  # pragma: no cover - embeddings/model.py ships with the package
         raise LearnedUnavailable(f"embedding module missing: {exc}") from None
     try:
         return get_embedder().at_layer(layer)

@@ -38,7 +38,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def ledger(home: Path):
-    # The plan's calendar: phase 1 from 2026-02-10, so phase 2 is the handmade week.
+    # Phases fixed from 2026-02-10, so phase 2 is the handmade week.
     Path("performance-config.yaml").write_text("phases_start: 2026-02-10\n")
     opened = open_app()
     phase_week(opened.db)
