@@ -10,12 +10,21 @@ Everything the CLI does can be done from here, e.g.::
 from __future__ import annotations
 
 from tars_opt.accounting.ledger import Ledger
-from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.app import App, open_app
-from tars_opt.backends import Backend, BackendError, BatchInfo, BatchItem
+from tars_opt.backends import Backend, BatchInfo, BatchItem
 from tars_opt.config.loader import LoadedConfig, load_config
-from tars_opt.config.schema import Config, ConfigError
-from tars_opt.errors import DatabaseError
+from tars_opt.config.schema import Config
+from tars_opt.errors import (
+    BackendError,
+    BudgetExceeded,
+    ConfigError,
+    DatabaseError,
+    InputError,
+    MissingApiKey,
+    TarsOptError,
+    UnknownModelPrice,
+)
 from tars_opt.monitor.metrics import spend_summary
 from tars_opt.pipeline.optimizer import Optimizer, build_backend
 from tars_opt.store import connect
@@ -29,18 +38,22 @@ __all__ = [
     "BackendResult",
     "BatchInfo",
     "BatchItem",
+    "BudgetExceeded",
     "Config",
     "ConfigError",
     "DatabaseError",
     "Decision",
+    "InputError",
     "Ledger",
     "LoadedConfig",
+    "MissingApiKey",
     "Money",
     "Optimizer",
     "Prepared",
     "PriceBook",
     "Reply",
     "Request",
+    "TarsOptError",
     "UnknownModelPrice",
     "Usage",
     "build_backend",

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tars_opt.timefmt import iso
+
 LOGGER_NAME = "tars_opt"
 
 
@@ -22,7 +24,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": iso(record.created),  # UTC whatever the machine's time zone
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),

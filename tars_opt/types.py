@@ -346,10 +346,6 @@ class Money:
     baseline: float
     saved: dict[str, float]
 
-    @property
-    def total_saved(self) -> float:
-        return self.baseline - self.actual
-
 
 @dataclass
 class Reply:

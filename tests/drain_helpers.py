@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.backends import BatchInfo, BatchItem
 from tars_opt.backends.offline import OfflineBackend
+from tars_opt.errors import BackendError
 
 
 def at(text: str) -> float:

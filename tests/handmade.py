@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tars_opt.accounting.ledger import iso
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
 
 def ts(text: str) -> float:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tars_opt.backends import BackendError
 from tars_opt.backends.offline import OfflineBackend
+from tars_opt.context.token_counts import TokenCounter
+from tars_opt.errors import BackendError
 from tars_opt.store import connect
-from tars_opt.tokens import TokenCounter, estimate_params
+from tars_opt.tokens import estimate_params
 
 
 class Counting(OfflineBackend):

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from tars_opt.accounting.ledger import iso
 from tars_opt.config.schema import AlertsConfig
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
 log = logging.getLogger("tars_opt.alerts")
 LEVELS = ("info", "warning", "critical")

@@ -28,13 +28,10 @@ from tars_opt.accounting.ledger import Ledger, Periods
 from tars_opt.accounting.periods import month_pace
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import BudgetConfig, Config
+from tars_opt.errors import BudgetExceeded
 from tars_opt.store.database import Database
 from tars_opt.tokens import estimate_params
 from tars_opt.types import Prepared
-
-
-class BudgetExceeded(Exception):
-    """A blocking budget refused a non-urgent request; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tars_opt.hashing import sha256_text
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 from tars_opt.types import STRATEGIES, Reply, Request
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO-8601 UTC text."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 OFFLINE = "offline"  # the placeholder backend: its rows are not real money
 
@@ -92,7 +87,7 @@ class Ledger:
             "error": rec.error,
             "api_request_id": rec.api_request_id,
             "prompt": req.prompt if self.store_prompts else None,
-            "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
+            "prompt_sha256": sha256_text(req.prompt),
             "answer": rep.text if self.store_prompts else None,
             "decisions": json.dumps([d.to_dict() for d in rep.decisions]),
             "holdout": int(req.holdout),

@@ -6,13 +6,10 @@ import re
 from dataclasses import dataclass, replace
 
 from tars_opt.config.schema import PricingConfig, TierPrice
+from tars_opt.errors import UnknownModelPrice
 from tars_opt.types import STRATEGIES, Money, Usage
 
 _SNAPSHOT = re.compile(r"-\d{8}$")
-
-
-class UnknownModelPrice(Exception):
-    """A model has no price in the config; costing it at $0 would lie."""
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,6 @@ from typing import Any, Protocol
 from tars_opt.types import BackendResult
 
 
-class BackendError(Exception):
-    """A call failed after the backend's own retries.
-
-    `kind` is the API's error type (rate_limit_error, overloaded_error, api_error,
-    timeout, connection_error, invalid_request_error, authentication_error, ...).
-    """
-
-    def __init__(self, message: str, *, kind: str = "api_error", status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-
-
 @dataclass(frozen=True)
 class BatchInfo:
     """The state of one Message Batch."""

@@ -12,12 +12,9 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tars_opt.backends import BackendError, BatchInfo, BatchItem
+from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.errors import BackendError, MissingApiKey
 from tars_opt.types import BackendResult, Usage
-
-
-class MissingApiKey(Exception):
-    """No API key in the environment; the message says how to set one or go offline."""
 
 
 def _iso(value: Any) -> str | None:

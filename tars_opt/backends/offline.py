@@ -9,7 +9,6 @@ and Message Batches at the batch tier. The same request always gets the same ans
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import uuid
@@ -19,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.backends import BackendError, BatchInfo, BatchItem
-from tars_opt.cache.keys import canonical
+from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.errors import BackendError
+from tars_opt.hashing import canonical
 from tars_opt.types import BackendResult, Usage
 
 # (time to first token s, output tokens per second): rough public figures per family.
@@ -261,7 +261,7 @@ def _prefix_points(params: dict[str, Any]) -> list[tuple[int, str, dict[str, Any
                 count += tokens.estimate_text(
                     item if isinstance(item, str) else str(item.get("text", ""))
                 )
-            digest.update(json.dumps(_unmarked(item), sort_keys=True, default=str).encode())
+            digest.update(canonical(_unmarked(item)).encode("utf-8", "surrogatepass"))
             points.append((count, digest.copy().hexdigest(), _marker(item)))
     return points
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,8 @@ import numpy as np
 from tars_opt.cache import guards as cache_guards
 from tars_opt.config.loader import load_config
 from tars_opt.config.schema import CacheSemanticConfig
-from tars_opt.store.files import InputError
+from tars_opt.errors import EmbeddingUnavailable, InputError
+from tars_opt.store.files import atomic_write_text
 from tars_opt.types import QUERY_TYPES
 
 # Header names of known layouts: (text1, text2, label).
@@ -208,7 +207,7 @@ def choose_threshold(
 
 def calibration_embedder() -> Any:
     """The sentence embedder calibration measures with (the cache's own)."""
-    from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
+    from tars_opt.embeddings.model import get_embedder
 
     try:
         return get_embedder()
@@ -254,7 +253,7 @@ def write_thresholds(path: Path, thresholds: dict[str, float | None]) -> None:
             f"could not edit the thresholds in {path} (unusual YAML layout): set "
             f"cache.semantic.thresholds by hand to {thresholds}"
         )
-    write_atomically(path, edited)
+    atomic_write_text(path, edited, private=True)
 
 
 _KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w-]*):(?P<rest>.*)$")
@@ -321,15 +320,3 @@ def _block_end(lines: list[str], start: int, end: int, indent: int) -> int:
         if not stripped.startswith("#"):
             last = i + 1
     return max(last, start)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace a file's content in one step (a crash leaves the old file or the new one)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

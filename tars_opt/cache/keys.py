@@ -11,41 +11,16 @@ semantic cache, so different keys, agents and contexts never share an answer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
-from typing import Any
 
 from tars_opt.config.schema import Config
+from tars_opt.hashing import canonical, sha256_text
 from tars_opt.types import Request
 
 KEY_VERSION = 2
 # Body fields that do not shape the answer (who is asking, how it is delivered).
 _NOT_ANSWER = ("metadata", "stream")
-
-
-def _strip_cache_control(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip_cache_control(v) for k, v in obj.items() if k != "cache_control"}
-    if isinstance(obj, list | tuple):
-        return [_strip_cache_control(v) for v in obj]
-    return obj
-
-
-def canonical(obj: Any) -> str:
-    """Stable JSON text of `obj` (sorted keys, no cache_control) for hashing."""
-    return json.dumps(
-        _strip_cache_control(obj),
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def model_selector(request: Request, config: Config) -> str:
@@ -64,14 +39,14 @@ def model_selector(request: Request, config: Config) -> str:
         chosen = canonical(
             {"client": request.client_model, "tiers": config.models.tiers, "routing": routing}
         )
-        return f"{offline}client:{request.client_model}:{_sha(chosen)[:12]}"
+        return f"{offline}client:{request.client_model}:{sha256_text(chosen)[:12]}"
     if request.tier:
         return f"{offline}tier:{request.tier}:{config.models.tiers.get(request.tier, '?')}"
     routing = config.routing.model_dump(mode="json") if config.routing.enabled else None
     tiers = canonical(
         {"tiers": config.models.tiers, "default": config.models.default_tier, "routing": routing}
     )
-    return f"{offline}routed:{_sha(tiers)[:12]}"
+    return f"{offline}routed:{sha256_text(tiers)[:12]}"
 
 
 def context_fingerprint(request: Request, *, with_history: bool = False) -> str:
@@ -84,12 +59,12 @@ def context_fingerprint(request: Request, *, with_history: bool = False) -> str:
     }
     if with_history:
         context["history"] = list(request.history)
-    return _sha(canonical(context))[:32]
+    return sha256_text(canonical(context))[:32]
 
 
 def exact_key(request: Request, selector: str) -> str:
     """The exact-match key of a request (hex SHA-256)."""
-    return _sha(
+    return sha256_text(
         canonical(
             {
                 "v": KEY_VERSION,
@@ -124,4 +99,4 @@ def normalize_prompt(text: str) -> str:
 
 def norm_key(text: str) -> str:
     """Hash of the normalised prompt."""
-    return _sha(normalize_prompt(text))[:32]
+    return sha256_text(normalize_prompt(text))[:32]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tars_opt.cache.store import CacheStore, Entry
+from tars_opt.errors import EmbeddingUnavailable
 
 log = logging.getLogger("tars_opt.cache")
 
@@ -51,8 +52,6 @@ class SemanticIndex:
     def embedder(self) -> Any | None:
         """The embedder, loaded on first use; None (and `problem` set) when unavailable."""
         if self._embedder is None and self.problem is None:
-            from tars_opt.embeddings.model import EmbeddingUnavailable
-
             try:
                 self._embedder = self._factory()
             except EmbeddingUnavailable as exc:

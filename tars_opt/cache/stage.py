@@ -9,7 +9,6 @@ vetted by the guards. The embedding model loads only when that last step is reac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -25,6 +24,7 @@ from tars_opt.cache.keys import context_fingerprint, exact_key, model_selector, 
 from tars_opt.cache.semantic import EmbedderFactory, Partition, SemanticIndex
 from tars_opt.cache.store import CacheStore, Entry, NewEntry
 from tars_opt.config.schema import Config
+from tars_opt.hashing import sha256_text
 from tars_opt.store.database import Database
 from tars_opt.tokens import estimate_text
 from tars_opt.types import Decision, Prepared, Reply, Request, Usage
@@ -32,20 +32,10 @@ from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 log = logging.getLogger("tars_opt.cache")
 
 STORABLE_STOPS = {"end_turn", "stop_sequence"}
-_REFUSAL = re.compile(
-    r"^\s*(i'?m sorry|i am sorry|i apologi[sz]e|sorry)\b[^.\n]{0,80}\b(can'?t|cannot|can not|"
-    r"unable|won'?t|not able)\b|^\s*i (can'?t|cannot|won'?t|am unable to|'m unable to) "
-    r"(help|assist|provide|do|comply|answer)",
-    re.IGNORECASE,
-)
 _PENDING_MAX = 256  # prompts/vectors of in-flight misses kept for `after`
 # The embedding model reads at most 256 tokens: two long prompts that differ after that
 # would look identical, so longer prompts get exact matches only (with a safety margin).
 SEMANTIC_MAX_TOKENS = 200
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _plain(text: str) -> tuple[dict[str, Any], ...]:
@@ -53,13 +43,14 @@ def _plain(text: str) -> tuple[dict[str, Any], ...]:
     return ({"type": "text", "text": text},)
 
 
-def unstorable_reason(reply: Reply) -> str | None:
-    """Why an answer must not be cached, or None if it may be."""
+def unstorable_reason(reply: Reply, config: Config) -> str | None:
+    """Why an answer must not be cached, or None if it may be (refusals as escalation
+    detects them: routing.escalation.refusal_patterns)."""
     if not reply.text.strip():
         return "empty answer"
     if reply.stop_reason not in STORABLE_STOPS:
         return f"stop_reason {reply.stop_reason}"
-    if _REFUSAL.search(reply.text[:300]):
+    if config.routing.escalation.refused(reply.text):
         return "refusal"
     return None
 
@@ -130,7 +121,7 @@ class CacheStage:
             "fingerprint": fingerprint,
             "selector": selector,
             "query_type": kind,
-            "prompt_sha256": _sha(request.prompt),
+            "prompt_sha256": sha256_text(request.prompt),
             "time_sensitive": ts,
         }
         block = self.semantic_block(request, ts)
@@ -246,7 +237,7 @@ class CacheStage:
         data = found[-1].data
         if reply.source not in ("api", "batch"):
             return
-        why = unstorable_reason(reply)
+        why = unstorable_reason(reply, self.config)
         if why is not None:
             log.info("not cached", extra={"request_id": req.request_id, "reason": why})
             return
@@ -258,7 +249,7 @@ class CacheStage:
         if ttl <= 0:
             return
         prompt, vec = pending if pending is not None else (req.prompt, None)
-        semantic = data["semantic"] == "allowed" and _sha(prompt) == data["prompt_sha256"]
+        semantic = data["semantic"] == "allowed" and sha256_text(prompt) == data["prompt_sha256"]
         if semantic and vec is None:
             vec = self.semantic.embed(prompt)
         partition: Partition = (req.namespace, data["fingerprint"], data["selector"], kind)

@@ -27,7 +27,8 @@ from tars_opt.cli.render.common import to_json
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
-from tars_opt.store.files import InputError, read_context, read_prompt, read_tools
+from tars_opt.errors import InputError
+from tars_opt.store.files import read_context, read_prompt, read_tools
 from tars_opt.types import Request
 
 

@@ -20,6 +20,7 @@ from tars_opt.cli.common import (
     parse_day,
 )
 from tars_opt.cli.render import monitor as render
+from tars_opt.errors import InputError
 from tars_opt.monitor.baseline import (
     Baseline,
     capture_baseline,
@@ -28,7 +29,6 @@ from tars_opt.monitor.baseline import (
     current_baseline,
     remove_baseline,
 )
-from tars_opt.store.files import InputError
 
 app = typer.Typer(help="The unoptimized baseline savings are measured against.",
                   no_args_is_help=True)  # fmt: skip

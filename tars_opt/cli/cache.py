@@ -23,7 +23,7 @@ from tars_opt.cli.common import (
 )
 from tars_opt.cli.render import cache as render
 from tars_opt.config.loader import load_config
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 from tars_opt.types import QUERY_TYPES
 
 app = typer.Typer(

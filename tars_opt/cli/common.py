@@ -13,18 +13,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tars_opt.accounting.budget import BudgetExceeded
-from tars_opt.accounting.pricing import UnknownModelPrice
 from tars_opt.app import App
 from tars_opt.app import open_app as open_library_app
-from tars_opt.backends import BackendError
 from tars_opt.cli.render import common as render
-from tars_opt.config.schema import Config, ConfigError
-from tars_opt.errors import DatabaseError
-from tars_opt.monitor.feedback import FeedbackError
+from tars_opt.config.schema import Config
+from tars_opt.errors import BackendError, BudgetExceeded, InputError, TarsOptError
 from tars_opt.monitor.metrics import offline_left_out
-from tars_opt.monitor.report import ReportError
-from tars_opt.store.files import InputError
 from tars_opt.types import QUERY_TYPES
 
 # `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
@@ -77,27 +71,30 @@ FromOpt = Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-
 ToOpt = Annotated[str | None, typer.Option("--to", help="Last day, inclusive, YYYY-MM-DD.")]
 
 
+# Exit code and line prefix by kind of known failure; any other TarsOptError is bad input (2).
+# The API failing is not the user's fault (1); a budget refusal is a policy answer (3).
+_EXITS: dict[type[TarsOptError], tuple[int, str]] = {
+    BackendError: (FAILURE_EXIT, "error"),
+    BudgetExceeded: (BUDGET_EXIT, "refused"),
+}
+
+
+def _exit_for(exc: TarsOptError) -> tuple[int, str]:
+    for kind in type(exc).__mro__:
+        if kind in _EXITS:
+            return _EXITS[kind]
+    return BAD_INPUT_EXIT, "error"
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code, never a traceback."""
     try:
         yield
-    except (
-        ConfigError,
-        InputError,
-        DatabaseError,
-        UnknownModelPrice,
-        ReportError,
-        FeedbackError,
-    ) as exc:
-        consoles.err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(BAD_INPUT_EXIT) from None
-    except BackendError as exc:
-        consoles.err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(FAILURE_EXIT) from None
-    except BudgetExceeded as exc:
-        consoles.err.print(f"refused: {exc}", markup=False)
-        raise typer.Exit(BUDGET_EXIT) from None
+    except TarsOptError as exc:
+        code, prefix = _exit_for(exc)
+        consoles.err.print(f"{prefix}: {exc}", markup=False)
+        raise typer.Exit(code) from None
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         consoles.err.print(
@@ -112,11 +109,6 @@ def friendly_errors() -> Iterator[None]:
             markup=False,
         )
         raise typer.Exit(INTERRUPTED_EXIT) from None
-    except Exception as exc:
-        if type(exc).__name__ == "MissingApiKey":
-            consoles.err.print(f"error: {exc}", markup=False)
-            raise typer.Exit(BAD_INPUT_EXIT) from None
-        raise
 
 
 def open_app(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tars_opt.cli.common import ConfigOpt, DbOpt, JsonOpt, consoles, echo_json, friendly_errors
 from tars_opt.config.loader import CONFIG_FILENAME, EXAMPLE_CONFIG, flatten, load_config
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 app = typer.Typer(help="Create, show and check performance-config.yaml.", no_args_is_help=True)
 

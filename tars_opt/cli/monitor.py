@@ -28,12 +28,12 @@ from tars_opt.cli.common import (
 )
 from tars_opt.cli.render import monitor as render
 from tars_opt.defer.queue import queue_budget
+from tars_opt.errors import InputError
 from tars_opt.monitor.dashboard import Frame, KeyReader, read_frame, run_live
 from tars_opt.monitor.dashboard import render as render_frame
 from tars_opt.monitor.feedback import VERDICTS, record_feedback
 from tars_opt.monitor.heartbeat import drain_hook, run_heartbeat
 from tars_opt.monitor.metrics import days_period, measure, session_metrics
-from tars_opt.store.files import InputError
 
 
 def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:

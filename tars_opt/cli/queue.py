@@ -18,7 +18,7 @@ from tars_opt.cli.common import (
 from tars_opt.cli.render import queue as render
 from tars_opt.defer.queue import STATES, Queue
 from tars_opt.defer.taskjson import task_view
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 app = typer.Typer(
     help="The deferred queue: list, show, cancel and retry tasks.", no_args_is_help=True

@@ -21,8 +21,8 @@ from tars_opt.cli.common import (
     open_app,
     parse_day,
 )
+from tars_opt.errors import InputError
 from tars_opt.monitor.report import final_spec, phase_spec, range_spec, week_spec, write_report
-from tars_opt.store.files import InputError
 
 
 def report(

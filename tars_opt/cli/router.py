@@ -10,7 +10,7 @@ import typer
 from tars_opt.cli.common import ConfigOpt, JsonOpt, consoles, echo_json, friendly_errors
 from tars_opt.cli.render import router as render
 from tars_opt.config.loader import load_config
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 app = typer.Typer(
     help="Train the learned router and calibrate routing thresholds.", no_args_is_help=True

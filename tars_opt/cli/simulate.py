@@ -15,10 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tars_opt.cli.common import ConfigOpt, JsonOpt, consoles, echo_json, friendly_errors
 from tars_opt.cli.render import sim as render_sim
 from tars_opt.config.loader import load_config
+from tars_opt.errors import InputError
 from tars_opt.sim.simulate import Progress as ProgressFn
 from tars_opt.sim.simulate import SimResult, simulate
 from tars_opt.sim.workload import load_workload
-from tars_opt.store.files import InputError
 from tars_opt.store.sqlite import require_folder
 
 

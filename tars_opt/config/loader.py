@@ -17,7 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from tars_opt.config.paths import default_data_dir
-from tars_opt.config.schema import Config, ConfigError
+from tars_opt.config.schema import Config
+from tars_opt.errors import ConfigError
 
 CONFIG_FILENAME = "performance-config.yaml"
 # Every key at its default with comments, written by `config init`; a test keeps it equal to

@@ -19,10 +19,6 @@ from tars_opt.types import QUERY_TYPES
 _QUERY_TYPES = QUERY_TYPES
 
 
-class ConfigError(Exception):
-    """A config problem, worded as one line that names the key and the fix."""
-
-
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -245,7 +241,7 @@ class PhaseConfig(_Strict):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    # The plan's rollout: two weeks of quick wins and pruning, then two of deferral.
+    # The default rollout: two weeks of quick wins and pruning, then two of deferral.
     return [
         PhaseConfig(
             name="Quick wins: routing + caching",
@@ -567,7 +563,7 @@ class CacheConfig(_Strict):
         return self.ttl_s.get(query_type or "other", self.ttl_s.get("other", 3600))
 
 
-# --- routing (issue 4) -------------------------------------------------------------------
+# --- routing ---------------------------------------------------------------------------
 
 ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
 
@@ -614,16 +610,25 @@ class EscalationConfig(_Strict):
     triggers: list[Literal["max_tokens", "empty", "refusal", "check"]] = Field(
         default_factory=lambda: list(ESCALATION_TRIGGERS)
     )
-    # A cheap answer whose start matches one of these (case-insensitive regex) is a refusal.
+    # An answer whose start matches one of these (case-insensitive regex) is a refusal: the
+    # response cache never stores it, and a routed cheap answer is re-asked (see refused).
     refusal_patterns: list[str] = Field(
         default_factory=lambda: [
-            r"^\s*(i'?m sorry|i am sorry|sorry),? (but )?i (can'?t|cannot|am unable|won'?t)",
-            r"^\s*i (can'?t|cannot|am unable to|won'?t) (help|assist|do|answer|provide)",
+            r"^\s*(i'?m sorry|i am sorry|i apologi[sz]e|sorry)\b[^.\n]{0,80}"
+            r"\b(can'?t|cannot|can not|unable|won'?t|not able)\b",
+            r"^\s*i('m| am) (unable|not able) to (help|assist|provide|do|comply|answer)",
+            r"^\s*i (can'?t|cannot|can not|won'?t) (help|assist|provide|do|comply|answer)",
             r"^\s*as an ai\b",
         ]
     )
     # The `check` trigger: a regex every cheap answer must match (null = no check).
     require_pattern: str | None = None
+
+    def refused(self, text: str) -> bool:
+        """Whether an answer opens as a refusal (one of refusal_patterns in its first 300
+        characters): the one detector the response cache and escalation share."""
+        head = text.strip()[:300]
+        return any(re.search(p, head, re.IGNORECASE) for p in self.refusal_patterns)
 
     @field_validator("refusal_patterns")
     @classmethod

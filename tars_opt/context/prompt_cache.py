@@ -5,7 +5,7 @@ block marked with `cache_control`, at most 4 per request. We mark, in order:
 the last tool; the original system prompt when a summary follows it; the end of the
 system prompt (which holds the summary of old history); the last message before the
 prompt. Everything before a breakpoint must stay byte-identical from turn to turn, which
-is why pruning keeps its cuts stable (see stages/prune.py) and nothing here adds dates.
+is why pruning keeps its cuts stable (see context/prune.py) and nothing here adds dates.
 A prefix shorter than the model's minimum is not marked: the API would ignore it.
 
 TTL (`prompt_cache.ttl_interactive`): a write costs 1.25x input (5m) or 2x (1h),
@@ -24,7 +24,6 @@ Deferred work gets `ttl_deferred`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,9 +31,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.cache.keys import canonical
 from tars_opt.config.schema import PromptCacheConfig
 from tars_opt.errors import DatabaseError
+from tars_opt.hashing import canonical, prefix_key, sha256_text
 from tars_opt.store.database import Database
 from tars_opt.types import Decision, Prepared, Reply, Request, Usage
 
@@ -182,9 +181,7 @@ def mark_breakpoints(
 def stable_key(params: dict[str, Any]) -> str:
     """SHA-256 of what a request shares with the next ones: model, system, tools (marks
     left out, they change billing, not the prefix)."""
-    system = _blocks(params.get("system")) or None
-    shared = {"model": params.get("model"), "system": system, "tools": params.get("tools")}
-    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+    return prefix_key(params)
 
 
 def _blocks(content: Any) -> Any:
@@ -207,7 +204,7 @@ def conversation_key(params: dict[str, Any]) -> str | None:
         "model": params.get("model"),
         "first": {"role": first.get("role"), "content": _blocks(first.get("content"))},
     }
-    return hashlib.sha256(canonical(shared).encode("utf-8")).hexdigest()
+    return sha256_text(canonical(shared))
 
 
 class PrefixLog:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.backends import BackendError
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context.history import Turn, message_text, problems, split_turns
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles, query_text
@@ -34,7 +33,9 @@ from tars_opt.context.summaries import (
     summary_key,
     summary_request,
 )
+from tars_opt.context.token_counts import TokenCount, TokenCounter
 from tars_opt.embeddings.store import open_vector_cache
+from tars_opt.errors import BackendError
 from tars_opt.store.database import Database
 from tars_opt.types import Decision, Request
 
@@ -94,7 +95,7 @@ class PruneStage:
         *,
         side_ask: SideAsk | None = None,
         scorer: Scorer | None = None,
-        counter: tokens.TokenCounter | None = None,
+        counter: TokenCounter | None = None,
         count_model: str = "claude-sonnet-5-5",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -297,7 +298,7 @@ class PruneStage:
             last = with_excerpt(last, excerpt(msgs, plan.relevant))
         return replace(request, messages=(*new_msgs, last), system=system)
 
-    def _count(self, request: Request) -> tokens.TokenCount:
+    def _count(self, request: Request) -> TokenCount:
         params: dict[str, Any] = {"model": self.count_model, "messages": request.api_messages()}
         if request.system:
             params["system"] = (
@@ -305,7 +306,7 @@ class PruneStage:
             )
         if self.counter is not None and not request.dry_run:
             return self.counter.count(params)
-        return tokens.TokenCount(tokens.estimate_params(params), exact=False)
+        return TokenCount(tokens.estimate_params(params), exact=False)
 
     def _previous_summary(self, request: Request, plan: PrunePlan) -> tuple[Summary | None, int]:
         """The stored summary of a shorter old part (an earlier step of this conversation)

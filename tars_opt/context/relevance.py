@@ -4,7 +4,7 @@ Two signals, both in 0..1:
 - lexical: the share of the prompt's *needles* (names, numbers, code identifiers) and
   content words found in the text - cheap, exact, and what a follow-up question usually
   refers back to;
-- semantic: cosine similarity of sentence embeddings (tars_opt/embed.py), when the model
+- semantic: cosine similarity of sentence embeddings (embeddings/model.py), when the model
   is installed. Embeddings are kept per text hash in memory and, given a VectorCache, in
   the database too, so a conversation that grows turn by turn only embeds its new
   messages - also when each turn is a new process.
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import logging
 import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from tars_opt.hashing import sha256_text
 
 if TYPE_CHECKING:
     from tars_opt.embeddings.store import VectorCache
@@ -281,7 +282,7 @@ class Scorer:
 
     @staticmethod
     def _key(text: str) -> str:
-        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return sha256_text(text)
 
     def _remember(self, keys: Sequence[str], vectors: Any) -> None:
         if len(self._cache) + len(keys) > self._cache_size:

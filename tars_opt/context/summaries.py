@@ -8,7 +8,6 @@ moment it changes. Each one is a real API call with its own ledger row (query ty
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.context.history import message_text
+from tars_opt.hashing import sha256_text
 from tars_opt.store.database import Database
 from tars_opt.types import Reply, Request
 
@@ -52,8 +52,10 @@ class Summary:
 
 def summary_key(messages: Any, namespace: str) -> str:
     """The hash that identifies a summary: prompt version, namespace, the exact messages."""
+    # Not hashing.canonical: stored summaries are found by this key, and another form would
+    # pay for every one of them again.
     body = json.dumps([PROMPT_VERSION, namespace, list(messages)], sort_keys=True, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return sha256_text(body)
 
 
 def transcript(messages: Any) -> str:

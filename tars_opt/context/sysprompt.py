@@ -1,6 +1,6 @@
 """Modular system prompts: named sections with conditions; only matching ones are sent.
 
-A big agent prompt (the plan's 19k tokens) is mostly sections that matter for some
+A big agent prompt (~19k tokens) is mostly sections that matter for some
 requests only. Written as YAML::
 
     sections:
@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from tars_opt.store.files import InputError, read_text_file
+from tars_opt.errors import InputError
+from tars_opt.store.files import read_text_file
 from tars_opt.types import QUERY_TYPES
 
 _HEADING = re.compile(r"^##\s+(.+?)\s*$")

@@ -20,19 +20,19 @@ it is shared by every session and single call: only the whole list keeps that pr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from tars_opt import tokens
-from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import PromptCacheConfig, ToolsConfig
 from tars_opt.context.history import message_text, tool_names_used
 from tars_opt.context.relevance import Scorer, default_embedder, query_text
 from tars_opt.embeddings.store import VectorCache
+from tars_opt.errors import UnknownModelPrice
+from tars_opt.hashing import canonical, sha256_text
 from tars_opt.types import Decision, Request
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}
@@ -117,7 +117,7 @@ class ToolStage:
         if not self.config.sticky or request.session is None:
             return keep
         names = [str(t.get("name")) for t in request.tools]
-        catalogue = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+        catalogue = sha256_text(canonical(names))[:16]
         key = (request.namespace, request.session, catalogue)
         previous = self._last.get(key)
         top = [n for n in facts["scores"]][: self.config.sticky_top]

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from tars_opt import tokens
+from tars_opt.hashing import prefix_key
 from tars_opt.types import Decision, Prepared
 
 # (task row, {"custom_id", "params"} body, body bytes)
 Item = tuple[dict[str, Any], dict[str, Any], int]
 ENVELOPE_BYTES = 1024  # the {"requests": [...]} around the bodies, with room to spare
-
-
-def prefix_key(params: dict[str, Any]) -> str:
-    """What a request shares with others for prompt caching: model, system and tools."""
-    shared = {k: params.get(k) for k in ("model", "system", "tools")}
-    return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def group_requests(

@@ -20,18 +20,14 @@ from tars_opt.accounting.budget import Budget
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
 from tars_opt.defer.taskjson import prepared_from_json, request_from_json, request_to_json
+from tars_opt.errors import QueueError
 from tars_opt.store.database import Database
-from tars_opt.store.files import InputError
 from tars_opt.types import Prepared, Request, new_request_id
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 STATES = ("queued", "claimed", "submitted", "done", "failed", "expired", "canceled")
 TERMINAL = ("done", "failed", "expired", "canceled")
 OPEN_STATES = ("queued", "claimed", "submitted")
-
-
-class QueueError(InputError):
-    """A queue command cannot be done (unknown ticket, wrong state); one line says why."""
 
 
 def new_ticket() -> str:
@@ -275,14 +271,6 @@ class Queue:
                     )
                 )
         return claimed
-
-    def save_prepared(self, task_id: int, owner: str, prepared_json: str) -> None:
-        with self.db.transaction() as cur:
-            cur.execute(
-                "UPDATE tasks SET prepared = ?, updated_at = ? "
-                "WHERE id = ? AND owner = ? AND state = 'claimed'",
-                [prepared_json, self.clock(), task_id, owner],
-            )
 
     def save_prepared_many(self, owner: str, items: list[tuple[int, str]]) -> None:
         """Store the prepared form of many claimed tasks in one transaction."""

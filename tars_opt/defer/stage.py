@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import Queue, queue_budget
-from tars_opt.defer.window import Window, human_duration, iso_minute
+from tars_opt.defer.window import Window, human_duration
+from tars_opt.errors import BudgetExceeded
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso_minute
 from tars_opt.types import Decision, Reply, Request
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
-from tars_opt.defer.window import iso_minute
+from tars_opt.timefmt import iso, iso_minute
 from tars_opt.types import Decision, Prepared, Request
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
@@ -98,8 +98,6 @@ def queued_decision(task: dict[str, Any]) -> Decision:
 
 def task_view(task: dict[str, Any]) -> dict[str, Any]:
     """A task as `queue show --json` and `result --json` print it."""
-    from tars_opt.accounting.ledger import iso
-
     request = json.loads(task["request"])
     names = {0: "high", 1: "normal", 2: "low"}
 

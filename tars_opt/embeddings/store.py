@@ -16,7 +16,6 @@ timeout, read-only, full disk) only costs the embedding: the request goes on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 
 from tars_opt.embeddings.index import from_blob, to_blob
 from tars_opt.errors import DatabaseError
+from tars_opt.hashing import sha256_text
 from tars_opt.store.database import Database, Executor
 
 log = logging.getLogger("tars_opt.vector_cache")
@@ -41,7 +41,7 @@ _NORM_TOLERANCE = 1e-3
 
 def text_key(text: str) -> str:
     """Hex SHA-256 of the exact text (lone surrogates kept, so every str has a key)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return sha256_text(text)
 
 
 class VectorCache:

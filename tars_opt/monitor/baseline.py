@@ -1,12 +1,12 @@
 """The baseline (what the unoptimized system did), regression detection against it, and
 where the rollout phases start.
 
-A baseline is either stated in the config's `baseline:` block (the plan's numbers, with
-their source) or measured from the ledger by `tars-opt baseline capture`; the newest capture
-wins until `baseline reset` removes it. Capturing refuses (unless forced) a period that is
-not over or was already optimized. Regressions compare the last 7 days with the baseline
-and with the 7 days before. Phases count from the day after the captured baseline, else
-from the first call in the ledger, unless the config fixes `phases_start`.
+A baseline is either stated in the config's `baseline:` block (figures measured before
+tars-opt, with their source) or measured from the ledger by `tars-opt baseline capture`; the
+newest capture wins until `baseline reset` removes it. Capturing refuses (unless forced) a
+period that is not over or was already optimized. Regressions compare the last 7 days with
+the baseline and with the 7 days before. Phases count from the day after the captured
+baseline, else from the first call in the ledger, unless the config fixes `phases_start`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, week_period
-from tars_opt.accounting.ledger import Ledger, iso
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import Config
+from tars_opt.errors import BaselineRefused
 from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class Baseline:
 
     `kind`: captured (measured by `baseline capture`; `id` is its row), ledger (the
     ledger's per-call baseline column over a report's period: cost only) or config (the
-    `baseline:` block, the plan's figures unless the user stated their own).
+    `baseline:` block, the shipped figures unless the user stated their own).
     """
 
     metrics: dict[str, float | None]
@@ -101,14 +104,6 @@ def config_baseline(config: Config) -> Baseline:
     """The config's `baseline:` figures."""
     data = config.baseline.model_dump()
     return Baseline(metrics={k: data[k] for k in METRICS}, source=data["source"])
-
-
-class BaselineRefused(ValueError):
-    """`baseline capture` would store a period that is no baseline; `problems` say why."""
-
-    def __init__(self, message: str, problems: list[CaptureProblem]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -317,7 +312,7 @@ def _fmt(metric: str, value: float) -> str:
     if kind == "share":
         return f"{value:.1%}"
     if kind == "usd":
-        return f"${value:.4f}"
+        return usd(value)
     return f"{value:.2f} s"
 
 

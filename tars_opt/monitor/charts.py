@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
+from tars_opt.accounting.money import usd
 from tars_opt.types import STRATEGIES
 
 COLORS = {
@@ -38,14 +38,6 @@ def _pyplot() -> Any:
 
 def _days(per_day: list[dict[str, Any]]) -> list[str]:
     return [d["day"][5:] for d in per_day]  # MM-DD
-
-
-def usd(value: float) -> str:
-    """Dollars as the report writes them below $1 (four decimals, more for tiny amounts:
-    a cheap day is $0.0644, not $0.06)."""
-    if value == 0 or abs(value) >= 1:
-        return f"${value:,.2f}"
-    return f"${value:.{max(4, 2 - math.floor(math.log10(abs(value))))}f}"
 
 
 def usd_ticks(locs: list[float]) -> list[str]:

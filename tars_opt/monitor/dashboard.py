@@ -20,6 +20,7 @@ from rich.text import Text
 from tars_opt.accounting.alerts import alerts_between
 from tars_opt.accounting.budget import BudgetState
 from tars_opt.accounting.ledger import Ledger, Periods, source_label
+from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import queue_budget
 from tars_opt.monitor.metrics import PeriodMetrics, measure, queue_status
@@ -60,10 +61,6 @@ def read_frame(db: Database, config: Config, now: float) -> Frame:
     )
 
 
-def _usd(v: float) -> str:
-    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
@@ -80,17 +77,17 @@ def render(f: Frame, height: int | None = None, hint: str = "") -> RenderableTyp
     b = f.budget
     style = "red" if b.over or b.pace_usd > b.budget_usd else "green"
     spend = Table.grid(padding=(0, 1))
-    spend.add_row("today", f"{_usd(f.today.cost)} of {_usd(f.daily_budget)}/day")
-    spend.add_row("month", f"{_usd(b.spent_usd)} of {_usd(b.budget_usd)}")
-    spend.add_row("budget to date", _usd(f.month_budget_to_date))
-    spend.add_row("in flight", _usd(b.reserved_usd))
-    spend.add_row("month-end pace", Text(_usd(b.pace_usd), style=style))
+    spend.add_row("today", f"{usd(f.today.cost)} of {usd(f.daily_budget)}/day")
+    spend.add_row("month", f"{usd(b.spent_usd)} of {usd(b.budget_usd)}")
+    spend.add_row("budget to date", usd(f.month_budget_to_date))
+    spend.add_row("in flight", usd(b.reserved_usd))
+    spend.add_row("month-end pace", Text(usd(b.pace_usd), style=style))
     spend.add_row("policy at 100%", b.policy)
     savings = Table.grid(padding=(0, 1))
     for k in STRATEGIES:
-        savings.add_row(k.replace("_", " "), _usd(f.today.saved_by_strategy.get(k, 0.0)),
-                        _usd(f.month.saved_by_strategy.get(k, 0.0)))  # fmt: skip
-    savings.add_row("[b]total[/b]", _usd(f.today.saved), _usd(f.month.saved))
+        savings.add_row(k.replace("_", " "), usd(f.today.saved_by_strategy.get(k, 0.0)),
+                        usd(f.month.saved_by_strategy.get(k, 0.0)))  # fmt: skip
+    savings.add_row("[b]total[/b]", usd(f.today.saved), usd(f.month.saved))
     rates = Table.grid(padding=(0, 1))
     for label, name in (("cache", "cache_hit_rate"), ("cheap", "cheap_share"),
                         ("batch", "batch_share"), ("escalated", "escalation_rate"),
@@ -141,7 +138,7 @@ def render(f: Frame, height: int | None = None, hint: str = "") -> RenderableTyp
     for r in rows:
         recent.add_row(r["ts_iso"][11:19], source_label(r["source"], r.get("backend")),
                        (r["model"] or "-").removeprefix("claude-"),
-                       _usd(r["cost"]), _usd(r["baseline_cost"] - r["cost"]),
+                       usd(r["cost"]), usd(r["baseline_cost"] - r["cost"]),
                        r["request_id"])  # fmt: skip
     stamp = datetime.fromtimestamp(f.now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     title = Text(f"tars-opt dashboard  {stamp}", style="bold", no_wrap=True, overflow="ellipsis")

@@ -2,7 +2,7 @@
 
 One verdict per request (a later one replaces it). Counts per source and tier show up in
 metrics and reports. A bad verdict is handed to a `CacheEvictor` when one is given: the
-response cache store (issue 3) implements it to remove the cached answer at once.
+response cache store implements it to remove the cached answer at once.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tars_opt.accounting.ledger import Ledger
+from tars_opt.errors import FeedbackError
 from tars_opt.store.database import Database
 
 VERDICTS = ("good", "bad")
-
-
-class FeedbackError(ValueError):
-    """Feedback that cannot be recorded (unknown request, bad verdict)."""
 
 
 class CacheEvictor(Protocol):

@@ -1,7 +1,7 @@
-"""The checks behind `tars-opt heartbeat` (and scripts/heartbeat.sh), from the plan's
-HEARTBEAT block: cache hit rate, routing share, budget pace, queue backlog and stuck tasks,
-error rate, regressions. Each run stores a metric snapshot and raises alerts (once a day per
-check and level). Exit status: 0 ok, 1 warning, 2 critical.
+"""The checks behind `tars-opt heartbeat` (and scripts/heartbeat.sh): cache hit rate,
+routing share, budget pace, queue backlog and stuck tasks, error rate, regressions. Each run
+stores a metric snapshot and raises alerts (once a day per check and level). Exit status:
+0 ok, 1 warning, 2 critical.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, day_period
-from tars_opt.accounting.ledger import iso
 from tars_opt.accounting.periods import PhaseWindow
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import queue_budget
@@ -25,8 +24,8 @@ from tars_opt.monitor.baseline import (
 )
 from tars_opt.monitor.metrics import measure, queue_status
 from tars_opt.store.database import Database
+from tars_opt.timefmt import iso
 
-STATUSES = ("ok", "skipped", "warning", "critical")
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
 # Given the time, drain the queue if there is work and say what it did (None: nothing to do).
 DrainHook = Callable[[float], str | None]

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.alerts import alerts_between
+from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config, PhaseTargets
+from tars_opt.errors import ReportError
 from tars_opt.monitor import charts
 from tars_opt.monitor.baseline import METRICS, Baseline, report_baseline, resolve_phases
 from tars_opt.monitor.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
 from tars_opt.store.database import Database
+from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
-
-
-class ReportError(Exception):
-    """The report cannot be made as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def fmt(kind: str, value: float | None) -> str:
     if value is None:
         return "—"
     if kind == "usd":
-        return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+        return usd(value)
     if kind == "share":
         return f"{value:.1%}"
     if kind == "seconds":
@@ -205,9 +204,7 @@ def write_report(
     result = ReportResult(path, [savings_png, cost_png], baseline=base)
     alerts = alerts_between(db, start, end)
     lines = _render(spec, m, base, days, daily_budget, alerts, result, now, in_progress, config)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)  # never a half-written report
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return result
 
 

@@ -16,13 +16,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tars_opt.accounting.alerts import Alerter
-from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord, Ledger
 from tars_opt.accounting.pricing import PriceBook
-from tars_opt.backends import Backend, BackendError
+from tars_opt.backends import Backend
 from tars_opt.config.schema import Config
 from tars_opt.context.inspect import inspect_report
 from tars_opt.defer.queue import queue_budget
+from tars_opt.errors import BackendError, BudgetExceeded, MissingApiKey
 from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.pipeline.conversations import Conversations
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
@@ -82,7 +82,7 @@ def build_backend(
             prompt_cache=OfflinePromptCache(db),
             key_env=key_env,
         )
-    from tars_opt.backends.anthropic import AnthropicBackend, MissingApiKey
+    from tars_opt.backends.anthropic import AnthropicBackend
 
     key = os.environ.get(config.api.key_env, "")
     if not key:
@@ -509,7 +509,7 @@ def default_stages(
         stages.append(DeferStage(config, db, clock))
     if config.prune.enabled:
         from tars_opt.context.prune import PruneStage
-        from tars_opt.tokens import TokenCounter
+        from tars_opt.context.token_counts import TokenCounter
 
         counter = None
         if config.prune.count_tokens == "api" and backend is not None:

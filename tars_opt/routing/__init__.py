@@ -1,8 +1,8 @@
 """Routers score a request 0-100 (higher = needs a stronger tier) and explain the score.
 
-`heuristic` is the plan's complexity score; `learned` a classifier over embeddings trained
-on labelled prompts. Both are used by the route stage (tars_opt/stages/route.py), the
-`tars-opt router` commands and benchmarks/router_quality.py.
+`heuristic` is a complexity score over prompt features; `learned` a classifier over
+embeddings trained on labelled prompts. Both are used by the route stage
+(tars_opt/routing/stage.py), the `tars-opt router` commands and benchmarks/router_quality.py.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 Split = Literal["calibration", "evaluation", "all"]
 ROUTELLM = Path("routellm_evals") / "routellm" / "evals"
@@ -61,16 +61,6 @@ class Labelled:
 
     def __len__(self) -> int:
         return len(self.prompts)
-
-    def subset(self, mask: np.ndarray) -> Labelled:
-        keep = np.nonzero(mask)[0]
-        return Labelled(
-            self.name,
-            [self.prompts[i] for i in keep],
-            self.weak[keep],
-            self.strong[keep],
-            [self.keys[i] for i in keep],
-        )
 
     @classmethod
     def concat(cls, name: str, parts: Iterable[Labelled]) -> Labelled:

@@ -1,9 +1,9 @@
-"""The original plan's complexity score (0-100), with factors that actually spread.
+"""A complexity score (0-100) from prompt features, with factors that actually spread.
 
-The plan multiplied raw counts by weights that summed to 1, so most prompts scored under
-10. Here every factor is first scaled to 0-1 (a log scale for lengths, a saturating count
-for cues) and then worth up to its weight in points; the weights sum to 100 by default, so
-the score uses the whole range and each factor's share can be shown (`ask --explain`).
+Every factor is first scaled to 0-1 (a log scale for lengths, a saturating count for cues)
+and then worth up to its weight in points; the weights sum to 100 by default, so the score
+uses the whole range and each factor's share can be shown (`ask --explain`). Raw counts
+times weights summing to 1 would leave most prompts under 10.
 """
 
 from __future__ import annotations

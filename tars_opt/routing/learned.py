@@ -1,6 +1,6 @@
 """The learned router: a ridge regression of the strong tier's quality gain on features.
 
-Features are the prompt's embedding (384 numbers, tars_opt/embed.py) and the heuristic's six
+Features are the prompt's embedding (384 numbers, embeddings/model.py) and the heuristic's six
 scaled factors. The embedding is MiniLM's mean-pooled hidden state after its 2nd of 6 layers,
 not its last: on the held-out calibration prompts it routes as well (APGR 0.721 against
 0.694) at a third of the cost, so a decision fits in the 8 ms budget on 2 slow cores.
@@ -29,6 +29,7 @@ held-out quality, the familiarity rule and the calibration table).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from tars_opt.config.schema import HeuristicRouterConfig
+from tars_opt.errors import EmbeddingUnavailable, LearnedUnavailable
 from tars_opt.routing import RouteScore
 from tars_opt.routing.calibration import summary
 from tars_opt.routing.datasets import Labelled
@@ -49,6 +51,7 @@ from tars_opt.routing.heuristic import (
     raw_factors,
     scaled_factors,
 )
+from tars_opt.store.files import atomic_write_bytes, atomic_write_text
 from tars_opt.types import Request
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "router_learned.npz"
@@ -59,15 +62,11 @@ FAMILIAR_PERCENTILE = 5.0  # held-out prompts less familiar than this share are 
 LAYER = 2  # MiniLM layer whose hidden state `router train` uses (scripts/build_router.py)
 
 
-class LearnedUnavailable(RuntimeError):
-    """The learned router cannot run (no embedding model, missing or bad file)."""
-
-
 def _embedder(layer: int = LAYER) -> Any:
     """The embedding model's view at `layer` (6: its last layer, the sentence embedding)."""
     try:
-        from tars_opt.embeddings.model import EmbeddingUnavailable, get_embedder
-    except ImportError as exc:  # pragma: no cover - embed.py ships with the package
+        from tars_opt.embeddings.model import get_embedder
+    except ImportError as exc:  # pragma: no cover - embeddings/model.py ships with the package
         raise LearnedUnavailable(f"embedding module missing: {exc}") from None
     try:
         return get_embedder().at_layer(layer)
@@ -194,9 +193,9 @@ class LearnedRouter:
         """Write `path` (.npz) and its note (`path` with .json); return the note's path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        packed = io.BytesIO()
         np.savez_compressed(
-            tmp,
+            packed,
             format=np.array(FORMAT),
             weights=self.weights.astype(np.float32),
             bias=np.array(self.bias),
@@ -214,12 +213,10 @@ class LearnedRouter:
                 else {}
             ),
         )
-        tmp.replace(path)
+        atomic_write_bytes(path, packed.getvalue())
         self.model_id = _file_id(path)
         self.note["model_id"] = self.model_id
-        note = path.with_suffix(".json")
-        note.write_text(json.dumps(self.note, indent=1) + "\n", encoding="utf-8")
-        return note
+        return atomic_write_text(path.with_suffix(".json"), json.dumps(self.note, indent=1) + "\n")
 
 
 def _file_id(path: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
+from tars_opt.errors import LearnedUnavailable
 from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
@@ -57,7 +58,7 @@ class RouteStage:
         heuristic = HeuristicRouter(self.routing.heuristic)
         if self.routing.router == "heuristic":
             return heuristic
-        from tars_opt.routing.learned import LearnedUnavailable, load_learned
+        from tars_opt.routing.learned import load_learned
 
         try:
             return load_learned(self.routing.learned.path, heuristic=heuristic)
@@ -185,11 +186,6 @@ class RouteStage:
         return None if self._dearer(retry[0].model or "", ceiling) else retry
 
 
-def _refused(text: str, patterns: list[str]) -> bool:
-    head = text.strip()[:300]
-    return any(re.search(p, head, re.IGNORECASE) for p in patterns)
-
-
 def escalation_trigger(config: Config, result: BackendResult) -> str | None:
     """Why a routed answer should be re-asked on the next tier, or None if it is fine."""
     esc = config.routing.escalation
@@ -198,9 +194,7 @@ def escalation_trigger(config: Config, result: BackendResult) -> str | None:
         return "stopped at max_tokens"
     if "empty" in triggers and is_empty(result):
         return "empty answer"
-    if "refusal" in triggers and (
-        result.stop_reason == "refusal" or _refused(result.text, esc.refusal_patterns)
-    ):
+    if "refusal" in triggers and (result.stop_reason == "refusal" or esc.refused(result.text)):
         return "refused"
     if (
         "check" in triggers

@@ -9,11 +9,12 @@ tables carry them and a mismatch is an error rather than a silently wrong thresh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from tars_opt.config.schema import Config, ConfigError
+from tars_opt.config.schema import Config
+from tars_opt.errors import ConfigError
+from tars_opt.store.files import atomic_write_text
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SHIPPED_HEURISTIC = DATA / "router_heuristic_calibration.json"
@@ -43,9 +44,7 @@ def save_table(config: Config, router: str, entry: dict[str, Any]) -> Path:
     data = _read(path)
     data[router] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)  # never a half-written file
+    atomic_write_text(path, json.dumps(data, indent=1))
     return path
 
 

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from tars_opt.config.schema import Config
+from tars_opt.errors import InputError, LearnedUnavailable
 from tars_opt.routing import tables as store
 from tars_opt.routing.calibration import summary
 from tars_opt.routing.datasets import load_jsonl
 from tars_opt.routing.heuristic import HeuristicRouter
-from tars_opt.store.files import InputError
 
 USER_HOLDOUT = {8, 9}  # buckets of the prompt held out of fitting (about 20%)
 DEFAULT_MODEL_FILE = "router-learned.npz"
@@ -53,7 +53,7 @@ def train_file(
         )
     try:
         embedder = learned._embedder(layer)
-    except learned.LearnedUnavailable as exc:
+    except LearnedUnavailable as exc:
         raise InputError(f"cannot train the learned router: {exc}") from None
     note = {
         "data": str(Path(data).name),
@@ -82,7 +82,7 @@ def calibrate(config: Config, router_name: str, data: Path | None = None) -> dic
         if router_name == "heuristic":
             table, source = store.heuristic_table(config)
             return {"router": router_name, "source": source, "table": table}
-        from tars_opt.routing.learned import LearnedUnavailable, load_learned
+        from tars_opt.routing.learned import load_learned
 
         try:
             model = load_learned(config.routing.learned.path, embed=False)
@@ -101,7 +101,7 @@ def calibrate(config: Config, router_name: str, data: Path | None = None) -> dic
         scores = np.array([heuristic.score_text(p).score for p in labelled.prompts])
         extra: dict[str, Any] = {"weights": config.routing.heuristic.weights.model_dump()}
     else:
-        from tars_opt.routing.learned import LearnedUnavailable, load_learned
+        from tars_opt.routing.learned import load_learned
 
         try:
             model = load_learned(config.routing.learned.path)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import Queue
+from tars_opt.errors import BudgetExceeded
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.sim.measure import Outcome, hit_origin, measure_run
 from tars_opt.sim.workload import Call, Workload

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
-from tars_opt.store.files import InputError, read_text_file
+from tars_opt.errors import InputError, TraceError
+from tars_opt.store.files import atomic_write_text, read_text_file
+from tars_opt.timefmt import iso
 from tars_opt.types import PRIORITIES, QUERY_TYPES
 
 FIELDS = (
@@ -43,10 +45,6 @@ FIELDS = (
     "namespace", "defer", "urgent", "max_tokens", "max_wait_s", "meta",
 )  # fmt: skip
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "agent_day.jsonl"
-
-
-class TraceError(InputError):
-    """A trace line that does not follow the schema; the message names line and field."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +260,7 @@ def _defaults(line: int, value: Any) -> dict[str, Any]:
 
 def call_to_record(call: Call) -> dict[str, Any]:
     """The trace record of a call (defaults left out)."""
-    rec: dict[str, Any] = {"time": _iso(call.time), "prompt": call.prompt}
+    rec: dict[str, Any] = {"time": iso(call.time), "prompt": call.prompt}
     optional = {
         "history": list(call.history),
         "system": call.system,
@@ -285,20 +283,12 @@ def call_to_record(call: Call) -> dict[str, Any]:
 def write_trace(path: str | Path, header: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Write a trace atomically (a header line, then one record per line)."""
     dest = Path(path)
-    tmp = dest.with_name(dest.name + ".tmp")
+    lines = [json.dumps({"kind": "header", **header}, ensure_ascii=False)]
+    lines += [json.dumps(rec, ensure_ascii=False) for rec in records]
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": "header", **header}, ensure_ascii=False) + "\n")
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        tmp.replace(dest)
+        atomic_write_text(dest, "\n".join(lines) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {dest}: {exc.strerror}") from None
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -348,7 +338,7 @@ def export_ledger(
         "name": "ledger-export",
         "description": "requests from a tars-opt ledger (prompts only: no history, system "
         "prompt or tools)",
-        "exported_at": _iso(datetime.now(UTC).timestamp()),
+        "exported_at": iso(datetime.now(UTC).timestamp()),
         "calls": len(records),
         "without_prompt": no_prompt,
     }

@@ -1,17 +1,17 @@
-"""Files: user-only folders, and reading what a user hands us (conversation and tool
-files, prompts from stdin) with one-line errors."""
+"""Files: user-only folders, files replaced in one step, and reading what a user hands us
+(conversation and tool files, prompts from stdin) with one-line errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+from tars_opt.errors import InputError
+
 ROLES = {"user", "assistant"}
-
-
-class InputError(Exception):
-    """Bad input from the user; the message names the problem and the fix in one line."""
 
 
 def read_text_file(path: str | Path, what: str, error: type[InputError] = InputError) -> str:
@@ -116,3 +116,32 @@ def ensure_private_dir(path: Path) -> Path:
     if not path.is_dir():
         path.mkdir(mode=0o700)  # raises the OSError that says why (a file is in the way)
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> Path:
+    """Replace `path`'s content in one step: a crash or a full disk leaves the old file or
+    the new one, never part of one.
+
+    The data goes to a temporary file in the same folder (os.replace is atomic only within
+    one file system), reaches the disk (fsync), then takes the name. The file is the user's
+    only (0600) when `private`, else it gets an ordinary new file's mode (0666 less the
+    umask). The temporary file is removed when anything fails, and the error re-raised.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, private: bool = False) -> Path:
+    """atomic_write_bytes for text, as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"), private=private)

@@ -16,10 +16,11 @@ import yaml
 
 from tars_opt import Request, open_app
 from tars_opt.accounting.alerts import Alert, Alerter, alerts_between
-from tars_opt.accounting.budget import BudgetExceeded, budget_state
+from tars_opt.accounting.budget import budget_state
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 from tars_opt.config.schema import AlertsConfig
+from tars_opt.errors import BudgetExceeded
 from tests.handmade import add_call
 
 

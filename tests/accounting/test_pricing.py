@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tars_opt.accounting.pricing import PriceBook, UnknownModelPrice
+from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.loader import load_config
+from tars_opt.errors import UnknownModelPrice
 from tars_opt.types import STRATEGIES, Usage
 
 

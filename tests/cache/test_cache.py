@@ -209,6 +209,17 @@ def test_bad_answers_are_never_stored(home: Path, text: str, stop: str) -> None:
     assert h.ask("Tell me a story").source == "api"
 
 
+def test_the_cache_keeps_out_what_escalation_calls_a_refusal(home: Path) -> None:
+    # One detector: routing.escalation.refusal_patterns decides for the cache too.
+    stored = Harness(backend=Scripted("Nope, not today."))
+    stored.ask("Tell me a story")
+    assert stored.store.totals()[0] == 1
+    patterns = {"routing.escalation.refusal_patterns": ["^nope\\b"]}
+    refused = Harness(overrides=patterns, backend=Scripted("Nope, not today."))
+    refused.ask("Tell me another story")
+    assert refused.store.totals()[0] == 1  # the same database: nothing added
+
+
 def test_truncated_offline_answer_is_not_stored(h: Harness) -> None:
     reply = h.ask("Tell me a long story", max_tokens=5)
     assert reply.stop_reason == "max_tokens" and h.store.totals()[0] == 0

@@ -18,7 +18,7 @@ from tars_opt.cache.calibrate import (
 from tars_opt.cache.guards import check, entities, numbers
 from tars_opt.cache.keys import normalize_prompt
 from tars_opt.config.loader import EXAMPLE_CONFIG
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 
 from tars_opt.cache.calibrate import Pairs, calibrate_thresholds, write_thresholds
 from tars_opt.config.loader import EXAMPLE_CONFIG, load_config
-from tars_opt.config.schema import CacheSemanticConfig, ConfigError
+from tars_opt.config.schema import CacheSemanticConfig
+from tars_opt.errors import ConfigError
 
 
 class AngleEmbedder:

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from tars_opt.cli.main import app
 from tars_opt.config import loader
 from tars_opt.config.loader import EXAMPLE_CONFIG, load_config
-from tars_opt.config.schema import Config, ConfigError
+from tars_opt.config.schema import Config
+from tars_opt.errors import ConfigError
 from tests.conftest import REPO
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tars_opt import Request, open_app
 from tars_opt.backends.anthropic import AnthropicBackend
-from tars_opt.tokens import TokenCounter
+from tars_opt.context.token_counts import TokenCounter
 from tests.context.test_prompt_cache import LONG_SYSTEM
 from tests.context.test_prune import FILLER, conversation
 

@@ -10,7 +10,7 @@ import pytest
 from benchmarks.tool_catalog import catalog
 from tars_opt.cli.main import app
 from tars_opt.context.sysprompt import compose, load_sections
-from tars_opt.store.files import InputError
+from tars_opt.errors import InputError
 from tests.context.test_prune import conversation
 from tests.ops_chat import ANSWER, QUESTION, ops_chat
 

@@ -13,6 +13,7 @@ from tars_opt.config.schema import PruneConfig
 from tars_opt.context.history import problems, split_turns
 from tars_opt.context.prune import PruneStage
 from tars_opt.context.relevance import Scorer, holds, lexical_score, needles, words
+from tars_opt.errors import BackendError
 from tars_opt.types import Reply
 from tests.ops_chat import ANSWER, QUESTION, ops_chat
 
@@ -312,7 +313,6 @@ def test_without_an_embedder_scoring_degrades_to_word_overlap() -> None:
 
 def test_summary_failure_keeps_the_history_whole() -> None:
     def broken(request: Request) -> Reply:
-        from tars_opt.backends import BackendError
 
         raise BackendError("API error 529 overloaded_error", kind="overloaded_error")
 

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 
 from tars_opt import Request, open_app
-from tars_opt.accounting.budget import BudgetExceeded
 from tars_opt.accounting.ledger import CallRecord
 from tars_opt.config.loader import load_config
-from tars_opt.config.schema import ConfigError
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.stage import DeferStage
 from tars_opt.defer.window import Window, parse_duration
+from tars_opt.errors import BudgetExceeded, ConfigError
 from tars_opt.types import Reply
 from tests.drain_helpers import Clock, at
 

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
 from tars_opt.accounting.pricing import PriceBook
-from tars_opt.backends import BackendError
 from tars_opt.cli.main import app as cli_app
 from tars_opt.defer.queue import Queue
 from tars_opt.defer.stage import DeferStage
 from tars_opt.drain.runner import Drainer
+from tars_opt.errors import BackendError
 from tars_opt.types import Usage
 from tests.drain_helpers import Clock, ScriptedBatches, at
 

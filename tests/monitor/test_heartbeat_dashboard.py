@@ -135,7 +135,7 @@ def test_dashboard_live_redraws_on_its_interval(home: Path) -> None:
 
 
 class RecordingEvictor:
-    """Stands in for the cache store of issue 3: remembers what it was asked to evict."""
+    """Stands in for the response cache store: remembers what it was asked to evict."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []

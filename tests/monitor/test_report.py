@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from tars_opt import open_app
 from tars_opt.accounting.alerts import Alert, Alerter
+from tars_opt.accounting.money import usd
 from tars_opt.cli.main import app
 from tars_opt.monitor import charts
 from tars_opt.monitor.baseline import capture_baseline
@@ -37,7 +38,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def ledger(home: Path):
-    # The plan's calendar: phase 1 from 2026-02-10, so phase 2 is the handmade week.
+    # Phases fixed from 2026-02-10, so phase 2 is the handmade week.
     Path("performance-config.yaml").write_text("phases_start: 2026-02-10\n")
     opened = open_app()
     phase_week(opened.db)
@@ -271,7 +272,7 @@ def test_chart_axis_labels_show_small_amounts() -> None:
                                                        "$0.0075"]  # fmt: skip
     assert usd_ticks([0.0, 2.0, 4.0]) == ["$0.00", "$2.00", "$4.00"]
     assert usd_ticks([0.0, 0.02, 0.04]) == ["$0.00", "$0.02", "$0.04"]
-    assert charts.usd(0.0644) == "$0.0644" and charts.usd(0.000123) == "$0.000123"
+    assert usd(0.0644) == "$0.0644" and usd(0.000123) == "$0.00012"  # legends: one amount
     days = [{"day": f"2026-02-1{i}", "calls": 3, "cost": 0.001 * i, "saved_routing": 0.0005}
             for i in range(1, 5)]  # fmt: skip
     for fig in (charts.savings_figure(days, "t", baseline_daily=0.0042),
@@ -281,5 +282,5 @@ def test_chart_axis_labels_show_small_amounts() -> None:
         labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
         assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
         legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
-        assert "baseline $0.00420/day" in legend
+        assert "baseline $0.0042/day" in legend
         matplotlib_close(fig)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tars_opt import Request, open_app
-from tars_opt.backends import BackendError
 from tars_opt.defer.queue import Queue
 from tars_opt.drain.runner import Drainer
+from tars_opt.errors import BackendError
 from tests.fake_anthropic.faults import Fault
 from tests.fake_anthropic.server import FakeAnthropic
 

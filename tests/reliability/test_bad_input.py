@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tars_opt import Request, open_app
-from tars_opt.backends import BackendError
 from tars_opt.cli.main import app
+from tars_opt.errors import BackendError
 from tars_opt.pipeline.trace import cache_hit_kind, was_deferred, was_escalated
 from tars_opt.types import Usage
 

@@ -4,6 +4,7 @@ a non-zero exit, and nothing already stored is damaged."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -149,12 +150,14 @@ def test_a_full_disk_while_writing_a_report(
 ) -> None:
     seed(runner, 2)
 
-    def no_space(self, *args, **kwargs):
-        raise OSError(28, "No space left on device", str(self))
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", no_space)
+    # Files are replaced atomically: the data must reach the disk (fsync) before the swap.
+    monkeypatch.setattr(os, "fsync", no_space)
     result = runner.invoke(app, ["report", "--week", "--out", str(tmp_path / "w.md")])
     one_clear_line(result, "No space left on device")
+    assert not (tmp_path / "w.md").exists() and not list(tmp_path.glob(".w.md.*"))
 
 
 def test_an_interrupt_mid_call(runner, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,8 +33,7 @@ import tars_opt.drain.runner  # noqa: F401
 import tars_opt.embeddings.model  # noqa: F401
 import tars_opt.routing.stage  # noqa: F401
 from tars_opt import Request, open_app
-from tars_opt.accounting.budget import BudgetExceeded
-from tars_opt.backends import BackendError
+from tars_opt.errors import BackendError, BudgetExceeded
 
 
 def _warm() -> None:

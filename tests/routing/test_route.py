@@ -15,7 +15,8 @@ from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 from tars_opt.config.loader import load_config
-from tars_opt.config.schema import ConfigError, RoutingConfig
+from tars_opt.config.schema import EscalationConfig, RoutingConfig
+from tars_opt.errors import ConfigError
 from tars_opt.routing import tables as store
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.routing.stage import RouteStage
@@ -305,6 +306,29 @@ def ask_with(tmp_path: Path, backend: OfflineBackend, extra: str = "", **kw: Any
     opened = open_app(write_config(tmp_path, extra))
     reply = opened.optimizer(backend=backend).ask(Request.from_prompt("What is 2+2?", **kw))
     return opened, reply
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        # what the cache's own pattern caught
+        ("I'm sorry, but I can't help with that request.", True),
+        ("  Sorry - that is something I cannot do.", True),
+        ("I apologise, but I'm not able to share that.", True),
+        ("I am unable to comply with this request.", True),
+        ("I'm unable to help with that.", True),
+        ("I cannot assist with that.", True),
+        # what only escalation's patterns caught
+        ("As an AI, I have no opinions.", True),
+        ("sorry i am unable to answer", True),
+        # answers
+        ("Sorry for the wait. The capital of France is Paris.", False),
+        ("The answer is 4. I can't stress enough: check your units.", False),
+        ("Paris.", False),
+    ],
+)
+def test_one_refusal_detector_covers_both_old_pattern_lists(text: str, refused: bool) -> None:
+    assert EscalationConfig().refused(text) is refused
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from tars_opt import Request, open_app
 from tars_opt.cli.main import app
+from tars_opt.errors import InputError
 from tars_opt.routing.calibration import curve, oracle_scores, pick_threshold, summary, table
 from tars_opt.routing.datasets import bucket, in_split, load_jsonl
 from tars_opt.routing.learned import SHIPPED, load_learned
-from tars_opt.store.files import InputError
 
 HARD = [
     "Prove that the sum of the first {n} odd numbers is a perfect square, step by step.",

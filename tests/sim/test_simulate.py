@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from tars_opt.cli.main import app
 from tars_opt.config.loader import load_config
+from tars_opt.errors import TraceError
 from tars_opt.routing.datasets import bucket
 from tars_opt.sim.simulate import simulate
-from tars_opt.sim.workload import BUNDLED, TraceError, load_workload
+from tars_opt.sim.workload import BUNDLED, load_workload
 from tars_opt.store import connect
 
 CHEAP, STRONG = "claude-haiku-5-5", "claude-sonnet-5-5"

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.cli.render.common import usd
+from tars_opt.accounting.money import usd
 
 
 def _size(n: float) -> str:

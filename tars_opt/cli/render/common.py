@@ -31,13 +31,6 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def usd(value: float) -> str:
-    """Dollars with enough digits to show a single cheap call."""
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    return f"${value:.6f}"
-
-
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 

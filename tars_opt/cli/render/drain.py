@@ -6,10 +6,11 @@ from typing import Any
 
 from rich.console import Console
 
+from tars_opt.timefmt import iso_minute
+
 
 def drain_report(console: Console, report: Any, now: float) -> None:
     """What one `drain` did, in a few lines."""
-    from tars_opt.accounting.ledger import iso
     from tars_opt.defer.window import human_duration
 
     if report.forced and not report.in_window:
@@ -21,7 +22,7 @@ def drain_report(console: Console, report: Any, now: float) -> None:
     elif not report.in_window and report.opens_at is not None and not report.submitted:
         console.print(
             f"outside the off-peak window {report.window}: it opens at "
-            f"{iso(report.opens_at)[:16]}Z (in {human_duration(report.opens_at - now)}); "
+            f"{iso_minute(report.opens_at)} (in {human_duration(report.opens_at - now)}); "
             "nothing submitted (use --now to submit anyway)",
             markup=False,
         )

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tars_opt.accounting.ledger import source_label
-from tars_opt.cli.render.common import usd
+from tars_opt.accounting.money import usd
 from tars_opt.monitor.metrics import SpendSummary
 
 

@@ -7,7 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.cli.render.common import pct, usd
+from tars_opt.accounting.money import usd
+from tars_opt.cli.render.common import pct
+from tars_opt.timefmt import iso
 
 
 def _metric(kind: str, v: float | None) -> str:
@@ -77,8 +79,6 @@ def session(console: Console, data: dict[str, Any]) -> None:
 
 
 def period(console: Console, m: Any) -> None:
-    from tars_opt.accounting.ledger import iso
-
     console.print(f"{iso(m.start)[:16]} .. {iso(m.end)[:16]} UTC ({m.days:.1f} days, "
                   f"{m.data_days:g} with calls)", markup=False)  # fmt: skip
     head = Table("calls", "answered", "errors", "cost", "baseline", "saved", "cache hit",

@@ -8,13 +8,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tars_opt.monitor.report import ReportError, markdown_table
+from tars_opt.accounting.money import usd
+from tars_opt.errors import ReportError
+from tars_opt.monitor.report import markdown_table
 from tars_opt.sim.simulate import SimResult
+from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
-
-
-def usd(value: float) -> str:
-    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:.4f}"
 
 
 def pct(value: float | None) -> str:
@@ -23,15 +22,6 @@ def pct(value: float | None) -> str:
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def quality_line(r: SimResult) -> str:
-    if r.relative_quality is None:
-        return "quality: no labelled prompts (add labels to the trace to measure it)"
-    return (
-        f"quality: {r.relative_quality:.1%} of the all-baseline-model answers "
-        f"({r.quality:.3f} vs {r.quality_baseline:.3f} on {r.labelled} labelled prompts)"
-    )
 
 
 def headline(r: SimResult) -> str:
@@ -121,12 +111,9 @@ def write_markdown(results: list[SimResult], path: Path, now: float) -> Path:
     for r in results:
         lines += [f"- {r.config}: {headline(r)}"]
         lines += [f"  - note: {n}" for n in r.notes]
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"cannot write {path}: {exc.strerror}; use --out") from None
     return path
