@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tars_opt.accounting.budget import BudgetExceeded
-from tars_opt.accounting.pricing import UnknownModelPrice
-from tars_opt.backends import BackendError
-from tars_opt.errors import TarsOptError
-from tars_opt.store.files import InputError, read_text_file
+from tars_opt.errors import InputError, TarsOptError
+from tars_opt.store.files import read_text_file
 from tars_opt.types import PRIORITIES, QUERY_TYPES, Reply, Request
 
 CONTROLS = {
@@ -37,7 +34,7 @@ CONTROLS = {
 }
 PROMPT_FIELDS = ("model", "max_tokens", "system", "tools", "messages")
 # What one request may fail with while the others go on.
-FAILURES = (TarsOptError, BackendError, BudgetExceeded, UnknownModelPrice)
+FAILURES = (TarsOptError,)
 
 
 @dataclass(frozen=True)
