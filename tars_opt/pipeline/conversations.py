@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tars_opt.hashing import canonical, sha256_text
 from tars_opt.store.database import Database
 from tars_opt.types import Request
 
@@ -43,24 +44,13 @@ def client_session(metadata: Any) -> str | None:
     return found.group(1) if found else None
 
 
-def _stable(message: dict[str, Any]) -> bytes:
-    # cache_control marks move from call to call: they are not part of what was said.
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "cache_control"}
-        if isinstance(value, list | tuple):
-            return [strip(v) for v in value]
-        return value
-
-    return json.dumps(strip(message), sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
 def prefix_hashes(request: Request) -> list[str]:
-    """The hash of messages[:k] for every k (1..n), each chained on the one before."""
+    """The hash of messages[:k] for every k (1..n), each chained on the one before
+    (cache_control marks move from call to call: they are not part of what was said)."""
     out: list[str] = []
     running = hashlib.sha256(f"{request.namespace}\x1f{request.key_id or ''}".encode())
     for message in request.messages:
-        running.update(_stable(message))
+        running.update(canonical(message).encode("utf-8", "surrogatepass"))
         out.append(running.copy().hexdigest()[:32])
     return out
 
@@ -129,4 +119,4 @@ class Conversations:
 
 
 def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return sha256_text(text)[:24]
