@@ -495,7 +495,6 @@ def default_stages(
     depends on the model that will answer (its minimum cacheable prefix and prices). The
     prompt-cache marks come last, on the request as it will be sent.
 
-    Stages arrive with their issues; a stage not built yet is absent, never faked.
     `side_ask` lets a stage make its own calls (summaries) through the optimizer;
     `backend` gives the (lazily built) backend for count_tokens.
     """
