@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 QueryType = Literal["research", "fact", "code", "template", "other"]
 Priority = Literal["high", "normal", "low"]
+# Where an answer came from: sent now, the response cache, a Message Batch, or not yet
+# (queued for the off-peak drain).
 Source = Literal["api", "cache", "batch", "queued"]
-QUERY_TYPES: tuple[str, ...] = ("research", "fact", "code", "template", "other")
-PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+# The step of the chain a Decision records; the ledger's trace is read by these names.
+StageName = Literal[
+    "classify",
+    "experiment",
+    "cache",
+    "defer",
+    "prune",
+    "route",
+    "tools",
+    "prompt_cache",
+    "pricing",
+    "budget",
+    "escalate",
+    "batch",
+]
+QUERY_TYPES: tuple[QueryType, ...] = get_args(QueryType)
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 STRATEGIES: tuple[str, ...] = ("pruning", "routing", "prompt_caching", "batching", "response_cache")
 
 
@@ -104,7 +121,7 @@ def _count(data: dict[str, Any], name: str) -> int:
 class Decision:
     """What one stage did to a request, and why."""
 
-    stage: str
+    stage: StageName
     action: str
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -164,8 +181,8 @@ class Request:
     # came in (apart from what a stage changed).
     order: tuple[str, ...] = ()
     # ---- controls -------------------------------------------------------------------
-    query_type: str | None = None
-    priority: str = "normal"
+    query_type: QueryType | None = None
+    priority: Priority = "normal"
     urgent: bool = False
     namespace: str = "default"
     session: str | None = None
@@ -353,7 +370,7 @@ class Reply:
 
     text: str
     model: str | None
-    source: str
+    source: Source
     request_id: str
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0

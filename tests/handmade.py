@@ -56,8 +56,8 @@ def cache_hit(kind: str = "exact", **kw: Any) -> dict[str, Any]:
     base = {
         "source": "cache", "model": "claude-sonnet-5-5", "input_tokens": 0, "output_tokens": 0,
         "cost": 0.0, "baseline_cost": 0.004, "saved_response_cache": 0.004, "latency_ms": 5.0,
-        "decisions": [{"stage": "cache", "action": "hit", "reason": kind,
-                       "data": {"kind": kind}}],
+        "decisions": [{"stage": "cache", "action": "hit", "reason": f"{kind} match of entry 1",
+                       "data": {"match": kind}}],
     }  # fmt: skip
     return {**base, **kw}
 
@@ -83,7 +83,7 @@ def phase_week(db: Database, first_day: str = "2026-02-17", days: int = 7) -> No
                 add_call(db, when, request_id=rid, cost=0.0041, baseline_cost=0.0045,
                          saved_pruning=0.0004, latency_ms=2100.0 + i)  # fmt: skip
             elif k < 7:
-                esc = [{"stage": "route", "action": "escalate", "reason": "x", "data": {}}]
+                esc = [{"stage": "escalate", "action": "strong", "reason": "x", "data": {}}]
                 add_call(db, when, **haiku(request_id=rid, decisions=esc if k == 6 else [],
                                            latency_ms=700.0 + 10 * i))  # fmt: skip
             elif k < 9:
@@ -92,7 +92,7 @@ def phase_week(db: Database, first_day: str = "2026-02-17", days: int = 7) -> No
             else:
                 add_call(db, when, request_id=rid, source="batch", service_tier="batch",
                          cost=0.002, saved_batching=0.002, latency_ms=60_000.0,
-                         decisions=[{"stage": "defer", "action": "deferred",
+                         decisions=[{"stage": "defer", "action": "queued",
                                      "reason": "off-peak", "data": {}}])  # fmt: skip
     db.execute("INSERT INTO feedback (request_id, ts, verdict) VALUES "
                f"('req_{start}_03', 0, 'bad'), ('req_{start}_07', 0, 'good')")  # fmt: skip

@@ -228,10 +228,3 @@ class Budget:
             if alerter.raise_once(alert):
                 sent.append(alert)
         return sent
-
-
-def budget_state(
-    config: Config, db: Database, clock: Callable[[], float] = time.time
-) -> BudgetState:
-    """The budget state now: spend, open reservations, pace and policy."""
-    return Budget(config, db, clock=clock).state()

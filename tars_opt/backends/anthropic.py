@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tars_opt.backends import BatchInfo, BatchItem
 from tars_opt.errors import BackendError, MissingApiKey
 from tars_opt.types import BackendResult, Usage
+
+if TYPE_CHECKING:
+    from anthropic.types.messages.batch_create_params import Request as BatchRequest
 
 
 def _iso(value: Any) -> str | None:
@@ -85,7 +88,9 @@ class AnthropicBackend:
     def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo:
         """Create a Message Batch from [{custom_id, params}]."""
         with _translated_errors():
-            return _batch_info(self._client.messages.batches.create(requests=requests))
+            # The queue builds each {custom_id, params} in the shape the API takes.
+            batch = cast("list[BatchRequest]", requests)
+            return _batch_info(self._client.messages.batches.create(requests=batch))
 
     def poll_batch(self, batch_id: str) -> BatchInfo:
         with _translated_errors():
@@ -111,9 +116,9 @@ class AnthropicBackend:
             for line in self._client.messages.batches.results(batch_id):
                 result = line.result
                 kind = result.type
-                if kind == "succeeded":
+                if result.type == "succeeded":
                     yield BatchItem(line.custom_id, kind, result=to_result(result.message, None))
-                elif kind == "errored":
+                elif result.type == "errored":
                     err = result.error.model_dump() if hasattr(result.error, "model_dump") else {}
                     inner = err.get("error") or {}
                     yield BatchItem(
@@ -181,7 +186,7 @@ class _translated_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None:
             return False
         import anthropic
@@ -198,7 +203,9 @@ class _translated_errors:
             ) from None
         if isinstance(exc, anthropic.APIStatusError):
             body = exc.body if isinstance(exc.body, dict) else {}
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            err = body.get("error")
+            if not isinstance(err, dict):
+                err = {}
             kind = str(err.get("type") or type(exc).__name__)
             detail = str(err.get("message") or exc.message).splitlines()[0][:300]
             hint = {

@@ -63,7 +63,7 @@ def read_pairs(path: str | Path) -> Pairs:
         raise InputError(f"cannot read pairs file {path}: {exc}") from None
     if not rows:
         raise InputError(f"pairs file {path} is empty: it needs rows of text1<TAB>text2<TAB>label")
-    cols = (0, 1, 2)
+    cols: tuple[int, ...] = (0, 1, 2)
     header = [c.strip() for c in rows[0]]
     for layout in _LAYOUTS:
         if all(name in header for name in layout):

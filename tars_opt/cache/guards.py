@@ -218,8 +218,7 @@ def entities(text: str) -> list[str]:
         )
         if named:
             out.append(lower)
-    seen: set[str] = set()
-    return [e for e in out if not (e in seen or seen.add(e))]
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)

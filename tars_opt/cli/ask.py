@@ -126,8 +126,8 @@ def ask(
             _ask_file(file, parallel, backend, max_tokens, config, db, verbose)
         return
     with friendly_errors():
-        check_query_type(query_type)
-        check_priority(priority)
+        known_type = check_query_type(query_type)
+        known_priority = check_priority(priority)
         if max_tokens is not None and max_tokens < 1:
             raise InputError("--max-tokens must be at least 1")
         if no_cache and refresh:
@@ -149,8 +149,8 @@ def ask(
             messages=turns,
             system=system,
             tools=schemas,
-            query_type=query_type,
-            priority=priority,
+            query_type=known_type,
+            priority=known_priority,
             urgent=urgent,
             model=model,
             max_tokens=max_tokens or opened.config.models.max_tokens,

@@ -19,15 +19,13 @@ from tars_opt.cli.render import common as render
 from tars_opt.config.schema import Config
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, TarsOptError
 from tars_opt.monitor.metrics import offline_left_out
-from tars_opt.types import QUERY_TYPES
+from tars_opt.types import PRIORITIES, QUERY_TYPES, Priority, QueryType
 
 # `ask` refused by a blocking budget: distinct from bad input (2) and API failure (1).
 BUDGET_EXIT = 3
 BAD_INPUT_EXIT = 2
 FAILURE_EXIT = 1
 INTERRUPTED_EXIT = 130
-
-PRIORITIES = ("high", "normal", "low")
 
 
 class Consoles:
@@ -139,14 +137,22 @@ def print_footer(opened: App, period: tuple[float, float] | None = None, what: s
     )
 
 
-def check_query_type(query_type: str | None, flag: str = "--type") -> None:
-    if query_type is not None and query_type not in QUERY_TYPES:
-        raise InputError(f"{flag} {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+def check_query_type(query_type: str | None, flag: str = "--type") -> QueryType | None:
+    """The option's query type, or InputError naming the known ones."""
+    if query_type is None:
+        return None
+    for known in QUERY_TYPES:
+        if query_type == known:
+            return known
+    raise InputError(f"{flag} {query_type!r} is not one of {', '.join(QUERY_TYPES)}")
 
 
-def check_priority(priority: str) -> None:
-    if priority not in PRIORITIES:
-        raise InputError(f"--priority {priority!r} is not one of {', '.join(PRIORITIES)}")
+def check_priority(priority: str) -> Priority:
+    """The option's priority, or InputError naming the known ones."""
+    for known in PRIORITIES:
+        if priority == known:
+            return known
+    raise InputError(f"--priority {priority!r} is not one of {', '.join(PRIORITIES)}")
 
 
 def parse_day(flag: str, value: str) -> date:

@@ -3,7 +3,8 @@ in the order `tars-opt --help` lists them."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -52,7 +53,7 @@ def _root(
 
 
 # `--help` lists the commands in this order, then the groups in theirs.
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "ask": ask.ask,
     "result": ask.result,
     "drain": drain.drain,

@@ -42,7 +42,7 @@ def queue_list(
             if s not in STATES:
                 raise InputError(f"--state {s!r} is not one of {', '.join(STATES)}")
         q = Queue(open_app(config, db).db)
-        views = [task_view(t) for t in q.list(state, n)]
+        views = [task_view(t) for t in q.tasks(state, n)]
         if as_json:
             echo_json({"counts": q.counts(), "tasks": views})
             return

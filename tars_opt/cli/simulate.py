@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -107,7 +107,7 @@ def simulate_cmd(
             written = render_sim.write_markdown(results, dest, time.time())
         if as_json:
             data = [r.to_dict() for r in results]
-            payload = {"results": data} if compare else data[0]
+            payload: dict[str, Any] = {"results": data} if compare else data[0]
             if written:
                 payload["report"] = str(written)
             echo_json(payload)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tars_opt.config.paths import default_data_dir
 from tars_opt.types import QUERY_TYPES
 
-_QUERY_TYPES = QUERY_TYPES
+_QUERY_TYPES: tuple[str, ...] = QUERY_TYPES
 
 
 class _Strict(BaseModel):
@@ -308,6 +308,14 @@ Level = Literal["none", "light", "medium", "aggressive"]
 LEVEL_ORDER: tuple[str, ...] = ("none", "light", "medium", "aggressive")
 
 
+def _levels_by_query_type() -> dict[str, Level]:
+    return {"code": "light", "research": "light", "template": "aggressive"}
+
+
+def _levels_by_priority() -> dict[str, Level]:
+    return {"high": "light"}
+
+
 class PruneLevelConfig(_Strict):
     # Messages kept verbatim at the end of the history (whole turns: a tool_use and its
     # tool_result are never split, so slightly more may be kept).
@@ -356,10 +364,8 @@ class PruneConfig(_Strict):
         }
     )
     default_level: Level = "medium"
-    by_query_type: dict[str, Level] = Field(
-        default_factory=lambda: {"code": "light", "research": "light", "template": "aggressive"}
-    )
-    by_priority: dict[str, Level] = Field(default_factory=lambda: {"high": "light"})
+    by_query_type: dict[str, Level] = Field(default_factory=_levels_by_query_type)
+    by_priority: dict[str, Level] = Field(default_factory=_levels_by_priority)
     # Budget pressure: when the pruned history is still over budget_tokens x this, go one
     # level further (light -> medium -> aggressive).
     escalate_over: float = Field(1.5, ge=1.0)
@@ -475,14 +481,16 @@ DEFAULT_TIME_SENSITIVE: tuple[str, ...] = (
 )
 
 
+def _semantic_thresholds() -> dict[str, float | None]:
+    return dict.fromkeys(_QUERY_TYPES, 0.9936)
+
+
 class CacheSemanticConfig(_Strict):
     enabled: bool = True
     # Types that may be answered by a similar (not identical) earlier prompt.
     types: list[str] = Field(default_factory=lambda: ["research", "fact", "template", "other"])
     # Lowest cosine similarity for a semantic hit, per type; null = no semantic hits.
-    thresholds: dict[str, float | None] = Field(
-        default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.9936)
-    )
+    thresholds: dict[str, float | None] = Field(default_factory=_semantic_thresholds)
     # The false-hit rate `cache calibrate` keeps each threshold within.
     target_false_hit_rate: dict[str, float] = Field(
         default_factory=lambda: dict.fromkeys(_QUERY_TYPES, 0.01)
@@ -565,7 +573,8 @@ class CacheConfig(_Strict):
 
 # --- routing ---------------------------------------------------------------------------
 
-ESCALATION_TRIGGERS = ("max_tokens", "empty", "refusal", "check")
+Trigger = Literal["max_tokens", "empty", "refusal", "check"]
+ESCALATION_TRIGGERS: tuple[Trigger, ...] = ("max_tokens", "empty", "refusal", "check")
 
 
 class HeuristicWeights(_Strict):
@@ -607,9 +616,7 @@ class LearnedRouterConfig(_Strict):
 
 class EscalationConfig(_Strict):
     enabled: bool = True
-    triggers: list[Literal["max_tokens", "empty", "refusal", "check"]] = Field(
-        default_factory=lambda: list(ESCALATION_TRIGGERS)
-    )
+    triggers: list[Trigger] = Field(default_factory=lambda: list(ESCALATION_TRIGGERS))
     # An answer whose start matches one of these (case-insensitive regex) is a refusal: the
     # response cache never stores it, and a routed cheap answer is re-asked (see refused).
     refusal_patterns: list[str] = Field(

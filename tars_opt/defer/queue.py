@@ -95,7 +95,7 @@ class Queue:
             raise QueueError(f"no task {ticket!r}: see `tars-opt queue list` for tickets")
         return task
 
-    def list(self, states: Iterable[str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def tasks(self, states: Iterable[str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Tasks, newest first, optionally only in some states."""
         wanted = list(states or ())
         where = f"WHERE state IN ({_marks(wanted)})" if wanted else ""

@@ -75,13 +75,6 @@ class Window:
         opening = day + self.start_min * 60.0
         return opening if opening > ts else opening + DAY
 
-    def next_close(self, ts: float) -> float:
-        """When the window that is open at `ts` (or opens next) closes."""
-        opened = self.next_open(ts)
-        day = _day_start(opened)
-        closing = day + self.end_min * 60.0
-        return closing if closing > opened else closing + DAY
-
     def hours(self) -> list[int]:
         """The UTC hours the window touches, for a cron trigger's `hour` field."""
         out: list[int] = []

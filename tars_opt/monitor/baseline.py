@@ -218,6 +218,7 @@ def remove_baseline(db: Database, baseline_id: int | None = None) -> Baseline | 
     was removed, None when there was nothing to remove (ValueError for an unknown id). The
     next newest capture, else the config's figures, then applies."""
     captured = captured_baselines(db)
+    gone: Baseline | None
     if baseline_id is None:
         if not captured:
             return None

@@ -344,10 +344,10 @@ def period_metrics(
             key = f"{source}/{r.get('tier') or '-'}"
             m.feedback.setdefault(key, {"good": 0, "bad": 0})[verdict] += 1
         if r.get("session"):
-            s = sess.setdefault(r["session"], {"calls": 0, "cost": 0.0, "baseline_cost": 0.0})
-            s["calls"] += 1
-            s["cost"] += cost
-            s["baseline_cost"] += base
+            per = sess.setdefault(r["session"], {"calls": 0, "cost": 0.0, "baseline_cost": 0.0})
+            per["calls"] += 1
+            per["cost"] += cost
+            per["baseline_cost"] += base
         if was_deferred(decisions) or r["request_id"] in queued:
             m.deferred += 1
         if source == "cache":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from tars_opt.routing import routing_text
+from tars_opt.types import QueryType
 
 _CODE = re.compile(
     r"```|\b(def|class|function|import|return|const|var|let)\b\s*\w|\b(bug|debug|stack ?trace|"
@@ -33,7 +34,7 @@ _FACT = re.compile(
 )
 
 
-def guess_query_type(prompt: str) -> str:
+def guess_query_type(prompt: str) -> QueryType:
     """The most likely query type of `prompt` (read as routing reads it: head and tail of
     a very long prompt, see tars_opt.routing.routing_text)."""
     prompt = routing_text(prompt)

@@ -32,6 +32,7 @@ from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared,
 
 if TYPE_CHECKING:
     from tars_opt.context.tools import ToolStage
+    from tars_opt.types import Source
 
 log = logging.getLogger("tars_opt.chain")
 
@@ -276,7 +277,7 @@ class Optimizer:
         prepared: Prepared,
         result: BackendResult,
         *,
-        source: str = "api",
+        source: Source = "api",
         escalated_from: str | None = None,
         notify: bool = True,
     ) -> Reply:
@@ -364,7 +365,7 @@ class Optimizer:
             )
         )
 
-    def fail(self, prepared: Prepared, error: BackendError, *, source: str = "api") -> None:
+    def fail(self, prepared: Prepared, error: BackendError, *, source: Source = "api") -> None:
         """Record a request that failed after retries: a ledger row with its error, no cost."""
         req = prepared.request
         reply = Reply(
@@ -494,7 +495,6 @@ def default_stages(
     depends on the model that will answer (its minimum cacheable prefix and prices). The
     prompt-cache marks come last, on the request as it will be sent.
 
-    Stages arrive with their issues; a stage not built yet is absent, never faked.
     `side_ask` lets a stage make its own calls (summaries) through the optimizer;
     `backend` gives the (lazily built) backend for count_tokens.
     """

@@ -1,7 +1,8 @@
 """Reading the ledger's decision trace (the JSON list of each stage's Decision).
 
-Stages of later issues name their decisions; these readers accept the plain shapes
-(stage/action/reason/data) and fall back safely when a field is missing.
+Rows are matched by a decision's `stage` and `action` and the fields of its `data`, never by
+its wording, which is for people. A row may be damaged or hand-edited, so each reader skips
+what is not a decision object and treats a missing field as absent.
 """
 
 from __future__ import annotations
@@ -17,32 +18,25 @@ def _entries(decisions: Any) -> list[dict[str, Any]]:
 
 
 def cache_hit_kind(decisions: list[dict[str, Any]]) -> str:
-    """'semantic' or 'exact' for a cache-sourced row (exact unless the trace says semantic)."""
+    """'semantic' or 'exact' for a cache-sourced row: the cache hit's `data.match`."""
     for d in _entries(decisions):
-        if d.get("stage") != "cache":
-            continue
-        data = d.get("data") if isinstance(d.get("data"), dict) else {}
-        kind = data.get("kind") or data.get("match")
-        if kind in ("exact", "semantic"):
-            return str(kind)
-        if "semantic" in f"{d.get('action', '')} {d.get('reason', '')}".lower():
-            return "semantic"
+        if d.get("stage") == "cache" and d.get("action") == "hit":
+            data = d.get("data")
+            if isinstance(data, dict) and data.get("match") == "semantic":
+                return "semantic"
     return "exact"
 
 
 def was_escalated(row: dict[str, Any], decisions: list[dict[str, Any]]) -> bool:
-    """True when the router (or a retry) moved the request up to a stronger model."""
-    if row.get("escalated"):
+    """True for a re-ask on a stronger tier: its row links the first ask, its trace holds the
+    escalate stage's decision."""
+    if row.get("escalated_from"):
         return True
-    return any(
-        "escalat" in f"{d.get('stage', '')} {d.get('action', '')}".lower()
-        for d in _entries(decisions)
-    )
+    return any(d.get("stage") == "escalate" for d in _entries(decisions))
 
 
 def was_deferred(decisions: list[dict[str, Any]]) -> bool:
     """True when the defer stage queued the request for later (off-peak or batch)."""
     return any(
-        d.get("stage") == "defer" and str(d.get("action", "")).startswith(("defer", "queue"))
-        for d in _entries(decisions)
+        d.get("stage") == "defer" and d.get("action") == "queued" for d in _entries(decisions)
     )

@@ -200,9 +200,9 @@ def load_jsonl(path: Path, weak_tier: str, strong_tier: str) -> Labelled:
             if not isinstance(values, dict):
                 raise InputError(f'{where}: needs "label", "correct" or "quality"')
             try:
-                w = float(values.get(weak_tier, values.get("weak")))
-                s = float(values.get(strong_tier, values.get("strong")))
-            except (TypeError, ValueError):
+                w = float(values[weak_tier] if weak_tier in values else values["weak"])
+                s = float(values[strong_tier] if strong_tier in values else values["strong"])
+            except (KeyError, TypeError, ValueError):
                 raise InputError(
                     f"{where}: give numbers or true/false for both {weak_tier!r} and "
                     f"{strong_tier!r} (or weak/strong)"

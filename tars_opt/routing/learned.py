@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -203,14 +203,15 @@ class LearnedRouter:
             scale=self.scale.astype(np.float32),
             percentiles=self.percentiles,
             layer=np.array(self.layer),
-            **(
+            **cast(
+                "dict[str, Any]",
                 {
                     "centroids": self.centroids.astype(np.float32),
                     "familiar_min": np.array(self.familiar_min),
                     "held_factors": self.held_factors.astype(np.float32),
                 }
                 if self.centroids is not None and self.held_factors is not None
-                else {}
+                else {},
             ),
         )
         atomic_write_bytes(path, packed.getvalue())

@@ -16,7 +16,7 @@ import yaml
 
 from tars_opt import Request, open_app
 from tars_opt.accounting.alerts import Alert, Alerter, alerts_between
-from tars_opt.accounting.budget import budget_state
+from tars_opt.accounting.budget import Budget
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
 from tars_opt.config.schema import AlertsConfig
@@ -108,9 +108,9 @@ def test_budget_state_for_the_defer_stage(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1, "policy": "defer"})
     opened = open_app(config)
     clock = lambda: 1_771_000_000.0  # noqa: E731
-    assert not budget_state(opened.config, opened.db, clock).defer_all
+    assert not Budget(opened.config, opened.db, clock=clock).state().defer_all
     add_call(opened.db, 1_771_000_000.0 - 10, cost=1.2)
-    state = budget_state(opened.config, opened.db, clock)
+    state = Budget(opened.config, opened.db, clock=clock).state()
     assert state.over and state.defer_all and state.used_share == pytest.approx(1.2)
 
 

@@ -182,7 +182,6 @@ def test_window_default_contains_and_next_open() -> None:
     assert w.next_open(at("2026-11-21T20:00")) == at("2026-11-22T00:00")
     assert w.next_open(at("2026-11-22T07:00")) == at("2026-11-23T00:00")
     assert w.next_open(at("2026-11-22T03:00")) == at("2026-11-22T03:00")
-    assert w.next_close(at("2026-11-22T03:00")) == at("2026-11-22T06:00")
     assert w.hours() == [0, 1, 2, 3, 4, 5]
 
 
@@ -193,18 +192,15 @@ def test_window_across_midnight() -> None:
     assert w.contains(at("2026-11-21T22:30"))
     assert not w.contains(at("2026-11-22T04:15")) and not w.contains(at("2026-11-21T22:29"))
     assert w.next_open(at("2026-11-22T12:00")) == at("2026-11-22T22:30")
-    assert w.next_close(at("2026-11-21T23:00")) == at("2026-11-22T04:15")
-    assert w.next_close(at("2026-11-22T01:00")) == at("2026-11-22T04:15")
-    assert w.next_close(at("2026-11-22T12:00")) == at("2026-11-23T04:15")
     assert w.hours() == [0, 1, 2, 3, 4, 22, 23]
 
 
 def test_window_at_year_end_and_leap_day() -> None:
     w = Window.parse("23:00-01:00")
     assert w.next_open(at("2026-12-31T12:00")) == at("2026-12-31T23:00")
-    assert w.next_close(at("2026-12-31T23:30")) == at("2027-01-01T01:00")
+    assert w.contains(at("2027-01-01T00:59")) and not w.contains(at("2027-01-01T01:00"))
     assert w.next_open(at("2028-02-28T23:30")) == at("2028-02-28T23:30")
-    assert w.next_close(at("2028-02-28T23:30")) == at("2028-02-29T01:00")
+    assert w.contains(at("2028-02-29T00:59")) and not w.contains(at("2028-02-29T01:00"))
 
 
 @pytest.mark.parametrize("bad", ["0-6", "25:00-06:00", "06:00-06:00", "00:00"])

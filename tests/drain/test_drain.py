@@ -36,7 +36,7 @@ def drainer(app, backend, clock: Clock, **kw) -> Drainer:
 
 
 def states(app) -> dict[str, str]:
-    return {t["ticket"]: t["state"] for t in Queue(app.db).list(limit=100_000)}
+    return {t["ticket"]: t["state"] for t in Queue(app.db).tasks(limit=100_000)}
 
 
 def test_outside_the_window_nothing_is_submitted(home: Path) -> None:

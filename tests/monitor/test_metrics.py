@@ -35,7 +35,7 @@ def test_period_metrics_on_a_handmade_ledger(db) -> None:
         day,
         **haiku(
             decisions=[
-                {"stage": "route", "action": "escalate", "reason": "low confidence", "data": {}}
+                {"stage": "escalate", "action": "strong", "reason": "empty answer", "data": {}}
             ]
         ),
     )
@@ -48,7 +48,7 @@ def test_period_metrics_on_a_handmade_ledger(db) -> None:
         service_tier="batch",
         cost=0.002,
         saved_batching=0.002,
-        decisions=[{"stage": "defer", "action": "deferred", "reason": "off-peak", "data": {}}],
+        decisions=[{"stage": "defer", "action": "queued", "reason": "off-peak", "data": {}}],
     )
     add_call(db, "2026-02-18T09:00", error="overloaded_error: busy", cost=0, baseline_cost=0)
     add_call(db, "2026-02-19T09:00")  # outside the period

@@ -165,7 +165,7 @@ def run_batches(app: Any, server: FakeAnthropic, tasks: int, seed: int) -> tuple
             report = Drainer(app.config, app.db, sleep=lambda s: None).run(now=True)
         except BackendError:
             continue  # a drain that cannot reach the API leaves its work for the next run
-        if report.in_flight == 0 and not q.list(states=["queued", "claimed"]):
+        if report.in_flight == 0 and not q.tasks(states=["queued", "claimed"]):
             break
     states = Counter(q.require(t)["state"] for t in tickets)
     if set(states) - {"done", "failed"}:

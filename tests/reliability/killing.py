@@ -301,7 +301,7 @@ def check_after(
         )
         for _ in range(20):
             report = drainer.run(now=True)
-            if report.in_flight == 0 and not Queue(app.db).list(states=["queued", "claimed"]):
+            if report.in_flight == 0 and not Queue(app.db).tasks(states=["queued", "claimed"]):
                 break
         q = Queue(app.db)
         tasks = [q.require(t) for t in tickets]
