@@ -24,7 +24,7 @@ from typing import Any
 from tars_opt import tokens
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context.history import Turn, message_text, problems, split_turns
-from tars_opt.context.relevance import Scorer, default_embedder, held, needles, query_text
+from tars_opt.context.relevance import Scorer, default_embedder, held, needles
 from tars_opt.context.summaries import (
     SideAsk,
     Summary,
@@ -225,7 +225,7 @@ class PruneStage:
             for t in ([plan.pinned] if plan.pinned else []) + plan.kept
             for m in msgs[t.start : t.end]
         )
-        wanted = needles(query_text(request.prompt))
+        wanted = needles(tokens.read_ends(request.prompt))
         missing = wanted - held(kept_text, wanted)
         embedded = {i: t[:EMBED_CHARS] for i, t in text.items()}
         background = self._background(request)

@@ -29,7 +29,7 @@ from tars_opt import tokens
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import PromptCacheConfig, ToolsConfig
 from tars_opt.context.history import message_text, tool_names_used
-from tars_opt.context.relevance import Scorer, default_embedder, query_text
+from tars_opt.context.relevance import Scorer, default_embedder
 from tars_opt.embeddings.store import VectorCache
 from tars_opt.errors import UnknownModelPrice
 from tars_opt.hashing import canonical, sha256_text
@@ -94,7 +94,7 @@ class ToolStage:
         names = [str(tools[i].get("name")) for i in client]
         recent = " ".join(message_text(m) for m in request.history[-2:])[-QUERY_CONTEXT_CHARS:]
         used = tool_names_used(request.messages) & set(names)
-        prompt = query_text(request.prompt)  # a pasted 2 MB log is read at its ends
+        prompt = tokens.read_ends(request.prompt)  # a pasted 2 MB log is read at its ends
         named = named_in(prompt + "\n" + recent, names) - used
         query = f"{prompt}\n{recent}".strip()
         scores = self.scorer.scores(query, [tool_text(tools[i]) for i in client])
