@@ -28,6 +28,7 @@ from tars_opt.cli.common import (
 )
 from tars_opt.cli.render import cache as render
 from tars_opt.errors import InputError
+from tars_opt.plural import counted
 from tars_opt.types import QUERY_TYPES
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ app = typer.Typer(
 
 def _entries(count: int, what: str = "") -> str:
     """`1 entry`, `3 fact entries`."""
-    return f"{count}{what} {'entry' if count == 1 else 'entries'}"
+    return counted(count, f"{what.strip()} entry".strip(), f"{what.strip()} entries".strip())
 
 
 @app.command("stats")
@@ -177,8 +178,8 @@ def clear(
         store = CacheStore(opened.db)
         if not yes:
             entries = store.count(query_type)
-            answers = "answer" if entries == 1 else "answers"
-            if not typer.confirm(f"forget {entries}{what} cached {answers}?", default=False):
+            asked = counted(entries, f"{what.strip()} cached answer".strip())
+            if not typer.confirm(f"forget {asked}?", default=False):
                 consoles.out.print("canceled: nothing forgotten", markup=False)
                 raise typer.Exit(1)
         count = store.clear(query_type)

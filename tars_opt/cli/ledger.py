@@ -23,6 +23,7 @@ from tars_opt.cli.common import (
 )
 from tars_opt.cli.render import ledger as render
 from tars_opt.monitor.metrics import spend_summary
+from tars_opt.plural import counted
 
 
 def costs(
@@ -87,7 +88,7 @@ def log(
             skipped = (f"; {done.no_prompt} without a stored prompt left out "
                        "(ledger.store_prompts)") if done.no_prompt else ""  # fmt: skip
             consoles.out.print(
-                f"wrote {done.written} calls to {done.path}{skipped}\n"
+                f"wrote {counted(done.written, 'call')} to {done.path}{skipped}\n"
                 f"replay them: tars-opt simulate --workload {done.path} --config candidate.yaml",
                 markup=False,
             )

@@ -36,6 +36,7 @@ from tars_opt.context.summaries import (
 from tars_opt.context.token_counts import TokenCount, TokenCounter
 from tars_opt.embeddings.store import open_vector_cache
 from tars_opt.errors import BackendError
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.types import Decision, Request
 
@@ -203,7 +204,7 @@ class PruneStage:
         plan.pinned, plan.old, plan.kept = pinned, turns[first:cut], turns[cut:]
         plan.summarize = cfg.summarize
         if not plan.old:
-            plan.reason += f"; nothing older than the last {cfg.keep_last} messages"
+            plan.reason += f"; nothing older than the last {counted(cfg.keep_last, 'message')}"
             return plan
         plan.relevant = self._relevant(request, plan)
         if plan.summarize:

@@ -26,6 +26,7 @@ from tars_opt.accounting.periods import PhaseWindow, phase_windows
 from tars_opt.config.schema import BaselineConfig, Config, PhaseTargets, plan_phases
 from tars_opt.errors import BaselineRefused
 from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure, offline_left_out
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
@@ -208,9 +209,9 @@ def capture_baseline(
     if m.calls == 0:
         if offline:
             raise ValueError(
-                f"the ledger's only calls from {first} to {last} are {offline} offline-backend "
-                "call(s), which are not counted: pick other dates (--include-offline counts "
-                "them, but placeholder calls are no baseline)"
+                f"the ledger's only calls from {first} to {last} are "
+                f"{counted(offline, 'offline-backend call')}, not counted: pick other dates "
+                "(--include-offline counts them, but placeholder calls are no baseline)"
             )
         raise ValueError(f"the ledger has no calls from {first} to {last}: pick other dates")
     problems = capture_problems(m, config, last, now)
@@ -222,7 +223,7 @@ def capture_baseline(
             "add --force to capture it anyway",
             problems,
         )
-    source = f"ledger {first}..{last} ({m.calls} calls)"
+    source = f"ledger {first}..{last} ({counted(m.calls, 'call')})"
     if problems:
         source += " captured with --force despite: " + ", ".join(p.short for p in problems)
     metrics = m.summary()
@@ -341,10 +342,10 @@ def phases_start(db: Database, config: Config) -> tuple[date | None, str]:
     first = ledger.first_ts(include_offline=config.counts_offline())
     if first is None:
         offline = 0 if config.counts_offline() else ledger.offline_calls()
-        calls = "call, which is" if offline == 1 else "calls, which are"
+        which = "which is" if offline == 1 else "which are"
         has = (
-            f"has only {offline} offline-backend {calls} not counted (--include-offline "
-            "counts them)"
+            f"has only {counted(offline, 'offline-backend call')}, {which} not counted "
+            "(--include-offline counts them)"
             if offline
             else "has none yet"
         )

@@ -29,6 +29,7 @@ from tars_opt.monitor.baseline import (
     weekly_regressions,
 )
 from tars_opt.monitor.metrics import measure, offline_left_out, queue_status
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
@@ -231,7 +232,7 @@ def _error_check(rate: float | None, calls: int, baseline: Baseline, config: Con
         return Check("error rate", "ok", value, "not compared: the only baseline is the plan's "
                      "example, someone else's system (`tars-opt baseline capture`)")  # fmt: skip
     if calls < config.regression.min_calls or not base:
-        return Check("error rate", "ok", value, f"{calls} calls: too few to judge")
+        return Check("error rate", "ok", value, f"{counted(calls, 'call')}: too few to judge")
     worse = (rate - base) / base
     detail = f"{value} vs baseline {base:.1%}"
     if worse > config.regression.critical:

@@ -38,6 +38,7 @@ from tars_opt.monitor.metrics import (
     measure,
     offline_left_out,
 )
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
@@ -80,10 +81,8 @@ class ReportResult:
         if self.no_data:
             line += f" ({self.no_data} without data)"
         if self.no_baseline:
-            line += (
-                f"; {self.no_baseline} plan-example target{'s' if self.no_baseline != 1 else ''}"
-                " not judged: no baseline of yours"
-            )
+            targets = counted(self.no_baseline, "plan-example target")
+            line += f"; {targets} not judged: no baseline of yours"
         return line
 
 
@@ -277,7 +276,7 @@ def _render(
     L.append(f"Baseline: {base.describe()}.")
     L.append("")
     offline = result.offline_left_out
-    calls = f"{offline:,} offline-backend call{'s' if offline != 1 else ''}"
+    calls = counted(offline, "offline-backend call")
     if offline:
         L += [
             f"Not counted: {calls} (placeholder answers, no money spent; `--include-offline` "
@@ -396,7 +395,7 @@ def _render(
     L += ["", "## Cost per day vs budget", ""]
     L.append(
         f"Budget {usd(config.budget.monthly_usd)}/month = {fmt('usd', daily_budget)}/day; "
-        f"{sum(d['cost'] > daily_budget for d in days)} of {len(days)} days over it."
+        f"{sum(d['cost'] > daily_budget for d in days)} of {counted(len(days), 'day')} over it."
     )
     L += [""]
     drows = [[d["day"], f"{d['calls']:,}", fmt("usd", d["cost"]), fmt("usd", d["baseline_cost"]),

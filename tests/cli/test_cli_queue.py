@@ -188,7 +188,7 @@ def test_drain_now_outside_the_window_says_it_submits_anyway(tmp_path: Path, run
     assert "use --now" not in forced.stdout
     said = f"outside the off-peak window {window} UTC: submitting anyway (--now)"
     assert said in forced.stdout
-    assert "claimed 1 tasks" in forced.stdout
+    assert "claimed 1 task:" in forced.stdout
     again = runner.invoke(app, ["drain", "-c", str(config), "--now", "--json"])
     report = json.loads(again.stdout)
     assert report["now"] is True and report["in_window"] is False

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tars_opt.accounting.money import usd
 from tars_opt.cli.render.common import pct
+from tars_opt.plural import counted
 from tars_opt.timefmt import iso
 
 
@@ -86,7 +87,7 @@ def checks(console: Console, items: list[Any]) -> None:
 
 def session(console: Console, data: dict[str, Any]) -> None:
     console.print(
-        f"session {data['session']}: {data['calls']} calls ({data['errors']} failed), "
+        f"session {data['session']}: {counted(data['calls'], 'call')} ({data['errors']} failed), "
         f"cost {usd(data['cost'])}, baseline {usd(data['baseline_cost'])}, "
         f"saved {usd(data['saved'])}; {data['first'] or '-'} .. {data['last'] or '-'}",
         markup=False,
