@@ -32,9 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.texts import pasted_log  # noqa: E402
 from tars_opt.config.loader import load_config  # noqa: E402
 from tars_opt.embeddings.model import get_embedder  # noqa: E402
-from tars_opt.routing import routing_text  # noqa: E402
 from tars_opt.routing.calibration import curve, oracle_scores  # noqa: E402
 from tars_opt.routing.datasets import (  # noqa: E402
     Labelled,
@@ -46,6 +46,7 @@ from tars_opt.routing.datasets import (  # noqa: E402
 from tars_opt.routing.heuristic import HeuristicRouter  # noqa: E402
 from tars_opt.routing.learned import load_learned  # noqa: E402
 from tars_opt.routing.stage import RouteStage  # noqa: E402
+from tars_opt.tokens import read_ends  # noqa: E402
 from tars_opt.types import Request  # noqa: E402
 
 CURVE_AT = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -72,7 +73,7 @@ def evaluate(sets: list[Labelled], cache: Path | None) -> list[dict[str, object]
     rows = []
     for data in sets:
         # What the route stage hands the routers: the prompt, or head and tail of a huge one.
-        read = replace(data, prompts=[routing_text(p) for p in data.prompts])
+        read = replace(data, prompts=[read_ends(p) for p in data.prompts])
         scores = {
             "heuristic": np.array([heuristic.score_text(p).score for p in read.prompts]),
             "learned": learned.score_embedded(
@@ -174,21 +175,6 @@ def decision_speed(prompts: list[str], rounds: int = 3) -> dict[str, dict[str, f
             "p99_ms": float(times.max() * 1e3),
         }
     return out
-
-
-def pasted_log(chars: int) -> str:
-    """A question, about `chars` characters of a service log, and what to do with it."""
-    head = "Why does alpha-7 crash every night? Here is the log of the last run:\n\n"
-    tail = "\n\nExplain the root cause step by step and how to fix it."
-    lines, n, i = [], len(head) + len(tail), 0
-    while n < chars:
-        line = (
-            f"2026-03-{i % 28 + 1:02d}T{i % 24:02d}:{i % 60:02d}:07Z WARN alpha-{i % 12 + 1} "
-            f"GET /api/v2/orders/{i} 200 {i % 997}ms; thread pool queue depth {i % 50}"
-        )
-        lines.append(line)
-        n, i = n + len(line) + 1, i + 1
-    return head + "\n".join(lines) + tail
 
 
 def main() -> None:

@@ -54,16 +54,16 @@ def open_app(
 ) -> App:
     """Load the config (flags win), set up logging and open the database.
 
-    A database path the user named (flag, TARS_OPT_DB, config file) must be in an existing
-    folder; only the default one under the data dir is created with its folders.
+    A database path or data dir the user named (flag, TARS_OPT_DB, TARS_OPT_HOME, config
+    file) must be in an existing folder: a mistyped path must not quietly become a new,
+    empty ledger. Only the default ones under the platform's data dir are created with
+    their folders.
     """
     flags = {"database": str(db) if db else None, "backend": backend, **(overrides or {})}
     loaded = load_config(config_path, overrides=flags)
     cfg = loaded.config
+    require_named_folders(loaded)
     database = cfg.resolved_database()
-    named = _database_origin(loaded)
-    if named is not None:
-        require_folder(database, named)
     data_dir = ensure_private_dir(cfg.resolved_data_dir())
     setup_logging(data_dir, level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env)
     log.info(
@@ -73,14 +73,26 @@ def open_app(
     return App(loaded, connect(database))
 
 
-def _database_origin(loaded: LoadedConfig) -> str | None:
-    """How to name the database path in an error: the flag, variable or file that set it;
-    None when it is the default under the data dir."""
-    path = loaded.config.database
+def require_named_folders(loaded: LoadedConfig) -> None:
+    """Refuse (DatabaseError, one line naming where the path came from and the fix) a data
+    dir or database path the user named whose folder does not exist. Commands that write
+    under the data dir without opening the database call it too."""
+    home = _origin(loaded, "data_dir", "TARS_OPT_HOME")
+    if home is not None:
+        require_folder(loaded.config.resolved_data_dir(), home)
+    named = _origin(loaded, "database", "TARS_OPT_DB", "--db")
+    if named is not None:
+        require_folder(loaded.config.resolved_database(), named)
+
+
+def _origin(loaded: LoadedConfig, key: str, env: str, flag: str | None = None) -> str | None:
+    """How to name the path config key `key` in an error: the flag, variable or file that
+    set it; None when it is the default."""
+    path = getattr(loaded.config, key)
     if path is None:
         return None
     return {
-        "flag": f"--db {path}",
-        "env": f"TARS_OPT_DB={path}",
-        "file": f"database {path} (in {loaded.path})",
-    }.get(loaded.source_of("database"), f"database {path}")
+        "flag": f"{flag or '--' + key} {path}",
+        "env": f"{env}={path}",
+        "file": f"{key} {path} (in {loaded.path})",
+    }.get(loaded.source_of(key), f"{key} {path}")

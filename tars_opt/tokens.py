@@ -23,6 +23,28 @@ _WORDISH = re.compile(r"\w+|[^\w\s]")
 # Per-message framing (role markers) the API adds around each turn.
 MESSAGE_OVERHEAD = 4
 
+# What the stages read of a very long prompt (routing's score, the relevance of turns and
+# tools to it): its first READ_HEAD_CHARS and last READ_TAIL_CHARS characters. Regexes,
+# tokenizers and needle searches cost time in proportion to what they read (a pasted 2 MB
+# log took seconds to route and minutes to prune: thousands of numbers and names, each a
+# needle to look for in every turn and tool); what is asked and the output wanted sit at
+# the start and the end, every factor the heuristic router counts is saturated long before
+# 16,000 characters, and an embedding reads the first 256 tokens anyway. Prompts of the
+# routers' benchmark and calibration sets (8,637 characters at most) are read whole.
+READ_HEAD_CHARS = 12_000
+READ_TAIL_CHARS = 4_000
+_ENDS_JOIN = "\n\n"
+READ_MAX_CHARS = READ_HEAD_CHARS + len(_ENDS_JOIN) + READ_TAIL_CHARS
+
+
+def read_ends(text: str) -> str:
+    """The part of a prompt the stages read: all of it up to READ_MAX_CHARS, else its head
+    and tail joined by a blank line (READ_MAX_CHARS long, so reading it again gives the
+    same text)."""
+    if len(text) <= READ_MAX_CHARS:
+        return text
+    return text[:READ_HEAD_CHARS] + _ENDS_JOIN + text[-READ_TAIL_CHARS:]
+
 
 def estimate_text(text: str) -> int:
     """Estimated tokens in a piece of text."""

@@ -79,3 +79,25 @@ def test_the_prune_stage_uses_exact_counts_when_configured(home: Path) -> None:
     prune = [s for s in app.optimizer(backend=backend).stages if s.name == "prune"][0]
     _, decision = prune.apply(Request.from_prompt("go", messages=conversation(30)))
     assert decision.data["tokens_exact"] is True and backend.calls == 2
+
+
+def test_one_helper_decides_what_the_stages_read_of_a_long_prompt() -> None:
+    """Routing, the query-type guess, pruning's needles and the tool stage read a pasted log
+    through tokens.read_ends alone: no stage keeps its own head/tail cut to drift apart."""
+    import tars_opt
+    from tars_opt.tokens import READ_HEAD_CHARS, READ_MAX_CHARS, READ_TAIL_CHARS, read_ends
+
+    text = "ask " + "x" * 50_000 + " end"
+    cut = read_ends(text)
+    assert len(cut) == READ_MAX_CHARS and read_ends(cut) is cut
+    assert cut.startswith(text[:READ_HEAD_CHARS]) and cut.endswith(text[-READ_TAIL_CHARS:])
+    root = Path(tars_opt.__file__).parent
+    cuts = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "[:12_000]" in (src := p.read_text()) or "12_000\n" in src and p.name != "tokens.py"
+    ]
+    assert cuts == []
+    for module in ("routing/stage.py", "pipeline/classify.py", "context/relevance.py",
+                   "context/prune.py", "context/tools.py"):  # fmt: skip
+        assert "read_ends" in (root / module).read_text(), module

@@ -25,6 +25,7 @@ from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, month_period
 from tars_opt.accounting.ledger import Ledger, Periods
+from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import month_pace
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import BudgetConfig, Config
@@ -44,6 +45,8 @@ class BudgetState:
     reserved_usd: float
     pace_usd: float
     policy: str
+    # With policy defer: the share of the budget from which deferrable work is queued.
+    defer_threshold: float = 1.0
 
     @property
     def used_share(self) -> float:
@@ -61,9 +64,27 @@ class BudgetState:
 
     @property
     def defer_all(self) -> bool:
-        """True when a `defer` budget is spent: everything deferrable is deferred (the
-        defer stage starts at `defer.budget_threshold`, 100% unless set lower)."""
-        return self.policy == "defer" and self.over
+        """True when a `defer` budget has reached `defer.budget_threshold` (100% unless set
+        lower): the defer stage then queues everything deferrable. The one rule for it."""
+        return self.policy == "defer" and self.used_share >= self.defer_threshold
+
+    def policy_text(self) -> str:
+        """The policy and where it acts: `warn at 100%`, `block at 100%`, `defer from 80%`
+        (`defer.budget_threshold`), with `: deferring now` while defer_all."""
+        if self.policy != "defer":
+            return f"{self.policy} at 100%"
+        return f"defer from {self.defer_threshold:.0%}" + (": deferring now" if self.defer_all
+                                                           else "")  # fmt: skip
+
+    def over_warning(self, sent_because: str) -> str:
+        """The line an answered call past 100% prints (every time, not once a month like
+        the alerts): how much is used, the policy, and why this call was sent anyway."""
+        return (
+            f"tars-opt monthly budget spent: {self.used_share:.0%} of "
+            f"{usd(self.budget_usd)} used this month; budget.policy is {self.policy}, "
+            f"{sent_because} (raise budget.monthly_usd"
+            + (", or set budget.policy to defer or block)" if self.policy == "warn" else ")")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,14 +135,14 @@ class Budget:
     def refusal(self, state: BudgetState, *, amount: float | None = None,
                 queued: bool = False) -> str:  # fmt: skip
         """The one line a `block` refusal prints: whose budget, the cause, the fix."""
-        this = f" + ~${amount:.4f} for this call" if amount is not None else ""
+        this = f" + ~{usd(amount)} for this call" if amount is not None else ""
         what = "not queued either (no drain submits while it is spent)" if queued else (
             "nothing sent")  # fmt: skip
         return (
-            f"tars-opt monthly budget reached: ${state.spent_usd:.2f} spent + "
-            f"${state.reserved_usd:.2f} in flight{this}, budget.monthly_usd is "
-            f"${state.budget_usd:.2f} (budget.policy block); {what}. Fix: retry with --urgent, "
-            "raise budget.monthly_usd, or set budget.policy to warn or defer"
+            f"tars-opt monthly budget reached: {usd(state.spent_usd)} spent + "
+            f"{usd(state.reserved_usd)} in flight{this}, budget.monthly_usd is "
+            f"{usd(state.budget_usd)} (budget.policy block); {what}. Fix: retry with "
+            "--urgent, raise budget.monthly_usd, or set budget.policy to warn or defer"
         )
 
     def estimate(self, prepared: Prepared) -> float:
@@ -164,6 +185,7 @@ class Budget:
             reserved_usd=reserved,
             pace_usd=month_pace(spent, now),
             policy=self._cfg.policy,
+            defer_threshold=self.config.defer.budget_threshold,
         )
 
     def reserve(self, prepared: Prepared) -> Reservation:
@@ -213,14 +235,15 @@ class Budget:
                 tail = "; budget.policy is warn: requests are still answered"
             elif state.policy == "block" and share >= 1.0:
                 tail = "; non-urgent requests are now refused"
-            elif state.policy == "defer" and share >= self.config.defer.budget_threshold:
+            elif state.policy == "defer" and share >= state.defer_threshold:
                 tail = "; deferrable work is now queued for the off-peak drain"
             alert = Alert(
                 key=f"budget:{round(share * 100)}",
                 level=level,
                 message=(
-                    f"{spent_share:.0%} of the ${state.budget_usd:.2f} monthly budget spent "
-                    f"(${state.spent_usd:.2f}); month-end pace ${state.pace_usd:.2f}{tail}"
+                    f"{spent_share:.0%} of the {usd(state.budget_usd)} monthly budget "
+                    f"spent ({usd(state.spent_usd)}); month-end pace "
+                    f"{usd(state.pace_usd)}{tail}"
                 ),
                 period=state.month,
                 data=state.to_dict(),

@@ -213,16 +213,25 @@ class Ledger:
         )
         return float(total)
 
-    def first_ts(self) -> float | None:
-        """When the first call was recorded (epoch seconds), None for an empty ledger."""
-        row = self.db.execute("SELECT MIN(ts) FROM calls").fetchone()
+    def first_ts(self, *, include_offline: bool = True) -> float | None:
+        """When the first call was recorded (epoch seconds), None for an empty ledger;
+        without the offline backend's rows unless `include_offline`."""
+        row = self.db.execute(
+            f"SELECT MIN(ts) FROM calls WHERE 1{real_only(include_offline)}"
+        ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def offline_calls(self, start: float, end: float) -> int:
-        """How many rows between two epoch times the offline backend answered."""
+    def offline_calls(
+        self, start: float = 0.0, end: float = float("inf"), *, session: str | None = None
+    ) -> int:
+        """How many rows between two epoch times (of one session id, if given) the offline
+        backend answered."""
+        where, params = "", [start, end, OFFLINE]
+        if session is not None:
+            where, params = " AND session = ?", [*params, session]
         row = self.db.execute(
-            "SELECT COUNT(*) FROM calls WHERE ts >= ? AND ts < ? AND backend = ?",
-            [start, end, OFFLINE],
+            f"SELECT COUNT(*) FROM calls WHERE ts >= ? AND ts < ? AND backend = ?{where}",
+            params,
         ).fetchone()
         return int(row[0])
 

@@ -348,11 +348,16 @@ class CacheStore:
         return Ledger(self.db).hits_of_entry(entry_id)
 
 
-def summary(store: CacheStore, now: float, since: float) -> dict[str, Any]:
+def summary(
+    store: CacheStore, now: float, since: float, *, include_offline: bool = True
+) -> dict[str, Any]:
     """What `cache stats` shows: size, entries by type, the ledger's hit rate by type since
-    `since`, tokens and dollars saved, and the entries that saved most."""
+    `since`, tokens and dollars saved, and the entries that saved most. The ledger's figures
+    leave the offline backend's calls out unless `include_offline`; `offline_left_out`
+    says how many."""
     entries, size = store.totals()
-    ledger = Ledger(store.db).cache_hits_by_type(since)
+    calls = Ledger(store.db)
+    ledger = calls.cache_hits_by_type(since, include_offline=include_offline)
     for row in ledger:
         row["hit_rate"] = (row["hits"] or 0) / row["answered"] if row["answered"] else 0.0
     answered = sum(r["answered"] for r in ledger)
@@ -371,4 +376,5 @@ def summary(store: CacheStore, now: float, since: float) -> dict[str, Any]:
         "tokens_saved": sum(r["tokens_saved"] or 0 for r in by_type),
         "ledger_by_type": ledger,
         "top": store.top(5),
+        "offline_left_out": 0 if include_offline else calls.offline_calls(since, now + 1),
     }

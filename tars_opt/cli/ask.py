@@ -20,11 +20,12 @@ from tars_opt.cli.common import (
     echo_json,
     friendly_errors,
     open_app,
+    print_footer,
     system_prompt,
 )
 from tars_opt.cli.render import ask as render
 from tars_opt.cli.render.common import to_json
-from tars_opt.defer.queue import Queue
+from tars_opt.defer.queue import TERMINAL, Queue
 from tars_opt.defer.taskjson import task_view
 from tars_opt.defer.window import parse_duration
 from tars_opt.errors import InputError
@@ -169,15 +170,23 @@ def ask(
                 sys.stdout.flush()
 
         reply = opened.optimizer().ask(request, on_text=on_text)
-        for warning in {d.data["warning"] for d in reply.decisions if d.data.get("warning")}:
+        # What the caller did not ask for but got: warnings, and a line for a decision they
+        # would not guess (e.g. --defer answered now because the deadline comes first).
+        for notice in dict.fromkeys(d.data["notice"] for d in reply.decisions
+                                    if d.data.get("notice")):  # fmt: skip
+            consoles.err.print(notice, markup=False)
+        for warning in dict.fromkeys(d.data["warning"] for d in reply.decisions
+                                     if d.data.get("warning")):  # fmt: skip
             consoles.err.print(f"warning: {warning}", markup=False)
         if reply.source == "queued" and reply.ticket:
             if wait:
-                _wait_and_show(opened, reply.ticket, as_json)
+                consoles.err.print(render.waiting_for_reply(reply), style="dim", markup=False)
+                _show_result(opened, Queue(opened.db).wait(reply.ticket), as_json)
             elif as_json:
                 echo_json(reply.to_dict())
             else:
                 render.queued(consoles.out, reply)
+                print_footer(opened)
             return
         if as_json:
             echo_json(reply.to_dict())
@@ -229,38 +238,41 @@ def _ask_file(
         raise typer.Exit(1)
 
 
-def _wait_and_show(opened: App, ticket: str, as_json: bool) -> None:
-    consoles.err.print(
-        f"queued as {ticket}; waiting for its answer (a drain must run: cron, "
-        "`tars-opt drain --daemon` or `tars-opt drain --now`)",
-        style="dim",
-        markup=False,
-    )
-    task = Queue(opened.db).wait(ticket)
-    _show_result(task, as_json)
-
-
-def _show_result(task: dict[str, Any], as_json: bool) -> None:
+def _show_result(opened: App, task: dict[str, Any], as_json: bool) -> None:
     view = task_view(task)
     if as_json:
         echo_json(view)
     else:
         render.result(consoles.out, view)
+        print_footer(opened)
     if view["state"] in ("failed", "expired", "canceled"):
         raise typer.Exit(1)
 
 
 def result(
     ticket: Annotated[str, typer.Argument(help="The ticket `ask` printed (t_...).")],
+    wait: Annotated[
+        bool, typer.Option(help="Block until it is answered (or fails, expires, is canceled).")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print a deferred request's answer when it is done, its state otherwise.
 
     Exit 0 when done or still on its way, 1 when it failed, expired or was canceled.
+    --wait blocks until a drain has answered it.
 
-    Example: [bold]tars-opt result t_3f9a1c0d2b7e4a55 --json[/bold]
+    Example: [bold]tars-opt result t_3f9a1c0d2b7e4a55 --wait[/bold]
     """
     with friendly_errors():
-        _show_result(Queue(open_app(config, db).db).require(ticket), as_json)
+        opened = open_app(config, db, verbose)
+        queue = Queue(opened.db)
+        task = queue.require(ticket)
+        if wait and task["state"] not in TERMINAL:
+            expected = task_view(task)["expected_at"]
+            line = render.waiting_line(task["ticket"], expected)
+            consoles.err.print(line, style="dim", markup=False)
+            task = queue.wait(ticket)
+        _show_result(opened, task, as_json)

@@ -15,15 +15,20 @@ from tars_opt.cli.common import (
     ConfigOpt,
     DbOpt,
     JsonOpt,
+    OfflineOpt,
+    VerboseOpt,
     check_query_type,
     consoles,
     echo_json,
     friendly_errors,
+    load_checked,
     open_app,
+    print_config_line,
+    print_footer,
 )
 from tars_opt.cli.render import cache as render
-from tars_opt.config.loader import load_config
 from tars_opt.errors import InputError
+from tars_opt.plural import counted
 from tars_opt.types import QUERY_TYPES
 
 app = typer.Typer(
@@ -31,24 +36,38 @@ app = typer.Typer(
 )
 
 
+def _entries(count: int, what: str = "") -> str:
+    """`1 entry`, `3 fact entries`."""
+    return counted(count, f"{what.strip()} entry".strip(), f"{what.strip()} entries".strip())
+
+
 @app.command("stats")
 def stats(
     days: Annotated[float, typer.Option(help="Hit rate over the last N days.", min=0)] = 30,
+    include_offline: OfflineOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Entries, size, hit rate by query type, tokens and dollars saved, top entries.
+
+    Calls the offline backend answered are left out of the hit rates unless
+    --include-offline.
 
     Example: [bold]tars-opt cache stats --days 7[/bold]
     """
     with friendly_errors():
         now = time.time()
-        data = summary(CacheStore(open_app(config, db).db), now, now - days * 86400)
+        opened = open_app(config, db, verbose, include_offline=include_offline)
+        data = summary(CacheStore(opened.db), now, now - days * 86400,
+                       include_offline=opened.config.counts_offline())  # fmt: skip
         if as_json:
             echo_json(data)
             return
         render.cache_stats(consoles.out, data, now)
+        print_footer(opened, what=f" in the last {days:g} days",
+                     left_out=data["offline_left_out"])  # fmt: skip
 
 
 @app.command("list")
@@ -59,6 +78,7 @@ def list_entries(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List stored answers, newest first.
 
@@ -66,13 +86,13 @@ def list_entries(
     """
     with friendly_errors():
         check_query_type(query_type)
-        rows = CacheStore(open_app(config, db).db).listing(
-            limit=n, query_type=query_type, namespace=namespace
-        )
+        opened = open_app(config, db, verbose)
+        rows = CacheStore(opened.db).listing(limit=n, query_type=query_type, namespace=namespace)
         if as_json:
             echo_json(rows)
             return
         render.cache_entries(consoles.out, rows, time.time(), "cached answers")
+        print_footer(opened)
 
 
 @app.command("show")
@@ -81,13 +101,15 @@ def show(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Show one entry: prompt, answer, expiry, and every answer it served (with similarity).
 
     Example: [bold]tars-opt cache show 42[/bold]
     """
     with friendly_errors():
-        store = CacheStore(open_app(config, db).db)
+        opened = open_app(config, db, verbose)
+        store = CacheStore(opened.db)
         entry = store.get(entry_id)
         if entry is None:
             raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
@@ -98,6 +120,7 @@ def show(
             echo_json({"entry": data, "served": hits})
             return
         render.cache_entry(consoles.out, entry, hits, time.time())
+        print_footer(opened)
 
 
 @app.command("forget")
@@ -108,6 +131,7 @@ def forget(
     ] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Forget one entry (e.g. a bad hit found in the ledger) or all whose prompt matches.
 
@@ -118,14 +142,16 @@ def forget(
             raise InputError("give an entry id or --match TEXT (one of them)")
         if match is not None and not match.strip():
             raise InputError("--match needs some text")
-        store = CacheStore(open_app(config, db).db)
+        opened = open_app(config, db, verbose)
+        store = CacheStore(opened.db)
         if entry_id is not None:
             if not store.delete(entry_id):
                 raise InputError(f"no cache entry {entry_id}: see `tars-opt cache list`")
             consoles.out.print(f"forgot entry {entry_id}")
-            return
-        count = store.delete_matching(match or "")
-        consoles.out.print(f"forgot {count} entries matching {match!r}", markup=False)
+        else:
+            count = store.delete_matching(match or "")
+            consoles.out.print(f"forgot {_entries(count)} matching {match!r}", markup=False)
+        print_footer(opened)
 
 
 @app.command("clear")
@@ -134,6 +160,7 @@ def clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Clear without asking.")] = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Forget every cached answer, or those of one query type (asks first; --yes skips it).
 
@@ -147,14 +174,17 @@ def clear(
                 "cache clear needs confirmation and nobody is at a terminal to give it: "
                 "add --yes to clear without asking"
             )
-        store = CacheStore(open_app(config, db).db)
+        opened = open_app(config, db, verbose)
+        store = CacheStore(opened.db)
         if not yes:
             entries = store.count(query_type)
-            if not typer.confirm(f"forget {entries}{what} cached answers?", default=False):
+            asked = counted(entries, f"{what.strip()} cached answer".strip())
+            if not typer.confirm(f"forget {asked}?", default=False):
                 consoles.out.print("canceled: nothing forgotten", markup=False)
                 raise typer.Exit(1)
         count = store.clear(query_type)
-        consoles.out.print(f"forgot {count}{what} entries")
+        consoles.out.print(f"forgot {_entries(count, what)}")
+        print_footer(opened)
 
 
 @app.command("calibrate")
@@ -176,8 +206,10 @@ def calibrate(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Set each semantic threshold to the lowest value whose false-hit rate on labelled
-    pairs stays within the target; print precision, recall and the threshold.
+    """Calibrate the semantic thresholds on labelled pairs; print precision and recall.
+
+    Each threshold becomes the lowest value whose false-hit rate on the pairs stays within
+    the target.
 
     Example: [bold]tars-opt cache calibrate --pairs qqp/calibration.tsv --write[/bold]
     """
@@ -188,7 +220,7 @@ def calibrate(
             check_query_type(kind)
         if target is not None and not 0 <= target < 1:
             raise InputError(f"--target {target} must be in [0, 1), e.g. 0.01 for 1%")
-        loaded = load_config(config)
+        loaded = load_checked(config)
         if write and loaded.path is None:
             raise InputError(
                 "no config file to write the thresholds to: create one with "
@@ -212,3 +244,4 @@ def calibrate(
             render.calibration(consoles.out, rows, len(data))
             if write:
                 consoles.out.print(f"wrote thresholds to {loaded.path}", markup=False)
+            print_config_line(loaded)

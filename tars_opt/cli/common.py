@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tars_opt.app import App
+from tars_opt.app import App, require_named_folders
 from tars_opt.app import open_app as open_library_app
 from tars_opt.cli.render import common as render
+from tars_opt.config.loader import LoadedConfig, load_config
 from tars_opt.config.schema import Config
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, TarsOptError
 from tars_opt.monitor.metrics import offline_left_out
@@ -128,13 +129,35 @@ def echo_json(data: Any, default: Callable[[Any], Any] | None = None) -> None:
     typer.echo(render.to_json(data, indent=2, default=default))
 
 
-def print_footer(opened: App, period: tuple[float, float] | None = None, what: str = "") -> None:
-    """The dim last line of a figures command: the config read and, for `period`, how many
-    offline-backend calls the figures leave out."""
-    left_out = offline_left_out(opened.ledger, opened.config, *period) if period else 0
+def print_footer(
+    opened: App,
+    period: tuple[float, float] | None = None,
+    what: str = "",
+    *,
+    left_out: int | None = None,
+) -> None:
+    """The dim last line of a command's human output: the config read and how many
+    offline-backend calls the figures leave out (`left_out`, or counted over `period`)."""
+    if left_out is None:
+        left_out = offline_left_out(opened.ledger, opened.config, *period) if period else 0
     consoles.out.print(
         render.footer(opened.loaded.label, left_out, what), style="dim", markup=False
     )
+
+
+def load_checked(config: Path | None, **overrides: Any) -> LoadedConfig:
+    """The config, for a command that opens no database, with the folders the user named
+    (TARS_OPT_HOME, --db) checked as open_app checks them."""
+    loaded = load_config(config, overrides=overrides or None)
+    require_named_folders(loaded)
+    return loaded
+
+
+def print_config_line(loaded: LoadedConfig, *, stderr: bool = False) -> None:
+    """print_footer for a command that opens no database: the config it read. `stderr` for
+    a command whose stdout is for scripts (`db path`)."""
+    console = consoles.err if stderr else consoles.out
+    console.print(render.footer(loaded.label), style="dim", markup=False)
 
 
 def check_query_type(query_type: str | None, flag: str = "--type") -> QueryType | None:

@@ -13,12 +13,14 @@ from tars_opt.cli.common import (
     ConfigOpt,
     DbOpt,
     JsonOpt,
+    VerboseOpt,
     check_priority,
     check_query_type,
     consoles,
     echo_json,
     friendly_errors,
     open_app,
+    print_footer,
     system_prompt,
 )
 from tars_opt.cli.render import context as render
@@ -51,9 +53,11 @@ def context_inspect(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Show what would be sent - tokens before/after, kept, summarized, dropped, cache
-    breakpoints, tools - without calling the API.
+    """Show what would be sent, without calling the API.
+
+    Tokens before and after, what is kept, summarized and dropped, cache breakpoints, tools.
 
     Example: [bold]tars-opt context inspect --context chat.json --tools tools.json "and now?"[/bold]
     """
@@ -64,7 +68,7 @@ def context_inspect(
         text = read_prompt(prompt, sys.stdin)
         history = read_context(context) if context else ()
         schemas = read_tools(tools) if tools else ()
-        opened = open_app(config, db)
+        opened = open_app(config, db, verbose)
         system_text, sections = system_prompt(system, system_file, opened.config, query_type, text)
         request = Request.from_prompt(
             text,
@@ -82,3 +86,4 @@ def context_inspect(
             echo_json(report)
             return
         render.context_report(consoles.out, report)
+        print_footer(opened)

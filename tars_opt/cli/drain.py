@@ -16,6 +16,7 @@ from tars_opt.cli.common import (
     echo_json,
     friendly_errors,
     open_app,
+    print_footer,
 )
 from tars_opt.cli.render import drain as render
 from tars_opt.drain.runner import Drainer
@@ -73,3 +74,4 @@ def drain(
             echo_json(report.to_dict())
             return
         render.drain_report(consoles.out, report, time.time())
+        print_footer(opened)

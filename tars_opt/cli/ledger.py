@@ -23,6 +23,7 @@ from tars_opt.cli.common import (
 )
 from tars_opt.cli.render import ledger as render
 from tars_opt.monitor.metrics import spend_summary
+from tars_opt.plural import counted
 
 
 def costs(
@@ -67,16 +68,18 @@ def log(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List recent calls from the ledger, newest first; or export it as a replayable trace.
 
     Example: [bold]tars-opt log -n 5 --json[/bold]; [bold]tars-opt log --export mine.jsonl[/bold]
     """
     with friendly_errors():
+        opened = open_app(config, db, verbose)
         if export is not None:
             from tars_opt.sim.workload import export_ledger
 
-            done = export_ledger(open_app(config, db).db, export)
+            done = export_ledger(opened.db, export)
             data = {"path": str(done.path), "calls": done.written,
                     "without_prompt": done.no_prompt}  # fmt: skip
             if as_json:
@@ -85,13 +88,15 @@ def log(
             skipped = (f"; {done.no_prompt} without a stored prompt left out "
                        "(ledger.store_prompts)") if done.no_prompt else ""  # fmt: skip
             consoles.out.print(
-                f"wrote {done.written} calls to {done.path}{skipped}\n"
+                f"wrote {counted(done.written, 'call')} to {done.path}{skipped}\n"
                 f"replay them: tars-opt simulate --workload {done.path} --config candidate.yaml",
                 markup=False,
             )
+            print_footer(opened)
             return
-        rows = open_app(config, db).ledger.recent(n)
+        rows = opened.ledger.recent(n)
         if as_json:
             echo_json(rows)
             return
         render.calls(consoles.out, rows)
+        print_footer(opened)

@@ -36,13 +36,21 @@ from tars_opt.monitor.heartbeat import drain_hook, run_heartbeat
 from tars_opt.monitor.metrics import days_period, measure, session_metrics
 
 
-def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
+def heartbeat(
+    include_offline: OfflineOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
     """Run the HEARTBEAT checks, store a snapshot; exit 0 ok, 1 warning, 2 critical.
+
+    Calls the offline backend answered are left out unless --include-offline.
 
     Example: [bold]tars-opt heartbeat || echo "needs attention"[/bold]
     """
     with friendly_errors():
-        opened = open_app(config, db)
+        opened = open_app(config, db, verbose, include_offline=include_offline)
         cfg = opened.config
         result = run_heartbeat(
             opened.db,
@@ -56,21 +64,28 @@ def heartbeat(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = No
         else:
             consoles.out.print(result.summary_line(), markup=False)
             render.checks(consoles.out, result.checks)
+            window = f" in the last {cfg.heartbeat.window_h:g} h"
+            print_footer(opened, what=window, left_out=result.metrics["offline_left_out"])
     raise typer.Exit(result.exit_code)
 
 
 def dashboard(
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=1)] = 5.0,
+    include_offline: OfflineOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """A live screen of spend, savings, model mix, hit rates, queue, calls and alerts.
+
+    Calls the offline backend answered are left out of the figures unless
+    --include-offline (the recent calls show them, marked offline).
 
     Example: [bold]tars-opt dashboard[/bold]  (q or Ctrl-C to leave; --once for one frame)
     """
     with friendly_errors():
-        opened = open_app(config, db)
+        opened = open_app(config, db, verbose, include_offline=include_offline)
 
         def read() -> Frame:
             return read_frame(opened.db, opened.config, time.time())
@@ -91,6 +106,7 @@ def feedback(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rate an answer good or bad; counts show in metrics and reports.
 
@@ -99,7 +115,7 @@ def feedback(
     with friendly_errors():
         if verdict not in VERDICTS:
             raise InputError(f"verdict {verdict!r} is not good or bad")
-        opened = open_app(config, db)
+        opened = open_app(config, db, verbose)
         # A bad answer leaves the response cache at once.
         result = record_feedback(opened.db, request_id, verdict, note, now=time.time(),
                                  evictor=CacheStore(opened.db))  # fmt: skip
@@ -110,6 +126,7 @@ def feedback(
                    None: ""}[result.evicted]  # fmt: skip
         consoles.out.print(f"recorded {verdict} for {request_id} ({result.source}, tier "
                            f"{result.tier or '-'}){evicted}", markup=False)  # fmt: skip
+        print_footer(opened)
 
 
 def metrics(
@@ -139,7 +156,7 @@ def metrics(
                 echo_json(data)
             else:
                 render.session(consoles.out, data)
-                print_footer(opened)
+                print_footer(opened, what=" of this session", left_out=data["offline_left_out"])
             return
         lo = hi = None
         if first is not None or last is not None:

@@ -10,10 +10,12 @@ from tars_opt.cli.common import (
     ConfigOpt,
     DbOpt,
     JsonOpt,
+    VerboseOpt,
     consoles,
     echo_json,
     friendly_errors,
     open_app,
+    print_footer,
 )
 from tars_opt.cli.render import queue as render
 from tars_opt.defer.queue import STATES, Queue
@@ -32,6 +34,7 @@ def queue_list(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List deferred tasks, newest first, with counts by state.
 
@@ -41,7 +44,8 @@ def queue_list(
         for s in state or []:
             if s not in STATES:
                 raise InputError(f"--state {s!r} is not one of {', '.join(STATES)}")
-        q = Queue(open_app(config, db).db)
+        opened = open_app(config, db, verbose)
+        q = Queue(opened.db)
         views = [task_view(t) for t in q.tasks(state, n)]
         if as_json:
             echo_json({"counts": q.counts(), "tasks": views})
@@ -49,6 +53,7 @@ def queue_list(
         render.tasks(consoles.out, views)
         counts = ", ".join(f"{k} {v}" for k, v in q.counts().items() if v)
         consoles.out.print(f"by state: {counts or 'empty'}", style="dim", markup=False)
+        print_footer(opened)
 
 
 @app.command("show")
@@ -57,17 +62,20 @@ def queue_show(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Show one task: state, times, attempts, batch, error.
 
     Example: [bold]tars-opt queue show t_3f9a1c0d2b7e4a55[/bold]
     """
     with friendly_errors():
-        view = task_view(Queue(open_app(config, db).db).require(ticket))
+        opened = open_app(config, db, verbose)
+        view = task_view(Queue(opened.db).require(ticket))
         if as_json:
             echo_json(view)
             return
         render.task(consoles.out, view)
+        print_footer(opened)
 
 
 @app.command("cancel")
@@ -75,14 +83,17 @@ def queue_cancel(
     ticket: Annotated[str, typer.Argument(help="Ticket (t_...) or task id.")],
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Cancel a queued task (one already in a batch cannot be withdrawn).
 
     Example: [bold]tars-opt queue cancel t_3f9a1c0d2b7e4a55[/bold]
     """
     with friendly_errors():
-        task = Queue(open_app(config, db).db).cancel(ticket)
+        opened = open_app(config, db, verbose)
+        task = Queue(opened.db).cancel(ticket)
         consoles.out.print(f"canceled {task['ticket']}", markup=False)
+        print_footer(opened)
 
 
 @app.command("retry")
@@ -90,13 +101,16 @@ def queue_retry(
     ticket: Annotated[str, typer.Argument(help="Ticket (t_...) or task id.")],
     config: ConfigOpt = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Queue a failed, expired or canceled task again for the next drain.
 
     Example: [bold]tars-opt queue retry t_3f9a1c0d2b7e4a55[/bold]
     """
     with friendly_errors():
-        task = Queue(open_app(config, db).db).retry(ticket)
+        opened = open_app(config, db, verbose)
+        task = Queue(opened.db).retry(ticket)
         consoles.out.print(
             f"queued {task['ticket']} again (attempt {task['attempts']})", markup=False
         )
+        print_footer(opened)

@@ -7,9 +7,16 @@ from typing import Annotated
 
 import typer
 
-from tars_opt.cli.common import ConfigOpt, JsonOpt, consoles, echo_json, friendly_errors
+from tars_opt.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    consoles,
+    echo_json,
+    friendly_errors,
+    load_checked,
+    print_config_line,
+)
 from tars_opt.cli.render import router as render
-from tars_opt.config.loader import load_config
 from tars_opt.errors import InputError
 
 app = typer.Typer(
@@ -40,16 +47,17 @@ def router_train(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Train the learned router on labelled prompts (JSONL: prompt plus label, correct or
-    quality per tier) and write it with its calibration table.
+    """Train the learned router on labelled prompts and write it with its calibration table.
+
+    The prompts are JSONL: a prompt plus a label, correct or quality per tier.
 
     Example: [bold]tars-opt router train --data labelled.jsonl[/bold]
     """
     from tars_opt.routing.training import train_file
 
     with friendly_errors():
-        cfg = load_config(config).config
-        model, path = train_file(cfg, data, out, layer=layer)
+        loaded = load_checked(config)
+        model, path = train_file(loaded.config, data, out, layer=layer)
         cal = model.note["calibration"]
         if as_json:
             echo_json({"path": str(path), **model.note})
@@ -61,6 +69,7 @@ def router_train(
             f"use it: routing.router: learned, routing.learned.path: {path}",
             markup=False,
         )
+        print_config_line(loaded)
 
 
 @app.command("calibrate")
@@ -75,15 +84,18 @@ def router_calibrate(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Print the table threshold -> strong share -> expected quality of a router, measured on
-    --data or the table in use now; routing.strong_share picks its threshold from it.
+    """Print a router's table: threshold -> strong share -> expected quality.
+
+    Measured on --data, else the table in use now; routing.strong_share picks its threshold
+    from it.
 
     Example: [bold]tars-opt router calibrate --data labelled.jsonl --save[/bold]
     """
     from tars_opt.routing import training as ops
 
     with friendly_errors():
-        cfg = load_config(config).config
+        loaded = load_checked(config)
+        cfg = loaded.config
         name = router or cfg.routing.router
         if name not in ("heuristic", "learned"):
             raise InputError(f"--router {name!r} is not one of heuristic, learned")
@@ -97,3 +109,4 @@ def router_calibrate(
         render.calibration(consoles.out, result)
         if saved:
             consoles.out.print(f"saved as the {name} calibration: {saved}", markup=False)
+        print_config_line(loaded)

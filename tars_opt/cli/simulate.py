@@ -85,8 +85,10 @@ def simulate_cmd(
     out: Annotated[Path | None, typer.Option(help="Where --report writes.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What would tars-opt save? Replay a workload through the whole chain offline (no API
-    key) on a simulated clock and compare it with the unoptimized baseline.
+    """What would tars-opt save? Replay a workload offline and compare with the baseline.
+
+    The workload runs through the whole chain on the offline backend (no API key) on a
+    simulated clock.
 
     Example: [bold]tars-opt simulate --workload mine.jsonl --config candidate.yaml[/bold]
     """

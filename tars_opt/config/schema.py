@@ -240,8 +240,9 @@ class PhaseConfig(_Strict):
         return self
 
 
-def _default_phases() -> list[PhaseConfig]:
-    # The default rollout: two weeks of quick wins and pruning, then two of deferral.
+def plan_phases() -> list[PhaseConfig]:
+    """The plan's rollout, the default `phases:`: two weeks of quick wins and pruning, then
+    two of deferral, with targets stated for the plan's own system (its `baseline:`)."""
     return [
         PhaseConfig(
             name="Quick wins: routing + caching",
@@ -725,7 +726,7 @@ class Config(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
-    phases: list[PhaseConfig] = Field(default_factory=_default_phases)
+    phases: list[PhaseConfig] = Field(default_factory=plan_phases)
     # The day phase 1 starts. auto: the day after the captured baseline in use, else the
     # day of the first call in the ledger (when tracking started).
     phases_start: date | Literal["auto"] = "auto"

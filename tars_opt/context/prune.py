@@ -24,7 +24,7 @@ from typing import Any
 from tars_opt import tokens
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context.history import Turn, message_text, problems, split_turns
-from tars_opt.context.relevance import Scorer, default_embedder, held, needles, query_text
+from tars_opt.context.relevance import Scorer, default_embedder, held, needles
 from tars_opt.context.summaries import (
     SideAsk,
     Summary,
@@ -36,6 +36,7 @@ from tars_opt.context.summaries import (
 from tars_opt.context.token_counts import TokenCount, TokenCounter
 from tars_opt.embeddings.store import open_vector_cache
 from tars_opt.errors import BackendError
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.types import Decision, Request
 
@@ -203,7 +204,7 @@ class PruneStage:
         plan.pinned, plan.old, plan.kept = pinned, turns[first:cut], turns[cut:]
         plan.summarize = cfg.summarize
         if not plan.old:
-            plan.reason += f"; nothing older than the last {cfg.keep_last} messages"
+            plan.reason += f"; nothing older than the last {counted(cfg.keep_last, 'message')}"
             return plan
         plan.relevant = self._relevant(request, plan)
         if plan.summarize:
@@ -225,7 +226,7 @@ class PruneStage:
             for t in ([plan.pinned] if plan.pinned else []) + plan.kept
             for m in msgs[t.start : t.end]
         )
-        wanted = needles(query_text(request.prompt))
+        wanted = needles(tokens.read_ends(request.prompt))
         missing = wanted - held(kept_text, wanted)
         embedded = {i: t[:EMBED_CHARS] for i, t in text.items()}
         background = self._background(request)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tars_opt.hashing import sha256_text
+from tars_opt.tokens import read_ends
 
 if TYPE_CHECKING:
     from tars_opt.embeddings.store import VectorCache
@@ -60,23 +61,6 @@ STOPWORDS = frozenset(
     yours tell give make show use using write explain want need like know get one two also thanks
     thank ok okay yes sure can't don't it's i'm let's""".split()  # noqa: SIM905
 )
-
-
-# What relevance reads of a query (the prompt): its first QUERY_HEAD_CHARS and last
-# QUERY_TAIL_CHARS characters. A pasted 2 MB log holds thousands of numbers and names,
-# each one a needle to look for in every turn and tool (minutes of work); what is asked
-# sits at the start or the end, and the embedding reads the first 256 tokens anyway.
-QUERY_HEAD_CHARS = 12_000
-QUERY_TAIL_CHARS = 4_000
-_JOIN = "\n\n"
-
-
-def query_text(text: str) -> str:
-    """The part of a query that relevance reads: all of it up to QUERY_HEAD_CHARS +
-    QUERY_TAIL_CHARS (+2) characters, else its head and tail joined by a blank line."""
-    if len(text) <= QUERY_HEAD_CHARS + len(_JOIN) + QUERY_TAIL_CHARS:
-        return text
-    return text[:QUERY_HEAD_CHARS] + _JOIN + text[-QUERY_TAIL_CHARS:]
 
 
 def words(text: str) -> set[str]:
@@ -329,9 +313,9 @@ class Scorer:
 
         `defer_missing`: texts with no vector yet get their word-overlap score and are
         embedded after the request (start_background / settle) instead of now. A very
-        long query is read as `query_text` gives it.
+        long query is read as `tokens.read_ends` gives it.
         """
-        query = query_text(query)
+        query = read_ends(query)
         qw, qn = words(query), needles(query)
         if len(self._words) > self._cache_size:
             self._words.clear()

@@ -29,10 +29,11 @@ from tars_opt import tokens
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import PromptCacheConfig, ToolsConfig
 from tars_opt.context.history import message_text, tool_names_used
-from tars_opt.context.relevance import Scorer, default_embedder, query_text
+from tars_opt.context.relevance import Scorer, default_embedder
 from tars_opt.embeddings.store import VectorCache
 from tars_opt.errors import UnknownModelPrice
 from tars_opt.hashing import canonical, sha256_text
+from tars_opt.plural import counted
 from tars_opt.types import Decision, Request
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}
@@ -94,7 +95,7 @@ class ToolStage:
         names = [str(tools[i].get("name")) for i in client]
         recent = " ".join(message_text(m) for m in request.history[-2:])[-QUERY_CONTEXT_CHARS:]
         used = tool_names_used(request.messages) & set(names)
-        prompt = query_text(request.prompt)  # a pasted 2 MB log is read at its ends
+        prompt = tokens.read_ends(request.prompt)  # a pasted 2 MB log is read at its ends
         named = named_in(prompt + "\n" + recent, names) - used
         query = f"{prompt}\n{recent}".strip()
         scores = self.scorer.scores(query, [tool_text(tools[i]) for i in client])
@@ -174,7 +175,8 @@ class ToolStage:
         if cached * CACHE_MARGIN >= uncached:
             return None
         return (
-            f"all {len(tools)} tools: with the system prompt (~{whole + system} tokens) they "
+            f"all {counted(len(tools), 'tool')}: with the system prompt (~{whole + system} "
+            "tokens) they "
             f"stay one cached prefix for {model}, read at ${rates.cache_read:g}/MTok; a "
             f"selection of {len(keep)} (~{chosen + system} tokens) would change that prefix "
             f"and be paid at ${rates.input:g}/MTok"
@@ -185,7 +187,7 @@ class ToolStage:
         tools = list(request.tools)
         k = self.config.max_per_request
         if len(tools) <= k:
-            return request, Decision("tools", "all", f"{len(tools)} tools, limit {k}")
+            return request, Decision("tools", "all", f"{counted(len(tools), 'tool')}, limit {k}")
         keep, facts = self.select(request)
         keep = self._sticky(request, keep, facts)
         whole = self.cache_keeps_whole(request, keep, facts)
@@ -207,7 +209,9 @@ class ToolStage:
         else:
             sent = tuple(tools[i] for i in keep)
             action, how = "selected", "the rest not sent"
-        reason = f"{len(keep)} of {len(tools)} tools by relevance ({facts['scoring']}); {how}"
+        reason = (
+            f"{len(keep)} of {counted(len(tools), 'tool')} by relevance ({facts['scoring']}); {how}"
+        )
         if facts.get("sticky"):
             reason += "; the session's previous selection still fits, kept for the cache"
         return (

@@ -13,9 +13,11 @@ batch is expected (window opening + turnaround) is sent now instead, unless
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import Queue, queue_budget
 from tars_opt.defer.window import Window, human_duration
@@ -23,6 +25,8 @@ from tars_opt.errors import BudgetExceeded
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso_minute
 from tars_opt.types import Decision, Reply, Request
+
+log = logging.getLogger("tars_opt.defer")
 
 
 class DeferStage:
@@ -73,9 +77,9 @@ class DeferStage:
         if self.budget.policy == "defer":
             # Spent plus what concurrent callers have reserved: the same view the budget has.
             state = self.budget.state()
-            if state.used_share >= self.defer.budget_threshold:
+            if state.defer_all:
                 return (
-                    f"budget: {state.used_share:.0%} of ${state.budget_usd:g} used this month "
+                    f"budget: {state.used_share:.0%} of {usd(state.budget_usd)} used this month "
                     "and budget.policy is defer"
                 )
         return None
@@ -109,24 +113,42 @@ class DeferStage:
         reason = self.reason(request)
         if reason is None:
             why = "not asked to defer"
+            data: dict[str, float] = {}
             if self.budget.policy == "defer":
                 why += f"; budget under {self.defer.budget_threshold:.0%} (policy defer)"
-            return request, Decision("defer", "send", why)
+                data = {"budget_under": self.defer.budget_threshold}
+            return request, Decision("defer", "send", why, data)
         self._refuse_if_blocked()
         wait = self.max_wait(request)
         deadline = now + wait
         expected = self.expected_at(now)
-        if deadline < expected and self.defer.deadline_fallback == "sync":
+        late = deadline < expected
+        if late and self.defer.deadline_fallback == "sync":
+            # Answered now at the full price instead of queued: the caller is told in one
+            # line (`notice`: the CLI prints it on stderr) and the log says it too.
+            notice = (
+                f"not deferred: the max wait {human_duration(wait)} ends before the batch "
+                f"would be back (~{iso_minute(expected)}); answered now at the full price "
+                "(defer.deadline_fallback: sync)"
+            )
+            log.info(notice, extra={"request_id": request.request_id})
             return request, Decision(
                 "defer",
                 "send",
                 f"{reason}, but its max wait {human_duration(wait)} ends before a batch "
                 f"would be back (~{iso_minute(expected)}, window {self.window}): sent now",
-                {"deadline": deadline, "expected_at": expected},
+                {"deadline": deadline, "expected_at": expected, "notice": notice},
             )
         task = self.queue.enqueue(
             request, reason=reason, max_wait_s=wait, deadline=deadline, expected_at=expected
         )
+        past: dict[str, str] = {}
+        if late:
+            past["notice"] = (
+                f"queued past its max wait: the answer is expected ~{iso_minute(expected)}, "
+                f"after the {human_duration(wait)} asked for (defer.deadline_fallback: queue)"
+            )
+            log.info(past["notice"], extra={"request_id": request.request_id})
         return Reply(
             text="",
             model=None,
@@ -145,6 +167,7 @@ class DeferStage:
                         "expected_at": iso_minute(expected),
                         "expected_in": human_duration(max(expected - now, 0.0)),
                         "deadline": iso_minute(deadline),
+                        **past,
                     },
                 )
             ],

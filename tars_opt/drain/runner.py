@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
+from tars_opt.accounting.money import usd
 from tars_opt.backends import Backend, BatchItem
 from tars_opt.config.schema import Config
 from tars_opt.defer.batching import group_requests, mark_shared_prefixes
@@ -320,7 +321,7 @@ class Drainer(Recovery):
             # A batch's cost is known only when it is collected, so the blocking budget
             # is checked before each run rather than reserved per task.
             report.submit_errors.append(
-                f"budget spent ({spent.used_share:.0%} of ${spent.budget_usd:g}) and "
+                f"budget spent ({spent.used_share:.0%} of {usd(spent.budget_usd)}) and "
                 "budget.policy is block: nothing submitted; queued tasks stay queued"
             )
             return

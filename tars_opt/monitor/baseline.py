@@ -1,12 +1,14 @@
-"""The baseline (what the unoptimized system did), regression detection against it, and
-where the rollout phases start.
+"""The baseline (what the unoptimized system did), regression detection against it, the
+targets judged against it, and where the rollout phases start.
 
-A baseline is either stated in the config's `baseline:` block (figures measured before
-tars-opt, with their source) or measured from the ledger by `tars-opt baseline capture`; the
-newest capture wins until `baseline reset` removes it. Capturing refuses (unless forced) a
-period that is not over or was already optimized. Regressions compare the last 7 days with
-the baseline and with the 7 days before. Phases count from the day after the captured
-baseline, else from the first call in the ledger, unless the config fixes `phases_start`.
+Which baseline applies is one rule, `baseline_in_use`: the newest capture (`tars-opt
+baseline capture`, until `baseline reset` removes it), else `baseline:` figures the user
+stated in the config, else - over a report's period - the ledger's own baseline column
+(cost only), else the plan's example figures, which are someone else's system: shown for
+reference, never judged against. Capturing refuses (unless forced) a period that is not
+over or was already optimized. Regressions compare the last 7 days with the baseline and
+with the 7 days before. Phases count from the day after the captured baseline, else from
+the first counted call in the ledger, unless the config fixes `phases_start`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from tars_opt.accounting.alerts import Alert, Alerter, week_period
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import PhaseWindow, phase_windows
-from tars_opt.config.schema import Config
+from tars_opt.config.schema import BaselineConfig, Config, PhaseTargets, plan_phases
 from tars_opt.errors import BaselineRefused
-from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure
+from tars_opt.monitor.metrics import DAY, PeriodMetrics, date_range, measure, offline_left_out
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
@@ -61,9 +64,9 @@ REGRESSION_METRICS: dict[str, MetricInfo] = {
 class Baseline:
     """Headline figures of the unoptimized system and where they come from.
 
-    `kind`: captured (measured by `baseline capture`; `id` is its row), ledger (the
-    ledger's per-call baseline column over a report's period: cost only) or config (the
-    `baseline:` block, the shipped figures unless the user stated their own).
+    `kind`: captured (measured by `baseline capture`; `id` is its row), config (`baseline:`
+    figures the user stated), ledger (the ledger's per-call baseline column over a report's
+    period: cost only) or plan (the shipped `baseline:` block: the plan's example figures).
     """
 
     metrics: dict[str, float | None]
@@ -74,8 +77,14 @@ class Baseline:
     id: int | None = None
     captured_at: str | None = None
 
+    @property
+    def judged(self) -> bool:
+        """Whether targets and regressions are judged against it: not against the plan's
+        example figures, which describe someone else's system."""
+        return self.kind != "plan"
+
     def describe(self) -> str:
-        """Which baseline this is and where its figures come from, for reports."""
+        """Which baseline this is, where its figures come from and why it applies."""
         if self.kind == "captured":
             return (
                 f"captured baseline #{self.id}, {self.source} (measured by `tars-opt "
@@ -87,10 +96,19 @@ class Baseline:
                 "have cost as sent, without tars-opt (cost only; `tars-opt baseline capture` "
                 "measures the other figures)"
             )
+        if self.kind == "config":
+            return (
+                f"the `baseline:` figures stated in the config ({self.source}), not measured "
+                "from this ledger (nothing was captured)"
+            )
         return (
-            f"the configured `baseline:` figures ({self.source}), not measured from this "
-            "ledger: the last resort when nothing was captured or recorded"
+            f"the plan's example figures ({self.source}): someone else's system, shown for "
+            "reference and not judged against; measure yours with `tars-opt baseline capture`"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `--json` shows: the fields, why it applies and whether it is judged against."""
+        return {**self.__dict__, "why": self.describe(), "judged": self.judged}
 
     def regression_view(self) -> dict[str, float | None]:
         calls, cost = self.metrics.get("calls_per_day"), self.metrics.get("daily_cost_usd")
@@ -100,10 +118,18 @@ class Baseline:
         }
 
 
+PLAN_BASELINE: dict[str, float] = {
+    k: v for k, v in BaselineConfig().model_dump().items() if k in METRICS
+}
+
+
 def config_baseline(config: Config) -> Baseline:
-    """The config's `baseline:` figures."""
+    """The config's `baseline:` figures: kind `plan` while they are the shipped example
+    (even when a config file repeats them), `config` once the user stated their own."""
     data = config.baseline.model_dump()
-    return Baseline(metrics={k: data[k] for k in METRICS}, source=data["source"])
+    metrics = {k: data[k] for k in METRICS}
+    kind = "plan" if metrics == PLAN_BASELINE else "config"
+    return Baseline(metrics=metrics, source=data["source"], kind=kind)
 
 
 @dataclass(frozen=True)
@@ -116,10 +142,12 @@ class CaptureProblem:
 
 @dataclass(frozen=True)
 class Captured:
-    """A stored capture, and the problems --force overrode (empty when none)."""
+    """A stored capture, the problems --force overrode (empty when none) and how many
+    offline-backend calls of the period it left out."""
 
     baseline: Baseline
     forced: list[CaptureProblem] = field(default_factory=list)
+    offline_left_out: int = 0
 
 
 def capture_problems(
@@ -177,7 +205,14 @@ def capture_baseline(
         raise ValueError(f"--to {last} is before --from {first}")
     start, end = date_range(first, last)
     m = measure(db, config, start, min(end, now))
+    offline = offline_left_out(Ledger(db), config, start, min(end, now))
     if m.calls == 0:
+        if offline:
+            raise ValueError(
+                f"the ledger's only calls from {first} to {last} are "
+                f"{counted(offline, 'offline-backend call')}, not counted: pick other dates "
+                "(--include-offline counts them, but placeholder calls are no baseline)"
+            )
         raise ValueError(f"the ledger has no calls from {first} to {last}: pick other dates")
     problems = capture_problems(m, config, last, now)
     if problems and not force:
@@ -188,7 +223,7 @@ def capture_baseline(
             "add --force to capture it anyway",
             problems,
         )
-    source = f"ledger {first}..{last} ({m.calls} calls)"
+    source = f"ledger {first}..{last} ({counted(m.calls, 'call')})"
     if problems:
         source += " captured with --force despite: " + ", ".join(p.short for p in problems)
     metrics = m.summary()
@@ -196,7 +231,7 @@ def capture_baseline(
            "metrics": json.dumps(metrics)}  # fmt: skip
     new_id = db.insert("baselines", row)
     base = Baseline(metrics, source, str(first), str(last), "captured", new_id, iso(now))
-    return Captured(base, problems)
+    return Captured(base, problems, offline)
 
 
 def captured_baselines(db: Database) -> list[Baseline]:
@@ -205,12 +240,6 @@ def captured_baselines(db: Database) -> list[Baseline]:
         'SELECT id, ts, start, "end", source, metrics FROM baselines ORDER BY ts DESC, id DESC'
     ).fetchall()
     return [Baseline(json.loads(r[5]), r[4], r[2], r[3], "captured", r[0], iso(r[1])) for r in rows]
-
-
-def current_baseline(db: Database, config: Config) -> Baseline:
-    """The newest captured baseline, else the config's."""
-    captured = captured_baselines(db)
-    return captured[0] if captured else config_baseline(config)
 
 
 def remove_baseline(db: Database, baseline_id: int | None = None) -> Baseline | None:
@@ -235,25 +264,72 @@ def remove_baseline(db: Database, baseline_id: int | None = None) -> Baseline | 
     return gone
 
 
-def report_baseline(db: Database, config: Config, m: PeriodMetrics) -> Baseline:
-    """The one baseline a report over `m` uses for its tables and both charts: the captured
-    one, else the ledger's baseline column over the period (cost per day with calls), else
-    the config's figures."""
+def baseline_in_use(db: Database, config: Config, period: PeriodMetrics | None = None) -> Baseline:
+    """The baseline that applies (`describe()` says why); every command and report asks
+    this one rule. In order: the newest captured baseline; the `baseline:` figures the user
+    stated in the config; over a `period` (a report), the ledger's own baseline column
+    (cost per day with calls: what the same calls would have cost as sent); the plan's
+    example figures, which are not judged against (`Baseline.judged`)."""
     captured = captured_baselines(db)
     if captured:
         return captured[0]
-    daily = m.per_day_of(m.baseline_cost)
-    if m.answered and m.baseline_cost > 0 and daily is not None:
-        metrics: dict[str, float | None] = dict.fromkeys(METRICS)
-        metrics["daily_cost_usd"] = daily
-        return Baseline(metrics, "ledger baseline column", kind="ledger")
-    return config_baseline(config)
+    stated = config_baseline(config)
+    if stated.kind == "config":
+        return stated
+    if period is not None:
+        daily = period.per_day_of(period.baseline_cost)
+        if period.answered and period.baseline_cost > 0 and daily is not None:
+            metrics: dict[str, float | None] = dict.fromkeys(METRICS)
+            metrics["daily_cost_usd"] = daily
+            return Baseline(metrics, "ledger baseline column", kind="ledger")
+    return stated
+
+
+def plan_example(targets: PhaseTargets | None) -> bool:
+    """Whether phase targets are the plan's example ones (the shipped `phases:`), stated for
+    the plan's own system rather than by the user."""
+    return targets is not None and targets in [p.targets for p in plan_phases()]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One phase target as reports and the heartbeat judge it.
+
+    `stated` is the config's value; `value` what the actual is judged against (None: not
+    judged). A user's own target is judged as stated. A target of the plan's example is
+    the plan's change from its own baseline, so it is judged only as the same change on a
+    baseline of this user's (relative for amounts and times, in points for shares that
+    start at 0); without one it is shown, labelled, and not judged.
+    """
+
+    stated: float | None
+    value: float | None
+    example: bool = False
+    note: str = ""
+
+
+def resolve_target(name: str, stated: float | None, base: Baseline, example: bool) -> Target:
+    """The target for metric `name` (see Target); `example`: the targets are the plan's."""
+    if stated is None or not example:
+        return Target(stated, stated, False)
+    plan = PLAN_BASELINE[name]
+    own = base.metrics.get(name) if base.judged else None
+    if own is None:
+        return Target(stated, None, True, "plan example")
+    if plan > 0:
+        value = own * stated / plan
+        note = f"plan example: {stated / plan - 1:+.0%} on your baseline"
+    else:
+        value = min(max(own + stated - plan, 0.0), 1.0)
+        note = f"plan example: {(stated - plan) * 100:+.0f} points on your baseline"
+    return Target(stated, value, True, note)
 
 
 def phases_start(db: Database, config: Config) -> tuple[date | None, str]:
     """The day phase 1 starts and why: `phases_start` when the config fixes it, else the day
-    after the captured baseline in use, else the day of the first call in the ledger
-    (None while the ledger is empty)."""
+    after the captured baseline in use, else the day of the first counted call in the
+    ledger (offline-backend calls count as Config.counts_offline says; None while there is
+    none)."""
     if config.phases_start != "auto":
         return config.phases_start, "`phases_start` in the config"
     captured = captured_baselines(db)
@@ -263,10 +339,19 @@ def phases_start(db: Database, config: Config) -> tuple[date | None, str]:
             after,
             f"the day after the captured baseline {captured[0].start}..{captured[0].end}",
         )
-    first = Ledger(db).first_ts()
+    ledger = Ledger(db)
+    first = ledger.first_ts(include_offline=config.counts_offline())
     if first is None:
+        offline = 0 if config.counts_offline() else ledger.offline_calls()
+        which = "which is" if offline == 1 else "which are"
+        has = (
+            f"has only {counted(offline, 'offline-backend call')}, {which} not counted "
+            "(--include-offline counts them)"
+            if offline
+            else "has none yet"
+        )
         return None, (
-            "phases count from the first call in the ledger and it has none yet (set "
+            f"phases count from the first call in the ledger and it {has} (set "
             "`phases_start: YYYY-MM-DD` in performance-config.yaml to fix the start)"
         )
     when = iso(first)[:16].replace("T", " ")
@@ -344,13 +429,10 @@ def weekly_regressions(db: Database, config: Config, now: float) -> list[Regress
     if week.calls < cfg.min_calls:
         return []
     current = regression_view(week)
-    found = compare(
-        current,
-        current_baseline(db, config).regression_view(),
-        "baseline",
-        cfg.warning,
-        cfg.critical,
-    )
+    base = baseline_in_use(db, config)
+    found = []
+    if base.judged:
+        found = compare(current, base.regression_view(), "baseline", cfg.warning, cfg.critical)
     previous = measure(db, config, now - 14 * DAY, now - 7 * DAY)
     if previous.calls >= cfg.min_calls:
         found += compare(

@@ -23,7 +23,7 @@ from tars_opt.accounting.ledger import Ledger, Periods, source_label
 from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import queue_budget
-from tars_opt.monitor.metrics import PeriodMetrics, measure, queue_status
+from tars_opt.monitor.metrics import PeriodMetrics, measure, offline_left_out, queue_status
 from tars_opt.store.database import Database
 from tars_opt.types import STRATEGIES
 
@@ -41,6 +41,8 @@ class Frame:
     queue: dict[str, Any] | None
     recent: list[dict[str, Any]]
     alerts: list[dict[str, Any]]
+    # Offline-backend calls this month the figures leave out (Config.counts_offline).
+    offline_left_out: int = 0
 
 
 def read_frame(db: Database, config: Config, now: float) -> Frame:
@@ -58,6 +60,7 @@ def read_frame(db: Database, config: Config, now: float) -> Frame:
         queue=queue_status(db, now, config.heartbeat.stuck_after_h * 3600),
         recent=Ledger(db).recent(8),
         alerts=alerts_between(db, now - 86_400, now + 1)[-6:],
+        offline_left_out=offline_left_out(Ledger(db), config, p.month, now + 1),
     )
 
 
@@ -82,7 +85,7 @@ def render(f: Frame, height: int | None = None, hint: str = "") -> RenderableTyp
     spend.add_row("budget to date", usd(f.month_budget_to_date))
     spend.add_row("in flight", usd(b.reserved_usd))
     spend.add_row("month-end pace", Text(usd(b.pace_usd), style=style))
-    spend.add_row("policy at 100%", b.policy)
+    spend.add_row("policy", b.policy_text())
     savings = Table.grid(padding=(0, 1))
     for k in STRATEGIES:
         savings.add_row(k.replace("_", " "), usd(f.today.saved_by_strategy.get(k, 0.0)),
@@ -142,6 +145,8 @@ def render(f: Frame, height: int | None = None, hint: str = "") -> RenderableTyp
                        r["request_id"])  # fmt: skip
     stamp = datetime.fromtimestamp(f.now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     title = Text(f"tars-opt dashboard  {stamp}", style="bold", no_wrap=True, overflow="ellipsis")
+    if f.offline_left_out:  # before the hint: an 80-column title cuts its end
+        title.append(f"  not counted: {f.offline_left_out} offline", style="dim")
     if hint:
         title.append(f"  {hint}", style="dim")
     parts: list[RenderableType] = [title, row_a, row_b, recent]

@@ -13,16 +13,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tars_opt.accounting.alerts import Alert, Alerter, day_period
+from tars_opt.accounting.ledger import Ledger
+from tars_opt.accounting.money import usd
 from tars_opt.accounting.periods import PhaseWindow
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import queue_budget
 from tars_opt.monitor.baseline import (
-    current_baseline,
+    Baseline,
+    Target,
+    baseline_in_use,
+    plan_example,
     raise_regression_alerts,
     resolve_phases,
+    resolve_target,
     weekly_regressions,
 )
-from tars_opt.monitor.metrics import measure, queue_status
+from tars_opt.monitor.metrics import measure, offline_left_out, queue_status
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
@@ -105,15 +112,21 @@ def active_phase(db: Database, config: Config, now: float) -> PhaseWindow | None
     return None
 
 
-def _target_check(name: str, actual: float | None, target: float | None, where: str) -> Check:
+def _target_check(name: str, actual: float | None, target: Target, where: str) -> Check:
     if actual is None:
         return Check(name, "skipped", "-", "no requests in the window")
     value = f"{actual:.1%}"
-    if target is None:
+    if target.stated is None:
         return Check(name, "ok", value, "no target set for now")
-    if actual < target:
-        return Check(name, "warning", value, f"{value} is below the {target:.0%} target ({where})")
-    return Check(name, "ok", value, f"meets the {target:.0%} target ({where})")
+    if target.value is None:
+        return Check(name, "ok", value, f"the {target.stated:.0%} target ({where}) is the "
+                     "plan's example: not judged without a baseline of yours (`tars-opt "
+                     "baseline capture`)")  # fmt: skip
+    note = f"; {target.note}" if target.note else ""
+    goal = f"the {target.value:.0%} target ({where}{note})"
+    if actual < target.value:
+        return Check(name, "warning", value, f"{value} is below {goal}")
+    return Check(name, "ok", value, f"meets {goal}")
 
 
 def run_heartbeat(
@@ -128,22 +141,28 @@ def run_heartbeat(
     hb = config.heartbeat
     result = HeartbeatResult(ts=now)
     window = measure(db, config, now - hb.window_h * 3600, now)
+    base = baseline_in_use(db, config)
     phase = active_phase(db, config, now)
     targets = phase.targets if phase else None
     where = f"phase {phase.number}" if phase else "no active phase"
-    result.checks.append(_target_check(
-        "cache hit rate", window.cache_hit_rate, targets.cache_hit_rate if targets else None, where
-    ))  # fmt: skip
-    result.checks.append(_target_check(
-        "routing share", window.cheap_share, targets.cheap_share if targets else None, where
-    ))  # fmt: skip
+
+    def target(metric: str) -> Target:
+        stated = getattr(targets, metric) if targets else None
+        return resolve_target(metric, stated, base, plan_example(targets))
+
+    result.checks.append(
+        _target_check("cache hit rate", window.cache_hit_rate, target("cache_hit_rate"), where)
+    )
+    result.checks.append(
+        _target_check("routing share", window.cheap_share, target("cheap_share"), where)
+    )
     tracker = queue_budget(config, db, clock=lambda: now)
     tracker.check_alerts(alerter)  # thresholds crossed by work that did not pass `ask`
     budget = tracker.state()
     result.checks.append(_budget_check(budget.used_share, budget.pace_usd, budget.budget_usd))
     queue = queue_status(db, now, hb.stuck_after_h * 3600)
     result.checks.append(_queue_check(queue, hb.max_backlog, hb.stuck_after_h))
-    result.checks.append(_error_check(window.error_rate, window.calls, db, config))
+    result.checks.append(_error_check(window.error_rate, window.calls, base, config))
     found = weekly_regressions(db, config, now)
     raise_regression_alerts(found, alerter, now)
     if found:
@@ -163,6 +182,8 @@ def run_heartbeat(
         "budget": budget.to_dict(),
         "queue": queue,
         "phase": phase.number if phase else None,
+        "baseline": base.describe(),
+        "offline_left_out": offline_left_out(Ledger(db), config, window.start, window.end),
     }
     for c in result.checks:
         if c.status in ("warning", "critical") and c.name != "regressions":
@@ -178,7 +199,7 @@ def run_heartbeat(
 
 
 def _budget_check(used: float, pace: float, budget: float) -> Check:
-    value = f"{used:.0%} used, pace ${pace:,.2f}/${budget:,.2f}"
+    value = f"{used:.0%} used, pace {usd(pace)}/{usd(budget)}"
     if used >= 1.0:
         return Check("budget", "critical", value, f"the monthly budget is spent ({value})")
     if pace > budget:
@@ -202,13 +223,16 @@ def _queue_check(queue: dict[str, Any] | None, max_backlog: int, stuck_h: float)
     return Check("queue", "ok", value, "no backlog, nothing stuck")
 
 
-def _error_check(rate: float | None, calls: int, db: Database, config: Config) -> Check:
+def _error_check(rate: float | None, calls: int, baseline: Baseline, config: Config) -> Check:
     if rate is None:
         return Check("error rate", "skipped", "-", "no requests in the window")
     value = f"{rate:.1%}"
-    base = current_baseline(db, config).metrics.get("error_rate")
+    base = baseline.metrics.get("error_rate")
+    if not baseline.judged:
+        return Check("error rate", "ok", value, "not compared: the only baseline is the plan's "
+                     "example, someone else's system (`tars-opt baseline capture`)")  # fmt: skip
     if calls < config.regression.min_calls or not base:
-        return Check("error rate", "ok", value, f"{calls} calls: too few to judge")
+        return Check("error rate", "ok", value, f"{counted(calls, 'call')}: too few to judge")
     worse = (rate - base) / base
     detail = f"{value} vs baseline {base:.1%}"
     if worse > config.regression.critical:

@@ -78,10 +78,19 @@ def spend_summary(
     )
 
 
-def offline_left_out(ledger: Ledger, config: Config, start: float, end: float) -> int:
-    """How many offline-backend calls in [start, end) the figures leave out: 0 when the
-    config counts them (ledger.include_offline)."""
-    return 0 if config.counts_offline() else ledger.offline_calls(start, end)
+def offline_left_out(
+    ledger: Ledger,
+    config: Config,
+    start: float = 0.0,
+    end: float = float("inf"),
+    *,
+    session: str | None = None,
+) -> int:
+    """How many offline-backend calls in [start, end) (of one session id, if given) the
+    figures leave out: 0 when the config counts them (ledger.include_offline)."""
+    if config.counts_offline():
+        return 0
+    return ledger.offline_calls(start, end, session=session)
 
 
 def days_period(
@@ -385,8 +394,12 @@ def period_metrics(
 
 
 def session_metrics(db: Database, session: str, *, include_offline: bool = True) -> dict[str, Any]:
-    """Calls, cost, baseline and savings of one `ask --session` id, over all time."""
-    return Ledger(db).session_totals(session, include_offline=include_offline)
+    """Calls, cost, baseline and savings of one `ask --session` id, over all time, and how
+    many of its offline-backend calls were left out (`offline_left_out`)."""
+    ledger = Ledger(db)
+    totals = ledger.session_totals(session, include_offline=include_offline)
+    totals["offline_left_out"] = 0 if include_offline else ledger.offline_calls(session=session)
+    return totals
 
 
 def queue_status(db: Database, now: float, stuck_after_s: float) -> dict[str, Any]:

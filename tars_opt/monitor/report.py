@@ -3,7 +3,9 @@
 A report states, for its period: baseline vs target vs actual with pass/fail per metric,
 savings by strategy, cost per day against the budget, model mix, cache and routing quality
 signals, alerts raised and the measured A/B holdout comparison. Every number comes from the
-ledger; estimated figures are labelled as such.
+ledger; estimated figures are labelled as such, and the offline backend's placeholder calls
+are counted as the config says and the report says how many were left out. Targets of the
+plan's example are judged only as the same change on the user's own baseline.
 """
 
 from __future__ import annotations
@@ -15,12 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.alerts import alerts_between
+from tars_opt.accounting.ledger import Ledger
 from tars_opt.accounting.money import usd
 from tars_opt.config.schema import Config, PhaseTargets
 from tars_opt.errors import ReportError
 from tars_opt.monitor import charts
-from tars_opt.monitor.baseline import METRICS, Baseline, report_baseline, resolve_phases
-from tars_opt.monitor.metrics import PeriodMetrics, date_range, last_full_iso_week, measure
+from tars_opt.monitor.baseline import (
+    METRICS,
+    PLAN_BASELINE,
+    Baseline,
+    baseline_in_use,
+    plan_example,
+    resolve_phases,
+    resolve_target,
+)
+from tars_opt.monitor.metrics import (
+    PeriodMetrics,
+    date_range,
+    last_full_iso_week,
+    measure,
+    offline_left_out,
+)
+from tars_opt.plural import counted
 from tars_opt.store.database import Database
 from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
@@ -37,6 +55,7 @@ class ReportSpec:
     filename: str
     targets: PhaseTargets | None = None
     why: str | None = None  # why the period has these dates (phases)
+    example: bool = False  # the targets are the plan's example (see baseline.plan_example)
 
 
 @dataclass
@@ -46,16 +65,25 @@ class ReportResult:
     passed: int = 0
     judged: int = 0  # targets with a PASS or FAIL
     no_data: int = 0  # targets not judged: the metric had no data in the period
+    # Plan-example targets not judged: no baseline of the user's to place them on.
+    no_baseline: int = 0
     baseline: Baseline | None = None  # the one baseline the tables and both charts use
+    offline_left_out: int = 0  # offline-backend calls in the period the figures leave out
 
     @property
     def targets(self) -> int:
         return self.judged + self.no_data
 
     def targets_line(self) -> str:
-        """`4 of 6` or `0 of 3 (3 without data)`."""
+        """`4 of 6`, `0 of 3 (3 without data)`, or `1 of 1; 5 plan-example targets not
+        judged: no baseline of yours`."""
         line = f"{self.passed} of {self.targets}"
-        return f"{line} ({self.no_data} without data)" if self.no_data else line
+        if self.no_data:
+            line += f" ({self.no_data} without data)"
+        if self.no_baseline:
+            targets = counted(self.no_baseline, "plan-example target")
+            line += f"; {targets} not judged: no baseline of yours"
+        return line
 
 
 def phase_spec(db: Database, config: Config, number: int) -> ReportSpec:
@@ -72,7 +100,7 @@ def phase_spec(db: Database, config: Config, number: int) -> ReportSpec:
     why = f"phase {number} is {p.why}"
     return ReportSpec(
         "phase", f"Phase {number} benchmark: {p.name}", p.first, p.last,
-        f"PHASE_{number}_BENCHMARK.md", p.targets, why,
+        f"PHASE_{number}_BENCHMARK.md", p.targets, why, plan_example(p.targets),
     )  # fmt: skip
 
 
@@ -92,7 +120,7 @@ def final_spec(db: Database, config: Config) -> ReportSpec:
         raise ReportError(f"--final has no dates yet: {last.why}")
     why = f"phase 1 is {first.why}; phase {last.number} is {last.why}"
     return ReportSpec("final", "Final benchmark", first.first, last.last, "FINAL_BENCHMARK.md",
-                      last.targets, why)  # fmt: skip
+                      last.targets, why, plan_example(last.targets))  # fmt: skip
 
 
 def range_spec(first: date, last: date) -> ReportSpec:
@@ -135,6 +163,15 @@ def judge(name: str, actual: float | None, target: float | None) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _target_cell(kind: str, value: float | None, stated: float | None, note: str) -> str:
+    if stated is None:
+        return "—"
+    if not note:
+        return fmt(kind, value)
+    shown = value if value is not None else stated
+    return f"{fmt(kind, shown)} ({note})"
+
+
 def _n_days(n: float) -> str:
     if n == 1:
         return "1 day"
@@ -169,8 +206,10 @@ def write_report(
     *,
     now: float,
     out: Path | None = None,
+    config_label: str | None = None,
 ) -> ReportResult:
-    """Measure the period, write the Markdown and its charts; return where they went."""
+    """Measure the period, write the Markdown and its charts; return where they went.
+    `config_label` names the config file read (the report says so)."""
     start, end = date_range(spec.first, spec.last)
     if start > now:
         raise ReportError(f"{spec.title} starts {spec.first}: nothing to report yet")
@@ -180,9 +219,10 @@ def write_report(
         end = now
         last_day = datetime.fromtimestamp(now, UTC).date()
     m = measure(db, config, start, end)
-    # One baseline for the whole report: its tables and both charts.
-    base = report_baseline(db, config, m)
-    baseline_daily = base.metrics.get("daily_cost_usd")
+    # One baseline for the whole report: its tables and both charts. The charts draw only
+    # what the tables judge against: never the plan's example figures (someone else's $8.50).
+    base = baseline_in_use(db, config, m)
+    baseline_daily = base.metrics.get("daily_cost_usd") if base.judged else None
     path = out if out is not None else Path(config.reports.dir) / spec.filename
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,14 +236,17 @@ def write_report(
     )  # fmt: skip
     month_days = calendar.monthrange(spec.first.year, spec.first.month)[1]
     daily_budget = config.budget.monthly_usd / month_days
-    target_daily = spec.targets.daily_cost_usd if spec.targets else None
+    stated = spec.targets.daily_cost_usd if spec.targets else None
+    target_daily = resolve_target("daily_cost_usd", stated, base, spec.example).value
     cost_png = charts.cost_vs_budget_chart(
         days, daily_budget, Path(f"{stem}_cost.png"), f"{spec.title}: cost per day vs budget",
         baseline_daily=baseline_daily, target_daily=target_daily,
     )  # fmt: skip
     result = ReportResult(path, [savings_png, cost_png], baseline=base)
+    result.offline_left_out = offline_left_out(Ledger(db), config, start, end)
     alerts = alerts_between(db, start, end)
-    lines = _render(spec, m, base, days, daily_budget, alerts, result, now, in_progress, config)
+    lines = _render(spec, m, base, days, daily_budget, alerts, result, now, in_progress, config,
+                    config_label)  # fmt: skip
     atomic_write_text(path, "\n".join(lines) + "\n")
     return result
 
@@ -219,18 +262,30 @@ def _render(
     now: float,
     in_progress: bool,
     config: Config,
+    config_label: str | None = None,
 ) -> list[str]:
     generated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M UTC")
     through = f" (in progress: through {generated})" if in_progress else ""
     s = m.summary()
     L: list[str] = [f"# {spec.title}", ""]
     why = f": {spec.why}" if spec.why else ""
+    read = f" (config: {config_label})" if config_label else ""
     L.append(f"Period: {spec.first} to {spec.last} (UTC, inclusive){through}{why}. "
-             f"Generated {generated} from the tars-opt ledger.")  # fmt: skip
+             f"Generated {generated} from the tars-opt ledger{read}.")  # fmt: skip
     L.append("")
     L.append(f"Baseline: {base.describe()}.")
     L.append("")
-    if m.calls == 0:
+    offline = result.offline_left_out
+    calls = counted(offline, "offline-backend call")
+    if offline:
+        L += [
+            f"Not counted: {calls} (placeholder answers, no money spent; `--include-offline` "
+            "or `ledger.include_offline: true` counts them).",
+            "",
+        ]
+    if m.calls == 0 and offline:
+        L += [f"**This period has only {calls}, left out: no target can be judged.**", ""]
+    elif m.calls == 0:
         L += ["**No calls were recorded in this period: no target can be judged.**", ""]
     if not m.data_days:
         L.append("Per-day figures need days with calls: none had any.")
@@ -242,10 +297,13 @@ def _render(
                  "period).")  # fmt: skip
     L += ["", "## Summary", ""]
     bd = base.metrics.get("daily_cost_usd")
+    # The plan's example figures are shown, never compared with.
+    vs_bd = _change(s["daily_cost_usd"], bd) if base.judged else "not compared"
+    example = "" if base.judged else " plan example"
     rows = [
         ["Requests answered", f"{m.answered:,} ({m.errors:,} failed)"],
-        ["Cost per day with calls", f"{fmt('usd', s['daily_cost_usd'])} (baseline "
-                                    f"{fmt('usd', bd)}, {_change(s['daily_cost_usd'], bd)})"],
+        ["Cost per day with calls", f"{fmt('usd', s['daily_cost_usd'])} (baseline{example} "
+                                    f"{fmt('usd', bd)}, {vs_bd})"],
         ["Saved (estimated per call, ledger attribution)",
          f"{fmt('usd', m.saved)} = {fmt('share', m.saved_share)} of what the same calls "
          f"would have cost as sent ({fmt('usd', m.baseline_cost)})"],
@@ -264,23 +322,42 @@ def _render(
     L += ["", "## Baseline vs target vs actual", ""]
     trows = []
     for name, info in METRICS.items():
-        target = getattr(spec.targets, name) if spec.targets else None
-        verdict = judge(name, s[name], target)
+        stated = getattr(spec.targets, name) if spec.targets else None
+        target = resolve_target(name, stated, base, spec.example)
+        if stated is not None and s[name] is not None and target.value is None:
+            verdict = "no baseline"
+            result.no_baseline += 1
+        else:
+            verdict = judge(name, s[name], stated if target.value is None else target.value)
         if verdict in ("PASS", "FAIL"):
             result.judged += 1
             result.passed += verdict == "PASS"
         elif verdict == "no data":
             result.no_data += 1
         b = base.metrics.get(name)
-        trows.append([info.label, fmt(info.kind, b), fmt(info.kind, target),
-                      fmt(info.kind, s[name]), _change(s[name], b), f"**{verdict}**"
-                      if verdict in ("PASS", "FAIL") else verdict])  # fmt: skip
+        b_cell = fmt(info.kind, b) + (" (plan example)" if b is not None and not base.judged
+                                      else "")  # fmt: skip
+        trows.append([info.label, b_cell,
+                      _target_cell(info.kind, target.value, stated, target.note),
+                      fmt(info.kind, s[name]), _change(s[name], b) if base.judged else "—",
+                      f"**{verdict}**" if verdict in ("PASS", "FAIL") else verdict])  # fmt: skip
     L += markdown_table(["metric", "baseline", "target", "actual", "vs baseline", "result"], trows)
     if spec.targets:
         unjudged = " A metric without data in the period is not judged." if result.no_data else ""
         L += ["", f"Targets met: **{result.targets_line()}**.{unjudged}"]
     else:
         L += ["", "No targets for this period: actuals against the baseline only."]
+    if spec.targets and spec.example:
+        L += [
+            "",
+            "These targets are the plan's example: its own system's figures (from "
+            f"{fmt('usd', PLAN_BASELINE['daily_cost_usd'])}/day, "
+            f"{fmt('count', PLAN_BASELINE['calls_per_day'])}"
+            " calls/day), not yours. Each is judged as the same change on a baseline of "
+            "yours (relative for amounts and times, in points for shares) and shows `no "
+            "baseline` without one: capture yours with `tars-opt baseline capture --from DAY "
+            "--to DAY`, or state your own `targets:` under `phases:` in the config.",
+        ]
     L += [
         "",
         "API calls and tokens count calls a model answered (api and batch); cache hits "
@@ -317,8 +394,8 @@ def _render(
     # Cost per day vs budget
     L += ["", "## Cost per day vs budget", ""]
     L.append(
-        f"Budget ${config.budget.monthly_usd:,.2f}/month = {fmt('usd', daily_budget)}/day; "
-        f"{sum(d['cost'] > daily_budget for d in days)} of {len(days)} days over it."
+        f"Budget {usd(config.budget.monthly_usd)}/month = {fmt('usd', daily_budget)}/day; "
+        f"{sum(d['cost'] > daily_budget for d in days)} of {counted(len(days), 'day')} over it."
     )
     L += [""]
     drows = [[d["day"], f"{d['calls']:,}", fmt("usd", d["cost"]), fmt("usd", d["baseline_cost"]),

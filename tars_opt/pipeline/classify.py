@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tars_opt.routing import routing_text
+from tars_opt.tokens import read_ends
 from tars_opt.types import QueryType
 
 _CODE = re.compile(
@@ -36,8 +36,8 @@ _FACT = re.compile(
 
 def guess_query_type(prompt: str) -> QueryType:
     """The most likely query type of `prompt` (read as routing reads it: head and tail of
-    a very long prompt, see tars_opt.routing.routing_text)."""
-    prompt = routing_text(prompt)
+    a very long prompt, see tars_opt.tokens.read_ends)."""
+    prompt = read_ends(prompt)
     if _CODE.search(prompt):
         return "code"
     if _TEMPLATE.search(prompt):

@@ -396,14 +396,10 @@ class Optimizer:
                 reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
         state = self.budget.state()
         self.budget.check_alerts(self.alerter, state)
-        if state.policy == "warn" and state.over:
-            # Alerts go out once a month; an answered call past the budget says so each time.
-            warning = (
-                f"tars-opt monthly budget spent: {state.used_share:.0%} of "
-                f"${state.budget_usd:.2f} used this month; budget.policy is warn, so this was "
-                "answered anyway (raise budget.monthly_usd, or set budget.policy to defer or "
-                "block)"
-            )
+        if state.over:
+            # Alerts go out once a month; a call sent past the budget says so each time,
+            # whichever policy let it through.
+            warning = state.over_warning(_why_sent(state.policy, prepared))
             reply.decisions.append(Decision("budget", "over", warning, {"warning": warning}))
         return reply
 
@@ -479,6 +475,24 @@ class Optimizer:
                     "stage work before sending failed",
                     extra={"stage": getattr(stage, "name", "?"), "error": str(exc)},
                 )
+
+
+def _why_sent(policy: str, prepared: Prepared) -> str:
+    """Why a call went out although the budget is spent, for BudgetState.over_warning."""
+    if policy == "warn":
+        return "so this was answered anyway"
+    if policy == "block":
+        if prepared.request.urgent:
+            return "but --urgent sends a call anyway"
+        return "and this call still fitted in what was left"
+    decision = next((d for d in prepared.decisions if d.stage == "defer"), None)
+    if decision is None:
+        return "but this call was answered now"
+    under = decision.data.get("budget_under")
+    if under is not None:
+        # Sent while under the threshold: it is this call that took the budget over.
+        return f"and this call, sent while under {under:.0%}, took it over"
+    return f"but this call was answered now ({decision.reason})"
 
 
 def default_stages(

@@ -18,8 +18,9 @@ from typing import Any
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
 from tars_opt.errors import LearnedUnavailable
-from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_TAIL_CHARS, Router, RouteScore, routing_text
+from tars_opt.routing import Router, RouteScore
 from tars_opt.routing.heuristic import HeuristicRouter
+from tars_opt.tokens import READ_HEAD_CHARS, READ_TAIL_CHARS, read_ends
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
 
 log = logging.getLogger("tars_opt.route")
@@ -115,7 +116,7 @@ class RouteStage:
         return chosen, used
 
     def apply(self, request: Request) -> tuple[Request, Decision | None]:
-        read = routing_text(request.prompt)
+        read = read_ends(request.prompt)
         seen = request
         if read is not request.prompt:
             capped = {"role": "user", "content": read}
@@ -147,7 +148,7 @@ class RouteStage:
                 why += f"; threshold from {self._threshold_source}"
             if seen is not request:
                 why += (
-                    f"; scored on the first {ROUTE_HEAD_CHARS:,} and last {ROUTE_TAIL_CHARS:,} "
+                    f"; scored on the first {READ_HEAD_CHARS:,} and last {READ_TAIL_CHARS:,} "
                     f"of {len(request.prompt):,} characters"
                 )
         minimum = self.routing.tools_min_tier

@@ -27,6 +27,7 @@ from tars_opt.config.schema import Config
 from tars_opt.defer.queue import Queue
 from tars_opt.errors import BudgetExceeded
 from tars_opt.pipeline.optimizer import Optimizer
+from tars_opt.plural import counted
 from tars_opt.sim.measure import Outcome, hit_origin, measure_run
 from tars_opt.sim.workload import Call, Workload
 from tars_opt.store import connect
@@ -279,7 +280,9 @@ def _run(
     drain.finish()
     notes = []
     if unsupported:
-        notes.append(f"{unsupported} calls asked to defer, but this build has no defer stage")
+        notes.append(
+            f"{counted(unsupported, 'call')} asked to defer, but this build has no defer stage"
+        )
     result = measure_run(db, cfg, by_id, queued, served_by, first_row)
     result.update(
         workload=workload.name, config=config_name, calls=total, refused=refused,

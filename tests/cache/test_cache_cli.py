@@ -64,24 +64,29 @@ def test_list_show_stats(runner: CliRunner) -> None:
     assert shown["entry"]["prompt"] == "What is the capital of France?"
     assert len(shown["served"]) == 1 and shown["served"][0]["cache_match"] == "exact"
     assert "answers served from this entry" in run(runner, "cache", "show", str(fact_id))
+    # The calls were the offline backend's: the ledger's figures count them only if asked.
     stats = json.loads(run(runner, "cache", "stats", "--json"))
+    assert stats["entries"] == 3 and stats["answered"] == 0 and stats["offline_left_out"] == 4
+    stats = json.loads(run(runner, "cache", "stats", "--json", "--include-offline"))
     assert stats["entries"] == 3 and stats["hits"] == 1 and stats["answered"] == 4
     assert stats["hit_rate"] == pytest.approx(0.25) and stats["saved_usd"] > 0
-    assert stats["top"][0]["id"] == fact_id
-    assert "hits by query type" in run(runner, "cache", "stats")
+    assert stats["top"][0]["id"] == fact_id and stats["offline_left_out"] == 0
+    out = run(runner, "cache", "stats")
+    assert "hits by query type" in out
+    assert "config: shipped defaults | not counted: 4 offline-backend calls in the last 30" in out
 
 
 def test_forget_and_clear(runner: CliRunner) -> None:
     fill(runner)
     rows = json.loads(run(runner, "cache", "list", "--json"))
     assert "forgot entry" in run(runner, "cache", "forget", str(rows[0]["id"]))
-    assert "forgot 1 entries" in run(runner, "cache", "forget", "--match", "LANDLORD")
+    assert "forgot 1 entry matching" in run(runner, "cache", "forget", "--match", "LANDLORD")
     assert "forgot 0 entries" in run(runner, "cache", "forget", "--match", "100%_")
-    assert "forgot 1 fact entries" in run(runner, "cache", "clear", "--type", "fact", "--yes")
+    assert "forgot 1 fact entry" in run(runner, "cache", "clear", "--type", "fact", "--yes")
     assert json.loads(run(runner, "cache", "list", "--json")) == []
     # Forgotten: the same prompt goes to the API again.
     assert ask(runner, "What is the capital of France?", "--type", "fact")["source"] == "api"
-    assert "forgot 1 entries" in run(runner, "cache", "clear", "--yes")
+    assert "forgot 1 entry" in run(runner, "cache", "clear", "--yes")
 
 
 @pytest.mark.parametrize(

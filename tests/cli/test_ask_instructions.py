@@ -5,6 +5,7 @@ never overrides --defer, --model or the cache flags and says so when it acts; --
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_defer_policy_queues_and_says_when_the_answer_comes(tmp_path: Path, runn
     spent(config, 1.05)
     out = ask(runner, config, PROMPT).stdout
     assert out.startswith("queued as t_")
-    assert "budget: 105% of $1 used this month and budget.policy is defer" in out
+    assert "budget: 105% of $1.00 used this month and budget.policy is defer" in out
     assert "the 00:00-06:00 UTC window opens" in out
     assert "answer expected by" in out and "(in " in out
     assert queued(config) == 1
@@ -185,3 +186,121 @@ def test_explicit_instructions_keep_a_call_out_of_the_holdout(
 def test_the_holdout_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TARS_OPT_HOLDOUT")
     assert open_app().config.experiment.holdout == 0
+
+
+# ---- nothing past the budget, no fallback and no queued answer goes unsaid -----------------
+def over_line(result) -> str:
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: tars-opt month")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("flag", "why"),
+    [
+        ("--no-defer", "(--no-defer: never deferred)"),
+        ("--urgent", "(urgent: never deferred)"),
+        ("--stream", "(streamed: the caller is waiting for the text)"),
+    ],
+)
+def test_defer_over_budget_says_so_when_the_caller_has_it_answered_now(
+    tmp_path: Path, runner, flag: str, why: str
+) -> None:
+    config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1.0, "policy": "defer"})
+    spent(config, 1.05)
+    result = ask(runner, config, flag, PROMPT)
+    assert PROMPT in result.stdout and queued(config) == 0
+    assert over_line(result) == (
+        "warning: tars-opt monthly budget spent: 105% of $1.00 used this month; budget.policy "
+        f"is defer, but this call was answered now {why} (raise budget.monthly_usd)"
+    )
+
+
+def test_block_over_budget_says_so_when_urgent_goes_through(tmp_path: Path, runner) -> None:
+    config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1.0, "policy": "block"})
+    spent(config, 1.05)
+    result = ask(runner, config, "--urgent", PROMPT)
+    assert PROMPT in result.stdout
+    assert "budget.policy is block, but --urgent sends a call anyway" in over_line(result)
+    data = json.loads(ask(runner, config, "--urgent", "--json", "And 18 times 3?").stdout)
+    assert [d["action"] for d in data["decisions"] if d["stage"] == "budget"] == ["over"]
+
+
+def test_a_max_wait_shorter_than_the_batch_is_answered_now_and_says_so(
+    tmp_path: Path, runner
+) -> None:
+    config = write_config(tmp_path / "c.yaml")
+    result = ask(runner, config, "--defer", "--max-wait", "10m", "-v", PROMPT)
+    assert PROMPT in result.stdout and queued(config) == 0
+    notice = re.compile(
+        r"not deferred: the max wait 10m ends before the batch would be back "
+        r"\(~\d{4}-\d\d-\d\dT\d\d:\d\dZ\); answered now at the full price "
+        r"\(defer.deadline_fallback: sync\)"
+    )
+    said = [x for x in result.stderr.splitlines() if not x.startswith("{")]
+    assert notice.fullmatch(said[0]), said
+    # The log says it too (for a gateway or a script that reads no stderr).
+    logged = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    assert any(notice.fullmatch(r["msg"]) and r["request_id"] for r in logged), logged
+
+
+def test_queued_past_its_max_wait_says_so(tmp_path: Path, runner) -> None:
+    config = write_config(tmp_path / "c.yaml", defer={"deadline_fallback": "queue"})
+    result = ask(runner, config, "--defer", "--max-wait", "10m", PROMPT)
+    assert result.stdout.startswith("queued as t_") and queued(config) == 1
+    assert re.fullmatch(
+        r"queued past its max wait: the answer is expected ~\d{4}-\d\d-\d\dT\d\d:\d\dZ, "
+        r"after the 10m asked for \(defer.deadline_fallback: queue\)",
+        result.stderr.strip(),
+    ), result.stderr
+
+
+def test_defer_policy_says_when_the_call_itself_spent_the_budget(tmp_path: Path, runner) -> None:
+    # 99.99% spent: this call is sent (under the threshold) and it is what passes 100%.
+    config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1.0, "policy": "defer"})
+    spent(config, 0.9999)
+    result = ask(runner, config, PROMPT)
+    assert PROMPT in result.stdout and queued(config) == 0
+    assert over_line(result).startswith("warning: tars-opt monthly budget spent: 100% of $1.00 ")
+    assert "budget.policy is defer, and this call, sent while under 100%, took it over" in (
+        over_line(result)
+    )
+    # The next one is queued, and says when its answer comes.
+    assert "answer expected by" in ask(runner, config, "And 18 times 3?").stdout
+
+
+def test_defer_all_in_budget_json_follows_the_threshold(tmp_path: Path, runner) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        budget={"monthly_usd": 1.0, "policy": "defer"},
+        defer={"budget_threshold": 0.8},
+    )
+    spent(config, 0.85)
+    state = json.loads(runner.invoke(app, ["budget", "-c", str(config), "--json"]).stdout)
+    assert state["defer_all"] is True and state["defer_threshold"] == 0.8
+    shown = runner.invoke(app, ["budget", "-c", str(config)]).stdout
+    assert "; policy: defer from 80%: deferring now" in shown
+    assert ask(runner, config, PROMPT).stdout.startswith("queued as t_")  # the same rule
+    assert queued(config) == 1
+    config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 1.0, "policy": "defer"})
+    state = json.loads(runner.invoke(app, ["budget", "-c", str(config), "--json"]).stdout)
+    assert state["defer_all"] is False  # 85% under the default threshold of 100%
+    shown = runner.invoke(app, ["budget", "-c", str(config)]).stdout
+    assert "; policy: defer from 100%\n" in shown
+
+
+def test_a_tiny_trial_budget_shows_its_real_amounts(tmp_path: Path, runner) -> None:
+    config = write_config(tmp_path / "c.yaml", budget={"monthly_usd": 0.0001, "policy": "block"})
+    spent(config, 0.0003)
+    refused = ask(runner, config, PROMPT, code=3)
+    line = refused.stderr.strip()
+    # Money as accounting.money.usd writes it everywhere: a small amount keeps its digits.
+    assert line.startswith("refused: tars-opt monthly budget reached: $0.00030 spent + $0.0000 in")
+    assert "budget.monthly_usd is $0.00010 (budget.policy block)" in line
+    assert "$0.00 " not in line
+    urgent = ask(runner, config, "--urgent", PROMPT)
+    # The alerts and the per-call warning: the urgent call's own cost is in them too.
+    alert = next(x for x in urgent.stderr.splitlines() if x.startswith("tars-opt WARNING"))
+    assert re.fullmatch(r"tars-opt WARNING: \d+% of the \$0\.00010 monthly budget spent "
+                        r"\(\$0\.000\d+\); month-end pace \$0\.0\d+.*", alert), alert  # fmt: skip
+    assert "of $0.00010 used this month" in over_line(urgent)
+    assert "$0.00 " not in urgent.stderr and "$0.00)" not in urgent.stderr

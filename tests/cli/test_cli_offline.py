@@ -227,8 +227,8 @@ def test_db_option_and_db_path(runner: CliRunner, tmp_path: Path, home: Path) ->
     target.parent.mkdir()  # a --db folder must exist; only the default data dir is made
     ask_json(runner, "--db", str(target), "hi there")
     assert target.exists()
-    assert runner.invoke(app, ["db", "path", "--db", str(target)]).output.strip() == str(target)
-    assert runner.invoke(app, ["db", "path"]).output.strip() == str(home / "tars-opt.db")
+    assert runner.invoke(app, ["db", "path", "--db", str(target)]).stdout.strip() == str(target)
+    assert runner.invoke(app, ["db", "path"]).stdout.strip() == str(home / "tars-opt.db")
     # The data dir and the database are the user's only.
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     ask_json(runner, "hi there")

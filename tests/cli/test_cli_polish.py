@@ -262,3 +262,7 @@ def test_cache_clear_in_a_terminal_asks(runner: CliRunner, home: Path) -> None:
     assert code == 1 and store.count() == 2
     code, out = run_in_terminal(["cache", "clear"], b"y\n", home)
     assert code == 0 and "forgot 2 entries" in out and store.count() == 0
+    fill_cache(runner)
+    invoke(runner, "cache", "forget", "--match", "France")
+    code, out = run_in_terminal(["cache", "clear"], b"y\n", home)
+    assert "forget 1 cached answer? [y/N]" in out and "forgot 1 entry" in out

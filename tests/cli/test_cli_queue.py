@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,6 +132,9 @@ def test_ask_wait_blocks_until_a_drain_answers(runner: CliRunner, home: Path) ->
         proc.wait(30)
     view = json.loads(out[out.index("{") :])
     assert view["state"] == "done" and "Crete" in view["result"]["answer"]
+    # While it waits it says when the answer is expected.
+    assert re.search(r"queued as t_\w+; answer expected by \d{4}-\d\d-\d\dT\d\d:\d\dZ "
+                     r"\(in \w+\); waiting for it", out)  # fmt: skip
 
 
 def test_daemon_registers_its_jobs(home: Path) -> None:
@@ -184,9 +188,38 @@ def test_drain_now_outside_the_window_says_it_submits_anyway(tmp_path: Path, run
     assert "use --now" not in forced.stdout
     said = f"outside the off-peak window {window} UTC: submitting anyway (--now)"
     assert said in forced.stdout
-    assert "claimed 1 tasks" in forced.stdout
+    assert "claimed 1 task:" in forced.stdout
     again = runner.invoke(app, ["drain", "-c", str(config), "--now", "--json"])
     report = json.loads(again.stdout)
     assert report["now"] is True and report["in_window"] is False
     empty = runner.invoke(app, ["drain", "-c", str(config), "--now"])
     assert "submitting anyway (--now); nothing was queued" in empty.stdout
+
+
+def test_queued_hint_points_at_result_wait_which_waits(runner: CliRunner, home: Path) -> None:
+    import threading
+
+    out = run(runner, "ask", *OFFLINE, "--defer", "Summarise the Peloponnesian war")
+    ticket = out.split()[2]
+    assert f"tars-opt result {ticket} --wait" in out and "ask --wait" not in out
+
+    def drain_soon() -> None:
+        time.sleep(0.3)
+        app_ = open_app(backend="offline")
+        from tars_opt.drain.runner import Drainer
+
+        Drainer(app_.config, app_.db).run(now=True)
+
+    worker = threading.Thread(target=drain_soon)
+    worker.start()
+    try:
+        result = runner.invoke(app, ["result", ticket, "--wait", "--json"])
+    finally:
+        worker.join(30)
+    assert result.exit_code == 0, result.output
+    assert f"queued as {ticket}; answer expected by " in result.stderr
+    view = json.loads(result.stdout)
+    assert view["state"] == "done" and "Peloponnesian" in view["result"]["answer"]
+    # Done already: --wait returns at once with the answer and the config it read.
+    again = run(runner, "result", ticket, "--wait")
+    assert "Peloponnesian" in again and again.splitlines()[-1] == "config: shipped defaults"

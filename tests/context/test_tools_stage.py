@@ -268,8 +268,8 @@ class SeenEmbedder:
 
 
 def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
-    from tars_opt.context.relevance import QUERY_HEAD_CHARS, QUERY_TAIL_CHARS, query_text
-    from tests.routing.test_route import pasted_log
+    from benchmarks.texts import pasted_log
+    from tars_opt.tokens import READ_MAX_CHARS, read_ends
 
     tools = tuple(catalog(60))
     log = pasted_log(2_000_000)  # thousands of numbers and ids, each a needle to look for
@@ -277,8 +277,8 @@ def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
     seen = SeenEmbedder()
     s = ToolStage(ToolsConfig(), scorer=Scorer(lambda: seen))
     out, decision = s.apply(Request.from_prompt(prompt, tools=tools))
-    assert max(seen.lengths) <= QUERY_HEAD_CHARS + QUERY_TAIL_CHARS + 2
+    assert max(seen.lengths) <= READ_MAX_CHARS
     # The same choice as for the part it reads; a tool named at the start is kept.
-    capped, same = s.apply(Request.from_prompt(query_text(prompt), tools=tools))
+    capped, same = s.apply(Request.from_prompt(read_ends(prompt), tools=tools))
     assert out.tools == capped.tools and decision.data["named"] == same.data["named"]
     assert "github_update_issue" in decision.data["named"]

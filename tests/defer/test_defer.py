@@ -105,7 +105,7 @@ def test_a_defer_budget_queues_deferrable_work_once_spent(home: Path) -> None:
     _spend(app, clock, 40.0)  # 105%
     reply = opt.ask(Request.from_prompt("two"))
     assert reply.source == "queued"
-    assert "budget: 105% of $200 used this month" in defer_decision(reply).reason
+    assert "budget: 105% of $200.00 used this month" in defer_decision(reply).reason
     for never in ({"urgent": True}, {"priority": "high"}, {"defer": False}):
         assert opt.ask(Request.from_prompt("three", **never)).source == "api", never
 

@@ -295,5 +295,10 @@ def test_a_spent_blocking_budget_submits_nothing(home: Path) -> None:
     blocked = open_app(backend="offline", overrides={"budget.policy": "block"})
     report = drainer(blocked, backend, clock).run()
     assert report.claimed == 0 and backend.submits == 0
-    assert "budget.policy is block" in report.submit_errors[0]
+    assert report.submit_errors[0].startswith("budget spent (125% of $200.00) and budget.policy")
     assert set(states(app).values()) == {"queued"}
+    # Money as every budget message writes it: a small trial budget keeps its digits.
+    tiny = open_app(backend="offline", overrides={"budget.policy": "block",
+                                                  "budget.monthly_usd": 0.0001})  # fmt: skip
+    report = drainer(tiny, backend, clock).run()
+    assert "of $0.00010) and budget.policy is block" in report.submit_errors[0]

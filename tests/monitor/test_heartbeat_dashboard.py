@@ -271,7 +271,8 @@ def test_baseline_list_and_reset(runner) -> None:
     unknown = runner.invoke(app, ["baseline", "reset", "7"])
     assert unknown.exit_code == 2 and "no captured baseline #7 (captured: #1)" in unknown.output
     named = json.loads(runner.invoke(app, ["baseline", "reset", "1", "--json"]).output)
-    assert named["removed"]["id"] == 1 and named["active"]["kind"] == "config"
+    assert named["removed"]["id"] == 1 and named["active"]["kind"] == "plan"
+    assert named["active"]["judged"] is False
     shown = json.loads(runner.invoke(app, ["baseline", "show", "--json"]).output)
     assert shown["source"].startswith("plan:") and shown["metrics"]["daily_cost_usd"] == 8.5
 

@@ -22,7 +22,7 @@ from tars_opt.monitor.baseline import capture_baseline
 from tars_opt.monitor.charts import usd_ticks
 from tars_opt.monitor.heartbeat import active_phase
 from tars_opt.monitor.metrics import last_full_iso_week
-from tars_opt.monitor.report import final_spec, judge, phase_spec, write_report
+from tars_opt.monitor.report import final_spec, judge, phase_spec, range_spec, write_report
 from tests.handmade import add_call, phase_week, ts
 
 
@@ -57,7 +57,9 @@ def test_phase_report_matches_the_snapshot_and_has_its_charts(ledger, tmp_path: 
     if os.environ.get("UPDATE_SNAPSHOTS"):
         SNAPSHOT.write_text(text)
     assert text == SNAPSHOT.read_text()
-    assert (result.passed, result.judged) == (4, 6)
+    # The shipped phases' targets are the plan's example: without a baseline of the user's
+    # only daily cost is judged (on the ledger's own baseline column), the rest is not.
+    assert (result.passed, result.judged, result.no_baseline) == (1, 1, 5)
     for chart in result.charts:
         assert chart.parent == out.parent and chart.read_bytes().startswith(PNG)
         assert f"]({chart.name})" in text
@@ -98,7 +100,9 @@ def test_judge_uses_each_metric_direction() -> None:
 def test_cli_report_phase_writes_into_reports_dir(ledger, runner: CliRunner) -> None:
     result = runner.invoke(app, ["report", "--phase", "2"])
     assert result.exit_code == 0, result.output
-    assert "wrote reports/PHASE_2_BENCHMARK.md (targets met: 4 of 6)" in result.output
+    assert ("wrote reports/PHASE_2_BENCHMARK.md (targets met: 1 of 1; 5 plan-example targets "
+            "not judged: no baseline of yours)") in result.output  # fmt: skip
+    assert result.output.splitlines()[-1] == f"config: {Path.cwd() / 'performance-config.yaml'}"
     assert Path("reports/PHASE_2_BENCHMARK_savings.png").read_bytes().startswith(PNG)
     assert Path("reports/PHASE_2_BENCHMARK_cost.png").is_file()
 
@@ -156,9 +160,9 @@ def test_report_on_a_period_without_calls_judges_nothing(ledger, runner: CliRunn
     assert "PASS" not in text and "FAIL" not in text
     assert text.count("| no data |") == 6
     assert "Targets met: **0 of 6 (6 without data)**." in text
-    assert "| Cost per day with calls | — (baseline $8.50, —) |" in text
-    assert "Baseline: the configured `baseline:` figures (plan: measured" in text
-    assert "not measured from this ledger" in text
+    assert "| Cost per day with calls | — (baseline plan example $8.50, not compared) |" in text
+    assert "Baseline: the plan's example figures (plan: measured" in text
+    assert "someone else's system, shown for reference and not judged against" in text
 
 
 def test_phases_count_from_the_first_call_in_the_ledger(home: Path, runner: CliRunner) -> None:
@@ -240,6 +244,7 @@ def test_one_baseline_for_the_tables_and_both_charts(
     def spy(name: str, real):
         def wrapper(*args, **kw):
             drawn[name] = kw.get("baseline_daily")
+            drawn[f"{name} target"] = kw.get("target_daily")
             return real(*args, **kw)
 
         return wrapper
@@ -254,8 +259,19 @@ def test_one_baseline_for_the_tables_and_both_charts(
     assert drawn["savings"] == drawn["cost"] == pytest.approx(0.1648, abs=5e-5)
     text = out.read_text()
     assert "Baseline: the ledger's baseline column for this period" in text
-    assert "| Daily cost | $0.1648 | $5.73 | $0.0644 |" in text
-    assert "$8.50" not in text
+    # The plan's $5.73 target is its -33% from $8.50, placed on this ledger's baseline.
+    assert "| Daily cost | $0.1648 | $0.1111 (plan example: -33% on your baseline) | $0.0644 |" in (
+        text
+    )
+    assert "| $8.50" not in text and "$8.50)" not in text
+    assert drawn["cost target"] == pytest.approx(0.1111, abs=5e-5)  # the table's target
+    # A period without calls: the plan's example figures are labelled in the table and
+    # drawn in neither chart (its $8.50 line would dwarf a small agent's bars).
+    empty = write_report(ledger.db, ledger.config, range_spec(date(2026, 1, 5), date(2026, 1, 5)),
+                         now=ts("2026-03-01T00:00"), out=tmp_path / "e.md")  # fmt: skip
+    assert empty.baseline is not None and empty.baseline.kind == "plan"
+    assert drawn["savings"] is drawn["cost"] is None
+    assert "| Daily cost | $8.50 (plan example) |" in (tmp_path / "e.md").read_text()
     # A captured baseline replaces it everywhere.
     capture_baseline(ledger.db, ledger.config, date(2026, 2, 17), date(2026, 2, 19),
                      ts("2026-03-01T00:00"), force=True)  # fmt: skip
@@ -264,7 +280,9 @@ def test_one_baseline_for_the_tables_and_both_charts(
     assert drawn["savings"] == drawn["cost"] == daily == pytest.approx(0.2022 / 3)
     text = out.read_text()
     assert "Baseline: captured baseline #1, ledger 2026-02-17..2026-02-19 (120 calls)" in text
-    assert "| Daily cost | $0.0674 | $5.73 | $0.0644 |" in text
+    assert "| Daily cost | $0.0674 | $0.0454 (plan example: -33% on your baseline) | $0.0644 |" in (
+        text
+    )
 
 
 def test_chart_axis_labels_show_small_amounts() -> None:

@@ -35,8 +35,9 @@ def test_the_key_is_nowhere_and_files_are_private(
     run(runner, ["ask", "--defer", "--json", "Summarise the history of Rome"], outputs)
     run(runner, ["drain", "--now", "--wait", "-v"], outputs)
     run(runner, ["report", "--week", "--out", str(tmp_path / "r" / "week.md")], outputs)
-    # Phase 1 starts with these first calls: its 18% cache-hit target is missed (exit 1).
-    run(runner, ["heartbeat", "--json"], outputs, code=1)
+    # Phase 1 starts with these first calls; its 18% cache-hit target is the plan's example,
+    # not judged without a baseline of the user's (exit 0).
+    run(runner, ["heartbeat", "--json"], outputs, code=0)
     run(runner, ["log", "-n", "20", "--json"], outputs)
     run(runner, ["costs"], outputs)
     run(runner, ["config", "show", "--json"], outputs)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from benchmarks.texts import pasted_log
 from tars_opt import Request, open_app
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
@@ -463,22 +464,6 @@ def test_an_escalated_answer_is_not_handed_to_the_cache(tmp_path: Path) -> None:
 # --- what routing reads of a very long prompt ------------------------------------------------
 
 
-def pasted_log(chars: int) -> str:
-    """A question, a pasted log of about `chars` characters, and what to do with it."""
-    head = "Why does alpha-7 crash every night? Here is the log of the last run:\n\n"
-    tail = "\n\nExplain the root cause step by step and how to fix it."
-    lines = []
-    n, i = len(head) + len(tail), 0
-    while n < chars:
-        line = (
-            f"2026-03-{i % 28 + 1:02d}T{i % 24:02d}:{i % 60:02d}:07Z WARN alpha-{i % 12 + 1} "
-            f"GET /api/v2/orders/{i} 200 {i % 997}ms; thread pool queue depth {i % 50}"
-        )
-        lines.append(line)
-        n, i = n + len(line) + 1, i + 1
-    return head + "\n".join(lines) + tail
-
-
 class Seen:
     """A router that remembers the prompts it was asked to score."""
 
@@ -495,19 +480,19 @@ class Seen:
 @pytest.mark.parametrize("router", ["heuristic", "learned"])
 def test_a_huge_prompt_is_routed_on_its_head_and_tail(tmp_path: Path, router: str) -> None:
     from tars_opt.pipeline.classify import guess_query_type
-    from tars_opt.routing import ROUTE_HEAD_CHARS, ROUTE_MAX_CHARS, ROUTE_TAIL_CHARS, routing_text
+    from tars_opt.tokens import READ_HEAD_CHARS, READ_MAX_CHARS, READ_TAIL_CHARS, read_ends
 
     prompt = pasted_log(2_000_000)
-    capped = routing_text(prompt)
-    assert len(capped) == ROUTE_MAX_CHARS and routing_text(capped) is capped
-    assert capped.startswith(prompt[:ROUTE_HEAD_CHARS]) and capped.endswith(prompt[-100:])
+    capped = read_ends(prompt)
+    assert len(capped) == READ_MAX_CHARS and read_ends(capped) is capped
+    assert capped.startswith(prompt[:READ_HEAD_CHARS]) and capped.endswith(prompt[-100:])
     config = open_app(write_config(tmp_path, "", router=router)).config
     stage = RouteStage(config)
     huge_req, huge = stage.apply(Request.from_prompt(prompt))
     capped_req, short = stage.apply(Request.from_prompt(capped))
     assert (huge_req.tier, huge.data["score"]) == (capped_req.tier, short.data["score"])
     assert huge.data["prompt_chars_read"] == len(capped) and "prompt_chars_read" not in short.data
-    assert f"last {ROUTE_TAIL_CHARS:,} of {len(prompt):,} characters" in huge.reason
+    assert f"last {READ_TAIL_CHARS:,} of {len(prompt):,} characters" in huge.reason
     assert guess_query_type(prompt) == guess_query_type(capped)
     # What the router itself is handed is bounded, whatever the prompt's length.
     seen = Seen(heuristic())
@@ -516,10 +501,10 @@ def test_a_huge_prompt_is_routed_on_its_head_and_tail(tmp_path: Path, router: st
 
 
 def test_prompts_of_normal_length_are_routed_whole() -> None:
-    from tars_opt.routing import routing_text
+    from tars_opt.tokens import read_ends
 
     prompt = pasted_log(15_000)
-    assert routing_text(prompt) is prompt
+    assert read_ends(prompt) is prompt
     seen = Seen(heuristic())
     _, decision = RouteStage(load_config().config, router=seen).apply(Request.from_prompt(prompt))
     assert seen.prompts == [prompt] and "prompt_chars_read" not in decision.data

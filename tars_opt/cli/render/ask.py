@@ -51,9 +51,13 @@ def route_factors(data: dict[str, Any]) -> Table:
     return table
 
 
+def _queued_data(reply: Reply) -> dict[str, Any]:
+    return next((d.data for d in reply.decisions if d.action == "queued"), {})
+
+
 def queued(console: Console, reply: Reply) -> None:
     """What `ask` prints when the request went to the queue."""
-    data = next((d.data for d in reply.decisions if d.action == "queued"), {})
+    data = _queued_data(reply)
     reason = next((d.reason for d in reply.decisions if d.action == "queued"), "")
     expected_in = f" (in {data['expected_in']})" if data.get("expected_in") else ""
     console.print(
@@ -63,10 +67,28 @@ def queued(console: Console, reply: Reply) -> None:
         markup=False,
     )
     console.print(
-        f"get it with: tars-opt result {reply.ticket}   (or wait: tars-opt ask --wait ...)",
+        f"get it with: tars-opt result {reply.ticket}   (or block until it is answered: "
+        f"tars-opt result {reply.ticket} --wait)",
         style="dim",
         markup=False,
     )
+
+
+def waiting_line(ticket: str, expected_at: str | None, expected_in: str | None = None) -> str:
+    """What `ask --wait` and `result --wait` say while they block on a queued request."""
+    when = f"; answer expected by {expected_at or '?'}"
+    if expected_in:
+        when += f" (in {expected_in})"
+    return (
+        f"queued as {ticket}{when}; waiting for it (a drain must run: cron, "
+        "`tars-opt drain --daemon` or `tars-opt drain --now`)"
+    )
+
+
+def waiting_for_reply(reply: Reply) -> str:
+    """waiting_line for a request `ask` just queued."""
+    data = _queued_data(reply)
+    return waiting_line(reply.ticket or "?", data.get("expected_at"), data.get("expected_in"))
 
 
 def result(console: Console, view: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tars_opt.accounting.money import usd
+from tars_opt.plural import counted
 
 
 def _size(n: float) -> str:
@@ -64,7 +65,8 @@ def cache_entries(console: Console, rows: list[dict[str, Any]], now: float, titl
 def cache_stats(console: Console, s: dict[str, Any], now: float) -> None:
     console.print(
         f"entries: {s['entries']} ({s['live']} live), {_size(s['bytes'])}; "
-        f"since {_when(s['since'], now)}: {s['hits']} of {s['answered']} answers from the "
+        f"since {_when(s['since'], now)}: {s['hits']} of "
+        f"{counted(s['answered'], 'answer')} from the "
         f"cache ({s['hit_rate']:.1%}), saved {usd(s['saved_usd'])}; "
         f"tokens saved by stored entries: {s['tokens_saved']:,}"
     )
@@ -115,7 +117,7 @@ def cache_entry(console: Console, entry: Any, hits: list[dict[str, Any]], now: f
         f"model {entry.model} | {'semantic' if entry.semantic else 'exact only'}"
         f"{' | time-sensitive' if entry.time_sensitive else ''}\n"
         f"created {_when(entry.created, now)}, expires {_when(entry.expires, now)}, "
-        f"{entry.hits} hits, saved {usd(entry.saved_usd)}, {_size(entry.bytes)}\n"
+        f"{counted(entry.hits, 'hit')}, saved {usd(entry.saved_usd)}, {_size(entry.bytes)}\n"
         f"tokens per hit: prompt {u.prompt_tokens}, output {u.output_tokens}"
         f"{' (estimated)' if u.estimated else ''} | from request {entry.request_id}",
         markup=False,

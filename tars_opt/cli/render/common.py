@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tars_opt.plural import counted
+
 
 def to_json(
     data: Any, *, indent: int | None = 2, default: Callable[[Any], Any] | None = None
@@ -41,7 +43,7 @@ def footer(config: str, offline_excluded: int = 0, what: str = "") -> str:
     line = f"config: {config}"
     if offline_excluded:
         line += (
-            f" | not counted: {offline_excluded} offline-backend "
-            f"call{'s' if offline_excluded != 1 else ''}{what} (--include-offline counts them)"
+            f" | not counted: {counted(offline_excluded, 'offline-backend call')}{what} "
+            "(--include-offline counts them)"
         )
     return line

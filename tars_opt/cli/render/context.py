@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tars_opt.plural import counted
+
 
 def _ranges(items: list[list[int]]) -> str:
     """Message ranges with adjacent ones merged: [[2, 3], [4, 5], [8, 9]] -> "2-5, 8-9"."""
@@ -24,7 +26,8 @@ def context_report(console: Console, r: dict[str, Any]) -> None:
     share = r.get("saved_share", 0.0)
     console.print(
         f"tokens (estimated): {r['tokens_before']} -> {r['tokens_after']} "
-        f"({share:.0%} fewer) | {r['messages']} messages | query type {r['query_type']} | "
+        f"({share:.0%} fewer) | {counted(r['messages'], 'message')} | "
+        f"query type {r['query_type']} | "
         f"relevance scoring: {r.get('scoring', '-')}"
     )
     if "system_sections" in r:
@@ -50,7 +53,7 @@ def context_report(console: Console, r: dict[str, Any]) -> None:
             console.print(f"  sent: {', '.join(tools['selected'])}")
         if tools.get("dropped"):
             verb = "deferred" if tools["action"] == "deferred" else "not sent"
-            console.print(f"  {verb}: {len(tools['dropped'])} tools")
+            console.print(f"  {verb}: {counted(len(tools['dropped']), 'tool')}")
     cache = r["cache"]
     marks = cache["breakpoints"]
     console.print(f"cache breakpoints ({cache['model']}): {cache['reason']}")

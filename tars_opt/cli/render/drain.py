@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tars_opt.plural import counted
 from tars_opt.timefmt import iso_minute
 
 
@@ -40,13 +41,16 @@ def drain_report(console: Console, report: Any, now: float) -> None:
         console.print(f"collected: {parts}", markup=False)
     if report.claimed:
         console.print(
-            f"claimed {report.claimed} tasks: {report.answered_in_prepare} answered by the chain, "
+            f"claimed {counted(report.claimed, 'task')}: {report.answered_in_prepare} answered "
+            "by the chain, "
             f"{sum(b['requests'] for b in report.submitted)} submitted in "
-            f"{len(report.submitted)} batch(es)",
+            f"{counted(len(report.submitted), 'batch', 'batches')}",
             markup=False,
         )
     for b in report.submitted:
-        console.print(f"  {b['batch_id']}  {b['model']}  {b['requests']} requests", markup=False)
+        console.print(
+            f"  {b['batch_id']}  {b['model']}  {counted(b['requests'], 'request')}", markup=False
+        )
     for err in report.submit_errors:
         console.print(f"submit failed: {err}", style="red", markup=False)
     console.print(f"batches in flight: {report.in_flight}", style="dim", markup=False)

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tars_opt.accounting.money import usd
 from tars_opt.cli.render.common import pct
+from tars_opt.plural import counted
 from tars_opt.timefmt import iso
 
 
@@ -22,21 +23,36 @@ def _metric(kind: str, v: float | None) -> str:
     return f"{v:.2f} s" if kind == "seconds" else f"{v:,.0f}"
 
 
+def baseline_name(base: Any) -> str:
+    """A baseline in a few words: which one and whose figures."""
+    if base.kind == "captured":
+        return f"captured baseline #{base.id} ({base.source})"
+    if base.kind == "config":
+        return f"the config's own baseline figures ({base.source})"
+    return f"the plan's example figures ({base.source}): someone else's system, not judged against"
+
+
 def baseline(console: Console, base: Any) -> None:
     from tars_opt.monitor.baseline import METRICS
 
-    who = f"captured #{base.id}: " if base.kind == "captured" else "config: "
-    table = Table("metric", "baseline", title=f"baseline {who}{base.source}")
+    title = f"baseline in use: {baseline_name(base)}"
+    table = Table("metric", "baseline", title=title)
     for name, info in METRICS.items():
         table.add_row(info.label, _metric(info.kind, base.metrics.get(name)))
     console.print(table)
+    if not base.judged:
+        console.print(
+            "Reports measure cost against the ledger's own baseline column (what the same "
+            "calls would have cost as sent) and judge no target or regression against these "
+            "figures: capture your own with `tars-opt baseline capture --from DAY --to DAY`.",
+            markup=False,
+        )
 
 
-def baseline_list(console: Console, captured: list[Any], fallback: Any) -> None:
-    """Captured baselines (the first is active) and the config's figures behind them."""
+def baseline_list(console: Console, captured: list[Any], in_use: Any) -> None:
+    """Captured baselines (the first is active), or which baseline applies without one."""
     if not captured:
-        console.print(f"no captured baseline: the config's figures are in use ({fallback.source})",
-                      markup=False)  # fmt: skip
+        console.print(f"no captured baseline: in use: {baseline_name(in_use)}", markup=False)
         return
     table = Table("", "id", "captured (UTC)", "period", "daily cost", "cheap", "cache hit",
                   "source", title="captured baselines")  # fmt: skip
@@ -71,7 +87,7 @@ def checks(console: Console, items: list[Any]) -> None:
 
 def session(console: Console, data: dict[str, Any]) -> None:
     console.print(
-        f"session {data['session']}: {data['calls']} calls ({data['errors']} failed), "
+        f"session {data['session']}: {counted(data['calls'], 'call')} ({data['errors']} failed), "
         f"cost {usd(data['cost'])}, baseline {usd(data['baseline_cost'])}, "
         f"saved {usd(data['saved'])}; {data['first'] or '-'} .. {data['last'] or '-'}",
         markup=False,
@@ -117,6 +133,6 @@ def budget(console: Console, b: Any) -> None:
     console.print(
         f"{b.month}: spent {usd(b.spent_usd)} + in flight {usd(b.reserved_usd)} of "
         f"{usd(b.budget_usd)} ({b.used_share:.1%}); month-end pace {usd(b.pace_usd)}; "
-        f"policy at 100%: {b.policy}" + ("; OVER BUDGET" if b.over else ""),
+        f"policy: {b.policy_text()}" + ("; OVER BUDGET" if b.over else ""),
         markup=False,
     )

@@ -11,6 +11,7 @@ from rich.table import Table
 from tars_opt.accounting.money import usd
 from tars_opt.errors import ReportError
 from tars_opt.monitor.report import markdown_table
+from tars_opt.plural import counted
 from tars_opt.sim.simulate import SimResult
 from tars_opt.store.files import atomic_write_text
 from tars_opt.types import STRATEGIES
@@ -29,7 +30,7 @@ def headline(r: SimResult) -> str:
     share = pct(r.saved_share)
     rel = f", quality {pct(r.relative_quality)} of baseline" if r.relative_quality else ""
     return (
-        f"{r.calls} calls: baseline {usd(r.baseline_cost)} -> optimized {usd(r.cost)}, "
+        f"{counted(r.calls, 'call')}: baseline {usd(r.baseline_cost)} -> optimized {usd(r.cost)}, "
         f"saved {usd(r.saved)} ({share}){rel}"
     )
 
@@ -38,7 +39,10 @@ def rows(r: SimResult) -> list[tuple[str, str]]:
     """The summary as (label, value) pairs, shared by the terminal and the report."""
     mix = ", ".join(f"{m['model']} {m['calls']}" for m in r.model_mix) or "—"
     out = [
-        ("workload", f"{r.workload} ({r.calls} calls, {_when(r.start)} to {_when(r.end)} UTC)"),
+        (
+            "workload",
+            f"{r.workload} ({counted(r.calls, 'call')}, {_when(r.start)} to {_when(r.end)} UTC)",
+        ),
         ("config", r.config),
         ("stages", " -> ".join(r.stages) or "none"),
         ("baseline cost", usd(r.baseline_cost)),
@@ -53,7 +57,7 @@ def rows(r: SimResult) -> list[tuple[str, str]]:
                        f"semantic {pct(r.rate(r.semantic_hits))} ({r.semantic_hits})"),
         ("deferred", f"{pct(r.rate(r.deferred))} ({r.deferred}), {r.drains} drain run(s)"),
         ("escalations", f"{r.escalations} (cost {usd(r.escalation_cost)})"),
-        ("A/B holdout", f"{r.holdout} calls sent unoptimized (experiment.holdout)"),
+        ("A/B holdout", f"{counted(r.holdout, 'call')} sent unoptimized (experiment.holdout)"),
         ("quality", pct(r.relative_quality) + (f" of baseline, {r.labelled} labelled prompts"
                                                if r.labelled else "")),
         ("answered", f"{r.answered} of {r.calls} (refused {r.refused}, errors {r.errors})"),
