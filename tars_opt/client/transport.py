@@ -319,8 +319,9 @@ class OptimizingTransport(httpx2.BaseTransport):
         kind, value = items.get()
         if kind == "head":
             status, headers = value
+            ours = [("x-tars-opt-request-id", chained.request_id), ("x-tars-opt-source", "api")]
             return httpx2.Response(
-                status, headers=_relayed(headers), stream=_SyncRelay(items, call)
+                status, headers=_relayed(headers) + ours, stream=_SyncRelay(items, call)
             )
         if kind == "done":
             return httpx2.Response(
@@ -404,8 +405,9 @@ class AsyncOptimizingTransport(httpx2.AsyncBaseTransport):
             raise
         if kind == "head":
             status, headers = value
+            ours = [("x-tars-opt-request-id", chained.request_id), ("x-tars-opt-source", "api")]
             return httpx2.Response(
-                status, headers=_relayed(headers), stream=_AsyncRelay(items, call)
+                status, headers=_relayed(headers) + ours, stream=_AsyncRelay(items, call)
             )
         if kind == "done":
             return httpx2.Response(

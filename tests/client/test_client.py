@@ -150,15 +150,14 @@ def test_a_stream_is_relayed_live_and_a_cached_answer_streams_too(fake_api_env, 
     with client.messages.stream(**ask) as stream:
         texts = list(stream.text_stream)
         final = stream.get_final_message()
-        source = stream.response.headers.get("x-tars-opt-source")
+        headers = stream.response.headers
     assert len(texts) > 1  # relayed delta by delta, as the fake streamed it
     assert "".join(texts) == final.content[0].text == "Paris is the capital of France."
-    assert source is None  # a live stream carries the API's headers
+    # A live stream carries the API's headers, and the id of its ledger row.
+    assert headers["request-id"].startswith("req_") and headers["x-tars-opt-source"] == "api"
     (sent,) = fake_api_env.requests_to("/v1/messages")
     assert sent.body["stream"] is True
-    row = open_app().ledger.get(
-        next(iter(open_app().db.query("SELECT request_id FROM calls")))["request_id"]
-    )
+    row = open_app().ledger.get(headers["x-tars-opt-request-id"])
     assert row["output_tokens"] == final.usage.output_tokens and row["cost"] > 0
     # The same question again: answered from the response cache, as a stream the SDK reads.
     with client.messages.stream(**ask) as stream:
