@@ -232,7 +232,9 @@ class HttpBackend:
 
     def count_tokens(self, params: dict[str, Any]) -> int:
         """The API's count of a request's input tokens."""
-        fields = {k: params[k] for k in ("model", "messages", "system", "tools") if k in params}
+        fields: dict[str, Any] = {
+            k: params[k] for k in ("model", "messages", "system", "tools") if k in params
+        }
         _, body = self._json("/v1/messages/count_tokens", fields)
         try:
             return int(json.loads(body)["input_tokens"])
