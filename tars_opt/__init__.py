@@ -38,7 +38,7 @@ from tars_opt.store import connect
 from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request, Usage
 
 if TYPE_CHECKING:
-    from tars_opt.client.sdk import Anthropic, AsyncAnthropic
+    from tars_opt.sdk.clients import Anthropic, AsyncAnthropic
 
 __version__ = "0.1.0"
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client classes import the SDK (~1.7 s): only when asked for.
     if name in ("Anthropic", "AsyncAnthropic"):
-        from tars_opt.client import sdk
+        from tars_opt.sdk import clients
 
-        return getattr(sdk, name)
+        return getattr(clients, name)
     raise AttributeError(f"module 'tars_opt' has no attribute {name!r}")

@@ -10,7 +10,7 @@ __all__ = ["Anthropic", "AsyncAnthropic"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from tars_opt.client import sdk
+        from tars_opt.sdk import clients
 
-        return getattr(sdk, name)
-    raise AttributeError(f"module 'tars_opt.client' has no attribute {name!r}")
+        return getattr(clients, name)
+    raise AttributeError(f"module 'tars_opt.sdk' has no attribute {name!r}")

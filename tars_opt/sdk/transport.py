@@ -21,7 +21,10 @@ from typing import Any
 
 import httpx2
 
-from tars_opt.client.upstream import (
+from tars_opt.errors import BudgetExceeded, InputError, TarsOptError
+from tars_opt.pipeline.optimizer import Optimizer
+from tars_opt.pipeline.sse import message_stream
+from tars_opt.sdk.upstream import (
     CONTROL_PREFIX,
     HOP_HEADERS,
     Call,
@@ -29,12 +32,9 @@ from tars_opt.client.upstream import (
     UpstreamFailure,
     bound,
 )
-from tars_opt.errors import BudgetExceeded, InputError, TarsOptError
-from tars_opt.pipeline.optimizer import Optimizer
-from tars_opt.pipeline.sse import message_stream
 from tars_opt.types import PRIORITIES, Reply, Request
 
-log = logging.getLogger("tars_opt.client")
+log = logging.getLogger("tars_opt.sdk")
 
 # Enough workers for many concurrent streams: each holds one for as long as it lasts.
 MAX_WORKERS = 64

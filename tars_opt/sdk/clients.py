@@ -13,14 +13,14 @@ import anthropic
 import httpx2
 
 from tars_opt.app import App, open_app
-from tars_opt.client.transport import (
+from tars_opt.pipeline.optimizer import Optimizer
+from tars_opt.sdk.transport import (
     AsyncOptimizingTransport,
     Controls,
     OptimizingTransport,
     _Chain,
 )
-from tars_opt.client.upstream import HttpBackend
-from tars_opt.pipeline.optimizer import Optimizer
+from tars_opt.sdk.upstream import HttpBackend
 
 
 def _optimizer(app: App, chain_http: httpx2.Client) -> Optimizer:
