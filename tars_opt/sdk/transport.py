@@ -21,15 +21,19 @@ from typing import Any
 
 import httpx2
 
-from tars_opt.errors import BudgetExceeded, InputError, TarsOptError
+from tars_opt.errors import (
+    BudgetExceeded,
+    InputError,
+    TarsOptError,
+    UpstreamBroken,
+    UpstreamFailure,
+)
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.pipeline.sse import message_stream
 from tars_opt.sdk.upstream import (
     CONTROL_PREFIX,
     HOP_HEADERS,
     Call,
-    UpstreamBroken,
-    UpstreamFailure,
     bound,
 )
 from tars_opt.types import PRIORITIES, Reply, Request
@@ -186,11 +190,10 @@ class _Chain:
         """The response for a call the chain could not answer (raises the transport's own
         exception for a broken connection, as the real transport would)."""
         if isinstance(exc, UpstreamFailure):
-            return httpx2.Response(
-                exc.status or 500, headers=_relayed(exc.headers), content=exc.body
-            )
+            headers = _relayed(exc.headers) if exc.headers is not None else []
+            return httpx2.Response(exc.status or 500, headers=headers, content=exc.body)
         if isinstance(exc, UpstreamBroken):
-            raise exc.cause
+            raise _transport_error(exc)
         said = str(exc) if str(exc).startswith("tars-opt") else f"tars-opt: {exc}"
         if isinstance(exc, BudgetExceeded):
             return error_response(403, "permission_error", said)
@@ -217,6 +220,11 @@ class _Chain:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _transport_error(exc: UpstreamBroken) -> Exception:
+    """What the real transport raised, for the caller's SDK to turn into its own error."""
+    return exc.cause if exc.cause is not None else httpx2.ConnectError(str(exc))
+
+
 def _ignore(_: str) -> None:
     return None
 
@@ -237,7 +245,7 @@ class _SyncRelay(httpx2.SyncByteStream):
                 continue
             self.finished = True
             if kind == "error" and isinstance(value, UpstreamBroken):
-                raise value.cause
+                raise _transport_error(value)
             # Else the API's bytes (an error event included) were all relayed.
 
     def close(self) -> None:
@@ -261,7 +269,7 @@ class _AsyncRelay(httpx2.AsyncByteStream):
                 continue
             self.finished = True
             if kind == "error" and isinstance(value, UpstreamBroken):
-                raise value.cause
+                raise _transport_error(value)
 
     async def aclose(self) -> None:
         self.call.cancelled.set()

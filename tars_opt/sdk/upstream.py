@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 
 from tars_opt.backends import BatchInfo, BatchItem
-from tars_opt.errors import BackendError
+from tars_opt.errors import BackendError, StreamCancelled, UpstreamBroken, UpstreamFailure
 from tars_opt.pipeline.sse import EventReader, MessageBuilder
 from tars_opt.types import BackendResult, Usage
 
@@ -32,40 +32,30 @@ HOP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "conne
 _MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence"}
 
 
-class UpstreamFailure(BackendError):
-    """The API answered with an error status: its status, headers and body go back to
-    the caller as they came."""
-
-    def __init__(self, status: int, headers: httpx2.Headers, body: bytes) -> None:
-        try:
-            err = json.loads(body).get("error") or {}
-        except (ValueError, AttributeError):
-            err = {}
-        kind = str(err.get("type") or "api_error") if isinstance(err, dict) else "api_error"
-        detail = str(err.get("message") or "") if isinstance(err, dict) else ""
-        super().__init__(f"API error {status} {kind}: {detail}".strip(), kind=kind, status=status)
-        self.headers = headers
-        self.body = body
-
-
-class UpstreamBroken(BackendError):
-    """The connection to the API failed (`cause` is the transport's own exception, which
-    the caller's SDK turns into APIConnectionError / APITimeoutError)."""
-
-    def __init__(self, cause: Exception) -> None:
-        timeout = isinstance(cause, httpx2.TimeoutException)
-        super().__init__(
-            f"the connection to the API failed ({type(cause).__name__})",
-            kind="timeout" if timeout else "connection_error",
-        )
-        self.cause = cause
+def upstream_failure(status: int, headers: httpx2.Headers, body: bytes) -> UpstreamFailure:
+    """The error for an error status from the API, named by the API's own error body."""
+    try:
+        err = json.loads(body).get("error") or {}
+    except (ValueError, AttributeError):
+        err = {}
+    kind = str(err.get("type") or "api_error") if isinstance(err, dict) else "api_error"
+    detail = str(err.get("message") or "") if isinstance(err, dict) else ""
+    return UpstreamFailure(
+        f"API error {status} {kind}: {detail}".strip(),
+        kind=kind,
+        status=status,
+        headers=headers,
+        body=body,
+    )
 
 
-class Cancelled(BackendError):
-    """The caller stopped reading the stream: the upstream request was closed."""
-
-    def __init__(self) -> None:
-        super().__init__("the caller closed the stream before it ended", kind="cancelled")
+def broken(exc: httpx2.TransportError) -> UpstreamBroken:
+    timeout = isinstance(exc, httpx2.TimeoutException)
+    return UpstreamBroken(
+        f"the connection to the API failed ({type(exc).__name__})",
+        cause=exc,
+        kind="timeout" if timeout else "connection_error",
+    )
 
 
 @dataclass
@@ -164,15 +154,15 @@ class HttpBackend:
         try:
             response = self.client.send(request, stream=True)
         except httpx2.TransportError as exc:
-            raise UpstreamBroken(exc) from exc
+            raise broken(exc) from exc
         if response.status_code >= 400:
             try:
                 body = response.read()
             except httpx2.TransportError as exc:
-                raise UpstreamBroken(exc) from exc
+                raise broken(exc) from exc
             finally:
                 response.close()
-            raise UpstreamFailure(response.status_code, response.headers, body)
+            raise upstream_failure(response.status_code, response.headers, body)
         return response
 
     def _json(self, path: str, params: dict[str, Any]) -> tuple[httpx2.Response, bytes]:
@@ -181,7 +171,7 @@ class HttpBackend:
         try:
             return response, response.read()
         except httpx2.TransportError as exc:
-            raise UpstreamBroken(exc) from exc
+            raise broken(exc) from exc
         finally:
             response.close()
 
@@ -209,7 +199,7 @@ class HttpBackend:
                 call.sink(("head", (response.status_code, response.headers)))
             for chunk in response.iter_bytes():
                 if call.cancelled.is_set():
-                    raise Cancelled()
+                    raise StreamCancelled()
                 if call.sink is not None:
                     call.sink(("data", chunk))
                 for name, data in reader.feed(chunk):
@@ -218,7 +208,7 @@ class HttpBackend:
                     if isinstance(delta, dict) and delta.get("type") == "text_delta":
                         on_text(str(delta.get("text", "")))
         except httpx2.TransportError as exc:
-            raise UpstreamBroken(exc) from exc
+            raise broken(exc) from exc
         finally:
             response.close()
         if builder.error is not None:
