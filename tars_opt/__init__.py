@@ -4,10 +4,17 @@ Everything the CLI does can be done from here, e.g.::
 
     from tars_opt import Request, open_app
     app = open_app(backend="offline")
-    reply = app.optimizer().ask(Request(prompt="What is the capital of France?"))
+    reply = app.optimizer().ask(Request.from_prompt("What is the capital of France?"))
+
+An agent written against the Anthropic SDK swaps one line::
+
+    from tars_opt import Anthropic      # instead of: from anthropic import Anthropic
+    client = Anthropic()                # every Messages call optimized and recorded
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.accounting.pricing import PriceBook
@@ -30,9 +37,14 @@ from tars_opt.pipeline.optimizer import Optimizer, build_backend
 from tars_opt.store import connect
 from tars_opt.types import BackendResult, Decision, Money, Prepared, Reply, Request, Usage
 
+if TYPE_CHECKING:
+    from tars_opt.sdk.clients import Anthropic, AsyncAnthropic
+
 __version__ = "0.1.0"
 __all__ = [
+    "Anthropic",
     "App",
+    "AsyncAnthropic",
     "Backend",
     "BackendError",
     "BackendResult",
@@ -62,3 +74,12 @@ __all__ = [
     "open_app",
     "spend_summary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The client classes import the SDK (~1.7 s): only when asked for.
+    if name in ("Anthropic", "AsyncAnthropic"):
+        from tars_opt.sdk import clients
+
+        return getattr(clients, name)
+    raise AttributeError(f"module 'tars_opt' has no attribute {name!r}")

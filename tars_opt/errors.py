@@ -6,7 +6,7 @@ the gateway) handles them with one `except` and maps each kind to an exit code o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tars_opt.monitor.baseline import CaptureProblem
@@ -55,6 +55,42 @@ class BackendError(TarsOptError):
         super().__init__(message)
         self.kind = kind
         self.status = status
+
+
+class UpstreamFailure(BackendError):
+    """The API answered the in-process client's call with an error status: `status`,
+    `headers` and `body` go back to the caller's SDK as they came."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "api_error",
+        status: int = 500,
+        headers: Any = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message, kind=kind, status=status)
+        self.headers = headers
+        self.body = body
+
+
+class UpstreamBroken(BackendError):
+    """The in-process client's connection to the API failed; `cause` is the transport's own
+    exception, re-raised to the caller's SDK (APIConnectionError / APITimeoutError)."""
+
+    def __init__(
+        self, message: str, *, cause: Exception | None = None, kind: str = "connection_error"
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.cause = cause
+
+
+class StreamCancelled(BackendError):
+    """The caller stopped reading a stream: the upstream request was closed."""
+
+    def __init__(self, message: str = "the caller closed the stream before it ended") -> None:
+        super().__init__(message, kind="cancelled")
 
 
 class MissingApiKey(TarsOptError):

@@ -9,6 +9,7 @@ the table before use, so entries forgotten or expired elsewhere are never served
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class SemanticIndex:
         self.problem: str | None = None
         self._index: Any = None
         self._seen = 0  # highest entry id loaded into the index
+        # The model load and the in-memory index are shared by the threads of a process.
+        self._lock = threading.RLock()
 
     @property
     def model_name(self) -> str | None:
@@ -52,11 +55,13 @@ class SemanticIndex:
     def embedder(self) -> Any | None:
         """The embedder, loaded on first use; None (and `problem` set) when unavailable."""
         if self._embedder is None and self.problem is None:
-            try:
-                self._embedder = self._factory()
-            except EmbeddingUnavailable as exc:
-                self.problem = f"semantic cache off: {exc}"
-                log.warning(self.problem)
+            with self._lock:
+                if self._embedder is None and self.problem is None:
+                    try:
+                        self._embedder = self._factory()
+                    except EmbeddingUnavailable as exc:
+                        self.problem = f"semantic cache off: {exc}"
+                        log.warning(self.problem)
         return self._embedder
 
     def embed(self, text: str) -> np.ndarray | None:
@@ -92,24 +97,28 @@ class SemanticIndex:
 
     def forget(self, entry_id: int) -> None:
         """Drop an entry from the in-memory index (it was deleted or expired)."""
-        if self._index is not None:
-            self._index.remove(entry_id)
+        with self._lock:
+            if self._index is not None:
+                self._index.remove(entry_id)
 
     def add(self, partition: Partition, entry_id: int, vec: np.ndarray) -> None:
         """Index an entry this process just stored."""
-        if self._index is not None:
-            self._index.add(partition, entry_id, vec)
-            self._seen = max(self._seen, entry_id)
+        with self._lock:
+            if self._index is not None:
+                self._index.add(partition, entry_id, vec)
+                self._seen = max(self._seen, entry_id)
 
     def search(
         self, partition: Partition, vec: np.ndarray, k: int, min_score: float, now: float
     ) -> list[tuple[Entry, float]]:
         """Live entries of `partition` at cosine >= `min_score`, best first (at most k)."""
-        self._refresh(now)
-        if self._index is None:
-            return []
+        with self._lock:
+            self._refresh(now)
+            if self._index is None:
+                return []
+            found = self._index.search(partition, vec, k=k, min_score=min_score)
         out: list[tuple[Entry, float]] = []
-        for entry_id, score in self._index.search(partition, vec, k=k, min_score=min_score):
+        for entry_id, score in found:
             entry = self.store.live(int(entry_id), now)
             if entry is None:
                 self.forget(entry_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -78,7 +79,9 @@ class CacheStage:
         self._time_patterns = [
             re.compile(p, re.IGNORECASE) for p in self.cfg.time_sensitive_patterns
         ]
+        # Shared by every thread answering through this stage.
         self._pending: OrderedDict[str, tuple[str, np.ndarray | None]] = OrderedDict()
+        self._pending_lock = threading.Lock()
 
     def time_sensitive(self, prompt: str) -> bool:
         """Whether the answer depends on when it is asked ("today", "latest", prices ...)."""
@@ -176,9 +179,10 @@ class CacheStage:
         return request, Decision("cache", "miss", why, data)
 
     def _remember(self, request_id: str, prompt: str, vec: np.ndarray | None) -> None:
-        self._pending[request_id] = (prompt, vec)
-        while len(self._pending) > _PENDING_MAX:
-            self._pending.popitem(last=False)
+        with self._pending_lock:
+            self._pending[request_id] = (prompt, vec)
+            while len(self._pending) > _PENDING_MAX:
+                self._pending.popitem(last=False)
 
     def _hit(
         self,
@@ -231,7 +235,8 @@ class CacheStage:
         """Store an answered miss, unless the answer must not be reused."""
         found = [d for d in prepared.decisions if d.stage == "cache"]
         req = prepared.request
-        pending = self._pending.pop(req.request_id, None)
+        with self._pending_lock:
+            pending = self._pending.pop(req.request_id, None)
         if not found or found[-1].action not in ("miss", "refresh"):
             return
         data = found[-1].data

@@ -16,6 +16,7 @@ what comes after them. Once per step the summary is refreshed and the prefix wri
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,7 @@ class PruneStage:
         # may still raise it), so prompts of another query type do not flip the level and
         # rewrite the cached prefix.
         self._levels: dict[tuple[str, str], str] = {}
+        self._levels_lock = threading.Lock()
 
     # ---- planning (no API calls) ----------------------------------------------------
     def choose_level(self, request: Request, history_tokens: int) -> tuple[str, str]:
@@ -172,9 +174,10 @@ class PruneStage:
             nxt = _next_level(level)
             if nxt is None or after <= self.config.budget_tokens * self.config.escalate_over:
                 if request.session is not None and request.priority not in self.config.by_priority:
-                    if len(self._levels) > 10_000:
-                        self._levels.clear()
-                    self._levels[(request.namespace, request.session)] = level
+                    with self._levels_lock:
+                        if len(self._levels) > 10_000:
+                            self._levels.clear()
+                        self._levels[(request.namespace, request.session)] = level
                 return plan
             reason = f"{reason}; still ~{after} tokens at {level}: budget pressure"
             level = nxt

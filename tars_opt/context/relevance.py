@@ -241,6 +241,9 @@ class Scorer:
         self._store = vectors
         self._later: dict[str, str] = {}  # key -> text, to embed after this request
         self._job: _Job | None = None
+        # One Scorer serves every thread of a stage: the model load, the memory cache and
+        # the background job change under this lock.
+        self._lock = threading.RLock()
 
     @property
     def semantic(self) -> bool:
@@ -254,14 +257,16 @@ class Scorer:
 
     def _model(self) -> Any:
         if not self._tried:
-            self._tried = True
-            model = self._factory() if self._factory else None
-            self._raw = model
-            if model is not None and self._store is not None:
-                from tars_opt.embeddings.store import CachedEmbedder
+            with self._lock:
+                if not self._tried:
+                    model = self._factory() if self._factory else None
+                    self._raw = model
+                    if model is not None and self._store is not None:
+                        from tars_opt.embeddings.store import CachedEmbedder
 
-                model = CachedEmbedder(model, self._store)
-            self._embedder = model
+                        model = CachedEmbedder(model, self._store)
+                    self._embedder = model
+                    self._tried = True
         return self._embedder
 
     @staticmethod
@@ -269,25 +274,34 @@ class Scorer:
         return sha256_text(text)
 
     def _remember(self, keys: Sequence[str], vectors: Any) -> None:
-        if len(self._cache) + len(keys) > self._cache_size:
-            self._cache.clear()
-        for key, vec in zip(keys, vectors, strict=True):
-            self._cache[key] = vec
+        with self._lock:
+            if len(self._cache) + len(keys) > self._cache_size:
+                self._cache.clear()
+            for key, vec in zip(keys, vectors, strict=True):
+                self._cache[key] = vec
+
+    def _cached(self, keys: Sequence[str]) -> dict[int, Any]:
+        """The vectors in memory, by position (read at once: another thread may clear)."""
+        with self._lock:
+            return {i: self._cache[k] for i, k in enumerate(keys) if k in self._cache}
 
     def _vectors(self, texts: Sequence[str]) -> Any:
         import numpy as np
 
         model = self._model()
         keys = [self._key(t) for t in texts]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        found = self._cached(keys)
+        todo = [i for i in range(len(keys)) if i not in found]
         if todo:
-            self._remember([keys[i] for i in todo], model.embed([texts[i] for i in todo]))
-        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 1))
+            fresh = model.embed([texts[i] for i in todo])
+            self._remember([keys[i] for i in todo], fresh)
+            found.update(zip(todo, fresh, strict=True))
+        return np.stack([found[i] for i in range(len(keys))]) if keys else np.zeros((0, 1))
 
     def _known(self, texts: Sequence[str]) -> dict[int, Any]:
         """The vectors already at hand (memory, then the database), by text position."""
         keys = [self._key(t) for t in texts]
-        found = {i: self._cache[k] for i, k in enumerate(keys) if k in self._cache}
+        found = self._cached(keys)
         rest = [i for i in range(len(texts)) if i not in found]
         if rest and hasattr(self._embedder, "lookup"):
             stored = self._embedder.lookup([texts[i] for i in rest])
@@ -338,8 +352,9 @@ class Scorer:
                 sims = {i: float(vec @ qvec) for i, vec in known.items()}
         except Exception as exc:  # a broken model must not break the request
             log.warning("embedding failed, using word overlap", extra={"error": str(exc)})
-            self._embedder = self._raw = None
-            self._later.clear()
+            with self._lock:
+                self._embedder = self._raw = None
+                self._later.clear()
             return lexical
         return [max(lex, sims[i]) if i in sims else lex for i, lex in enumerate(lexical)]
 
@@ -347,27 +362,31 @@ class Scorer:
         """Embed these texts after the request (those not already at hand)."""
         if self._model() is None:
             return
-        running = set(self._job.texts) if self._job else set()
-        for text in texts:
-            key = self._key(text)
-            if key not in self._cache and text not in running and len(self._later) < _LATER_MAX:
-                self._later[key] = text
+        with self._lock:
+            running = set(self._job.texts) if self._job else set()
+            for text in texts:
+                key = self._key(text)
+                if key not in self._cache and text not in running and len(self._later) < _LATER_MAX:
+                    self._later[key] = text
 
     def start_background(self) -> None:
         """Start embedding the texts left for later on a thread (one job at a time)."""
-        if self._job is not None or not self._later or self._raw is None:
-            return
-        todo = list(self._later.values())
-        found = self._known(todo)  # the database may have them from another process
-        todo = [t for i, t in enumerate(todo) if i not in found]
-        self._later.clear()
-        if todo:
-            self._job = _Job(self._raw, todo)
+        with self._lock:
+            if self._job is not None or not self._later or self._raw is None:
+                return
+            todo = list(self._later.values())
+            self._later.clear()
+            found = self._known(todo)  # the database may have them from another process
+            todo = [t for i, t in enumerate(todo) if i not in found]
+            if todo:
+                self._job = _Job(self._raw, todo)
 
     def settle(self, *, embed_rest: bool = True) -> None:
         """Wait for the background job and keep its vectors (memory and database); then,
         with `embed_rest`, embed what was left for later but never started, else drop it."""
-        job, self._job = self._job, None
+        with self._lock:
+            job, self._job = self._job, None
+            rest, self._later = list(self._later.values()), {}
         if job is not None:
             job.thread.join(JOIN_TIMEOUT_S)
             if job.thread.is_alive():
@@ -379,7 +398,6 @@ class Scorer:
                 )
             else:
                 self._keep(job.texts, job.vectors)
-        rest, self._later = list(self._later.values()), {}
         if rest and embed_rest and self._raw is not None:
             try:
                 self._keep(rest, self._raw.embed(rest))

@@ -5,6 +5,7 @@ rate limited, and the local estimate (tars_opt.tokens) whenever the API cannot b
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class TokenCounter:
         self._memory: dict[str, int] = {}
         self._calls: deque[float] = deque()
         self._quiet_until = 0.0
+        # The rate limit is checked and spent by many threads at once.
+        self._lock = threading.Lock()
 
     @property
     def _backend(self) -> Any:
@@ -109,11 +112,12 @@ class TokenCounter:
 
     def _may_call(self) -> bool:
         now = self._clock()
-        if now < self._quiet_until:
-            return False
-        while self._calls and self._calls[0] <= now - 60.0:
-            self._calls.popleft()
-        if len(self._calls) >= self._per_minute:
-            return False
-        self._calls.append(now)
-        return True
+        with self._lock:
+            if now < self._quiet_until:
+                return False
+            while self._calls and self._calls[0] <= now - 60.0:
+                self._calls.popleft()
+            if len(self._calls) >= self._per_minute:
+                return False
+            self._calls.append(now)
+            return True

@@ -21,6 +21,7 @@ it is shared by every session and single call: only the whole list keeps that pr
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -85,6 +86,7 @@ class ToolStage:
         # holds the tools that matter now, so the tool list (the very start of the cached
         # prefix) stays the same bytes from turn to turn.
         self._last: dict[tuple[str, str, str], list[int]] = {}
+        self._last_lock = threading.Lock()
 
     def select(self, request: Request) -> tuple[list[int], dict[str, Any]]:
         """Indexes of the tools to send (catalogue order) and the facts behind the choice."""
@@ -126,9 +128,10 @@ class ToolStage:
         if previous is not None and must <= {names[i] for i in previous}:
             facts["sticky"] = True
             return previous
-        if len(self._last) > 10_000:
-            self._last.clear()
-        self._last[key] = keep
+        with self._last_lock:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = keep
         facts["sticky"] = False
         return keep
 

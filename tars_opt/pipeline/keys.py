@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 
 from tars_opt.store.database import Database
 from tars_opt.store.settings import secret
@@ -19,6 +20,7 @@ class KeyIds:
         self.db = db
         self._secret: bytes | None = None
         self._memo: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def of(self, api_key: str | None) -> str | None:
         """The hash naming `api_key` (None for no key)."""
@@ -26,10 +28,11 @@ class KeyIds:
             return None
         found = self._memo.get(api_key)
         if found is None:
-            if self._secret is None:
-                self._secret = secret(self.db, _SECRET).encode()
-            found = hmac.new(self._secret, api_key.encode(), hashlib.sha256).hexdigest()[:32]
-            if len(self._memo) > 64:
-                self._memo.clear()
-            self._memo[api_key] = found
+            with self._lock:
+                if self._secret is None:
+                    self._secret = secret(self.db, _SECRET).encode()
+                found = hmac.new(self._secret, api_key.encode(), hashlib.sha256).hexdigest()[:32]
+                if len(self._memo) > 64:
+                    self._memo.clear()
+                self._memo[api_key] = found
         return found

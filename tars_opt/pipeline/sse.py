@@ -93,3 +93,103 @@ def message_stream(message: dict[str, Any]) -> Iterator[bytes]:
     """`message` as the bytes of an SSE response body."""
     for name, data in message_events(message):
         yield encode_event(name, data)
+
+
+class EventReader:
+    """Server-sent events out of a byte stream that arrives in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._name: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, dict[str, Any]]]:
+        """The events `chunk` completes: (event name, parsed data); comments and events
+        without JSON data are skipped."""
+        self._buffer += chunk
+        out: list[tuple[str, dict[str, Any]]] = []
+        while True:
+            cut = self._buffer.find(b"\n")
+            if cut < 0:
+                return out
+            line = self._buffer[:cut].rstrip(b"\r").decode("utf-8")
+            self._buffer = self._buffer[cut + 1 :]
+            if not line:
+                if self._data:
+                    try:
+                        data = json.loads("\n".join(self._data))
+                    except ValueError:
+                        data = None
+                    if isinstance(data, dict):
+                        out.append((self._name or str(data.get("type", "message")), data))
+                self._name, self._data = None, []
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                self._name = value
+            elif field == "data":
+                self._data.append(value)
+
+
+class MessageBuilder:
+    """The Message a stream of events adds up to, as the SDKs accumulate it."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.stopped = False
+        self._json: dict[int, str] = {}
+
+    def add(self, name: str, data: dict[str, Any]) -> None:
+        """Take one event in (unknown event and delta types are ignored, as the SDKs do)."""
+        kind = data.get("type", name)
+        if kind == "error":
+            self.error = dict(data.get("error") or {})
+            return
+        if kind == "message_start":
+            self.message = {**data.get("message", {}), "content": []}
+            return
+        message = self.message
+        if message is None:
+            return
+        content: list[dict[str, Any]] = message["content"]
+        if kind == "content_block_start":
+            index = int(data.get("index", len(content)))
+            block = dict(data.get("content_block") or {})
+            while len(content) <= index:
+                content.append({})
+            content[index] = block
+            if "input" in block:
+                self._json[index] = ""
+        elif kind == "content_block_delta":
+            index = int(data.get("index", 0))
+            if index >= len(content):
+                return
+            block, delta = content[index], data.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif dtype == "input_json_delta":
+                self._json[index] = self._json.get(index, "") + delta.get("partial_json", "")
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif dtype == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+            elif dtype == "citations_delta":
+                block.setdefault("citations", []).append(delta.get("citation"))
+        elif kind == "content_block_stop":
+            index = int(data.get("index", 0))
+            raw = self._json.pop(index, None)
+            if raw is not None and index < len(content):
+                content[index]["input"] = json.loads(raw) if raw else {}
+        elif kind == "message_delta":
+            for key, value in (data.get("delta") or {}).items():
+                message[key] = value
+            usage = dict(message.get("usage") or {})
+            usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            message["usage"] = usage
+            if "context_management" in data:
+                message["context_management"] = data["context_management"]
+        elif kind == "message_stop":
+            self.stopped = True

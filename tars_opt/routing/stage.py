@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -45,6 +46,9 @@ class RouteStage:
         self._fallback: str | None = None
         self._thresholds: dict[str, float] | None = None
         self._threshold_source = "config"
+        # The router (the learned one loads a model) and thresholds are made once, by
+        # whichever thread needs them first.
+        self._lock = threading.RLock()
         self._keywords = [(k.lower(), t) for k, t in self.routing.pinned_keywords.items()]
         self.prices = PriceBook(config.pricing)
 
@@ -52,7 +56,9 @@ class RouteStage:
     def router(self) -> Router:
         """The configured router, made on first use (the learned one loads a model)."""
         if self._router is None:
-            self._router = self._make_router()
+            with self._lock:
+                if self._router is None:
+                    self._router = self._make_router()
         return self._router
 
     def _make_router(self) -> Router:
@@ -73,6 +79,12 @@ class RouteStage:
         """Tier -> lowest score sent there, with the calibrated knob applied."""
         if self._thresholds is not None:
             return self._thresholds
+        with self._lock:
+            if self._thresholds is None:
+                self._thresholds = self._make_thresholds()
+            return self._thresholds
+
+    def _make_thresholds(self) -> dict[str, float]:
         router = self.router
         configured = getattr(self.routing, router.name).thresholds
         thresholds = {t: float(configured[t]) for t in self.tiers if t in configured}
@@ -92,7 +104,6 @@ class RouteStage:
                 f"{knob} -> {row['threshold']:.2f} (calibration: {row['strong_share']:.0%} "
                 f"strong, PGR {row['pgr']:.2f}, {source})"
             )
-        self._thresholds = thresholds
         return thresholds
 
     def calibration(self, router: Router) -> tuple[list[dict[str, float]], str]:

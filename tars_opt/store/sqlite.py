@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,7 +102,10 @@ class SQLiteDatabase(_Statements, Database):
         self.location = str(path)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        # Every open connection with the thread it belongs to: a thread that ended has its
+        # connection closed when the next one opens (threads come and go in a pool, a
+        # server, an agent), so connections do not pile up.
+        self._all: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         conn = self._conn()
         try:
             _migrate(conn, path)
@@ -114,7 +118,11 @@ class SQLiteDatabase(_Statements, Database):
             conn = _open(self.path)
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                ended = [c for t, c in self._all if not _alive(t())]
+                self._all = [(t, c) for t, c in self._all if _alive(t())]
+                self._all.append((weakref.ref(threading.current_thread()), conn))
+            for old in ended:
+                old.close()
         return conn
 
     @contextmanager
@@ -141,10 +149,14 @@ class SQLiteDatabase(_Statements, Database):
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
+            for _, conn in self._all:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _alive(thread: threading.Thread | None) -> bool:
+    return thread is not None and thread.is_alive()
 
 
 def rollback(conn: sqlite3.Connection) -> None:

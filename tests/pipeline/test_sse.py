@@ -63,3 +63,28 @@ def test_the_sdk_accumulates_the_stream_into_the_same_message() -> None:
     assert got["stop_reason"] == "tool_use"
     assert got["usage"]["output_tokens"] == 37
     assert got["usage"]["cache_read_input_tokens"] == 2048
+
+
+def test_the_events_of_a_message_add_up_to_it_whatever_the_chunking() -> None:
+    from tars_opt.pipeline.sse import EventReader, MessageBuilder
+
+    raw = b"".join(message_stream(MESSAGE)).replace(b"\n", b"\r\n", 3)
+    for size in (1, 7, len(raw)):
+        reader, builder = EventReader(), MessageBuilder()
+        for start in range(0, len(raw), size):
+            for name, data in reader.feed(raw[start : start + size]):
+                builder.add(name, data)
+        assert builder.stopped and builder.error is None
+        assert builder.message == MESSAGE
+
+
+def test_an_error_event_is_kept() -> None:
+    from tars_opt.pipeline.sse import EventReader, MessageBuilder
+
+    reader, builder = EventReader(), MessageBuilder()
+    wire = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+    wire += b'"message":"Overloaded"}}\n\n'
+    for name, data in reader.feed(wire):
+        builder.add(name, data)
+    assert builder.error == {"type": "overloaded_error", "message": "Overloaded"}
+    assert not builder.stopped
