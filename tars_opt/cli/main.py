@@ -20,6 +20,7 @@ from tars_opt.cli import (
     queue,
     report,
     router,
+    serve,
     simulate,
 )
 
@@ -65,6 +66,7 @@ COMMANDS = {
     "metrics": monitor.metrics,
     "budget": monitor.budget,
     "simulate": simulate.simulate_cmd,
+    "serve": serve.serve,
 }
 GROUPS = {
     "config": config.app,
