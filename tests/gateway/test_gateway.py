@@ -182,11 +182,12 @@ def test_upstream_errors_mirrored_with_status_headers_and_body(fake_api: FakeAnt
 def test_stream_error_status_mirrored(fake_api: FakeAnthropic) -> None:
     fake_api.inject("overloaded")
     with serve(fake_api.url) as gw:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            with client(gw.url).messages.stream(
-                model=MODEL, max_tokens=32, messages=ask("hi")
-            ) as s:
-                s.get_final_message()
+        c = client(gw.url)
+        with (
+            pytest.raises(anthropic.APIStatusError) as caught,
+            c.messages.stream(model=MODEL, max_tokens=32, messages=ask("hi")) as s,
+        ):
+            s.get_final_message()
         assert caught.value.status_code == 529
         assert len(gw.rows()) == 1
 
