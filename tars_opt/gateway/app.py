@@ -418,9 +418,13 @@ class Gateway:
         except ValueError:
             return None
         reply = self._finish(again, result, escalated_from=call.prepared.request.request_id)
-        reply.cost += first_reply.cost
-        reply.baseline_cost += first_reply.baseline_cost
-        return self._mirror(response, again, reply.source, reply)
+        # The headers tell what the answer cost in all (both rows); the rows stay apart.
+        both = replace(
+            reply,
+            cost=reply.cost + first_reply.cost,
+            baseline_cost=reply.baseline_cost + first_reply.baseline_cost,
+        )
+        return self._mirror(response, again, reply.source, both)
 
     def _finish(
         self,

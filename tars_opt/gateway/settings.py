@@ -34,6 +34,8 @@ class GatewaySettings:
     optimizer_timeout_s: float = 2.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 600.0
+    messages_max_bytes: int = MESSAGES_MAX_BYTES
+    batches_max_bytes: int = BATCHES_MAX_BYTES
 
     @property
     def loopback(self) -> bool:
@@ -41,7 +43,9 @@ class GatewaySettings:
 
     def max_bytes(self, path: str) -> int:
         """The largest body the API takes on `path`."""
-        return BATCHES_MAX_BYTES if path.startswith("/v1/messages/batches") else MESSAGES_MAX_BYTES
+        if path.startswith("/v1/messages/batches"):
+            return self.batches_max_bytes
+        return self.messages_max_bytes
 
 
 def is_loopback(host: str) -> bool:

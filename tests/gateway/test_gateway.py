@@ -262,3 +262,26 @@ def test_request_row_unknown_is_404(fake_api: FakeAnthropic) -> None:
         answer = http.get(f"{gw.url}/tars-opt/requests/req_nothing")
     assert answer.status_code == 404 and answer.json()["error"]["type"] == "not_found_error"
     assert json.loads(answer.content)["type"] == "error"
+
+
+def test_a_json_answer_cut_at_max_tokens_is_escalated_once(fake_api: FakeAnthropic) -> None:
+    with serve(fake_api.url) as gw:
+        raw = client(gw.url).messages.with_raw_response.create(
+            model=MODEL, max_tokens=8, messages=ask("hi")
+        )
+        rows = gw.rows()
+    first, second = rows
+    assert second["escalated_from"] == first["request_id"]
+    assert raw.headers["x-tars-opt-request-id"] == second["request_id"]
+    assert raw.parse().model == second["model"] != first["model"]
+    assert float(raw.headers["x-tars-opt-cost"]) == pytest.approx(
+        first["cost"] + second["cost"], abs=1e-8
+    )
+    assert len(fake_api.requests_to("/v1/messages")) == 2
+
+
+def test_streamed_requests_are_never_escalated(fake_api: FakeAnthropic) -> None:
+    with serve(fake_api.url) as gw:
+        with client(gw.url).messages.stream(model=MODEL, max_tokens=8, messages=ask("hi")) as s:
+            assert s.get_final_message().stop_reason == "max_tokens"
+        assert len(gw.rows()) == 1
