@@ -386,7 +386,7 @@ class Gateway:
                 if escalated is not None:
                     return escalated
         reply = self._finish(call, result)
-        return self._mirror(response, call, reply.source, reply)
+        return self._mirror(response, call, call.source, reply)
 
     async def _escalate(
         self,

@@ -38,13 +38,14 @@ def serve(
     upstream: str,
     *,
     overrides: dict[str, Any] | None = None,
-    optimizer: Optimizer | None = None,
+    stages: list[Any] | None = None,
     **settings: Any,
 ) -> Iterator[Served]:
     """Serve a gateway to `upstream` until the block ends (then shut down gracefully)."""
     app = open_app(overrides=overrides)
     base = GatewaySettings(upstream=upstream, port=0, optimizer_timeout_s=10.0)
-    gateway = Gateway(optimizer or Optimizer(app.config, app.db), replace(base, **settings))
+    optimizer = Optimizer(app.config, app.db, stages=stages)
+    gateway = Gateway(optimizer, replace(base, **settings))
     config = uvicorn.Config(
         build_app(gateway),
         host="127.0.0.1",
