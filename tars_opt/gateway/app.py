@@ -438,7 +438,8 @@ class Gateway:
         """Price the answer now; record it (and let the stages see it) off the path."""
         opt = self.optimizer
         prepared = call.prepared
-        reply = opt.price(prepared, result, source="api", escalated_from=escalated_from)
+        source = "shadow" if call.source == "shadow" else "api"
+        reply = opt.price(prepared, result, source=source, escalated_from=escalated_from)
         if call.would is not None:
             reply = _shadowed(opt, call.would, result, reply)
         rid = prepared.request.request_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,6 +14,7 @@ import uvicorn
 from tars_opt import open_app
 from tars_opt.app import App
 from tars_opt.gateway.app import Gateway, build_app
+from tars_opt.gateway.server import make_gateway
 from tars_opt.gateway.settings import GatewaySettings
 from tars_opt.pipeline.optimizer import Optimizer
 
@@ -39,13 +40,17 @@ def serve(
     *,
     overrides: dict[str, Any] | None = None,
     stages: list[Any] | None = None,
+    load: Callable[[], object] | None = None,
     **settings: Any,
 ) -> Iterator[Served]:
     """Serve a gateway to `upstream` until the block ends (then shut down gracefully)."""
     app = open_app(overrides=overrides)
     base = GatewaySettings(upstream=upstream, port=0, optimizer_timeout_s=10.0)
-    optimizer = Optimizer(app.config, app.db, stages=stages)
-    gateway = Gateway(optimizer, replace(base, **settings))
+    if load is not None:  # the server's own wiring: a cold chain until `load` returns
+        gateway = make_gateway(app, replace(base, **settings), load=load)
+    else:
+        optimizer = Optimizer(app.config, app.db, stages=stages)
+        gateway = Gateway(optimizer, replace(base, **settings))
     config = uvicorn.Config(
         build_app(gateway),
         host="127.0.0.1",
