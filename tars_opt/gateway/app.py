@@ -140,6 +140,7 @@ class Gateway:
         self.recorder = Recorder()
         self.metrics = Metrics()
         self.started = time.time()
+        self._budget_checked = float("-inf")  # written by the recorder thread only
         self.client: httpx2.AsyncClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tars-opt-stages")
 
@@ -285,9 +286,18 @@ class Gateway:
             return _Answer(held[0] if held else ask, prepared)
         if opt is self._cold:
             prepared.decisions.append(_COLD_NOTE)
-        reservation = opt.budget.reserve(prepared)
+        reservation = self._reserve(opt, prepared)
         opt.before_send(prepared)
         return prepared, reservation
+
+    def _reserve(self, opt: Optimizer, prepared: Prepared) -> Any:
+        """A budget reservation where one can change the answer: under `block`, concurrent
+        requests must see each other's cost before the month's budget refuses them. Under
+        `warn` and `defer` nothing is refused, and estimating every request's size would
+        cost a few ms of CPU each, so the row settles the spend when it is written."""
+        if opt.config.budget.policy != "block":
+            return None
+        return opt.budget.reserve(prepared)
 
     def _abandoned(self, work: Future[Any]) -> None:
         """Stages that finished after the deadline: their request went unoptimized, so only
@@ -400,7 +410,7 @@ class Gateway:
         opt = self.optimizer
         first_reply = self._finish(call, first, notify=False)
         try:
-            reservation = await self._in_pool(opt.budget.reserve, retry)
+            reservation = await self._in_pool(self._reserve, opt, retry)
         except BudgetExceeded:
             return None
         again = _Call(retry, _encode(retry.params, False), reservation)
@@ -456,9 +466,7 @@ class Gateway:
                 opt.ledger.record(_record(opt, prepared, reply, error, result.api_request_id))
             if call.reservation is not None:
                 opt.budget.settle(call.reservation)
-            warning = opt.check_budget()
-            if warning is not None:
-                log.warning("budget", extra={"warning": warning.reason})
+            self._check_budget(opt)
 
         self.recorder.submit(rid, write)
         cacheable = notify and error is None and call.source == "api" and not result.usage.estimated
@@ -467,6 +475,17 @@ class Gateway:
         self.metrics.request("messages", call.source)
         self.metrics.money(reply.cost, reply.baseline_cost - reply.cost)
         return reply
+
+    def _check_budget(self, opt: Optimizer) -> None:
+        """The budget's alerts (and the warning past a `warn` budget), at most once a
+        second: each check sums the month's ledger."""
+        now = time.monotonic()
+        if now - self._budget_checked < 1.0:
+            return
+        self._budget_checked = now
+        warning = opt.check_budget()
+        if warning is not None:
+            log.warning("budget", extra={"warning": warning.reason})
 
     def _failed(self, call: _Call, error: BackendError) -> None:
         opt = self.optimizer

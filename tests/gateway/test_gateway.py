@@ -285,3 +285,22 @@ def test_streamed_requests_are_never_escalated(fake_api: FakeAnthropic) -> None:
         with client(gw.url).messages.stream(model=MODEL, max_tokens=8, messages=ask("hi")) as s:
             assert s.get_final_message().stop_reason == "max_tokens"
         assert len(gw.rows()) == 1
+
+
+def test_a_blocking_budget_refuses_with_a_status_the_sdk_does_not_retry(
+    fake_api: FakeAnthropic,
+) -> None:
+    overrides = {"budget.policy": "block", "budget.monthly_usd": 0.000001}
+    with serve(fake_api.url, overrides=overrides) as gw:
+        c = anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=2)
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            c.messages.create(model=MODEL, max_tokens=64, messages=ask("hi"))
+        with httpx2.Client() as http:
+            metrics = http.get(f"{gw.url}/tars-opt/metrics").text
+        assert gw.rows() == []
+    err = caught.value
+    assert err.status_code == 402 and err.body["error"]["type"] == "billing_error"
+    message = err.body["error"]["message"]
+    assert message.startswith("tars-opt monthly budget reached") and "Fix:" in message
+    assert 'errors_total{route="messages",status="402"} 1' in metrics  # asked once: no retry
+    assert fake_api.requests_to("/v1/messages") == []
