@@ -86,6 +86,8 @@ class _Call:
 
     prepared: Prepared
     content: bytes
+    # The chain that prepared it (cold or warm) prices and records it too.
+    opt: Optimizer
     reservation: Any = None
     source: str = "api"  # api | unoptimized (fail-open) | shadow
     would: Prepared | None = None  # shadow: what the stages would have sent
@@ -266,8 +268,8 @@ class Gateway:
         prepared, reservation = outcome
         if s.shadow:
             original = self._as_sent(ask, [Decision("gateway", "shadow", "sent unchanged")])
-            return _Call(original, raw, source="shadow", would=prepared)
-        return _Call(prepared, _encode(prepared.params, ask.stream), reservation)
+            return _Call(original, raw, opt, source="shadow", would=prepared)
+        return _Call(prepared, _encode(prepared.params, ask.stream), opt, reservation)
 
     def _prepare_sync(
         self, opt: Optimizer, ask: Request, key: str | None
@@ -325,7 +327,7 @@ class Gateway:
         self.metrics.fail_open += 1
         note = f"{reason}: sent unoptimized (gateway.fail_open)"
         call = self._as_sent(ask, [Decision("gateway", "fail-open", note, {"warning": note})])
-        return _Call(call, raw, source="unoptimized")
+        return _Call(call, raw, self.optimizer, source="unoptimized")
 
     def _cached(self, reply: Reply, ask: Request) -> Response:
         """A stage's answer (a response-cache hit), in the shape the client asked for."""
@@ -387,8 +389,8 @@ class Gateway:
             result = message_result(json.loads(response.content), api_id)
         except ValueError as exc:
             self._failed(call, BackendError(f"unreadable answer: {exc}", kind="bad_response"))
-            return self._mirror(response, call, "api")
-        opt = self.optimizer
+            return self._mirror(response, call, call.source)
+        opt = call.opt
         if call.source == "api" and not call.prepared.cost_unknown:
             retry = await self._in_pool(opt.escalation, call.prepared, result)
             if retry is not None:
@@ -407,13 +409,13 @@ class Gateway:
         headers: list[tuple[str, str]],
     ) -> Response | None:
         """Re-ask on the stronger tier a stage asked for; None keeps the first answer."""
-        opt = self.optimizer
+        opt = call.opt
         first_reply = self._finish(call, first, notify=False)
         try:
             reservation = await self._in_pool(self._reserve, opt, retry)
         except BudgetExceeded:
             return None
-        again = _Call(retry, _encode(retry.params, False), reservation)
+        again = _Call(retry, _encode(retry.params, False), opt, reservation)
         try:
             response = await self._send(request, again, headers, stream=False)
         except Refusal:
@@ -446,7 +448,7 @@ class Gateway:
         error: str | None = None,
     ) -> Reply:
         """Price the answer now; record it (and let the stages see it) off the path."""
-        opt = self.optimizer
+        opt = call.opt
         prepared = call.prepared
         source = "shadow" if call.source == "shadow" else "api"
         reply = opt.price(prepared, result, source=source, escalated_from=escalated_from)
@@ -488,7 +490,7 @@ class Gateway:
             log.warning("budget", extra={"warning": warning.reason})
 
     def _failed(self, call: _Call, error: BackendError) -> None:
-        opt = self.optimizer
+        opt = call.opt
         prepared = call.prepared
 
         def write() -> None:

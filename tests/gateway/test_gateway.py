@@ -304,3 +304,26 @@ def test_a_blocking_budget_refuses_with_a_status_the_sdk_does_not_retry(
     assert message.startswith("tars-opt monthly budget reached") and "Fix:" in message
     assert 'errors_total{route="messages",status="402"} 1' in metrics  # asked once: no retry
     assert fake_api.requests_to("/v1/messages") == []
+
+
+def test_concurrent_streams_leave_one_row_each(fake_api: FakeAnthropic) -> None:
+    fake_api.stream_event_delay = 0.005
+
+    async def run(url: str) -> list[str]:
+        async with anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0) as c:
+
+            async def one(i: int) -> str:
+                async with c.messages.stream(
+                    model=MODEL, max_tokens=200, messages=ask(f"Tell me fact number {i}.")
+                ) as stream:
+                    await stream.get_final_message()
+                    return stream.response.headers["x-tars-opt-request-id"]
+
+            return await asyncio.gather(*(one(i) for i in range(30)))
+
+    with serve(fake_api.url) as gw:
+        ids = asyncio.run(run(gw.url))
+        rows = gw.rows()
+    assert len(set(ids)) == 30
+    assert sorted(r["request_id"] for r in rows) == sorted(ids)  # none lost, none doubled
+    assert all(r["error"] is None and r["tokens_estimated"] == 0 for r in rows)
