@@ -13,6 +13,7 @@ and the front door alone (every stage off), so the gateway's own cost shows apar
 stages' work.
 
     python benchmarks/gateway.py [--requests 120] [--delay 0.0]
+    python benchmarks/gateway.py --soak 60 --clients 50   # concurrent streams, rows checked
 """
 
 from __future__ import annotations
@@ -147,11 +148,93 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
+async def soak_clients(url: str, bodies: list[dict], clients: int, seconds: float) -> tuple:
+    """`clients` streaming clients for `seconds`: (request ids answered, errors)."""
+    import asyncio
+
+    ids: list[str] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+    headers = {**HEADERS, "x-tars-opt-cache": "off"}
+
+    async def client(n: int, http: httpx2.AsyncClient) -> None:
+        i = n
+        while time.monotonic() < stop:
+            body = {**bodies[i % len(bodies)], "stream": True}
+            i += clients
+            try:
+                async with http.stream("POST", url + "/v1/messages", json=body,
+                                       headers=headers) as answer:  # fmt: skip
+                    data = b"".join([chunk async for chunk in answer.aiter_raw()])
+                    if answer.status_code != 200 or b"message_stop" not in data:
+                        errors.append(f"{answer.status_code} {data[:100]!r}")
+                    else:
+                        ids.append(answer.headers["x-tars-opt-request-id"])
+            except httpx2.HTTPError as exc:
+                errors.append(repr(exc))
+
+    limits = httpx2.Limits(max_connections=clients)
+    async with httpx2.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(n, http) for n in range(clients)))
+    return ids, errors
+
+
+def soak(seconds: float, clients: int, delay: float) -> None:
+    """Concurrent streaming clients through tars-opt serve; then every answer must have
+    exactly one ledger row."""
+    import asyncio
+
+    bodies = tau_requests(200)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TARS_OPT_HOLDOUT": "0"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--print-url",
+         "--request-delay", str(delay), "--event-delay", "0.002"],
+        env=env, stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert fake.stdout is not None
+    upstream = fake.stdout.readline().strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc, _, _ = start(
+            [sys.executable, "-m", "tars_opt", "serve", "--port", str(port),
+             "--upstream", upstream],
+            {**env, "TARS_OPT_HOME": str(home)}, url, "/tars-opt/health", bodies[0],
+        )  # fmt: skip
+        try:
+            ids, errors = asyncio.run(soak_clients(url, bodies, clients, seconds))
+            while httpx2.get(url + "/tars-opt/health").json()["ledger_backlog"]:
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+            fake.terminate()
+            fake.wait(timeout=30)
+        os.environ["TARS_OPT_HOME"] = str(home)
+        from tars_opt import open_app
+
+        rows = [r["request_id"] for r in open_app().db.query("SELECT request_id FROM calls")]
+    answered = set(ids)
+    recorded = [r for r in rows if r in answered]
+    print(f"{clients} streaming clients for {seconds:g} s: {len(ids)} answers, "
+          f"{len(errors)} errors, {len(set(ids)) - len(set(recorded))} answers without a row, "
+          f"{len(recorded) - len(set(recorded))} doubled rows")  # fmt: skip
+    for error in errors[:5]:
+        print("  error:", error)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=120)
     parser.add_argument("--delay", type=float, default=0.0, help="the fake's request delay (s)")
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds of concurrent streams")
+    parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak, args.clients, args.delay)
+        return
     bodies = tau_requests(args.requests)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TARS_OPT_HOLDOUT": "0"}
     env.pop("ANTHROPIC_API_KEY", None)
