@@ -360,7 +360,9 @@ class Gateway:
         except httpx2.TimeoutException as exc:
             self._failed(call, BackendError(f"upstream timed out: {exc}", kind="timeout"))
             raise Refusal(
-                504, f"tars-opt: the upstream {self.settings.upstream} did not answer in time"
+                504,
+                f"tars-opt: the upstream {self.settings.upstream} did not answer in time "
+                f"({type(exc).__name__}); raise gateway.connect_timeout_s or read_timeout_s",
             ) from None
         except httpx2.TransportError as exc:
             self._failed(
