@@ -10,7 +10,7 @@ QueryType = Literal["research", "fact", "code", "template", "other"]
 Priority = Literal["high", "normal", "low"]
 # Where an answer came from: sent now, the response cache, a Message Batch, or not yet
 # (queued for the off-peak drain).
-Source = Literal["api", "cache", "batch", "queued"]
+Source = Literal["api", "cache", "batch", "queued", "shadow"]
 # The step of the chain a Decision records; the ledger's trace is read by these names.
 StageName = Literal[
     "classify",
@@ -25,6 +25,8 @@ StageName = Literal[
     "budget",
     "escalate",
     "batch",
+    "gateway",
+    "shadow",
 ]
 QUERY_TYPES: tuple[QueryType, ...] = get_args(QueryType)
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)

@@ -256,6 +256,24 @@ class Ledger:
         )
         return {k: (v or 0) for k, v in row.items()}
 
+    def would_have_saved(
+        self, start: float, end: float, *, include_offline: bool = True
+    ) -> dict[str, Any]:
+        """Shadow mode (`serve --shadow`): how many calls were forwarded unchanged between
+        two epoch times and the estimated total their stages would have saved."""
+        rows = self.db.query(
+            f"""SELECT decisions FROM calls WHERE source = 'shadow' AND ts >= ? AND ts < ?
+                {real_only(include_offline)}""",
+            [start, end],
+        )
+        calls, total = 0, 0.0
+        for row in rows:
+            calls += 1
+            for d in json.loads(row["decisions"] or "[]"):
+                if d.get("stage") == "shadow":
+                    total += float((d.get("data") or {}).get("would_save") or 0.0)
+        return {"calls": calls, "would_save": total}
+
     def breakdown(
         self, column: str, start: float, end: float, *, include_offline: bool = True
     ) -> list[dict[str, Any]]:

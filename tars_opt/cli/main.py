@@ -21,6 +21,7 @@ from tars_opt.cli import (
     queue,
     report,
     router,
+    serve,
     simulate,
 )
 
@@ -66,6 +67,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "metrics": monitor.metrics,
     "budget": monitor.budget,
     "simulate": simulate.simulate_cmd,
+    "serve": serve.serve,
 }
 GROUPS = {
     "config": config.app,

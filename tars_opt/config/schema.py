@@ -417,6 +417,35 @@ class ToolsConfig(_Strict):
     sticky_top: int = Field(3, ge=1)
 
 
+class GatewayConfig(_Strict):
+    """`tars-opt serve`: the HTTP front door that speaks the Messages API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8788, ge=0, le=65535)
+    # Where requests go on; null = the real API (https://api.anthropic.com).
+    upstream: str | None = None
+    # Forward every request unchanged and record what the stages would have saved.
+    shadow: bool = False
+    # Send the gateway's own key (api.key_env) for clients that send none. Off: such a
+    # request goes upstream without a key and gets the API's 401.
+    use_own_key: bool = False
+    # The token clients present as their API key (required to bind beyond loopback):
+    # read from this environment variable, or from token_file; never a command-line flag.
+    token_env: str = "TARS_OPT_GATEWAY_TOKEN"
+    token_file: Path | None = None
+    # Host names clients may use besides the bound one and loopback (DNS rebinding guard).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call (a request with any other Origin header is refused).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # A stage or the store failing (or busier than optimizer_timeout_s): true sends the
+    # request upstream unoptimized and records it when the store is back; false refuses.
+    fail_open: bool = True
+    optimizer_timeout_s: float = Field(2.0, gt=0)
+    # Upstream timeouts: connecting, and waiting for the next bytes of an answer.
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(600.0, gt=0)
+
+
 class LedgerConfig(_Strict):
     store_prompts: bool = True
     # Whether the offline backend's rows count in spend, budget and savings figures.
@@ -738,6 +767,7 @@ class Config(_Strict):
     defer: DeferConfig = Field(default_factory=DeferConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @model_validator(mode="after")
     def _models_priced(self) -> Config:

@@ -50,6 +50,8 @@ class SpendSummary:
     month_pace_usd: float
     by_model: list[dict[str, Any]]
     by_source: list[dict[str, Any]]
+    # Calls `serve --shadow` forwarded unchanged this month and what they would have saved.
+    shadow: dict[str, Any] = field(default_factory=lambda: {"calls": 0, "would_save": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,7 @@ def spend_summary(
         month_pace_usd=month_pace(month_cost, now),
         by_model=ledger.breakdown("model", p.month, now + 1, **real),
         by_source=ledger.breakdown("source", p.month, now + 1, **real),
+        shadow=ledger.would_have_saved(p.month, now + 1, **real),
     )
 
 

@@ -28,7 +28,16 @@ from tars_opt.pipeline.conversations import Conversations
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
 from tars_opt.pipeline.keys import KeyIds
 from tars_opt.store.database import Database
-from tars_opt.types import STRATEGIES, BackendResult, Decision, Money, Prepared, Reply, Request
+from tars_opt.types import (
+    STRATEGIES,
+    BackendResult,
+    Decision,
+    Money,
+    Prepared,
+    Reply,
+    Request,
+    Source,
+)
 
 if TYPE_CHECKING:
     from tars_opt.context.tools import ToolStage
@@ -142,11 +151,19 @@ class Optimizer:
         without building the backend for a cache hit."""
         return getattr(self._backend, "name", None) or self.config.backend
 
-    def prepare(self, request: Request, *, earlier: Sequence[Decision] = ()) -> Prepared | Reply:
+    def prepare(
+        self,
+        request: Request,
+        *,
+        earlier: Sequence[Decision] = (),
+        on_answer: Callable[[Request, Reply], None] | None = None,
+    ) -> Prepared | Reply:
         """Run the stages; return the request ready to send, or a Reply a stage gave.
 
         `earlier` are decisions made for this request before this run (the defer stage's
         when a drain prepares queued work): they open its trace and its ledger row.
+        A stage's answer (a cache hit) gets its ledger row now, or goes to `on_answer`
+        (a front door that answers first and records off the request path).
         """
         started = time.perf_counter()
         decisions: list[Decision] = list(earlier)
@@ -185,7 +202,7 @@ class Optimizer:
                 decisions.append(
                     Decision("experiment", "excluded", f"drawn for the A/B holdout, but {kept}")
                 )
-        reply_or_request = self._run_stages(request, decisions, self.stages)
+        reply_or_request = self._run_stages(request, decisions, self.stages, on_answer)
         if isinstance(reply_or_request, Reply):
             return reply_or_request
         request = self._with_model(reply_or_request)
@@ -203,7 +220,11 @@ class Optimizer:
         return inspect_report(self.config, request, prepared)
 
     def _run_stages(
-        self, request: Request, decisions: list[Decision], stages: Sequence[Stage]
+        self,
+        request: Request,
+        decisions: list[Decision],
+        stages: Sequence[Stage],
+        on_answer: Callable[[Request, Reply], None] | None = None,
     ) -> Request | Reply:
         """Each stage in turn (none for the holdout); a Reply from one ends the run."""
         for stage in stages if not request.holdout else ():
@@ -218,7 +239,7 @@ class Optimizer:
                 if outcome.source != "queued":
                     # A stage answered (a cache hit): that is an answered request, so it
                     # gets its ledger row like any other. Queued work is recorded when done.
-                    self._record(request, outcome)
+                    (on_answer or self._record)(request, outcome)
                 return outcome
             request, decision = outcome
             if decision is not None:
@@ -287,7 +308,27 @@ class Optimizer:
         already counted that request once, so this row's baseline is 0 and routing's saving
         absorbs the difference (an escalation shows as negative routing savings).
         `notify=False` skips the stages' `after` hooks (for an answer about to be escalated).
+        A front door that answers before it records (the gateway) calls the three steps
+        itself: `price`, then `record` and `notify` off the request path.
         """
+        reply = self.price(prepared, result, source=source, escalated_from=escalated_from)
+        self.record(
+            prepared, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
+        )
+        if notify:
+            self.notify(prepared, reply)
+        return reply
+
+    def price(
+        self,
+        prepared: Prepared,
+        result: BackendResult,
+        *,
+        source: Source = "api",
+        escalated_from: str | None = None,
+    ) -> Reply:
+        """The Reply for `result` with its cost, baseline and savings; reads and writes no
+        database, so a front door can answer with the cost before the row is written."""
         req = prepared.request
         model = req.model or result.model
         if prepared.cost_unknown:
@@ -314,7 +355,7 @@ class Optimizer:
         latency = result.latency_ms
         if latency is None:
             latency = (time.perf_counter() - prepared.started) * 1000.0
-        reply = Reply(
+        return Reply(
             text=result.text,
             model=model,
             source=source,
@@ -333,25 +374,42 @@ class Optimizer:
             message_extra=dict(result.message_extra),
             cost_unknown=prepared.cost_unknown,
         )
-        self._record(
-            req, reply, api_request_id=result.api_request_id, escalated_from=escalated_from
-        )
-        for stage in self.stages if notify and not req.holdout else ():
-            after = getattr(stage, "after", None)
-            if after is not None:
-                after(prepared, reply)
+
+    def record(
+        self,
+        prepared: Prepared,
+        reply: Reply,
+        *,
+        api_request_id: str | None = None,
+        escalated_from: str | None = None,
+    ) -> None:
+        """Write the ledger row of an answered request (committed on return)."""
+        req = prepared.request
+        self._record(req, reply, api_request_id=api_request_id, escalated_from=escalated_from)
         log.info(
             "answered",
             extra={
                 "request_id": req.request_id,
-                "model": model,
-                "source": source,
-                "cost": money.actual,
-                "baseline_cost": money.baseline,
-                "latency_ms": round(latency, 1),
+                "model": reply.model,
+                "source": reply.source,
+                "cost": reply.cost,
+                "baseline_cost": reply.baseline_cost,
+                "latency_ms": round(reply.latency_ms, 1),
             },
         )
-        return reply
+
+    def record_answer(self, request: Request, reply: Reply) -> None:
+        """Write the ledger row of a request a stage answered (a cache hit), for a
+        `prepare` given `on_answer`."""
+        self._record(request, reply)
+
+    def notify(self, prepared: Prepared, reply: Reply) -> None:
+        """Hand the answer to the stages' `after` hooks (the response cache stores it);
+        none for the A/B holdout."""
+        for stage in self.stages if not prepared.request.holdout else ():
+            after = getattr(stage, "after", None)
+            if after is not None:
+                after(prepared, reply)
 
     def _record(self, request: Request, reply: Reply, **extra: Any) -> None:
         self.ledger.record(
@@ -394,14 +452,22 @@ class Optimizer:
             # answer is still an answer.
             with contextlib.suppress(BackendError, BudgetExceeded):
                 reply, _ = self._call(retry, None, escalated_from=prepared.request.request_id)
+        warning = self.check_budget(prepared)
+        if warning is not None:
+            reply.decisions.append(warning)
+        return reply
+
+    def check_budget(self, prepared: Prepared) -> Decision | None:
+        """After an answered call: raise the budget's threshold alerts (once a month each)
+        and return the warning a call sent past a spent budget carries, if any."""
         state = self.budget.state()
         self.budget.check_alerts(self.alerter, state)
-        if state.over:
-            # Alerts go out once a month; a call sent past the budget says so each time,
-            # whichever policy let it through.
-            warning = state.over_warning(_why_sent(state.policy, prepared))
-            reply.decisions.append(Decision("budget", "over", warning, {"warning": warning}))
-        return reply
+        if not state.over:
+            return None
+        # Alerts go out once a month; a call sent past the budget says so each time,
+        # whichever policy let it through.
+        warning = state.over_warning(_why_sent(state.policy, prepared))
+        return Decision("budget", "over", warning, {"warning": warning})
 
     def _call(
         self,
@@ -418,7 +484,7 @@ class Optimizer:
         prepared.started = time.perf_counter() - prepared.prepare_ms / 1000.0
         reservation = self.budget.reserve(prepared)
         try:
-            self._before_send(prepared)
+            self.before_send(prepared)
             try:
                 if on_text is not None:
                     result = backend.stream(prepared.params, on_text)
@@ -429,7 +495,7 @@ class Optimizer:
                 raise
             retry = None
             if escalated_from is None and not prepared.request.stream and on_text is None:
-                retry = self._retry(prepared, result)
+                retry = self.escalation(prepared, result)
             # An answer being escalated is not handed to the stages (the cache must not keep it).
             reply = self.finish(
                 prepared, result, notify=retry is None, escalated_from=escalated_from
@@ -439,7 +505,7 @@ class Optimizer:
             self.budget.settle(reservation)
         return reply, retry
 
-    def _retry(self, prepared: Prepared, result: BackendResult) -> Prepared | None:
+    def escalation(self, prepared: Prepared, result: BackendResult) -> Prepared | None:
         """The request a stage wants sent instead of this answer (escalation), prepared by
         the stages after the one that asked; None when no stage asks."""
         if prepared.request.holdout or prepared.cost_unknown:
@@ -461,7 +527,7 @@ class Optimizer:
             return Prepared(again, again.to_body(), decisions, time.perf_counter())
         return None
 
-    def _before_send(self, prepared: Prepared) -> None:
+    def before_send(self, prepared: Prepared) -> None:
         """Let stages start work that overlaps the API call (the pruner's embeddings); a
         failure there costs only that work, never the request."""
         for stage in self.stages if not prepared.request.holdout else ():

@@ -19,7 +19,7 @@ from tars_opt.cli import app
 from tests.conftest import REPO
 
 COMMANDS = ["ask", "result", "drain", "costs", "log", "report", "heartbeat", "dashboard",
-            "feedback", "metrics", "budget", "simulate"]  # fmt: skip
+            "feedback", "metrics", "budget", "simulate", "serve"]  # fmt: skip
 GROUPS = {
     "config": ["init", "show", "check"],
     "db": ["path"],

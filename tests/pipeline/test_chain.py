@@ -297,3 +297,33 @@ def test_latency_excludes_building_the_backend(home: Path, monkeypatch: pytest.M
     opt.stages = []  # only the backend's time is under test
     reply = opt.ask(Request.from_prompt("hi", model="claude-haiku-5-5"))
     assert reply.latency_ms < 250
+
+
+def test_price_writes_nothing_until_record(home: Path) -> None:
+    """A front door answers with `price` first; the row appears only when it records."""
+    app = open_app(backend="offline")
+    opt = app.optimizer()
+    opt.stages = [PinTier()]
+    prepared = opt.prepare(Request.from_prompt("Capital of Peru?"))
+    assert not isinstance(prepared, Reply)
+    result = opt.backend.send(prepared.params)
+    reply = opt.price(prepared, result)
+    assert reply.cost > 0 and reply.model == "claude-haiku-5-5"
+    assert app.ledger.get(reply.request_id) is None
+    opt.record(prepared, reply, api_request_id="req_api_1")
+    row = app.ledger.get(reply.request_id)
+    assert row is not None and row["cost"] == reply.cost and row["api_request_id"] == "req_api_1"
+
+
+def test_a_stage_answer_goes_to_on_answer_instead_of_the_ledger(home: Path) -> None:
+    app = open_app(backend="offline")
+    opt = app.optimizer()
+    opt.stages = [Answers()]
+    held: list[tuple[Request, Reply]] = []
+    reply = opt.prepare(
+        Request.from_prompt("Capital of Peru?"), on_answer=lambda q, r: held.append((q, r))
+    )
+    assert isinstance(reply, Reply) and reply.source == "cache"
+    assert app.ledger.get(reply.request_id) is None and len(held) == 1
+    opt.record_answer(*held[0])
+    assert app.ledger.get(reply.request_id)["source"] == "cache"

@@ -40,6 +40,12 @@ def spend(console: Console, s: SpendSummary) -> None:
             f"escalations this month: {month['escalations']} re-asks on a stronger tier cost "
             f"{usd(month['escalation_cost'])} (counted against routing's savings)"
         )
+    if s.shadow["calls"]:
+        console.print(
+            f"shadow: {s.shadow['calls']} call(s) this month were forwarded unchanged; the "
+            f"stages would have saved ~{usd(s.shadow['would_save'])} (an estimate from their "
+            "usage)"
+        )
     for title, rows in (("this month by model", s.by_model), ("this month by source", s.by_source)):
         if rows:
             console.print(_breakdown(title, rows))

@@ -1,0 +1,120 @@
+"""Ledger writes off the request path: one thread, in order, retried while the store is
+busy or down, so an answer never waits for the database and no row is lost."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tars_opt.errors import DatabaseError
+
+log = logging.getLogger("tars_opt.gateway")
+
+
+@dataclass
+class _Job:
+    request_id: str
+    run: Callable[[], None]
+    # A row must land (retried until it does); anything else is best effort.
+    must: bool
+
+
+class Recorder:
+    """Runs the writes the gateway hands it on a thread of its own, in order.
+
+    A required write (a ledger row, a budget settlement) that fails with a DatabaseError is
+    retried, with backoff up to `max_backoff_s`, until the store takes it; other work (the
+    response cache keeping an answer) is tried once and logged when it fails.
+    """
+
+    def __init__(self, *, backoff_s: float = 0.05, max_backoff_s: float = 5.0) -> None:
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pending: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._backoff = (backoff_s, max_backoff_s)
+        self._stopping = threading.Event()
+        self.failures = 0  # writes that had to be retried
+        self._thread = threading.Thread(target=self._run, name="tars-opt-recorder", daemon=True)
+        self._thread.start()
+
+    def submit(self, request_id: str, run: Callable[[], None], *, must: bool = True) -> None:
+        with self._lock:
+            self._pending[request_id] = self._pending.get(request_id, 0) + 1
+        self._queue.put(_Job(request_id, run, must))
+
+    def pending(self, request_id: str) -> bool:
+        """Whether writes for `request_id` are still waiting."""
+        with self._lock:
+            return request_id in self._pending
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every write handed over so far is done; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Flush, then stop the thread; False when writes were still waiting."""
+        done = self.flush(timeout_s)
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout=1.0)
+        return done
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._do(job)
+            with self._idle:
+                left = self._pending.get(job.request_id, 1) - 1
+                if left:
+                    self._pending[job.request_id] = left
+                else:
+                    self._pending.pop(job.request_id, None)
+                self._idle.notify_all()
+
+    def _do(self, job: _Job) -> None:
+        wait, most = self._backoff
+        while True:
+            try:
+                job.run()
+                return
+            except DatabaseError as exc:
+                if not job.must:
+                    log.warning("gateway write skipped", extra={"error": str(exc)})
+                    return
+                self.failures += 1
+                log.warning(
+                    "store unavailable; the row is kept and retried",
+                    extra={"request_id": job.request_id, "error": str(exc)},
+                )
+                if self._stopping.is_set():
+                    log.error(
+                        "row not recorded: the store was unavailable until shutdown",
+                        extra={"request_id": job.request_id},
+                    )
+                    return
+                self._stopping.wait(wait)
+                wait = min(wait * 2, most)
+            except Exception as exc:  # a bug in a write must not stop the ones after it
+                log.error(
+                    "gateway write failed",
+                    extra={"request_id": job.request_id, "error": repr(exc)},
+                )
+                return
