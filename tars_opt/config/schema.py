@@ -668,6 +668,9 @@ class RoutingConfig(_Strict):
     pinned_keywords: dict[str, str] = Field(default_factory=dict)
     # Requests that carry tools go at least to this tier (null = no minimum).
     tools_min_tier: str | None = None
+    # Route tool-using conversations (agent loops) too. Off: they go to the client's model
+    # (or the default tier): no labelled data says a cheaper model does agent work as well.
+    tool_conversations: bool = False
     # The model a request names is the ceiling: routing picks no dearer one unless true.
     above_client_model: bool = False
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
