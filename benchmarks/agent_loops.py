@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -58,7 +59,12 @@ from tars_opt.sim.simulate import SimClock  # noqa: E402
 from tars_opt.store import connect  # noqa: E402
 from tars_opt.types import BackendResult, Reply, Request, Usage  # noqa: E402
 from tests.fake_anthropic.context import apply_context_management  # noqa: E402
-from tests.fake_anthropic.tokens import PromptCache, block_tokens, segments  # noqa: E402
+from tests.fake_anthropic.tokens import (  # noqa: E402
+    PromptCache,
+    block_tokens,
+    count_input_tokens,
+    segments,
+)
 from tests.fake_anthropic.validate import message_params_error  # noqa: E402
 
 CLIENT_MODEL = "claude-sonnet-5-5"
@@ -86,6 +92,18 @@ class Call:
     tools: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     answer: list[dict[str, Any]]
+
+    def identifiers(self) -> set[str]:
+        """Tokens of 3+ characters holding a digit (ids, codes, flight numbers, prices)
+        that the recorded answer uses and an earlier tool result gave."""
+        answer = set(_ids(json.dumps(self.answer, ensure_ascii=False)))
+        results = " ".join(
+            json.dumps(b.get("content"), ensure_ascii=False)
+            for m in self.messages
+            for b in m["content"]
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        )
+        return answer & set(_ids(results))
 
     def body(self) -> dict[str, Any]:
         return {
@@ -129,6 +147,13 @@ def load_calls(data: Path, split: str, limit: int | None, seed: int) -> list[Cal
     return calls
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9_$]+(?:[.:\-][A-Za-z0-9_]+)*")
+
+
+def _ids(text: str) -> list[str]:
+    return [t for t in _TOKEN.findall(text) if len(t) >= 3 and any(c.isdigit() for c in t)]
+
+
 def unique_tool_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages with tool_use ids made unique (the recorded trajectories reuse some
     ids, which the API refuses): a repeat and its tool_result get a suffix."""
@@ -165,7 +190,18 @@ class Bill:
     per_conversation: dict[str, float] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    backend_seconds: float = 0.0
     note: str = ""
+    # Clearing checks: prompt tokens sent per conversation, identifiers kept / wanted.
+    sent_tokens: dict[str, int] = field(default_factory=dict)
+    ids_wanted: int = 0
+    ids_kept: int = 0
+    cleared_calls: int = 0
+
+    @property
+    def overhead_ms(self) -> float:
+        """Mean time the chain spent on a call besides the fake's own work."""
+        return (self.seconds - self.backend_seconds) * 1000.0 / max(1, self.calls)
 
     def add(self, conversation: str, model: str, usage: Usage, cost: float) -> None:
         self.cost += cost
@@ -174,6 +210,7 @@ class Bill:
         self.cache_write += usage.cache_write
         self.per_conversation[conversation] = self.per_conversation.get(conversation, 0.0) + cost
         self.models[model] = self.models.get(model, 0) + 1
+        self.sent_tokens[conversation] = self.sent_tokens.get(conversation, 0) + usage.prompt_tokens
 
 
 class ReplayBackend:
@@ -193,6 +230,14 @@ class ReplayBackend:
         self.bill: Bill | None = None
 
     def send(self, params: dict[str, Any]) -> BackendResult:
+        started = time.perf_counter()
+        try:
+            return self._send(params)
+        finally:
+            if self.bill is not None:
+                self.bill.backend_seconds += time.perf_counter() - started
+
+    def _send(self, params: dict[str, Any]) -> BackendResult:
         problem = message_params_error(params, need_max_tokens=True, strict=True)
         if problem:
             raise BackendError(f"fake API refused the request: {problem}", kind="invalid_request")
@@ -213,6 +258,11 @@ class ReplayBackend:
         self.bill.add(call.conversation, model, usage, self.prices.cost(usage, model))
         if not main:
             self.bill.side_calls += 1
+        else:
+            wanted = call.identifiers()
+            sent = json.dumps(params, ensure_ascii=False)
+            self.bill.ids_wanted += len(wanted)
+            self.bill.ids_kept += sum(1 for w in wanted if w in sent)
         uses = any(b.get("type") == "tool_use" for b in content)
         text = "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
         return BackendResult(
@@ -304,6 +354,8 @@ def replay_chain(name: str, calls: list[Call], config: Config) -> Bill:
                 backend.current = call
                 request = Request.from_body(call.body(), request_id=f"r{n:05d}")
                 reply: Reply = optimizer.ask(request)
+                if any(d.stage == "prune" and d.action == "cleared" for d in reply.decisions):
+                    bill.cleared_calls += 1
                 if reply.source != "api":
                     answered_from_cache += 1
                     bill.per_conversation.setdefault(call.conversation, 0.0)
@@ -348,14 +400,71 @@ def limit_bill(calls: list[Call], config: Config) -> Bill:
     return bill
 
 
-def lever_config(base: dict[str, Any], only: str | None) -> Config:
-    """The shipped config; with `only`, every stage off but that one."""
+def lever_config(
+    base: dict[str, Any], only: str | tuple[str, ...] | None, **changes: dict[str, Any]
+) -> Config:
+    """The shipped config; with `only`, every stage off but that one (or those); `changes`
+    update sections (e.g. routing={"tool_conversations": True})."""
     data = json.loads(json.dumps(base))
     data["backend"] = "offline"
     if only is not None:
+        keep = {only} if isinstance(only, str) else set(only)
         for lever in LEVERS:
-            data[lever]["enabled"] = lever == only
+            data[lever]["enabled"] = lever in keep
+    for section, values in changes.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                data[section][key] = {**data[section][key], **value}
+            else:
+                data[section][key] = value
     return Config.model_validate(data)
+
+
+# Clearing thresholds lowered so clearing acts on these conversations (3.6K-9.8K tokens
+# per call). Candidates tried on the CALIBRATION split by --tune-clearing; the one kept
+# is the cheapest that keeps >= 99% of the identifiers and cuts >= 10% of the input
+# tokens of the conversations past the trigger.
+CLEARING_GRID = [
+    {"trigger_tokens": t, "clear_at_least_tokens": a, "keep_tool_uses": k}
+    for t in (4000, 5000)
+    for a in (500, 1500)
+    for k in (1, 2)
+]
+CLEARING_LOWERED = {"trigger_tokens": 4500, "clear_at_least_tokens": 1500, "keep_tool_uses": 2}
+
+
+def past_trigger(calls: list[Call], trigger: int) -> set[str]:
+    """Conversations with a call over `trigger` tokens (as the fake counts them)."""
+    return {c.conversation for c in calls if count_input_tokens(c.body()) > trigger}
+
+
+def clearing_figures(with_: Bill, without: Bill, convs: set[str]) -> dict[str, float]:
+    """Input tokens cut in the conversations past the trigger, and identifiers kept."""
+    before = sum(without.sent_tokens.get(c, 0) for c in convs)
+    after = sum(with_.sent_tokens.get(c, 0) for c in convs)
+    return {
+        "conversations": len(convs),
+        "input_cut": 1 - after / max(1, before),
+        "ids_kept": with_.ids_kept / max(1, with_.ids_wanted),
+        "ids_wanted": with_.ids_wanted,
+        "cost_change": with_.cost / max(1e-9, without.cost) - 1,
+    }
+
+
+def tune_clearing(data: Path, seed: int, base: dict[str, Any]) -> None:
+    """Try CLEARING_GRID on the calibration split (prune and prompt_cache stages only)."""
+    calls = load_calls(data, "calibration", None, seed)
+    levers = ("prune", "prompt_cache")
+    without = replay_chain("no clearing", calls, lever_config(base, "prompt_cache"))
+    print(f"calibration: {len(calls)} calls; without clearing ${without.cost:.3f}")
+    for grid in CLEARING_GRID:
+        config = lever_config(base, levers, prune={"clear_tool_results": grid})
+        bill = replay_chain("clearing", calls, config)
+        f = clearing_figures(bill, without, past_trigger(calls, grid["trigger_tokens"]))
+        print(
+            f"  {grid}: cost {f['cost_change']:+.1%}, input cut {f['input_cut']:.1%} in "
+            f"{f['conversations']} conversations, identifiers kept {f['ids_kept']:.2%}"
+        )
 
 
 def distribution(a: Bill, b: Bill) -> dict[str, float]:
@@ -388,14 +497,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated rows to run")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--tune-clearing", action="store_true", help="try clearing thresholds on calibration"
+    )
     args = parser.parse_args(argv)
 
     path = args.data / "tau_bench" / "airline_conversations.jsonl"
     if not path.is_file():
         print(f"no tau_bench data at {path}: pass --data DIR (the shared data folder)")
         return 2
-    calls = load_calls(args.data, args.split, args.limit, args.seed)
     base = load_config(EXAMPLE_CONFIG, environ={}).config.model_dump(mode="json")
+    if args.tune_clearing:
+        tune_clearing(args.data, args.seed, base)
+        return 0
+    calls = load_calls(args.data, args.split, args.limit, args.seed)
     config = lever_config(base, None)
     rows: dict[str, Callable[[], Bill]] = {
         "unmarked": lambda: replay_direct("unmarked", calls, config, None),
@@ -406,6 +521,16 @@ def main(argv: list[str] | None = None) -> int:
         rows[f"{lever} only"] = lambda lever=lever: replay_chain(
             f"{lever} only", calls, lever_config(base, lever)
         )
+    rows["tars-opt+tool-routing"] = lambda: replay_chain(
+        "tars-opt+tool-routing",
+        calls,
+        lever_config(base, None, routing={"tool_conversations": True}),
+    )
+    rows["tars-opt+clearing-lowered"] = lambda: replay_chain(
+        "tars-opt+clearing-lowered",
+        calls,
+        lever_config(base, None, prune={"clear_tool_results": CLEARING_LOWERED}),
+    )
     rows["limit"] = lambda: limit_bill(calls, config)
     wanted = set(args.only.split(",")) if args.only else None
     bills: dict[str, Bill] = {}
@@ -419,26 +544,47 @@ def main(argv: list[str] | None = None) -> int:
         f"calls; seed {args.seed}; client model {CLIENT_MODEL}"
     )
     unmarked, line = bills["unmarked"].cost, bills["one-line"].cost
-    print(f"{'strategy':<20}{'cost':>10}{'vs unmarked':>13}{'vs one-line':>13}"
-          f"{'read':>10}{'written':>10}  notes")  # fmt: skip
+    print(f"| {'strategy':<27}| {'cost':>8} | {'vs unmarked':>11} | {'vs one-line':>11} "
+          f"| {'read':>5} | {'written':>7} | notes")  # fmt: skip
+    print(f"|{'-' * 28}|{'-' * 10}|{'-' * 13}|{'-' * 13}|{'-' * 7}|{'-' * 9}|------")
     for bill in bills.values():
-        models = ", ".join(f"{m} {n}" for m, n in sorted(bill.models.items()))
-        notes = "; ".join(x for x in (bill.note, models if len(bill.models) > 1 else "") if x)
+        notes = [bill.note] if bill.note else []
+        if "tool-routing" in bill.name:
+            down = sum(n for m, n in bill.models.items() if m != CLIENT_MODEL)
+            notes.append(
+                f"cost only: quality not measured; {down / max(1, bill.calls):.0%} of calls "
+                "routed down"
+            )
         if bill.side_calls:
-            notes = "; ".join(x for x in (notes, f"{bill.side_calls} side calls") if x)
+            notes.append(f"{bill.side_calls} summary calls")
+        if bill.cleared_calls:
+            notes.append(f"{bill.cleared_calls} calls cleared")
+        if bill.name not in ("unmarked", "one-line", "limit"):
+            notes.append(f"chain {bill.overhead_ms:.1f} ms/call")
         print(
-            f"{bill.name:<20}{'$' + format(bill.cost, '.3f'):>10}"
-            f"{(bill.cost / unmarked - 1) * 100:>12.1f}%{(bill.cost / line - 1) * 100:>12.1f}%"
-            f"{bill.cache_read / max(1, bill.input_tokens):>10.0%}"
-            f"{bill.cache_write / max(1, bill.input_tokens):>10.0%}  {notes}"
+            f"| {bill.name:<27}| {'$' + format(bill.cost, '.3f'):>8} "
+            f"| {(bill.cost / unmarked - 1) * 100:>10.1f}% "
+            f"| {(bill.cost / line - 1) * 100:>10.1f}% "
+            f"| {bill.cache_read / max(1, bill.input_tokens):>5.0%} "
+            f"| {bill.cache_write / max(1, bill.input_tokens):>7.0%} | {'; '.join(notes)}"
         )
     if "tars-opt" in bills:
         d = distribution(bills["one-line"], bills["tars-opt"])
         print(
-            "tars-opt minus one-line per conversation: "
+            "\ntars-opt minus one-line, per conversation (USD): "
             + ", ".join(
                 f"{k} {v:+.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
             )
+        )
+    lowered = bills.get("tars-opt+clearing-lowered")
+    if lowered is not None and "tars-opt" in bills:
+        convs = past_trigger(calls, CLEARING_LOWERED["trigger_tokens"])
+        f = clearing_figures(lowered, bills["tars-opt"], convs)
+        print(
+            f"clearing lowered to {CLEARING_LOWERED}: {f['conversations']} conversations past "
+            f"the trigger, their input tokens cut {f['input_cut']:.1%}; identifiers kept "
+            f"{f['ids_kept']:.2%} of {f['ids_wanted']}; total cost {f['cost_change']:+.1%} "
+            "against tars-opt"
         )
     if args.json:
         args.json.write_text(

@@ -357,6 +357,9 @@ class ClearToolResultsConfig(_Strict):
     exclude_tools: list[str] = Field(default_factory=list)
     # Also replace the inputs of the cleared tool uses by {}.
     clear_tool_inputs: bool = False
+    # The placeholder lists the identifiers the result held (tokens with a digit: ids,
+    # codes, flight numbers, prices), which the agent may quote later and cannot guess.
+    keep_identifiers: bool = True
     # local: tars-opt rewrites the request (any model, saving attributed exactly);
     # api: the API's context editing (context_management clear_tool_uses_20250919, beta)
     # for models in api_models, local for the others.

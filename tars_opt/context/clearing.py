@@ -21,6 +21,7 @@ client's own, for the models the config lists.
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,11 @@ from tars_opt.hashing import canonical
 
 PLACEHOLDER_START = "[tool result cleared to save context:"
 API_EDIT = "clear_tool_uses_20250919"
+# Identifiers a placeholder keeps (`keep_identifiers`): tokens of 3+ characters holding a
+# digit - ids, booking codes, flight numbers, dates, prices - which an agent quotes later
+# and cannot guess; at most this many, first seen first.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_$]+(?:[.:\-][A-Za-z0-9_]+)*")
+MAX_IDENTIFIERS = 60
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,18 @@ class ToolUse:
     result_tokens: int
     input_tokens: int
     cleared: bool  # its result is already a placeholder (the client's or ours)
+    result_text: str = ""
+
+
+def identifiers(text: str) -> list[str]:
+    """The distinct identifier-like tokens of `text` (see _IDENTIFIER), in order."""
+    seen: dict[str, None] = {}
+    for token in _IDENTIFIER.findall(text):
+        if len(token) >= 3 and any(c.isdigit() for c in token):
+            seen.setdefault(token, None)
+            if len(seen) >= MAX_IDENTIFIERS:
+                break
+    return list(seen)
 
 
 @dataclass(frozen=True)
@@ -105,17 +123,21 @@ def tool_uses(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> li
                     result_tokens=tokens.estimate_text(text),
                     input_tokens=tokens.estimate_text(canonical(block.get("input") or {})),
                     cleared=text.startswith(PLACEHOLDER_START),
+                    result_text=text,
                 )
             )
     return out
 
 
-def placeholder(use: ToolUse, inputs: bool) -> str:
-    """The text that replaces a cleared result: which tool, what went, how to get it back."""
+def placeholder(use: ToolUse, inputs: bool, keep_identifiers: bool = True) -> str:
+    """The text that replaces a cleared result: which tool, what went, the identifiers it
+    held (with `keep_identifiers`), how to get the rest back."""
     also = " (its input too)" if inputs else ""
+    ids = identifiers(use.result_text) if keep_identifiers else []
+    held = f"; identifiers it held: {', '.join(ids)}" if ids else ""
     return (
         f"{PLACEHOLDER_START} the result of {use.name} (~{use.result_tokens} tokens){also} "
-        f"was removed; call {use.name} again if it is needed]"
+        f"was removed{held}; call {use.name} again for the rest]"
     )
 
 
@@ -141,6 +163,8 @@ def plan(
     for use in clearable:
         chunk.append(use)
         size += use.result_tokens + (use.input_tokens if inputs else 0)
+        if config.keep_identifiers:
+            size -= tokens.estimate_text(" ".join(identifiers(use.result_text)))
         if size >= max(1, config.clear_at_least_tokens):
             chosen += chunk
             chunk, size = [], 0
@@ -176,7 +200,8 @@ def clear(
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "tool_result" and str(block.get("tool_use_id")) in by_id:
-                block["content"] = placeholder(by_id[str(block["tool_use_id"])], inputs)
+                use = by_id[str(block["tool_use_id"])]
+                block["content"] = placeholder(use, inputs, config.keep_identifiers)
             elif inputs and block.get("type") == "tool_use" and str(block.get("id")) in by_id:
                 block["input"] = {}
         out[i] = message

@@ -60,6 +60,9 @@ def test_old_results_become_placeholders_naming_the_tool_never_the_last_k() -> N
     assert not any(u.cleared for u in last)
     text = done.messages[2]["content"][0]["content"]
     assert text.startswith(PLACEHOLDER_START) and "search_flights" in text
+    # The identifiers the result held stay: the agent may quote them and cannot guess them.
+    assert all(x in text for x in ("HAT170", "08:00", "12A", "$312"))
+    assert "departs" not in text
     # Every tool_use keeps its tool_result: the API accepts the request.
     assert not problems(list(done.messages))
     body = {"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": list(done.messages)}
