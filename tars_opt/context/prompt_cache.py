@@ -23,7 +23,6 @@ Deferred work gets `ttl_deferred`.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -94,51 +93,64 @@ class _Candidate:
     kind: str  # stable (tools, system) | history (end of history) | tail (the last message)
 
 
-def _markable(message: dict[str, Any]) -> dict[str, Any] | None:
-    """The last block of a message that can carry cache_control (content made blocks)."""
-    if isinstance(message.get("content"), str):
-        message["content"] = [{"type": "text", "text": message["content"]}]
-    content = [
-        b
-        for b in message.get("content") or []
-        if isinstance(b, dict)
-        and b.get("type") not in UNMARKABLE
-        and not (b.get("type") == "text" and b.get("text") == "")
-    ]
-    return content[-1] if content else None
+def _markable(messages: list[Any], i: int) -> dict[str, Any] | None:
+    """The last block of messages[i] that can carry cache_control, as a copy put in place
+    of the original (the message and its content list are copied too, content made
+    blocks), so marking it never changes the caller's request."""
+    message = dict(messages[i])
+    content = message.get("content")
+    blocks = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    )
+    message["content"] = blocks
+    messages[i] = message
+    for j in range(len(blocks) - 1, -1, -1):
+        b = blocks[j]
+        if (
+            isinstance(b, dict)
+            and b.get("type") not in UNMARKABLE
+            and not (b.get("type") == "text" and b.get("text") == "")
+        ):
+            blocks[j] = dict(b)
+            return blocks[j]
+    return None
 
 
 def _candidates(out: dict[str, Any], loop: bool) -> list[_Candidate]:
-    """Where marks may go, in API order (marks `out` only through the blocks returned)."""
+    """Where marks may go, in API order. `out` is a shallow copy of the request: the
+    blocks returned (and the lists holding them) are copied into it, so marking them
+    changes `out` only."""
     candidates: list[_Candidate] = []
     total = 0
     tools = out.get("tools") or []
     for tool in tools:
         total += tokens.estimate_tool(tool)
     if tools:
+        tools = out["tools"] = [*tools[:-1], dict(tools[-1])]
         candidates.append(
             _Candidate(f"tools[{len(tools) - 1}] (last tool)", total, tools[-1], "stable")
         )
     system = out.get("system")
     if isinstance(system, str) and system:
-        system = out["system"] = [{"type": "text", "text": system}]
+        system = [{"type": "text", "text": system}]
     if isinstance(system, list) and system:
+        system = out["system"] = [dict(b) if isinstance(b, dict) else b for b in system]
         for i, block in enumerate(system):
             total += tokens.estimate_text(str(block.get("text", "")))
             last = i == len(system) - 1
             if last or i == len(system) - 2:
                 label = "system (end)" if last else f"system[{i}]"
                 candidates.append(_Candidate(label, total, block, "stable"))
-    messages = out.get("messages") or []
+    messages = out["messages"] = list(out.get("messages") or [])
     for i, message in enumerate(messages):
         total += tokens.estimate_message(message)
         if i == len(messages) - 2:
-            block = _markable(message)
+            block = _markable(messages, i)
             if block is not None:
                 label = f"messages[{i}] (end of history)"
                 candidates.append(_Candidate(label, total, block, "history"))
         elif i == len(messages) - 1 and loop:
-            block = _markable(message)
+            block = _markable(messages, i)
             if block is not None:
                 label = f"messages[{i}] (tail)"
                 candidates.append(_Candidate(label, total, block, "tail"))
@@ -198,7 +210,7 @@ def mark_breakpoints(
     auto = config.ttl_interactive == "auto" and not deferred
     fixed = config.ttl_deferred if deferred else config.ttl_interactive
     loop = _is_loop(params)
-    out = copy.deepcopy(params)
+    out = dict(params)
     candidates = _candidates(out, loop)
     big = [c for c in candidates if c.tokens >= minimum]
     if not big:

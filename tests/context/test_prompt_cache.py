@@ -345,3 +345,13 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
     # Each turn reads what the previous one wrote, except the second of a slow one: the
     # opening's 5m entry was gone, from then on the history is kept for an hour.
     assert (reads[1] > 0) == (gap == 30) and reads[2] > 0
+
+
+def test_marking_never_changes_the_callers_request() -> None:
+    tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
+    system = [{"type": "text", "text": LONG_SYSTEM}, {"type": "text", "text": "More. " * 40}]
+    request = params(tools=tools, system=system)
+    before = json.dumps(request)
+    out, marks, _ = mark_breakpoints(request, PromptCacheConfig(ttl_interactive="5m"))
+    assert len(marks) == 4 and "cache_control" in json.dumps(out)
+    assert json.dumps(request) == before
