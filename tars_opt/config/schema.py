@@ -351,6 +351,31 @@ class PromptCacheConfig(_Strict):
         return self.min_tokens.get("default", 4096)
 
 
+class ClearToolResultsConfig(_Strict):
+    """Tool-result clearing for long agent loops (context/clearing.py)."""
+
+    enabled: bool = True
+    # Estimated input tokens of a request above which old tool results are cleared.
+    trigger_tokens: int = Field(50_000, ge=1)
+    # Old results are cleared in chunks of at least this many tokens, so the cached prefix
+    # is rewritten once per chunk rather than on every call.
+    clear_at_least_tokens: int = Field(10_000, ge=0)
+    # The results of the last this-many tool uses are never cleared.
+    keep_tool_uses: int = Field(3, ge=0)
+    # Tools whose results are never cleared.
+    exclude_tools: list[str] = Field(default_factory=list)
+    # Also replace the inputs of the cleared tool uses by {}.
+    clear_tool_inputs: bool = False
+    # The placeholder lists the identifiers the result held (tokens with a digit: ids,
+    # codes, flight numbers, prices), which the agent may quote later and cannot guess.
+    keep_identifiers: bool = True
+    # local: tars-opt rewrites the request (any model, saving attributed exactly);
+    # api: the API's context editing (context_management clear_tool_uses_20250919, beta)
+    # for models in api_models, local for the others.
+    mode: Literal["local", "api"] = "local"
+    api_models: list[str] = Field(default_factory=list)
+
+
 class PruneConfig(_Strict):
     """The prune stage: long histories cut to a level, summaries, relevant turns kept."""
 
@@ -392,6 +417,7 @@ class PruneConfig(_Strict):
     # estimate: local estimates; api: the backend's count_tokens (cached, rate-limited).
     count_tokens: Literal["estimate", "api"] = "estimate"
     count_tokens_per_minute: int = Field(50, ge=1)
+    clear_tool_results: ClearToolResultsConfig = Field(default_factory=ClearToolResultsConfig)
 
     @field_validator("levels")
     @classmethod
@@ -705,6 +731,9 @@ class RoutingConfig(_Strict):
     pinned_keywords: dict[str, str] = Field(default_factory=dict)
     # Requests that carry tools go at least to this tier (null = no minimum).
     tools_min_tier: str | None = None
+    # Route tool-using conversations (agent loops) too. Off: they go to the client's model
+    # (or the default tier): no labelled data says a cheaper model does agent work as well.
+    tool_conversations: bool = False
     # The model a request names is the ceiling: routing picks no dearer one unless true.
     above_client_model: bool = False
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)

@@ -23,7 +23,6 @@ Deferred work gets `ttl_deferred`.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -50,33 +49,137 @@ QUICK_TURN_S = 240.0
 
 @dataclass(frozen=True)
 class Breakpoint:
-    """One cache_control mark: where it is and how many tokens the prefix up to it has."""
+    """One cache_control mark: where it is, how many tokens the prefix up to it has, and
+    its TTL."""
 
     where: str
     prefix_tokens: int
+    ttl: str = "5m"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _has_marks(params: dict[str, Any]) -> bool:
-    def marked(items: Any) -> bool:
+def _marked_blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cache_control marks the request carries on its blocks, in API order."""
+    found: list[dict[str, Any]] = []
+
+    def walk(items: Any) -> None:
         for item in items or []:
             if isinstance(item, dict):
-                if "cache_control" in item:
-                    return True
+                if isinstance(item.get("cache_control"), dict):
+                    found.append(item["cache_control"])
                 content = item.get("content")
-                if isinstance(content, list) and marked(content):
-                    return True
-        return False
+                if isinstance(content, list):
+                    walk(content)
 
+    walk(params.get("tools"))
     system = params.get("system")
-    return (
-        "cache_control" in params
-        or marked(params.get("tools"))
-        or (isinstance(system, list) and marked(system))
-        or marked(params.get("messages"))
+    if isinstance(system, list):
+        walk(system)
+    walk(params.get("messages"))
+    return found
+
+
+def _has_marks(params: dict[str, Any]) -> bool:
+    return "cache_control" in params or bool(_marked_blocks(params))
+
+
+@dataclass
+class _Candidate:
+    where: str
+    tokens: int  # prefix tokens up to and including this block
+    block: dict[str, Any]
+    kind: str  # stable (tools, system) | history (end of history) | tail (the last message)
+
+
+def _markable(messages: list[Any], i: int) -> dict[str, Any] | None:
+    """The last block of messages[i] that can carry cache_control, as a copy put in place
+    of the original (the message and its content list are copied too, content made
+    blocks), so marking it never changes the caller's request."""
+    message = dict(messages[i])
+    content = message.get("content")
+    blocks = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
     )
+    message["content"] = blocks
+    messages[i] = message
+    for j in range(len(blocks) - 1, -1, -1):
+        b = blocks[j]
+        if (
+            isinstance(b, dict)
+            and b.get("type") not in UNMARKABLE
+            and not (b.get("type") == "text" and b.get("text") == "")
+        ):
+            blocks[j] = dict(b)
+            return blocks[j]
+    return None
+
+
+def _candidates(out: dict[str, Any], loop: bool) -> list[_Candidate]:
+    """Where marks may go, in API order. `out` is a shallow copy of the request: the
+    blocks returned (and the lists holding them) are copied into it, so marking them
+    changes `out` only."""
+    candidates: list[_Candidate] = []
+    total = 0
+    tools = out.get("tools") or []
+    for tool in tools:
+        total += tokens.estimate_tool(tool)
+    if tools:
+        tools = out["tools"] = [*tools[:-1], dict(tools[-1])]
+        candidates.append(
+            _Candidate(f"tools[{len(tools) - 1}] (last tool)", total, tools[-1], "stable")
+        )
+    system = out.get("system")
+    if isinstance(system, str) and system:
+        system = [{"type": "text", "text": system}]
+    if isinstance(system, list) and system:
+        system = out["system"] = [dict(b) if isinstance(b, dict) else b for b in system]
+        for i, block in enumerate(system):
+            total += tokens.estimate_text(str(block.get("text", "")))
+            last = i == len(system) - 1
+            if last or i == len(system) - 2:
+                label = "system (end)" if last else f"system[{i}]"
+                candidates.append(_Candidate(label, total, block, "stable"))
+    messages = out["messages"] = list(out.get("messages") or [])
+    for i, message in enumerate(messages):
+        total += tokens.estimate_message(message)
+        if i == len(messages) - 2:
+            block = _markable(messages, i)
+            if block is not None:
+                label = f"messages[{i}] (end of history)"
+                candidates.append(_Candidate(label, total, block, "history"))
+        elif i == len(messages) - 1 and loop:
+            block = _markable(messages, i)
+            if block is not None:
+                label = f"messages[{i}] (tail)"
+                candidates.append(_Candidate(label, total, block, "tail"))
+    return candidates
+
+
+def _fit(chosen: list[_Candidate], room: int) -> list[_Candidate]:
+    """At most `room` marks. Dropped first: the end of history (the tail's 20-block
+    lookback reaches the previous call's entry in most loops), then the earliest stable
+    marks; the last stable mark and the tail stay."""
+    chosen = list(chosen)
+    while len(chosen) > room:
+        stable = [c for c in chosen if c.kind == "stable"]
+        history = [c for c in chosen if c.kind == "history"]
+        victim = history[0] if history else stable[0] if len(stable) > 1 else chosen[0]
+        chosen.remove(victim)
+    return chosen
+
+
+def _is_loop(params: dict[str, Any]) -> bool:
+    """A request whose next call is likely to repeat it and add to it: one with history
+    or with tools (an agent's first call)."""
+    return len(params.get("messages") or []) > 1 or bool(params.get("tools"))
+
+
+def _conversation_ttl(since_turn: float | None) -> str:
+    """The TTL of what only this conversation's next turn reads: 5m while turns come
+    quickly or no gap is known yet, 1h for turns minutes apart."""
+    return "1h" if since_turn is not None and QUICK_TURN_S <= since_turn <= AUTO_WINDOW_S else "5m"
 
 
 def mark_breakpoints(
@@ -90,64 +193,41 @@ def mark_breakpoints(
 ) -> tuple[dict[str, Any], list[Breakpoint], str]:
     """A copy of `params` with cache_control marks, the marks, and a one-line reason.
 
-    Requests the caller marked already are left alone (the caller manages caching);
-    `enabled=False` (the A/B holdout) marks nothing. Only the `auto` TTL reads
-    `since_sent`, the seconds since this request's stable prefix (stable_key) was last
-    sent, and `since_turn`, since this conversation's previous turn (conversation_key);
-    None: not known to have been sent.
+    `enabled=False` (the A/B holdout) marks nothing. A request carrying the caller's own
+    marks keeps them as they are; a loop (history or tools) among them gains automatic
+    caching (a top-level cache_control: the moving tail) when a breakpoint is left. Only
+    the `auto` TTL reads `since_sent`, the seconds since this request's stable prefix
+    (stable_key) was last sent, and `since_turn`, since this conversation's previous turn
+    (conversation_key); None: not known to have been sent.
     """
     if not config.enabled or not enabled:
         return params, [], "prompt caching off"
-    if _has_marks(params):
+    minimum = config.minimum(str(params.get("model") or ""))
+    if "cache_control" in params:
         return params, [], "the request carries its own cache_control marks"
+    if _has_marks(params):
+        return _client_marked(params, minimum, since_turn)
     auto = config.ttl_interactive == "auto" and not deferred
     fixed = config.ttl_deferred if deferred else config.ttl_interactive
-    recent = since_sent is not None and 0 <= since_sent <= AUTO_WINDOW_S
-    minimum = config.minimum(str(params.get("model") or ""))
-    out = copy.deepcopy(params)
-    # (where, prefix tokens, block to mark, stable: tools/system rather than history)
-    candidates: list[tuple[str, int, Any, bool]] = []
-    total = 0
-    tools = out.get("tools") or []
-    for tool in tools:
-        total += tokens.estimate_tool(tool)
-    if tools:
-        candidates.append((f"tools[{len(tools) - 1}] (last tool)", total, tools[-1], True))
-    system = out.get("system")
-    if isinstance(system, str) and system:
-        system = out["system"] = [{"type": "text", "text": system}]
-    if isinstance(system, list) and system:
-        for i, block in enumerate(system):
-            total += tokens.estimate_text(str(block.get("text", "")))
-            last = i == len(system) - 1
-            if last or i == len(system) - 2:
-                label = "system (end)" if last else f"system[{i}]"
-                candidates.append((label, total, block, True))
-    messages = out.get("messages") or []
-    history = messages[:-1]
-    for m in history:
-        total += tokens.estimate_message(m)
-    if history:
-        last = history[-1]
-        if isinstance(last.get("content"), str):
-            last["content"] = [{"type": "text", "text": last["content"]}]
-        # A thinking block cannot carry cache_control: the mark goes on the last block that can.
-        content = [
-            b
-            for b in last.get("content") or []
-            if isinstance(b, dict) and b.get("type") not in UNMARKABLE
-        ]
-        if content:
-            label = f"messages[{len(history) - 1}] (end of history)"
-            candidates.append((label, total, content[-1], False))
-    big = [c for c in candidates if c[1] >= minimum]
+    loop = _is_loop(params)
+    out = dict(params)
+    candidates = _candidates(out, loop)
+    big = [c for c in candidates if c.tokens >= minimum]
     if not big:
-        longest = candidates[-1][1] if candidates else 0
+        longest = max((c.tokens for c in candidates), default=0)
         return params, [], f"prefix ~{longest} tokens is below the {minimum}-token minimum"
+    recent = since_sent is not None and 0 <= since_sent <= AUTO_WINDOW_S
     slow = since_turn is not None and since_turn > AUTO_WINDOW_S
-    if auto and (not recent or slow):
-        # Not sent in the last hour: a 2x write pays only if a later call reads it.
-        big = [c for c in big if (c[3] and recent) or (not c[3] and not slow)]
+    if auto:
+        # A write pays only when a later call reads it: the shared prefix when it recurs
+        # (sent in the last hour) or when this loop's next call will read it; the
+        # conversation's part unless its turns come hours apart.
+        big = [
+            c
+            for c in big
+            if (c.kind == "stable" and (recent or (loop and not slow)))
+            or (c.kind != "stable" and not slow)
+        ]
         if not big:
             return (
                 params,
@@ -158,24 +238,59 @@ def mark_breakpoints(
                     "reads it)"
                 ),
             )
-    chosen = big[-MAX_BREAKPOINTS:]
-    # The history is read only by this conversation's next turn: 5m while turns come
-    # quickly or no gap is known yet (one-shot: 1.25x, not 2x), 1h for a turn minutes apart.
-    minutes_apart = since_turn is not None and QUICK_TURN_S <= since_turn <= AUTO_WINDOW_S
-    history_ttl = "1h" if minutes_apart else "5m"
-    for _, _, block, stable in chosen:
-        ttl = ("1h" if stable else history_ttl) if auto else fixed
-        block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
-    marks = [Breakpoint(where, n) for where, n, _, _ in chosen]
+    chosen = _fit(big, MAX_BREAKPOINTS)
+    # Chosen candidates are the only blocks to mark: unchosen ones stay as they were.
+    conversation_ttl = _conversation_ttl(since_turn)
+    stable_ttl = "1h" if recent or conversation_ttl == "1h" else "5m"
+    marks = []
+    for c in chosen:
+        ttl = (stable_ttl if c.kind == "stable" else conversation_ttl) if auto else fixed
+        c.block["cache_control"] = {"type": "ephemeral", "ttl": ttl}
+        marks.append(Breakpoint(c.where, c.tokens, ttl))
     if not auto:
         return out, marks, f"{len(marks)} breakpoint(s), ttl {fixed}"
     parts = []
-    if any(c[3] for c in chosen):
-        parts.append(f"tools/system 1h (same prefix sent {since_sent:.0f} s ago)")
-    if not chosen[-1][3]:
+    if any(c.kind == "stable" for c in chosen):
+        if recent:
+            parts.append(f"tools/system {stable_ttl} (same prefix sent {since_sent:.0f} s ago)")
+        else:
+            parts.append(f"tools/system {stable_ttl} (first sent now; this loop reads it next)")
+    if any(c.kind != "stable" for c in chosen):
         gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "no gap known"
-        parts.append(f"end of history {history_ttl} ({gap})")
+        what = "end of history and tail" if chosen[-1].kind == "tail" else "end of history"
+        parts.append(f"{what} {conversation_ttl} ({gap})")
     return out, marks, f"{len(marks)} breakpoint(s), ttl auto: " + ", ".join(parts)
+
+
+def _client_marked(
+    params: dict[str, Any], minimum: int, since_turn: float | None
+) -> tuple[dict[str, Any], list[Breakpoint], str]:
+    """A request with the caller's own marks: they are kept as they are. A loop with a
+    breakpoint to spare gets automatic caching (top-level cache_control), which marks the
+    last block without touching any of the caller's: each call then reads what the one
+    before it wrote."""
+    own = _marked_blocks(params)
+    why = "the request carries its own cache_control marks"
+    if not _is_loop(params) or len(own) >= MAX_BREAKPOINTS:
+        return params, [], why
+    if since_turn is not None and since_turn > AUTO_WINDOW_S:
+        return params, [], why + " (turns over an hour apart: no tail mark)"
+    total = tokens.estimate_params(params)
+    if total < minimum:
+        return params, [], why + f" (~{total} tokens, below the {minimum}-token minimum)"
+    ttl = _conversation_ttl(since_turn)
+    if ttl == "1h" and any(m.get("ttl", "5m") != "1h" for m in own):
+        ttl = "5m"  # the last mark may not outlive a 5m one before it
+    out = dict(params)
+    out["cache_control"] = {"type": "ephemeral", "ttl": ttl}
+    mark = Breakpoint("top-level cache_control (automatic: the last block)", total, ttl)
+    gap = f"previous turn {since_turn:.0f} s ago" if since_turn is not None else "no gap known"
+    return (
+        out,
+        [mark],
+        f"{why}, kept as they are; automatic caching added for the conversation tail, "
+        f"ttl {ttl} ({gap}; {len(own) + 1} of {MAX_BREAKPOINTS} breakpoints)",
+    )
 
 
 def stable_key(params: dict[str, Any]) -> str:
@@ -321,6 +436,12 @@ class PromptCacheStage:
             since_sent=since[0],
             since_turn=since[1],
         )
+        if marks and "cache_control" in marked and "cache_control" not in params:
+            request = replace(
+                request, extra={**request.extra, "cache_control": marked["cache_control"]}
+            )
+            data = {"breakpoints": [m.to_dict() for m in marks], "automatic": True}
+            return request, Decision("prompt_cache", "marked", why, data)
         if marks:
             system = marked.get("system")
             request = replace(

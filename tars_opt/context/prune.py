@@ -6,6 +6,10 @@ a summary of what came before, aggressive the last 3 plus a summary. A history w
 states the task, if configured), tool_use/tool_result pairs (whole turns are kept or
 dropped, see history.py), and the older turns most relevant to the prompt.
 
+Agent loops (requests carrying tools whose history holds tool uses) are not cut by level:
+dropping turns rewrites the cached prefix at every step and loses what the tool results
+said. Their old tool results are cleared instead (context/clearing.py, `prune.clear_tool_results`).
+
 Prompt caching: the cut between the summarized part and the kept part moves in steps of
 `summary_step` messages, not every turn. Between steps the system prompt (with the
 summary), the first turn and the kept turns are byte-identical from one turn to the next,
@@ -24,6 +28,7 @@ from typing import Any
 
 from tars_opt import tokens
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
+from tars_opt.context import clearing
 from tars_opt.context.history import Turn, message_text, problems, split_turns
 from tars_opt.context.relevance import Scorer, default_embedder, held, needles
 from tars_opt.context.summaries import (
@@ -386,6 +391,8 @@ class PruneStage:
         self.scorer.settle(embed_rest=False)
         if not request.history:
             return request, Decision("prune", "none", "no history")
+        if request.tools and clearing.tool_uses(request.history):
+            return self.clear_tool_results(request)
         plan = self.plan(request)
         if not plan.acts:
             # A dry run (`context inspect`) shows the whole plan; a ledger row needs less.
@@ -434,6 +441,38 @@ class PruneStage:
             replace(pruned, removed_tokens=request.removed_tokens + removed),
             Decision("prune", plan.level, reason, data),
         )
+
+    def clear_tool_results(self, request: Request) -> tuple[Request, Decision]:
+        """An agent loop: old tool results cleared past the trigger (or the API's context
+        editing asked to do it, for the models configured), never cut by level."""
+        cfg = self.config.clear_tool_results
+        if not cfg.enabled:
+            why = "agent loop: not cut by level; clearing off (prune.clear_tool_results)"
+            return request, Decision("prune", "none", why)
+        if clearing.client_clears(request.extra):
+            why = "agent loop: the client's own context_management clears tool uses; kept"
+            return request, Decision("prune", "none", why)
+        model = request.model or request.client_model or ""
+        if cfg.mode == "api" and model in cfg.api_models:
+            extra = clearing.with_api_edit(request.extra, cfg)
+            why = (
+                f"agent loop: the API's context editing ({clearing.API_EDIT}) clears old tool "
+                f"results past {cfg.trigger_tokens} tokens for {model}"
+            )
+            data: dict[str, Any] = {"edit": clearing.api_edit(cfg), "mode": "api"}
+            return replace(request, extra=extra), Decision("prune", "api_clearing", why, data)
+        total = tokens.estimate_params(request.to_body())
+        done = clearing.clear(request.messages, cfg, total)
+        if done is None:
+            _, why = clearing.plan(request.messages, cfg, total)
+            return request, Decision("prune", "none", f"agent loop: {why}")
+        data = {**done.data(), "tokens_before": total, "tokens_after": total - done.removed_tokens}
+        cleared = replace(
+            request,
+            messages=done.messages,
+            removed_tokens=request.removed_tokens + done.removed_tokens,
+        )
+        return cleared, Decision("prune", "cleared", f"agent loop: {done.reason}", data)
 
     def before_send(self, prepared: Any) -> None:
         """The request is about to be sent: embed the turns left for later meanwhile."""

@@ -87,6 +87,8 @@ class ToolStage:
         # prefix) stays the same bytes from turn to turn.
         self._last: dict[tuple[str, str, str], list[int]] = {}
         self._last_lock = threading.Lock()
+        # Per (conversation, catalogue): the indexes sent at its first call (None: all).
+        self._conversations: dict[tuple[str, str], list[int] | None] = {}
 
     def select(self, request: Request) -> tuple[list[int], dict[str, Any]]:
         """Indexes of the tools to send (catalogue order) and the facts behind the choice."""
@@ -185,19 +187,67 @@ class ToolStage:
             f"and be paid at ${rates.input:g}/MTok"
         )
 
+    def _conversation(self, request: Request) -> tuple[str, str] | None:
+        if not request.conversation:
+            return None
+        names = [str(t.get("name")) for t in request.tools]
+        return request.conversation, sha256_text(canonical(names))[:16]
+
+    def _kept(self, request: Request) -> tuple[Request, Decision] | None:
+        """The tool list the conversation was sent at its first call, while it still holds
+        every tool the conversation used: the start of the cached prefix stays the same."""
+        key = self._conversation(request)
+        if key is None or key not in self._conversations:
+            return None
+        tools = list(request.tools)
+        kept = self._conversations[key]
+        if kept is None:
+            why = (
+                f"all {len(tools)} tools, as at this conversation's first call (kept for the cache)"
+            )
+            return request, Decision("tools", "all", why, {"conversation": "kept"})
+        names = {str(tools[i].get("name")) for i in kept}
+        if not tool_names_used(request.messages) <= names:
+            return None  # a tool outside the list was used: select again
+        return self._send(request, kept, {"conversation": "kept", "scoring": "kept"})
+
+    def _remember(self, request: Request, keep: list[int] | None) -> None:
+        key = self._conversation(request)
+        if key is not None and not request.dry_run:
+            if len(self._conversations) > 10_000:
+                self._conversations.clear()
+            self._conversations[key] = keep
+
     def apply(self, request: Request) -> tuple[Request, Decision]:
         """Trim (or defer) the tool list; the Decision names what was sent and why."""
         tools = list(request.tools)
         k = self.config.max_per_request
         if len(tools) <= k:
             return request, Decision("tools", "all", f"{counted(len(tools), 'tool')}, limit {k}")
-        keep, facts = self.select(request)
-        keep = self._sticky(request, keep, facts)
-        whole = self.cache_keeps_whole(request, keep, facts)
+        kept = self._kept(request)
+        if kept is not None:
+            return kept
+        # Whole list cheaper even than the smallest possible selection: no scoring needed.
+        smallest = sorted(range(len(tools)), key=lambda i: tokens.estimate_tool(tools[i]))[:k]
+        facts: dict[str, Any] = {}
+        whole = self.cache_keeps_whole(request, sorted(smallest), facts)
+        if whole is None:
+            keep, facts = self.select(request)
+            keep = self._sticky(request, keep, facts)
+            whole = self.cache_keeps_whole(request, keep, facts)
         if whole is not None:
             facts["selected"] = [str(t.get("name")) for t in tools]
             facts["dropped"] = []
+            self._remember(request, None)
             return request, Decision("tools", "all", whole, facts)
+        self._remember(request, keep)
+        return self._send(request, keep, facts)
+
+    def _send(
+        self, request: Request, keep: list[int], facts: dict[str, Any]
+    ) -> tuple[Request, Decision]:
+        """The request with the tools at `keep` (or the rest deferred) and its Decision."""
+        tools = list(request.tools)
         dropped = [t for i, t in enumerate(tools) if i not in keep]
         removed = sum(tokens.estimate_tool(t) for t in dropped)
         facts["selected"] = [str(tools[i].get("name")) for i in keep]
@@ -212,9 +262,10 @@ class ToolStage:
         else:
             sent = tuple(tools[i] for i in keep)
             action, how = "selected", "the rest not sent"
-        reason = (
-            f"{len(keep)} of {counted(len(tools), 'tool')} by relevance ({facts['scoring']}); {how}"
-        )
+        of_all = f"{len(keep)} of {counted(len(tools), 'tool')}"
+        reason = f"{of_all} by relevance ({facts['scoring']}); {how}"
+        if facts.get("conversation") == "kept":
+            reason = f"{of_all}, as at this conversation's first call; {how}"
         if facts.get("sticky"):
             reason += "; the session's previous selection still fits, kept for the cache"
         return (

@@ -6,6 +6,15 @@ tools raise the tier to `tools_min_tier`; and the model the client named is the 
 (routing goes no dearer unless `routing.above_client_model`). Every decision carries the
 score, router, threshold, tier and why, so the ledger's decision trace can be audited. A
 model the caller pinned (`--model`, routing off for the request) passes untouched.
+
+Conversations (`request.conversation`): the prompt cache is per model, so a switch of
+model mid-conversation throws the cached prefix away and pays a new write. A conversation's
+model is chosen at its first call and kept: calls that hand tool results back (the same
+task going on) keep it without being scored; a call answering a new user turn is scored,
+and a switch happens when the router asks for a stronger tier (a harder task) or when a
+cheaper one saves more on this call than the rewrite of the prefix costs. An escalation
+moves the rest of the conversation up. Tool-using conversations are not routed unless
+`routing.tool_conversations` is on: they go to the client's model.
 """
 
 from __future__ import annotations
@@ -16,15 +25,18 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from tars_opt import tokens
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
-from tars_opt.errors import LearnedUnavailable
+from tars_opt.errors import LearnedUnavailable, UnknownModelPrice
 from tars_opt.routing import Router, RouteScore
 from tars_opt.routing.heuristic import HeuristicRouter
 from tars_opt.tokens import READ_HEAD_CHARS, READ_TAIL_CHARS, read_ends
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
 
 log = logging.getLogger("tars_opt.route")
+# Conversations whose chosen tier is remembered in memory (the oldest are forgotten).
+MAX_CONVERSATIONS = 20_000
 
 
 def tier_order(config: Config) -> list[str]:
@@ -51,6 +63,8 @@ class RouteStage:
         self._lock = threading.RLock()
         self._keywords = [(k.lower(), t) for k, t in self.routing.pinned_keywords.items()]
         self.prices = PriceBook(config.pricing)
+        # conversation id -> the tier it was given (insertion order: oldest first).
+        self._conversations: dict[str, str] = {}
 
     @property
     def router(self) -> Router:
@@ -127,6 +141,83 @@ class RouteStage:
         return chosen, used
 
     def apply(self, request: Request) -> tuple[Request, Decision | None]:
+        """The tier for `request`: its conversation's when it has one (see the module
+        docstring), else the router's."""
+        if (request.tools or request.ends_with_tool_result) and not self.routing.tool_conversations:
+            return self._client_model(request)
+        key = request.conversation
+        kept = self._conversations.get(key) if key else None
+        if kept is not None and kept in self.tiers and request.ends_with_tool_result:
+            model = self.config.tier_model(kept)
+            why = f"conversation's model kept ({kept}, {model}): a tool loop goes on with it"
+            data = {"tier": kept, "why": why, "conversation": "kept"}
+            return replace(request, tier=kept, model=model), Decision("route", kept, why, data)
+        routed, decision = self._route(request)
+        if kept is not None and kept in self.tiers and routed.tier != kept:
+            routed, decision = self._switch_or_keep(request, routed, decision, kept)
+        if key and routed.tier:
+            self._remember(key, routed.tier)
+        return routed, decision
+
+    def _remember(self, conversation: str, tier: str) -> None:
+        with self._lock:
+            self._conversations.pop(conversation, None)
+            self._conversations[conversation] = tier
+            while len(self._conversations) > MAX_CONVERSATIONS:
+                self._conversations.pop(next(iter(self._conversations)))
+
+    def _client_model(self, request: Request) -> tuple[Request, Decision]:
+        model = request.client_model or self.config.tier_model(self.config.models.default_tier)
+        tier = next((t for t in self.tiers if self.config.tier_model(t) == model), None)
+        why = (
+            f"tool-using conversation: not routed, sent to {model} (routing.tool_conversations "
+            "is off: no labelled data says a cheaper model does agent work as well)"
+        )
+        data = {"tier": tier, "why": why, "conversation": "not routed"}
+        return replace(request, tier=tier, model=model), Decision(
+            "route", tier or "client", why, data
+        )
+
+    def _switch_or_keep(
+        self, request: Request, routed: Request, decision: Decision, kept: str
+    ) -> tuple[Request, Decision]:
+        """A conversation the router would move from `kept`: up when it asks for a stronger
+        tier, down only when this call saves more than the prefix rewrite costs."""
+        old, new = self.config.tier_model(kept), routed.model or ""
+        prefix = _prefix_tokens(request)
+        turn = tokens.estimate_message(request.messages[-1]) if request.messages else 0
+        data = dict(decision.data)
+        up = self.tiers.index(routed.tier or kept) > self.tiers.index(kept)
+        try:
+            a, b = self.prices.rates(old), self.prices.rates(new)
+        except UnknownModelPrice:  # the chain refuses the request with the price error
+            return routed, decision
+        stay = (prefix * a.cache_read + turn * a.cache_write_5m) / 1e6
+        move = (prefix + turn) * b.cache_write_5m / 1e6
+        data.update(conversation_tier=kept, stay_usd=round(stay, 6), switch_usd=round(move, 6))
+        if up:
+            why = (
+                f"{decision.reason}; conversation moved up from {kept}: the prefix (~{prefix} "
+                f"tokens) is written again on {new} (${move:.4f} against ${stay:.4f} staying)"
+            )
+            data["conversation"] = "moved up"
+            return routed, Decision("route", routed.tier or kept, why, data)
+        if move < stay:
+            why = (
+                f"{decision.reason}; conversation moved down from {kept}: this call costs "
+                f"${move:.4f} on {new} with the prefix rewritten, ${stay:.4f} on {old}"
+            )
+            data["conversation"] = "moved down"
+            return routed, Decision("route", routed.tier or kept, why, data)
+        why = (
+            f"conversation's model kept ({kept}, {old}): the router says {routed.tier}, but "
+            f"rewriting the ~{prefix}-token prefix on {new} (${move:.4f}) costs more than "
+            f"this call on the cached {old} (${stay:.4f})"
+        )
+        data.update(tier=kept, why=why, conversation="kept")
+        return replace(request, tier=kept, model=old), Decision("route", kept, why, data)
+
+    def _route(self, request: Request) -> tuple[Request, Decision]:
         read = read_ends(request.prompt)
         seen = request
         if read is not request.prompt:
@@ -192,10 +283,22 @@ class RouteStage:
         trigger (see `escalate`)."""
         retry = escalate(self.config, prepared, result)
         ceiling = prepared.request.client_model
-        if retry is None or not ceiling or self.routing.above_client_model:
-            return retry
-        # Not above the model the client asked for.
-        return None if self._dearer(retry[0].model or "", ceiling) else retry
+        if retry is not None and ceiling and not self.routing.above_client_model:
+            # Not above the model the client asked for.
+            retry = None if self._dearer(retry[0].model or "", ceiling) else retry
+        conversation = prepared.request.conversation
+        if retry is not None and conversation and retry[0].tier:
+            self._remember(conversation, retry[0].tier)  # the rest of it goes up too
+        return retry
+
+
+def _prefix_tokens(request: Request) -> int:
+    """Estimated tokens before the turn being answered: what the cache holds for it."""
+    return (
+        sum(tokens.estimate_tool(t) for t in request.tools)
+        + tokens.estimate_system(request.system)
+        + sum(tokens.estimate_message(m) for m in request.history)
+    )
 
 
 def escalation_trigger(config: Config, result: BackendResult) -> str | None:

@@ -47,17 +47,41 @@ def params(**extra) -> dict:
     return {**base, **extra}
 
 
-def test_marks_tools_system_and_end_of_history() -> None:
+def test_marks_tools_system_end_of_history_and_the_moving_tail() -> None:
     tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
     out, marks, why = mark_breakpoints(
         params(tools=tools, system=LONG_SYSTEM), PromptCacheConfig(ttl_interactive="5m")
     )
-    assert [m.where.split(" ")[0] for m in marks] == ["tools[2]", "system", "messages[1]"]
+    where = [m.where.split(" ")[0] for m in marks]
+    assert where == ["tools[2]", "system", "messages[1]", "messages[2]"]
     assert out["tools"][2]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
     assert out["system"][-1]["cache_control"]["ttl"] == "5m"
     assert out["messages"][1]["content"][-1]["cache_control"]["ttl"] == "5m"
-    assert "cache_control" not in json.dumps(out["messages"][2])  # never on the prompt
-    assert "3 breakpoint(s)" in why
+    # The tail (the turn being answered) is marked too: the next call of the loop reads it.
+    assert out["messages"][2]["content"][-1]["cache_control"]["ttl"] == "5m"
+    assert "4 breakpoint(s)" in why
+
+
+def test_never_more_than_four_marks_the_tail_and_last_stable_kept() -> None:
+    tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
+    system = [{"type": "text", "text": LONG_SYSTEM}, {"type": "text", "text": "Summary. " * 50}]
+    _, marks, _ = mark_breakpoints(
+        params(tools=tools, system=system), PromptCacheConfig(ttl_interactive="5m")
+    )
+    # tools, system[0], system end, end of history, tail: the end of history goes.
+    assert [m.where.split(" ")[0] for m in marks] == [
+        "tools[2]",
+        "system[0]",
+        "system",
+        "messages[2]",
+    ]
+
+
+def test_a_single_prompt_without_tools_gets_no_tail_mark() -> None:
+    single = params(system=LONG_SYSTEM, messages=[{"role": "user", "content": "next"}])
+    out, marks, _ = mark_breakpoints(single, PromptCacheConfig(ttl_interactive="5m"))
+    assert [m.where for m in marks] == ["system (end)"]
+    assert "cache_control" not in json.dumps(out["messages"])
 
 
 def test_short_prefixes_are_not_marked() -> None:
@@ -80,8 +104,19 @@ def test_deferred_work_uses_the_long_ttl_and_caller_marks_are_respected() -> Non
     own = params(
         system=[{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}]
     )
-    same, marks, why = mark_breakpoints(own, PromptCacheConfig())
-    assert same is own and marks == [] and "own cache_control" in why
+    # A single prompt with its own marks: left exactly as it is.
+    single = {**own, "messages": [{"role": "user", "content": "hi"}]}
+    same, marks, why = mark_breakpoints(single, PromptCacheConfig())
+    assert same is single and marks == [] and "own cache_control" in why
+    # A conversation with its own marks: they are kept as they are, and automatic caching
+    # (top-level cache_control) adds the moving tail without touching them.
+    added, marks, why = mark_breakpoints(own, PromptCacheConfig())
+    assert added["system"] == own["system"] and added["messages"] == own["messages"]
+    assert added["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    assert [m.ttl for m in marks] == ["5m"] and "kept as they are" in why
+    assert "cache_control" not in own
+    full = {**own, "cache_control": {"type": "ephemeral"}}
+    assert mark_breakpoints(full, PromptCacheConfig())[0] is full
     _, none, why = mark_breakpoints(params(system=LONG_SYSTEM), PromptCacheConfig(enabled=False))
     assert none == [] and "off" in why
 
@@ -99,29 +134,29 @@ def test_auto_ttl_marks_a_stable_prefix_sent_in_the_last_hour_with_1h() -> None:
     assert auto.ttl_interactive == "auto"  # the shipped default
     # Sent 10 minutes ago: a 5m entry would be gone, a 1h one is read (and renewed).
     out, marks, why = mark_breakpoints(request, auto, since_sent=600, since_turn=600)
-    assert _ttls(out) == ["1h", "1h", "1h"]  # tools, system, end of history
-    assert "sent 600 s ago" in why and len(marks) == 3
+    assert _ttls(out) == ["1h", "1h", "1h", "1h"]  # tools, system, end of history, tail
+    assert "sent 600 s ago" in why and len(marks) == 4
     # A quick loop (its previous turn 30 s ago): the history, read by the next turn,
     # needs only 5m; the shared prefix keeps 1h (1h entries come first, as the API wants).
     out, _, why = mark_breakpoints(request, auto, since_sent=30, since_turn=30)
-    assert _ttls(out) == ["1h", "1h", "5m"] and "previous turn 30 s ago" in why
-    # Never sent, or not in the last hour: the stable part waits for a second call; the
-    # history of a conversation with no known gap gets the cheaper 5m write.
+    assert _ttls(out) == ["1h", "1h", "5m", "5m"] and "previous turn 30 s ago" in why
+    # Never sent, or not in the last hour: a loop's next call reads it within minutes, so
+    # everything is written at the cheaper 5m rate.
     for since in (None, 3601.0):
         out, marks, why = mark_breakpoints(request, auto, since_sent=since)
-        assert _ttls(out) == ["5m"] and [m.where.split(" ")[0] for m in marks] == ["messages[1]"]
-        assert "no gap known" in why
+        assert _ttls(out) == ["5m", "5m", "5m", "5m"] and "no gap known" in why
+        assert "first sent now" in why
     # Turns more than an hour apart: no entry would live to be read, nothing is marked.
     out, marks, why = mark_breakpoints(request, auto, since_sent=None, since_turn=4000)
     assert marks == [] and why.startswith(AUTO_UNMARKED)
     out, marks, _ = mark_breakpoints(request, auto, since_sent=600, since_turn=4000)
     assert _ttls(out) == ["1h", "1h"]  # the shared prefix still pays (sent 10 minutes ago)
-    single = {**request, "messages": [{"role": "user", "content": "next"}]}
+    single = {**request, "tools": [], "messages": [{"role": "user", "content": "next"}]}
     out, marks, why = mark_breakpoints(single, auto, since_sent=None)
     assert marks == [] and why.startswith(AUTO_UNMARKED) and out is single
     # Deferred work keeps its own TTL whatever auto would say.
     out, _, _ = mark_breakpoints(single, auto, deferred=True, since_sent=None)
-    assert _ttls(out) == ["1h", "1h"]
+    assert _ttls(out) == ["1h"]  # the system prompt (no tools, no history: no tail)
 
 
 def test_a_conversation_keeps_its_key_from_turn_to_turn() -> None:
@@ -300,7 +335,7 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
         )
         marked = [d for d in reply.decisions if d.stage == "prompt_cache"]
         if turn:  # the first turn knows no gap yet: 5m
-            assert f"end of history {ttl}" in marked[0].reason
+            assert f"end of history and tail {ttl}" in marked[0].reason
         reads.append(reply.usage.cache_read)
         history += [
             {"role": "user", "content": f"Next {turn}?"},
@@ -310,3 +345,13 @@ def test_a_conversations_history_ttl_follows_its_turn_gap(home: Path, gap: int, 
     # Each turn reads what the previous one wrote, except the second of a slow one: the
     # opening's 5m entry was gone, from then on the history is kept for an hour.
     assert (reads[1] > 0) == (gap == 30) and reads[2] > 0
+
+
+def test_marking_never_changes_the_callers_request() -> None:
+    tools = [{"name": f"t{i}", "description": FILLER * 10, "input_schema": {}} for i in range(3)]
+    system = [{"type": "text", "text": LONG_SYSTEM}, {"type": "text", "text": "More. " * 40}]
+    request = params(tools=tools, system=system)
+    before = json.dumps(request)
+    out, marks, _ = mark_breakpoints(request, PromptCacheConfig(ttl_interactive="5m"))
+    assert len(marks) == 4 and "cache_control" in json.dumps(out)
+    assert json.dumps(request) == before

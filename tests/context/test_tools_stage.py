@@ -282,3 +282,43 @@ def test_a_huge_prompt_is_read_at_its_head_and_tail() -> None:
     capped, same = s.apply(Request.from_prompt(read_ends(prompt), tools=tools))
     assert out.tools == capped.tools and decision.data["named"] == same.data["named"]
     assert "github_update_issue" in decision.data["named"]
+
+
+class CountingScorer(Scorer):
+    """Word-overlap scoring that counts how often it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.asked = 0
+
+    def scores(self, *args, **kwargs):
+        self.asked += 1
+        return super().scores(*args, **kwargs)
+
+
+def test_a_conversation_keeps_the_tool_list_of_its_first_call_without_rescoring() -> None:
+    from dataclasses import replace
+
+    scorer = CountingScorer()
+    tools_stage = ToolStage(ToolsConfig(), scorer=scorer)
+    tools = tuple(catalog(120))
+    first = replace(Request.from_prompt("Add a Jira ticket", tools=tools), conversation="k:1")
+    out1, _ = tools_stage.apply(first)
+    later = replace(
+        Request.from_prompt(
+            "Now send an email about the weather",
+            messages=(
+                {"role": "user", "content": "Add a Jira ticket"},
+                {"role": "assistant", "content": "Done."},
+            ),
+            tools=tools,
+        ),
+        conversation="k:1",
+    )
+    out2, decision = tools_stage.apply(later)
+    assert out2.tools == out1.tools  # the start of the cached prefix is the same bytes
+    assert decision.data["conversation"] == "kept" and "first call" in decision.reason
+    assert scorer.asked == 1
+    # Another conversation is selected for its own prompt.
+    other, _ = tools_stage.apply(replace(later, conversation="k:2"))
+    assert scorer.asked == 2 and other.tools != out1.tools

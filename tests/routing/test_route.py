@@ -216,7 +216,7 @@ def test_pinned_keyword_and_type_and_tools_minimum(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         "routing:\n  pinned_keywords:\n    Invoice: strong\n  pinned_types:\n    code: strong\n"
-        "  tools_min_tier: strong\n",
+        "  tools_min_tier: strong\n  tool_conversations: true\n",
     )
     stage = RouteStage(open_app(path).config)
     req, dec = stage.apply(Request.from_prompt("Total of this INVOICE?"))
