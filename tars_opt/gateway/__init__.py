@@ -1,0 +1,2 @@
+"""The gateway: `tars-opt serve`, an ASGI app speaking the Messages API (and Message
+Batches, through the off-peak queue)."""
