@@ -167,9 +167,10 @@ def test_delete_only_once_ended(batches: Setup) -> None:
         batches.client.messages.batches.retrieve(created.id)
     assert list(batches.client.messages.batches.list()) == []
     # What it cost stays in the ledger; the requests' text is gone from the queue.
-    assert batches.app.db.scalar(
-        "SELECT COUNT(*) FROM calls WHERE client_batch_id = ?", [created.id]
-    ) == 2
+    assert (
+        batches.app.db.scalar("SELECT COUNT(*) FROM calls WHERE client_batch_id = ?", [created.id])
+        == 2
+    )
     left = batches.app.db.query("SELECT request, result FROM tasks WHERE client_batch = ?",
                                 [created.id])  # fmt: skip
     assert all("Name a prime" not in r["request"] and r["result"] is None for r in left)
