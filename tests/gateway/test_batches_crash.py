@@ -99,7 +99,9 @@ def test_a_create_interrupted_midway_leaves_nothing(batches: Setup, monkeypatch)
     assert batches.app.db.scalar("SELECT COUNT(*) FROM tasks") == 0
 
 
-@pytest.mark.parametrize("step", ["prepared", "submitted", "answer"])
+# Each start of a process imports the SDK (seconds on a loaded machine): a few steps only;
+# every step is covered in-process above.
+@pytest.mark.parametrize("step", ["claimed"])
 def test_sigkill_of_a_drain_process_at_a_step(
     make_batches, home: Path, monkeypatch, step: str
 ) -> None:
@@ -127,3 +129,93 @@ def test_sigkill_of_a_drain_process_at_a_step(
     report = Drainer(setup.app.config, setup.app.db).run(now=True)
     assert report.uncertain == 0, json.dumps(report.to_dict())
     assert_answered_once(setup, created.id, 3)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(condition, limit: float = 60.0) -> bool:
+    # A real server in another process on the wall clock: poll briefly.
+    import time
+
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            if condition():
+                return True
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("step", ["submitted", "answer"])
+def test_sigkill_of_a_gateway_draining_inside_then_restart(home: Path, fake_api, step: str) -> None:
+    import anthropic
+
+    # Every client request is due at once (turnaround >= 24 h), so the drain inside the
+    # gateway sends it whatever the time of day.
+    config = home.parent / "cfg.yaml"
+    # No embedding model in these processes: it would only make each start slower.
+    config.write_text(
+        "defer: {expected_turnaround_minutes: 1440, collect_every_minutes: 1}\n"
+        "routing: {router: heuristic}\ncache: {semantic: {enabled: false}}\n"
+        "prune: {semantic: false}\ntools: {semantic: false}\n"
+    )
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TARS_OPT_"))},
+        "TARS_OPT_HOME": str(home),
+        "TARS_OPT_CONFIG": str(config),
+        "TARS_OPT_HOLDOUT": "0",
+        "ANTHROPIC_BASE_URL": fake_api.url,
+        "ANTHROPIC_API_KEY": "drain-key",
+        "PYTHONPATH": str(REPO),
+    }
+
+    def serve(*kill_at: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.gateway.batch_server", str(port), *kill_at],
+            env=env, cwd=str(REPO), stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    client = anthropic.Anthropic(
+        base_url=f"http://127.0.0.1:{port}", api_key="client-key", max_retries=0
+    )
+    first = serve(step)
+    try:
+        assert _wait(lambda: client.messages.batches.list() is not None), "no server"
+        created = client.messages.batches.create(requests=requests(3))
+        client.post("/test/wake", cast_to=object)  # the drain inside runs now, and dies
+        assert first.wait(60) == -signal.SIGKILL, (
+            first.stderr.read()[-2000:] if first.stderr else ""
+        )
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = serve()
+    try:
+        assert _wait(lambda: client.messages.batches.list() is not None), "no server"
+
+        def ended() -> bool:
+            batch = client.messages.batches.retrieve(created.id)
+            return batch.processing_status == "ended"
+
+        assert _wait(ended), client.messages.batches.retrieve(created.id)
+        got = {
+            line.custom_id: line.result.type for line in client.messages.batches.results(created.id)
+        }
+        assert got == {"r0": "succeeded", "r1": "succeeded", "r2": "succeeded"}
+        sent: Counter[str] = Counter()
+        for r in fake_api.requests_to("/v1/messages/batches", "POST"):
+            if r.status == 200:
+                sent.update(item["custom_id"] for item in r.body["requests"])
+        assert len(sent) == 3 and set(sent.values()) == {1}, "a request was sent twice"
+    finally:
+        second.terminate()
+        second.wait(30)
