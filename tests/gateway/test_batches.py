@@ -326,3 +326,45 @@ def test_an_upstream_batch_still_running_at_the_deadline_is_canceled_and_expires
     # Collected after the deadline: recorded in the ledger if billed, but the client's
     # results were final at the deadline.
     assert {r.type for r in results(batches, created.id).values()} == {"expired"}
+
+
+def test_errors_use_the_apis_shape_and_headers(batches: Setup) -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from tars_opt.gateway.batches import batch_routes
+
+    http = TestClient(
+        Starlette(routes=batch_routes(batches.facade)), headers={"x-api-key": "client-key"}
+    )
+    created = batches.client.messages.batches.create(requests=requests(1))
+    answer = http.get(f"/v1/messages/batches/{created.id}/results")
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "has not ended yet" in body["error"]["message"]
+    assert answer.headers["request-id"] == body["request_id"]
+    assert answer.headers["x-tars-opt-request-id"] == body["request_id"]
+    bad = http.post("/v1/messages/batches", content=b"{not json")
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+    assert http.get("/v1/messages/batches?limit=0").status_code == 400
+
+
+def test_control_headers_apply_to_every_request(batches: Setup) -> None:
+    import json
+
+    created = batches.client.messages.batches.create(
+        requests=requests(2),
+        extra_headers={"x-tars-opt-namespace": "nightly", "x-tars-opt-priority": "low",
+                       "x-tars-opt-route": "off"},
+    )  # fmt: skip
+    rows = list(batches.app.db.query("SELECT * FROM tasks WHERE client_batch = ?", [created.id]))
+    assert {r["namespace"] for r in rows} == {"nightly"} and {r["priority"] for r in rows} == {2}
+    assert all(json.loads(r["request"])["route"] is False for r in rows)
+    batches.clock.now = NIGHT
+    batches.drain()
+    assert {line.message.model for line in results(batches, created.id).values()} == {MODEL}
+    with pytest.raises(anthropic.BadRequestError, match="x-tars-opt-priority"):
+        batches.client.messages.batches.create(
+            requests=requests(1), extra_headers={"x-tars-opt-priority": "urgent"}
+        )
