@@ -438,6 +438,10 @@ def params_problem(params: dict[str, Any]) -> str | None:
     max_tokens = params.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         return "max_tokens: Input should be a valid integer of at least 1"
+    if "system" in params and not isinstance(params["system"], str | list | None):
+        return "system: Input should be a string or a list of content blocks"
+    if "tools" in params and not isinstance(params["tools"], list):
+        return "tools: Input should be a valid list"
     if params.get("stream"):
         return "stream: streaming is not supported in Message Batches"
     return None

@@ -11,8 +11,8 @@ import pytest
 
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.types import Usage
+from tests.batches.conftest import NIGHT, NOON, Setup
 from tests.drain_helpers import at
-from tests.gateway.conftest import NIGHT, NOON, Setup
 
 MODEL = "claude-sonnet-4-6"
 
@@ -174,6 +174,31 @@ def test_delete_only_once_ended(batches: Setup) -> None:
     left = batches.app.db.query("SELECT request, result FROM tasks WHERE client_batch = ?",
                                 [created.id])  # fmt: skip
     assert all("Name a prime" not in r["request"] and r["result"] is None for r in left)
+
+
+@pytest.mark.parametrize(
+    ("broken", "named"),
+    [
+        ({"model": None}, "model"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"messages": "hi"}, "messages"),
+        ({"tools": {"name": "x"}}, "tools"),
+        ({"system": 5}, "system"),
+        ({"stream": True}, "stream"),
+    ],
+)
+def test_params_that_cannot_be_sent_are_errored_results(
+    batches: Setup, broken: dict[str, Any], named: str
+) -> None:
+    created = batches.client.messages.batches.create(
+        requests=[{"custom_id": "x", "params": {**params("hi"), **broken}}, *requests(1)]
+    )
+    assert counts(created)["errored"] == 1 and counts(created)["processing"] == 1
+    batches.clock.now = NIGHT
+    batches.drain()
+    got = results(batches, created.id)
+    assert got["x"].type == "errored" and got["x"].error.error.message.startswith(named)
+    assert got["r0"].type == "succeeded"
 
 
 def test_bad_envelopes_are_refused_like_the_api(batches: Setup) -> None:

@@ -3,7 +3,7 @@ running inside (as `serve` runs it), optionally killing itself with SIGKILL at o
 step. `POST /test/wake` runs the drain's collector now, so the test need not wait for its
 schedule.
 
-python -m tests.gateway.batch_server <port> [<step>]   (environment: TARS_OPT_HOME, ANTHROPIC_*)
+python -m tests.batches.batch_server <port> [<step>]   (environment: TARS_OPT_HOME, ANTHROPIC_*)
 """
 
 from __future__ import annotations

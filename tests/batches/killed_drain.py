@@ -1,6 +1,6 @@
 """A drain that kills itself with SIGKILL at one step (for the crash tests).
 
-python -m tests.gateway.killed_drain <step>   (environment: TARS_OPT_HOME, ANTHROPIC_*)
+python -m tests.batches.killed_drain <step>   (environment: TARS_OPT_HOME, ANTHROPIC_*)
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import pytest
 
 from tars_opt.defer.queue import Queue
 from tars_opt.drain.runner import Drainer
-from tests.gateway.conftest import NIGHT, Setup
-from tests.gateway.test_batches import counts, requests, results
+from tests.batches.conftest import NIGHT, Setup
+from tests.batches.test_batches import counts, requests, results
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["claimed", "prepared", "opened", "submitted", "recorded", "polled", "answer"]
@@ -119,7 +119,7 @@ def test_sigkill_of_a_drain_process_at_a_step(
         "PYTHONPATH": str(REPO),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.gateway.killed_drain", step],
+        [sys.executable, "-m", "tests.batches.killed_drain", step],
         env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -180,7 +180,7 @@ def test_sigkill_of_a_gateway_draining_inside_then_restart(home: Path, fake_api,
 
     def serve(*kill_at: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.gateway.batch_server", str(port), *kill_at],
+            [sys.executable, "-m", "tests.batches.batch_server", str(port), *kill_at],
             env=env, cwd=str(REPO), stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
