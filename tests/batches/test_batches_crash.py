@@ -219,3 +219,39 @@ def test_sigkill_of_a_gateway_draining_inside_then_restart(home: Path, fake_api,
     finally:
         second.terminate()
         second.wait(30)
+
+
+def test_two_drains_at_once_send_each_request_of_a_batch_once(home: Path) -> None:
+    import threading
+
+    from tars_opt import open_app
+    from tars_opt.defer.facade import BatchFacade
+    from tars_opt.store import connect
+
+    # As `serve`'s drain and a cron drain would, on the same database.
+    app = open_app(backend="offline", overrides={"defer.max_batch_requests": 15})
+    facade = BatchFacade(app.config, app.db)
+    batch = facade.create({"requests": requests(90)}, base_url="http://x")
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            Drainer(app.config, connect(app.config.resolved_database())).run(now=True)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    sent: Counter[str] = Counter()
+    for (items,) in app.db.execute("SELECT items FROM offline_batches").fetchall():
+        sent.update(i["custom_id"] for i in json.loads(items))
+    assert len(sent) == 90 and max(sent.values()) == 1
+    view = facade.retrieve(batch["id"], base_url="http://x")
+    assert view["processing_status"] == "ended" and view["request_counts"]["succeeded"] == 90
+    assert (
+        app.db.scalar("SELECT COUNT(*) FROM calls WHERE client_batch_id = ?", [batch["id"]]) == 90
+    )
