@@ -28,6 +28,18 @@ class QueueError(InputError):
     """A queue command cannot be done (unknown ticket, wrong state); one line says why."""
 
 
+class BatchRequestError(InputError):
+    """A Message Batches call refused as the API would refuse it; `status` and `kind`
+    (the API's error type) say how a front door answers it."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, kind: str = "invalid_request_error"
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
 class BaselineRefused(InputError):
     """`baseline capture` would store a period that is no baseline; `problems` say why."""
 

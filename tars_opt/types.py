@@ -412,6 +412,9 @@ class Reply:
             "stop_sequence": self.stop_sequence,
             "usage": self.usage.to_api(),
         }
+        more_usage = self.message_extra.get("usage")
+        if isinstance(more_usage, dict):  # usage fields the API sent beyond the buckets
+            message["usage"] = {**more_usage, **message["usage"]}
         for key, value in self.message_extra.items():
             message.setdefault(key, value)
         return message

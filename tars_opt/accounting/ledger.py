@@ -100,6 +100,13 @@ class Ledger:
         row["router"] = route.data.get("router") if route else None
         for name in STRATEGIES:
             row[f"saved_{name}"] = rep.saved_by_strategy.get(name, 0.0)
+        # A request of a client's Message Batch names the batch and its custom_id.
+        queued = next(
+            (d for d in rep.decisions if d.stage == "defer" and "client_batch_id" in d.data), None
+        )
+        if queued is not None:
+            row["client_batch_id"] = queued.data["client_batch_id"]
+            row["client_custom_id"] = queued.data.get("client_custom_id")
         # A response-cache hit names its entry and similarity, so a bad hit can be audited.
         hit = next((d for d in rep.decisions if d.stage == "cache" and d.action == "hit"), None)
         if hit is not None:

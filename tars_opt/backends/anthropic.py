@@ -152,8 +152,21 @@ def to_result(message: Any, request_id: str | None) -> BackendResult:
         api_request_id=request_id,
         message_id=message.id,
         stop_sequence=getattr(message, "stop_sequence", None),
-        message_extra={k: v for k, v in raw.items() if k not in known},
+        message_extra=_extra_fields(raw, known),
     )
+
+
+def _extra_fields(raw: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """The Message's fields tars-opt does not model, to hand back unchanged; usage fields
+    beyond the token buckets (inference_geo, server_tool_use, ...) go under `usage`."""
+    extra = {k: v for k, v in raw.items() if k not in known}
+    usage = raw.get("usage")
+    if isinstance(usage, dict):
+        modelled = set(Usage().to_api())
+        more = {k: v for k, v in usage.items() if k not in modelled}
+        if more:
+            extra["usage"] = more
+    return extra
 
 
 @functools.cache

@@ -506,6 +506,8 @@ class DeferConfig(_Strict):
     recover_list_limit: int = Field(1000, ge=1)
     drain_every_minutes: int = Field(15, ge=1, le=59)
     collect_every_minutes: int = Field(10, ge=1)
+    # `serve` runs the drain's jobs itself; false when another process drains.
+    serve_drains: bool = True
 
     @field_validator("window")
     @classmethod

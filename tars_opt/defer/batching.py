@@ -21,20 +21,27 @@ def group_requests(
 ) -> list[tuple[str, list[Item]]]:
     """Batches per model, each within `max_requests` and `max_bytes`; inside a model,
     requests that share a prefix sit next to each other (then by priority, then age).
+    The requests of a client's Message Batch go in upstream batches of their own, so
+    canceling it can cancel them upstream without touching anyone else's requests.
 
     A single request over the byte limit still gets a batch of its own; the caller
     refuses it (the API would).
     """
-    by_model: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], int]]] = defaultdict(list)
+    by_model: dict[tuple[str, str], list[tuple[str, dict[str, Any], dict[str, Any], int]]] = (
+        defaultdict(list)
+    )
     for task, prepared in ready:
         body = {"custom_id": task["custom_id"], "params": prepared.params}
         size = len(json.dumps(body, separators=(",", ":")).encode()) + 1
         key = prefix_key(prepared.params)
-        by_model[prepared.params["model"]].append((key, task, body, size))
+        by_model[(prepared.params["model"], task.get("client_batch") or "")].append(
+            (key, task, body, size)
+        )
     limit = max_bytes - ENVELOPE_BYTES
     out: list[tuple[str, list[Item]]] = []
-    for model in sorted(by_model):
-        items = sorted(by_model[model], key=lambda x: (x[0], x[1]["priority"], x[1]["id"]))
+    for model, client_batch in sorted(by_model):
+        group = by_model[(model, client_batch)]
+        items = sorted(group, key=lambda x: (x[0], x[1]["priority"], x[1]["id"]))
         chunk: list[Item] = []
         used = 0
         for _key, task, body, size in items:

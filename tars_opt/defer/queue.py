@@ -21,7 +21,7 @@ from tars_opt.accounting.pricing import PriceBook
 from tars_opt.config.schema import Config
 from tars_opt.defer.taskjson import prepared_from_json, request_from_json, request_to_json
 from tars_opt.errors import QueueError
-from tars_opt.store.database import Database
+from tars_opt.store.database import Database, Executor
 from tars_opt.types import Prepared, Request, new_request_id
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
@@ -62,16 +62,40 @@ class Queue:
         expected_at: float | None,
     ) -> dict[str, Any]:
         """Queue a request; return its task row (with the ticket). Committed on return."""
+        row = self.task_row(
+            request,
+            reason=reason,
+            max_wait_s=max_wait_s,
+            deadline=deadline,
+            expected_at=expected_at,
+        )
+        row["id"] = self.db.insert("tasks", row)
+        return row
+
+    def task_row(
+        self,
+        request: Request,
+        *,
+        reason: str,
+        max_wait_s: float | None,
+        deadline: float | None,
+        expected_at: float | None,
+        state: str = "queued",
+        error: str | None = None,
+        client_batch: str | None = None,
+        client_custom_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of a new task, to insert with `insert_tasks` (in the caller's transaction)."""
         now = self.clock()
         ticket = new_ticket()
-        row = {
+        return {
             "ticket": ticket,
             "request_id": request.request_id,
             "request": request_to_json(request),
             "namespace": request.namespace,
             "priority": PRIORITY_RANK.get(request.priority, 1),
             "reason": reason,
-            "state": "queued",
+            "state": state,
             "max_wait_s": max_wait_s,
             "deadline": deadline,
             "expected_at": expected_at,
@@ -79,9 +103,17 @@ class Queue:
             "custom_id": custom_id_for(ticket, 1),
             "created_at": now,
             "updated_at": now,
+            "error": error,
+            "finished_at": now if state in TERMINAL else None,
+            "client_batch": client_batch,
+            "client_custom_id": client_custom_id,
         }
-        row["id"] = self.db.insert("tasks", row)
-        return row
+
+    @staticmethod
+    def insert_tasks(cur: Executor, rows: list[dict[str, Any]]) -> None:
+        """Insert task rows made by `task_row` inside the caller's transaction."""
+        for row in rows:
+            cur.insert("tasks", row)
 
     def get(self, ticket: str) -> dict[str, Any] | None:
         """The task with this ticket (or numeric id), or None."""
@@ -126,6 +158,18 @@ class Queue:
         """Request ids of every task queued before `end` (each was deferred by the stage)."""
         rows = self.db.execute("SELECT request_id FROM tasks WHERE created_at < ?", [end])
         return {r[0] for r in rows.fetchall()}
+
+    def any_due(self, due_by: float) -> bool:
+        """Whether a queued task's deadline falls before `due_by` (cheap; for the deadline
+        rule outside the window)."""
+        return (
+            self.db.scalar(
+                "SELECT 1 FROM tasks WHERE state = 'queued' AND deadline IS NOT NULL "
+                "AND deadline <= ? LIMIT 1",
+                [due_by],
+            )
+            is not None
+        )
 
     def count(self, state: str) -> int:
         """How many tasks are in `state`."""
@@ -186,6 +230,12 @@ class Queue:
         The retry is a new request (a fresh request id): the ledger keeps the failed one.
         """
         task = self.require(ticket)
+        if task.get("client_batch"):
+            raise QueueError(
+                f"cannot retry {ticket}: it is request {task['client_custom_id']!r} of the "
+                f"client's Message Batch {task['client_batch']}, whose results are final; "
+                "the client can send it again in a new batch"
+            )
         attempt = task["attempts"] + 1
         request = replace(request_from_json(task["request"]), request_id=new_request_id())
         with self.db.transaction() as cur:
@@ -245,14 +295,24 @@ class Queue:
                 task = self.require(ticket)
 
     # ---- what a drain does -------------------------------------------------------------
-    def claim(self, owner: str, lease_s: float, limit: int) -> list[dict[str, Any]]:
-        """Atomically take up to `limit` queued tasks, best priority and oldest first."""
+    def claim(
+        self, owner: str, lease_s: float, limit: int, *, due_by: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Atomically take up to `limit` queued tasks, best priority and oldest first.
+
+        With `due_by`, only tasks whose deadline falls before it (the deadline rule).
+        Requests of a client's Message Batch that was canceled or has expired are never
+        taken: their results are final.
+        """
         now = self.clock()
+        due = "AND deadline IS NOT NULL AND deadline <= ? " if due_by is not None else ""
         with self.db.transaction() as cur:
             cur.execute(
-                "SELECT id FROM tasks WHERE state = 'queued' "
+                f"SELECT id FROM tasks WHERE state = 'queued' {due}AND (client_batch IS NULL "
+                "OR client_batch IN (SELECT id FROM client_batches "
+                "WHERE cancel_initiated_at IS NULL AND expires_at > ?)) "
                 "ORDER BY priority, created_at, id LIMIT ?",
-                [limit],
+                [*([due_by] if due_by is not None else []), now, limit],
             )
             ids = [r[0] for r in cur.fetchall()]
             claimed: list[dict[str, Any]] = []
@@ -459,6 +519,92 @@ class Queue:
                 )
                 released += cur.rowcount
         return released
+
+    # ---- requests of a client's Message Batch ------------------------------------------
+    def close_client_batches(self, batch_id: str | None = None) -> int:
+        """Settle the queued requests of client batches that no drain may send any more:
+        canceled ones (canceled) and those past their 24-hour deadline (expired). One
+        batch or all; returns how many tasks changed."""
+        now = self.clock()
+        which = "AND c.id = ?" if batch_id is not None else ""
+        args = [batch_id] if batch_id is not None else []
+        changed = 0
+        with self.db.transaction() as cur:
+            for state, error, cond, params in (
+                ("canceled", "canceled by the client", "c.cancel_initiated_at IS NOT NULL", []),
+                ("expired", "not sent before the batch's 24-hour deadline", "c.expires_at <= ?",
+                 [now]),
+            ):  # fmt: skip
+                cur.execute(
+                    "UPDATE tasks SET state = ?, error = ?, finished_at = ?, updated_at = ? "
+                    "WHERE state = 'queued' AND client_batch IN (SELECT c.id FROM "
+                    f"client_batches c WHERE {cond} {which})",
+                    [state, error, now, now, *params, *args],
+                )
+                changed += cur.rowcount
+        return changed
+
+    def client_batch_states(self, batch_id: str, deadline: float) -> list[dict[str, Any]]:
+        """How many requests of a client batch are in each state, split by whether they
+        finished before `deadline` (rows: state, in_time, n, last)."""
+        return list(
+            self.db.query(
+                "SELECT state, (finished_at IS NOT NULL AND finished_at < ?) AS in_time, "
+                "COUNT(*) AS n, MAX(finished_at) AS last FROM tasks WHERE client_batch = ? "
+                "GROUP BY state, in_time",
+                [deadline, batch_id],
+            )
+        )
+
+    def client_batch_page(self, batch_id: str, after: int, limit: int = 500) -> list[dict]:
+        """The next `limit` requests of a client batch after task id `after`, in the order
+        they were queued, with what a result line needs."""
+        return list(
+            self.db.query(
+                "SELECT id, state, finished_at, client_custom_id, request_id, result, "
+                "error FROM tasks WHERE client_batch = ? AND id > ? ORDER BY id LIMIT ?",
+                [batch_id, after, limit],
+            )
+        )
+
+    @staticmethod
+    def drop_client_batch_requests(cur: Executor, batch_id: str, now: float) -> None:
+        """Forget the prompts and results of a deleted client batch's finished requests
+        (inside the caller's transaction). A request still inside an upstream batch keeps
+        its task until the drain collects it, so what it costs is still recorded."""
+        cur.execute(
+            "UPDATE tasks SET request = ?, result = NULL, updated_at = ? "
+            f"WHERE client_batch = ? AND state IN ({_marks(TERMINAL)})",
+            ['{"v":2,"messages":[]}', now, batch_id, *TERMINAL],
+        )
+
+    def may_retry(self, task: dict[str, Any]) -> bool:
+        """Whether an errored request may go out again: not when it belongs to a client's
+        Message Batch that was canceled or whose deadline has passed."""
+        if not task.get("client_batch"):
+            return True
+        row = self.db.execute(
+            "SELECT cancel_initiated_at, expires_at FROM client_batches WHERE id = ?",
+            [task["client_batch"]],
+        ).fetchone()
+        return row is not None and row[0] is None and row[1] > self.clock()
+
+    def cancelable_batches(self) -> list[dict[str, Any]]:
+        """Upstream batches in progress whose every open request belongs to a client batch
+        that was canceled or has passed its deadline: canceling them upstream harms no one
+        else's request (a batch holding any other request is left to run)."""
+        return list(
+            self.db.query(
+                "SELECT b.id, b.batch_id FROM batches b WHERE b.state = 'in_progress' "
+                "AND EXISTS (SELECT 1 FROM tasks t WHERE t.batch_row = b.id "
+                "AND t.state = 'submitted') "
+                "AND NOT EXISTS (SELECT 1 FROM tasks t LEFT JOIN client_batches c "
+                "ON c.id = t.client_batch WHERE t.batch_row = b.id AND t.state = 'submitted' "
+                "AND (c.id IS NULL OR (c.cancel_initiated_at IS NULL AND c.expires_at > ?))) "
+                "ORDER BY b.id",
+                [self.clock()],
+            )
+        )
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

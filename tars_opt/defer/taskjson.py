@@ -83,17 +83,17 @@ def queued_decision(task: dict[str, Any]) -> Decision:
     def when(key: str) -> str | None:
         return iso_minute(task[key]) if task.get(key) is not None else None
 
-    return Decision(
-        "defer",
-        "queued",
-        task.get("reason") or "queued for the off-peak drain",
-        {
-            "ticket": task["ticket"],
-            "queued_at": when("created_at"),
-            "expected_at": when("expected_at"),
-            "deadline": when("deadline"),
-        },
-    )
+    data: dict[str, Any] = {
+        "ticket": task["ticket"],
+        "queued_at": when("created_at"),
+        "expected_at": when("expected_at"),
+        "deadline": when("deadline"),
+    }
+    if task.get("client_batch"):
+        # A request of a client's Message Batch: its ledger row names the batch and custom_id.
+        data["client_batch_id"] = task["client_batch"]
+        data["client_custom_id"] = task["client_custom_id"]
+    return Decision("defer", "queued", task.get("reason") or "queued for the off-peak drain", data)
 
 
 def task_view(task: dict[str, Any]) -> dict[str, Any]:

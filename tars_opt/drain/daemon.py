@@ -1,5 +1,6 @@
 """`drain --daemon`: APScheduler in the foreground, a drain every N minutes inside the
-window and a collector all day, stopped cleanly by SIGTERM or Ctrl-C."""
+window and a collector all day, stopped cleanly by SIGTERM or Ctrl-C. `start_drain` runs
+the same jobs in the background of another process (`serve`)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def add_jobs(
 
 class Daemon:
     """Runs drains on a schedule. Each run opens its own database connection (jobs run in
-    a worker thread); one worker, so a drain and a collect never overlap here."""
+    a worker thread); one worker, so a drain and a collect never overlap here.
+
+    `background`: the scheduler runs in threads of its own (`start` returns at once), for
+    a process that does other work, such as `serve`.
+    """
 
     def __init__(
         self,
@@ -61,17 +66,19 @@ class Daemon:
         db_path: Path,
         *,
         backend_factory: Callable[[Any], Backend] | None = None,
+        background: bool = False,
     ) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         self.config = config
         self.db_path = db_path
         self.backend_factory = backend_factory
+        self.background = background
         self.runs = 0
-        self.scheduler = BlockingScheduler(
-            executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
-        )
+        kind = BackgroundScheduler if background else BlockingScheduler
+        self.scheduler = kind(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
         add_jobs(self.scheduler, config.defer, self.drain, self.collect)
 
     def _run(self, collect_only: bool) -> DrainReport | None:
@@ -91,6 +98,11 @@ class Daemon:
     def collect(self) -> DrainReport | None:
         return self._run(collect_only=True)
 
+    def wake(self) -> None:
+        """Run the collector now (after a client canceled a batch: cancel it upstream)."""
+        if self.scheduler.running:
+            self.scheduler.modify_job("collect", next_run_time=datetime.now(UTC))
+
     def stop(self, signum: int | None = None, frame: Any = None) -> None:
         """Let a running job finish, then return from `start`."""
         log.info("daemon stopping", extra={"signal": signum})
@@ -98,7 +110,12 @@ class Daemon:
             self.scheduler.shutdown(wait=True)
 
     def start(self) -> None:
-        """Block, running jobs, until SIGTERM or SIGINT."""
+        """Block, running jobs, until SIGTERM or SIGINT (in the background: return at once;
+        the owner calls `stop`)."""
+        if self.background:
+            self.scheduler.start()
+            log.info("drain started in the background", extra={"db": str(self.db_path)})
+            return
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         log.info(
@@ -107,3 +124,21 @@ class Daemon:
         )
         self.scheduler.start()
         log.info("daemon stopped", extra={"runs": self.runs})
+
+
+def start_drain(
+    config: Config,
+    db_path: Path,
+    *,
+    backend_factory: Callable[[Any], Backend] | None = None,
+) -> Daemon | None:
+    """For `serve`: run the drain's jobs (submit inside the window, collect and the
+    deadline rule all day) in background threads, unless `defer.serve_drains` is false
+    (another process drains). Returns the running Daemon - call `stop()` on shutdown,
+    `wake()` after a cancel - or None. Two drains at once are safe (claims are atomic)."""
+    if not config.defer.serve_drains:
+        log.info("serve does not drain: defer.serve_drains is false")
+        return None
+    daemon = Daemon(config, db_path, backend_factory=backend_factory, background=True)
+    daemon.start()
+    return daemon

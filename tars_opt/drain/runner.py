@@ -7,7 +7,12 @@ One run (`Drainer.run`), in this order, each step safe to interrupt at any point
    the ledger through Optimizer.finish (batch tier: half price);
 3. submit  - inside the window (or `now`): claim queued tasks by priority, run them
    through the chain's prepare (every stage but defer), group them per model, submit
-   each batch, and record its id before anything else happens.
+   each batch, and record its id before anything else happens. Outside the window only
+   tasks whose deadline is near (the deadline rule) are submitted.
+
+Requests of a client's Message Batch (the gateway's `/v1/messages/batches`) are tasks
+like any other; their batch's cancel and 24-hour deadline settle the ones still queued,
+and an upstream batch holding only such requests is canceled upstream.
 
 Idempotence rests on two facts: a task changes state only by a conditional UPDATE on its
 current custom_id, and the ledger keys rows by request_id, which a task keeps across
@@ -41,7 +46,7 @@ from tars_opt.drain.recovery import Recovery, new_owner
 from tars_opt.errors import BackendError
 from tars_opt.pipeline.optimizer import Optimizer, build_backend
 from tars_opt.store.database import Database
-from tars_opt.types import Prepared, Reply
+from tars_opt.types import BackendResult, Prepared, Reply
 
 log = logging.getLogger("tars_opt.drain")
 IN_FLIGHT = ("in_progress", "canceling", "ended")
@@ -70,6 +75,9 @@ class DrainReport:
     submitted: list[dict[str, Any]] = field(default_factory=list)
     submit_errors: list[str] = field(default_factory=list)
     in_flight: int = 0
+    due: int = 0  # tasks submitted outside the window because their deadline is near
+    closed: int = 0  # queued requests of canceled or expired client batches settled
+    canceled_upstream: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +95,9 @@ class DrainReport:
             "claimed": self.claimed,
             "answered_in_prepare": self.answered_in_prepare,
             "submitted": self.submitted,
+            "submitted_for_deadline": self.due,
+            "client_batches_closed": self.closed,
+            "canceled_upstream": self.canceled_upstream,
             "submit_errors": self.submit_errors,
             "in_flight_batches": self.in_flight,
         }
@@ -145,6 +156,12 @@ class Drainer(Recovery):
     def lease_s(self) -> float:
         return self.defer.claim_lease_minutes * 60.0
 
+    @property
+    def deadline_lead_s(self) -> float:
+        """How long before its deadline a task goes out whatever the window: a batch's
+        expected turnaround plus one collect interval (a run may come that much later)."""
+        return (self.defer.expected_turnaround_minutes + self.defer.collect_every_minutes) * 60
+
     # ---- the run -------------------------------------------------------------------------
     def run(
         self,
@@ -154,7 +171,8 @@ class Drainer(Recovery):
         collect_only: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> DrainReport:
-        """One drain: recover, collect, and (inside the window or `now`) submit.
+        """One drain: recover, collect, and (inside the window or `now`) submit; outside
+        it, only tasks whose deadline is near (also in a `collect_only` run).
 
         With `wait`, poll until every recorded batch has ended and been collected
         (resubmitting errored requests that have retries left).
@@ -167,9 +185,13 @@ class Drainer(Recovery):
             report.opens_at = self.window.next_open(moment)
         may_submit = (now or report.in_window) and not collect_only
         self.recover(report)
+        report.closed += self.queue.close_client_batches()
         self.collect(report)
         if may_submit:
             self.submit(report)
+        else:
+            self.submit(report, due_by=moment + self.deadline_lead_s)
+        if report.submitted:
             # A batch may end at once (small ones, the offline backend): collect it now.
             self.collect(report)
         if wait:
@@ -204,6 +226,7 @@ class Drainer(Recovery):
     # ---- 2. collect ----------------------------------------------------------------------
     def collect(self, report: DrainReport) -> None:
         """Poll recorded batches and collect the results of those that ended."""
+        self.cancel_upstream(report)
         for row in self.queue.batches(IN_FLIGHT):
             if row["state"] != "ended":
                 try:
@@ -233,13 +256,30 @@ class Drainer(Recovery):
                         "collect failed", extra={"batch_id": row["batch_id"], "error": str(exc)}
                     )
 
+    def cancel_upstream(self, report: DrainReport) -> None:
+        """Cancel upstream the batches that hold only requests of canceled or expired
+        client batches. What the API processed before the cancel is billed and recorded."""
+        for row in self.queue.cancelable_batches():
+            try:
+                info = self.backend.cancel_batch(row["batch_id"])
+            except BackendError as exc:  # ended meanwhile, or unreachable: collect as usual
+                log.warning("cancel failed", extra={"batch_id": row["batch_id"], "error": str(exc)})
+                continue
+            self.queue.set_batch_state(row["id"], info.status, counts=json.dumps(info.counts))
+            report.canceled_upstream.append(row["batch_id"])
+
     def _lost_batch(self, row: dict[str, Any], report: DrainReport, error: str) -> None:
         """The API no longer knows a recorded batch (deleted, or an offline batch kept in
         another process's memory): its results are unreachable, so its tasks are queued
         again as a new attempt."""
         for task in self.queue.batch_tasks(row["id"]):
-            self.queue.requeue(task["id"], task["custom_id"], f"batch lost: {error}"[:300])
-            report.outcomes["requeued (batch lost)"] += 1
+            why = f"batch lost: {error}"[:300]
+            if self.queue.may_retry(task):
+                self.queue.requeue(task["id"], task["custom_id"], why)
+                report.outcomes["requeued (batch lost)"] += 1
+            else:
+                self.queue.settle(task["id"], task["custom_id"], "failed", error=why)
+                report.outcomes["failed"] += 1
         self.queue.set_batch_state(row["id"], "abandoned", note=error[:300])
 
     def _collect_batch(self, row: dict[str, Any], report: DrainReport) -> None:
@@ -267,7 +307,7 @@ class Drainer(Recovery):
 
     def _settle(self, task: dict[str, Any], item: BatchItem) -> str:
         """Record one result: ledger first, then the task's state. Returns the outcome."""
-        if self._settled_from_ledger(task):
+        if self._settled_from_ledger(task, item):
             return "already recorded"
         prepared = prepared_from_json(task["prepared"])
         if item.outcome == "succeeded" and item.result is not None:
@@ -277,12 +317,15 @@ class Drainer(Recovery):
             result = replace(item.result, usage=usage, latency_ms=waited_ms)
             reply = self.optimizer.finish(prepared, result, source="batch")
             self.checkpoint("answer")
-            self._done.append((task["id"], task["custom_id"], "done", _reply_json(reply), None))
+            self._done.append(
+                (task["id"], task["custom_id"], "done", _reply_json(reply, task), None)
+            )
             if len(self._done) >= 500:
                 self._flush()
             return "done"
         error = item.error or item.outcome
-        if item.outcome == "errored" and task["attempts"] <= self.defer.max_retries:
+        retry_left = task["attempts"] <= self.defer.max_retries
+        if item.outcome == "errored" and retry_left and self.queue.may_retry(task):
             self.queue.requeue(task["id"], task["custom_id"], error)
             return "retried"
         if item.outcome == "canceled":
@@ -294,8 +337,9 @@ class Drainer(Recovery):
         self.queue.settle(task["id"], task["custom_id"], state, error=error)
         return state
 
-    def _settled_from_ledger(self, task: dict[str, Any]) -> bool:
+    def _settled_from_ledger(self, task: dict[str, Any], item: BatchItem | None = None) -> bool:
         # A ledger row for the task's request: its answer was recorded before a crash.
+        # `item`, the batch's result for it, still holds the whole Message.
         if task["request_id"] not in self._recorded:
             return False
         row = self.ledger.get(task["request_id"])
@@ -304,18 +348,23 @@ class Drainer(Recovery):
         state = "failed" if row["error"] else "done"
         if row["error"] and "batch_expired" in row["error"]:
             state = "expired"
-        self.queue.settle(
-            task["id"], task["custom_id"], state, result=_ledger_json(row), error=row["error"]
-        )
+        result = _ledger_json(row)
+        if state == "done" and item is not None and item.result is not None:
+            message = _message_of(item.result, row)
+            result = json.dumps({**json.loads(result), "message": message}, separators=(",", ":"))
+        self.queue.settle(task["id"], task["custom_id"], state, result=result, error=row["error"])
         return True
 
     # ---- 3. submit -----------------------------------------------------------------------
-    def submit(self, report: DrainReport) -> None:
-        """Claim, prepare, group and submit queued tasks, a wave at a time.
+    def submit(self, report: DrainReport, *, due_by: float | None = None) -> None:
+        """Claim, prepare, group and submit queued tasks, a wave at a time; with `due_by`,
+        only tasks whose deadline falls before it.
 
         Waves bound memory: only `defer.wave_size` tasks (and their batch body, which the
         SDK copies while sending) are held at once, whatever the queue's length.
         """
+        if due_by is not None and not self.queue.any_due(due_by):
+            return
         spent = queue_budget(self.config, self.db, clock=self.clock).state()
         if spent.policy == "block" and spent.over:
             # A batch's cost is known only when it is collected, so the blocking budget
@@ -327,11 +376,14 @@ class Drainer(Recovery):
             return
         left = self.defer.claim_limit
         while left > 0:
-            wave = self.queue.claim(self.owner, self.lease_s, min(left, self.defer.wave_size))
+            size = min(left, self.defer.wave_size)
+            wave = self.queue.claim(self.owner, self.lease_s, size, due_by=due_by)
             if not wave:
                 return
             left -= len(wave)
             report.claimed += len(wave)
+            if due_by is not None:
+                report.due += len(wave)
             errors = len(report.submit_errors)
             self._submit_wave(wave, report)
             if len(report.submit_errors) > errors:
@@ -352,7 +404,7 @@ class Drainer(Recovery):
             )
             if isinstance(outcome, Reply):  # a stage answered it (a cache hit)
                 self.queue.settle(
-                    task["id"], task["custom_id"], "done", result=_reply_json(outcome)
+                    task["id"], task["custom_id"], "done", result=_reply_json(outcome, task)
                 )
                 report.answered_in_prepare += 1
                 continue
@@ -444,8 +496,29 @@ class Drainer(Recovery):
         log.info("batch submitted", extra={"batch_id": info.id, "requests": len(chunk)})
 
 
-def _reply_json(reply: Reply) -> str:
-    return json.dumps(reply.to_dict(), separators=(",", ":"))
+def _reply_json(reply: Reply, task: dict[str, Any]) -> str:
+    data = reply.to_dict()
+    if task.get("client_batch"):
+        # The client's batch results hand back the API's Message whole.
+        data["message"] = reply.to_message()
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _message_of(result: BackendResult, row: dict[str, Any]) -> dict[str, Any]:
+    """The API's Message of a batch result, as a collected answer's task keeps it."""
+    reply = Reply(
+        text=result.text,
+        model=result.model,
+        source="batch",
+        request_id=row["request_id"],
+        usage=replace(result.usage, service_tier="batch"),
+        stop_reason=result.stop_reason,
+        content=result.content,
+        message_id=result.message_id,
+        stop_sequence=result.stop_sequence,
+        message_extra=dict(result.message_extra),
+    )
+    return reply.to_message()
 
 
 def _ledger_json(row: dict[str, Any]) -> str:

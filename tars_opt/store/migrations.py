@@ -356,6 +356,31 @@ def _agent_core(db: Executor) -> None:
     db.execute("CREATE INDEX conversation_prefixes_ts ON conversation_prefixes(ts)")
 
 
+def _client_batches(db: Executor) -> None:
+    """Message Batches clients create through tars-opt (`/v1/messages/batches`): each of
+    their requests is a task of the deferred queue, linked to its batch and custom_id, and
+    so is the ledger row of its answer."""
+    db.execute(
+        """CREATE TABLE client_batches (
+            id TEXT PRIMARY KEY,
+            key_id TEXT,
+            namespace TEXT NOT NULL DEFAULT 'default',
+            requests INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            cancel_initiated_at REAL,
+            deleted_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX client_batches_created ON client_batches(created_at)")
+    db.execute("ALTER TABLE tasks ADD COLUMN client_batch TEXT REFERENCES client_batches(id)")
+    db.execute("ALTER TABLE tasks ADD COLUMN client_custom_id TEXT")
+    db.execute("CREATE UNIQUE INDEX tasks_client ON tasks(client_batch, client_custom_id)")
+    db.execute("ALTER TABLE calls ADD COLUMN client_batch_id TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN client_custom_id TEXT")
+    db.execute("CREATE INDEX calls_client_batch ON calls(client_batch_id)")
+
+
 # Append only: a released migration never changes, a new one goes at the end.
 MIGRATIONS: list[Callable[[Executor], None]] = [
     _v1,
@@ -368,4 +393,5 @@ MIGRATIONS: list[Callable[[Executor], None]] = [
     _prefix_sends,
     _offline_prompt_cache,
     _agent_core,
+    _client_batches,
 ]

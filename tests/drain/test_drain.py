@@ -48,6 +48,32 @@ def test_outside_the_window_nothing_is_submitted(home: Path) -> None:
     assert set(states(app).values()) == {"queued"}
 
 
+@pytest.mark.parametrize("collect_only", [False, True])
+def test_outside_the_window_work_near_its_deadline_is_sent(home: Path, collect_only) -> None:
+    clock = Clock(NOON)
+    app, backend, tickets = setup(clock, n=1)  # the default max wait: due tomorrow noon
+    q = Queue(app.db, clock)
+
+    def task(deadline_in_s: float) -> str:
+        return q.enqueue(
+            Request.from_prompt(f"due in {deadline_in_s}"),
+            reason="test", max_wait_s=deadline_in_s, deadline=NOON + deadline_in_s,
+            expected_at=None,
+        )["ticket"]  # fmt: skip
+
+    # Sent early: its deadline is within a batch's turnaround (60 min) plus one collect
+    # interval (10 min). Not yet: the others.
+    soon, later = task(60 * 60), task(3 * 3600)
+    report = drainer(app, backend, clock).run(collect_only=collect_only)
+    assert report.due == 1 and len(report.submitted) == 1 and backend.submits == 1
+    assert set(backend.sent) == {q.require(soon)["custom_id"]}
+    assert states(app)[later] == states(app)[tickets[0]] == "queued"
+    clock.now += 2 * 3600  # `later` is due now
+    report = drainer(app, backend, clock).run(collect_only=collect_only)
+    assert report.due == 1 and states(app)[later] == "done"
+    assert states(app)[tickets[0]] == "queued"  # it waits for the window
+
+
 def test_drain_now_answers_every_task_once_at_half_price(home: Path) -> None:
     clock = Clock(NOON)
     app, backend, tickets = setup(clock)
