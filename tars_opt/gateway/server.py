@@ -12,7 +12,10 @@ from starlette.routing import BaseRoute
 
 from tars_opt.app import App
 from tars_opt.config.schema import Config
+from tars_opt.defer.facade import BatchFacade
+from tars_opt.drain.daemon import start_drain
 from tars_opt.gateway.app import Gateway, build_app
+from tars_opt.gateway.batches import batch_routes
 from tars_opt.gateway.settings import GatewaySettings
 from tars_opt.pipeline.optimizer import Optimizer
 
@@ -82,16 +85,28 @@ def asgi_app(
 
 def serve(app: App, settings: GatewaySettings, *, extra_routes: Sequence[BaseRoute] = ()) -> None:
     """Serve until SIGTERM/SIGINT: uvicorn then stops taking connections, lets in-flight
-    requests and streams finish, and the app's shutdown writes every ledger row left."""
+    requests and streams finish, and the app's shutdown writes every ledger row left.
+
+    The Message Batches routes are served too, and the drain runs on its schedule in
+    background threads unless `defer.serve_drains` is false (another process drains)."""
     import uvicorn
 
-    uvicorn.run(
-        asgi_app(app, settings, extra_routes=extra_routes),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        lifespan="on",
-    )
+    # The drain sends its batches where the gateway sends everything else.
+    drain_config = app.config.model_copy(deep=True)
+    drain_config.api.base_url = settings.upstream
+    drain = start_drain(drain_config, app.config.resolved_database())
+    facade = BatchFacade(app.config, app.db, on_cancel=drain.wake if drain else None)
+    try:
+        uvicorn.run(
+            asgi_app(app, settings, extra_routes=[*batch_routes(facade), *extra_routes]),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            lifespan="on",
+        )
+    finally:
+        if drain is not None:
+            drain.stop()

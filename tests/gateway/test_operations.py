@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anthropic
 import httpx2
+import pytest
 from typer.testing import CliRunner
 
 from tars_opt import open_app
@@ -91,6 +92,7 @@ def test_sigterm_finishes_streams_in_flight_and_writes_their_rows(
     fake_api.stream_event_delay = 0.02  # ~1.5 s of stream
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TARS_OPT_HOME": str(home)}
+    env.pop("ANTHROPIC_API_KEY", None)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -118,6 +120,17 @@ def test_sigterm_finishes_streams_in_flight_and_writes_their_rows(
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.02)
         c = anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0)
+        # `serve` answers the Message Batches routes itself, not upstream: its drain sends
+        # them later with the gateway's own key, which this gateway does not have.
+        with pytest.raises(anthropic.PermissionDeniedError, match="tars-opt"):
+            c.messages.batches.create(
+                requests=[
+                    {
+                        "custom_id": "a",
+                        "params": {"model": MODEL, "max_tokens": 9, "messages": ask("hi")},
+                    }
+                ]  # fmt: skip
+            )
         first = c.messages.create(model=MODEL, max_tokens=400, messages=ask("hello"))
         assert first.content
         with c.messages.stream(model=MODEL, max_tokens=400, messages=ask("count")) as stream:
