@@ -15,7 +15,7 @@ from tars_opt.config.loader import LoadedConfig, load_config
 from tars_opt.config.schema import Config
 from tars_opt.logs import setup_logging
 from tars_opt.pipeline.optimizer import Optimizer
-from tars_opt.store import connect
+from tars_opt.store import connect, describe, is_server
 from tars_opt.store.database import Database
 from tars_opt.store.files import ensure_private_dir
 from tars_opt.store.sqlite import require_folder
@@ -62,13 +62,13 @@ def open_app(
     cfg = loaded.config
     database = cfg.resolved_database()
     named = _database_origin(loaded)
-    if named is not None:
+    if named is not None and not is_server(database):
         require_folder(database, named)
     data_dir = ensure_private_dir(cfg.resolved_data_dir())
     setup_logging(data_dir, level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env)
     log.info(
         "config read",
-        extra={"config": loaded.label, "database": str(database), "backend": cfg.backend},
+        extra={"config": loaded.label, "database": describe(database), "backend": cfg.backend},
     )
     return App(loaded, connect(database))
 
@@ -79,6 +79,7 @@ def _database_origin(loaded: LoadedConfig) -> str | None:
     path = loaded.config.database
     if path is None:
         return None
+    path = describe(path)
     return {
         "flag": f"--db {path}",
         "env": f"TARS_OPT_DB={path}",

@@ -704,7 +704,8 @@ class Config(_Strict):
 
     version: Literal[1] = 1
     data_dir: Path | None = None
-    database: Path | None = None
+    # An SQLite file, or a `postgresql://` URL for a database a team shares.
+    database: str | None = None
     backend: Literal["anthropic", "offline"] = "anthropic"
     # A modular system prompt for `ask` (sections with conditions); --system-file overrides.
     system_file: Path | None = None
@@ -771,8 +772,11 @@ class Config(_Strict):
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
 
-    def resolved_database(self) -> Path:
+    def resolved_database(self) -> Path | str:
+        """The SQLite file to use, or the server URL as given."""
         if self.database:
+            if self.database.startswith(("postgresql://", "postgres://")):
+                return self.database
             return Path(self.database).expanduser()
         return self.resolved_data_dir() / "tars-opt.db"
 
