@@ -293,3 +293,75 @@ def test_password_never_shown_by_config_show_db_path_or_an_unreachable_error() -
     assert down.exit_code == 1
     assert "hunter2" not in down.output and "cannot reach the PostgreSQL database" in down.output
     assert len(down.output.strip().splitlines()) == 1
+
+
+class _Embedder:
+    """Every text on one direction: a query matches every entry of its partition."""
+
+    name = "fake"
+    dim = 8
+
+    def embed(self, texts):
+        import numpy as np
+
+        vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
+        vecs[:, 0] = 1.0
+        return vecs
+
+
+def _entry(n: int, now: float):
+    import numpy as np
+
+    from tars_opt.cache.store import NewEntry
+    from tars_opt.embeddings.index import to_blob
+    from tars_opt.types import Usage
+
+    vec = np.zeros(8, dtype=np.float32)
+    vec[0] = 1.0
+    return NewEntry(
+        key=f"k{n}", norm_key=None, namespace="default", fingerprint="f", selector="s",
+        query_type="fact", semantic=True, time_sensitive=False, prompt=f"q{n}",
+        embedding=to_blob(vec), embed_model="fake", reply="a", model="m", stop_reason=None,
+        max_tokens=10, usage=Usage(), removed_tokens=0, request_id=f"r{n}", created=now,
+        expires=now + 3600,
+    )  # fmt: skip
+
+
+def test_the_semantic_index_picks_up_entries_another_host_writes_concurrently(
+    pg_url: str,
+) -> None:
+    import numpy as np
+
+    from tars_opt.cache.semantic import SemanticIndex
+    from tars_opt.cache.store import CacheStore
+
+    now = time.time()
+    host_a, host_b = connect(pg_url), connect(pg_url)
+    index = SemanticIndex(CacheStore(host_b), factory=_Embedder)
+    query = _Embedder().embed(["q"])[0]
+    partition = ("default", "f", "s", "fact")
+    assert index.search(partition, query, k=500, min_score=0.5, now=now) == []
+    writers_done = threading.Event()
+
+    def writer(first: int) -> None:
+        store = CacheStore(host_a)
+        for n in range(first, first + 25):
+            store.put(_entry(n, now))
+
+    def reader() -> None:  # refreshes while the writers commit
+        while not writers_done.is_set():
+            index.search(partition, query, k=500, min_score=0.5, now=now)
+
+    threads = [threading.Thread(target=writer, args=(n * 25,)) for n in range(4)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writers_done.set()
+    watcher.join()
+    found = index.search(partition, np.asarray(query), k=500, min_score=0.5, now=now)
+    assert sorted(e.key for e, _ in found) == sorted(f"k{n}" for n in range(100))
+    host_a.close()
+    host_b.close()
