@@ -18,6 +18,7 @@ from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.store import connect, describe, is_server
 from tars_opt.store.database import Database
 from tars_opt.store.files import ensure_private_dir
+from tars_opt.store.spool import open_or_spool
 from tars_opt.store.sqlite import require_folder
 
 log = logging.getLogger("tars_opt.app")
@@ -70,6 +71,9 @@ def open_app(
         "config read",
         extra={"config": loaded.label, "database": describe(database), "backend": cfg.backend},
     )
+    if is_server(database):
+        spool = data_dir / "spool.db" if cfg.database_unreachable == "spool" else None
+        return App(loaded, open_or_spool(str(database), spool))
     return App(loaded, connect(database))
 
 

@@ -706,6 +706,9 @@ class Config(_Strict):
     data_dir: Path | None = None
     # An SQLite file, or a `postgresql://` URL for a database a team shares.
     database: str | None = None
+    # When a database server cannot be reached: fail (one line, exit 1), or spool (answer
+    # from a local file in the data dir, copied into the server once it is back).
+    database_unreachable: Literal["fail", "spool"] = "fail"
     backend: Literal["anthropic", "offline"] = "anthropic"
     # A modular system prompt for `ask` (sections with conditions); --system-file overrides.
     system_file: Path | None = None

@@ -365,3 +365,33 @@ def test_the_semantic_index_picks_up_entries_another_host_writes_concurrently(
     assert sorted(e.key for e, _ in found) == sorted(f"k{n}" for n in range(100))
     host_a.close()
     host_b.close()
+
+
+def test_an_unreachable_server_can_spool_calls_locally_and_copy_them_in_later(
+    pg_url: str, tmp_path: Path, home: Path
+) -> None:
+    runner = CliRunner()
+    config = _config(tmp_path / "c.yaml", database_unreachable="spool")
+    down = "postgresql://tars:hunter2@127.0.0.1:9/tars?connect_timeout=2"
+    asked = runner.invoke(app, ["ask", "-c", str(config), "--db", down, "--json", "What is 2+2?"])
+    assert asked.exit_code == 0, asked.output
+    request_id = json.loads(asked.output)["request_id"]
+    spool = home / "spool.db"
+    assert connect(spool).scalar("SELECT COUNT(*) FROM calls") == 1
+    # The server is back: the next command copies the spooled call in, once.
+    for _ in range(2):
+        shown = runner.invoke(app, ["log", "-c", str(config), "--db", pg_url, "--json"])
+        assert shown.exit_code == 0, shown.output
+    team = connect(pg_url)
+    assert team.scalar("SELECT COUNT(*) FROM calls WHERE request_id = ?", [request_id]) == 1
+    team.close()
+
+
+def test_without_spool_an_unreachable_server_fails_the_call(tmp_path: Path, home: Path) -> None:
+    runner = CliRunner()
+    config = _config(tmp_path / "c.yaml")
+    down = "postgresql://tars:hunter2@127.0.0.1:9/tars?connect_timeout=2"
+    asked = runner.invoke(app, ["ask", "-c", str(config), "--db", down, "What is 2+2?"])
+    assert asked.exit_code == 1
+    assert "cannot reach the PostgreSQL database" in asked.output
+    assert not (home / "spool.db").exists()
