@@ -52,17 +52,17 @@ class Ledger:
         self.store_prompts = store_prompts
 
     def record(self, rec: CallRecord) -> int:
-        """Insert one row in its own transaction; return its id. Committed on return.
+        """Insert one row (one statement: its own transaction); return its id. Committed
+        on return.
 
         Keyed by request id: recording a request a second time (a retried write, a replayed
         spool, two drains collecting the same result) keeps the first row and returns its id.
         """
         row = self._row(rec)
-        with self.db.transaction() as cur:
-            new = cur.insert("calls", row, on_conflict="ignore")
-            if new:
-                return new
-            return int(cur.scalar("SELECT id FROM calls WHERE request_id = ?", [row["request_id"]]))
+        new = self.db.insert("calls", row, on_conflict="ignore")
+        if new:
+            return new
+        return int(self.db.scalar("SELECT id FROM calls WHERE request_id = ?", [row["request_id"]]))
 
     def _row(self, rec: CallRecord) -> dict[str, Any]:
         req, rep, usage = rec.request, rec.reply, rec.reply.usage
