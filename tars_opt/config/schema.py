@@ -735,6 +735,12 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database_text(cls, value: Any) -> Any:
+        # A path given as a Path (the library's callers) is the same file as its text.
+        return str(value) if isinstance(value, Path) else value
+
     @model_validator(mode="after")
     def _models_priced(self) -> Config:
         # A model without a price would be costed at $0: refuse the config instead.
