@@ -15,9 +15,10 @@ from tars_opt.config.loader import LoadedConfig, load_config
 from tars_opt.config.schema import Config
 from tars_opt.logs import setup_logging
 from tars_opt.pipeline.optimizer import Optimizer
-from tars_opt.store import connect
+from tars_opt.store import connect, describe, is_server
 from tars_opt.store.database import Database
 from tars_opt.store.files import ensure_private_dir
+from tars_opt.store.spool import open_or_spool
 from tars_opt.store.sqlite import require_folder
 
 log = logging.getLogger("tars_opt.app")
@@ -68,8 +69,11 @@ def open_app(
     setup_logging(data_dir, level=cfg.logging.level, verbose=verbose, key_env=cfg.api.key_env)
     log.info(
         "config read",
-        extra={"config": loaded.label, "database": str(database), "backend": cfg.backend},
+        extra={"config": loaded.label, "database": describe(database), "backend": cfg.backend},
     )
+    if is_server(database):
+        spool = data_dir / "spool.db" if cfg.database_unreachable == "spool" else None
+        return App(loaded, open_or_spool(str(database), spool))
     return App(loaded, connect(database))
 
 
@@ -81,8 +85,9 @@ def require_named_folders(loaded: LoadedConfig) -> None:
     if home is not None:
         require_folder(loaded.config.resolved_data_dir(), home)
     named = _origin(loaded, "database", "TARS_OPT_DB", "--db")
-    if named is not None:
-        require_folder(loaded.config.resolved_database(), named)
+    database = loaded.config.resolved_database()
+    if named is not None and not is_server(database):
+        require_folder(database, named)
 
 
 def _origin(loaded: LoadedConfig, key: str, env: str, flag: str | None = None) -> str | None:
@@ -91,6 +96,7 @@ def _origin(loaded: LoadedConfig, key: str, env: str, flag: str | None = None) -
     path = getattr(loaded.config, key)
     if path is None:
         return None
+    path = describe(path)
     return {
         "flag": f"{flag or '--' + key} {path}",
         "env": f"{env}={path}",

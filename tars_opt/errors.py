@@ -56,6 +56,10 @@ class DatabaseError(TarsOptError):
     """The database cannot be used; the message says why and what to do."""
 
 
+class DatabaseUnreachable(DatabaseError):
+    """The database server cannot be reached right now (down, network, timeout)."""
+
+
 class BackendError(TarsOptError):
     """A call failed after the backend's own retries.
 

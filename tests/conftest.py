@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-pytest_plugins = ["tests.fake_anthropic.plugin"]
+pytest_plugins = ["tests.fake_anthropic.plugin", "tests.pgfixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 # Read before the autouse fixture clears TARS_OPT_* variables.
 SHARED_DATA = Path(os.environ.get("TARS_OPT_SHARED_DATA", REPO.parent / "shared" / "data"))
+# postgresql: every test's default database is a fresh PostgreSQL one (tests/pgfixtures.py).
+TEST_ENGINE = os.environ.get("TARS_OPT_TEST_ENGINE", "sqlite")
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
     """Each test gets its own data dir and no inherited tars-opt or API settings."""
     for var in list(os.environ):
         if var.startswith(("TARS_OPT_", "ANTHROPIC_")):
@@ -26,6 +28,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The A/B holdout picks requests by a hash of their random id: off unless a test
     # turns it on, so tests that expect optimization are deterministic.
     monkeypatch.setenv("TARS_OPT_HOLDOUT", "0")
+    if TEST_ENGINE == "postgresql":
+        # The whole suite on PostgreSQL: the default database is a fresh server database.
+        monkeypatch.setenv("TARS_OPT_DB", request.getfixturevalue("postgres").fresh())
     monkeypatch.chdir(tmp_path)
     return data
 

@@ -49,7 +49,7 @@ def _all_errors() -> list[type[errors.TarsOptError]]:
 
 
 def _code(cls: type[errors.TarsOptError]) -> int:
-    if issubclass(cls, errors.BackendError):
+    if issubclass(cls, errors.BackendError | errors.DatabaseUnreachable):
         return 1
     return 3 if issubclass(cls, errors.BudgetExceeded) else 2
 

@@ -89,13 +89,11 @@ class Alerter:
         if alert.level not in LEVELS:
             raise ValueError(f"alert level {alert.level!r} is not one of {LEVELS}")
         now = self.clock()
-        cur = self.db.execute(
-            """INSERT OR IGNORE INTO alerts (key, period, ts, ts_iso, level, message, data)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [alert.key, alert.period, now, iso(now), alert.level, alert.message,
-             json.dumps(alert.data, default=str)],
-        )  # fmt: skip
-        if cur.rowcount == 0:
+        row = {"key": alert.key, "period": alert.period, "ts": now, "ts_iso": iso(now),
+               "level": alert.level, "message": alert.message,
+               "data": json.dumps(alert.data, default=str)}  # fmt: skip
+        # Another process (or host) raising the same alert first wins: sent once.
+        if self.db.insert_many("alerts", [row], on_conflict="ignore") == 0:
             return False
         delivery = self.deliver(alert)
         self.db.execute(

@@ -5,11 +5,12 @@
 `defer.budget_threshold` of the budget on. Only `defer` ever queues because of the budget.
 
 Concurrent callers cannot overshoot a blocking budget: before a call is sent its estimated
-cost is reserved in the `reservations` table inside one BEGIN IMMEDIATE transaction that
-also reads the month's spend and the open reservations, so two processes never both see
-room that only one of them has. After the call the ledger row holds the actual cost and the
-reservation is removed (settle). Between the two the cost counts twice: briefly
-conservative, never short.
+cost is reserved in the `reservations` table inside one short transaction holding the
+budget lock that also reads the month's spend and the open reservations, so two processes
+(on any host sharing the database) never both see room that only one of them has. No
+transaction stays open while the call is in flight. After the call the ledger row holds
+the actual cost and the reservation is removed (settle). Between the two the cost counts
+twice: briefly conservative, never short.
 
 The estimate is the chosen model's price for the locally estimated prompt at the highest
 of its input and cache-write rates, plus `max_tokens` of output, without the batch
@@ -197,6 +198,8 @@ class Budget:
         amount = self.estimate(prepared)
         now = self.clock()
         with self.db.transaction() as cur:
+            # Reservers on every host queue here; the call itself is sent after commit.
+            cur.lock("budget")
             cur.execute(
                 "DELETE FROM reservations WHERE ts < ?", [now - self._cfg.reservation_ttl_s]
             )

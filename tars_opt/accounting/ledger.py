@@ -52,10 +52,17 @@ class Ledger:
         self.store_prompts = store_prompts
 
     def record(self, rec: CallRecord) -> int:
-        """Insert one row in its own transaction; return its id. Committed on return."""
+        """Insert one row (one statement: its own transaction); return its id. Committed
+        on return.
+
+        Keyed by request id: recording a request a second time (a retried write, a replayed
+        spool, two drains collecting the same result) keeps the first row and returns its id.
+        """
         row = self._row(rec)
-        with self.db.transaction() as cur:
-            return cur.insert("calls", row)
+        new = self.db.insert("calls", row, on_conflict="ignore")
+        if new:
+            return new
+        return int(self.db.scalar("SELECT id FROM calls WHERE request_id = ?", [row["request_id"]]))
 
     def _row(self, rec: CallRecord) -> dict[str, Any]:
         req, rep, usage = rec.request, rec.reply, rec.reply.usage
@@ -173,7 +180,8 @@ class Ledger:
         """Calls, cost, baseline, first and last time and errors of one session id."""
         row = self.db.execute(
             f"""SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(baseline_cost), 0),
-               MIN(ts_iso), MAX(ts_iso), SUM(error IS NOT NULL) FROM calls WHERE session = ?
+               MIN(ts_iso), MAX(ts_iso), SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END)
+               FROM calls WHERE session = ?
                {real_only(include_offline)}""",
             [session],
         ).fetchone()
@@ -201,9 +209,10 @@ class Ledger:
         return list(
             self.db.query(
                 f"""SELECT COALESCE(query_type, 'other') AS query_type, COUNT(*) AS answered,
-                   SUM(source = 'cache') AS hits, SUM(cache_match = 'exact') AS exact,
-                   SUM(cache_match = 'normalized') AS normalized,
-                   SUM(cache_match = 'semantic') AS semantic,
+                   SUM(CASE WHEN source = 'cache' THEN 1 ELSE 0 END) AS hits,
+                   SUM(CASE WHEN cache_match = 'exact' THEN 1 ELSE 0 END) AS exact,
+                   SUM(CASE WHEN cache_match = 'normalized' THEN 1 ELSE 0 END) AS normalized,
+                   SUM(CASE WHEN cache_match = 'semantic' THEN 1 ELSE 0 END) AS semantic,
                    COALESCE(SUM(saved_response_cache), 0) AS saved_usd
                    FROM calls WHERE ts >= ? AND error IS NULL AND source != 'queued'
                    {real_only(include_offline)}
@@ -252,8 +261,8 @@ class Ledger:
             self.db.query(
                 f"""SELECT COUNT(*) AS calls, COALESCE(SUM(cost), 0) AS cost,
                     COALESCE(SUM(baseline_cost), 0) AS baseline_cost,
-                    SUM(error IS NOT NULL) AS errors, {saved},
-                    SUM(escalated_from IS NOT NULL) AS escalations,
+                    SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END) AS errors, {saved},
+                    SUM(CASE WHEN escalated_from IS NOT NULL THEN 1 ELSE 0 END) AS escalations,
                     SUM(CASE WHEN escalated_from IS NOT NULL THEN cost ELSE 0 END)
                         AS escalation_cost,
                     SUM(cost_unknown) AS cost_unknown

@@ -37,7 +37,7 @@ class OfflineBatchStore:
 
     def recent(self, limit: int) -> list[BatchInfo]:
         rows = self.db.query(
-            "SELECT info FROM offline_batches ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            "SELECT info FROM offline_batches ORDER BY created_at DESC, id DESC LIMIT ?",
             [limit],
         )
         return [BatchInfo(**json.loads(r["info"])) for r in rows]
@@ -65,10 +65,8 @@ class OfflinePromptCache:
     def __setitem__(self, key: str, value: tuple[float, float]) -> None:
         expires, ttl = value
         with self.db.transaction() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO offline_prompt_cache (key, expires, ttl) VALUES (?, ?, ?)",
-                [key, expires, ttl],
-            )
+            row = {"key": key, "expires": expires, "ttl": ttl}
+            cur.insert("offline_prompt_cache", row, on_conflict="replace")
             # Entries long gone (a day past the newest write's clock) are dropped.
             cur.execute("DELETE FROM offline_prompt_cache WHERE expires < ?", [expires - 86_400])
 

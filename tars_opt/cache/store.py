@@ -198,6 +198,9 @@ class CacheStore:
             "bytes": size,
         }
         with self.db.transaction() as cur:
+            # One writer at a time: ids then commit in order, so a reader that loads
+            # entries above the last id it saw misses none written on another host.
+            cur.lock("cache_entries")
             # A refreshed answer replaces the old one under a new id (old hits stay audited).
             cur.execute("DELETE FROM cache_entries WHERE key = ?", [e.key])
             return cur.insert("cache_entries", row)
@@ -232,7 +235,9 @@ class CacheStore:
     def delete_matching(self, text: str) -> int:
         """Forget every entry whose prompt contains `text` (case-insensitive); the count."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return self._write("DELETE FROM cache_entries WHERE prompt LIKE ? ESCAPE '\\'", [pattern])
+        return self._write(
+            "DELETE FROM cache_entries WHERE LOWER(prompt) LIKE LOWER(?) ESCAPE '\\'", [pattern]
+        )
 
     def clear(self, query_type: str | None = None) -> int:
         """Forget every entry, or every entry of one query type; the count."""
@@ -271,8 +276,9 @@ class CacheStore:
             """SELECT id, bytes FROM cache_entries ORDER BY
                (1.0 + hits) * (input_tokens + cache_write_5m + cache_write_1h + cache_read
                                + output_tokens + 1)
-               / (1.0 + MAX(? - created, 0) / 86400.0) ASC, created ASC""",
-            [now],
+               / (1.0 + (CASE WHEN created < ? THEN ? - created ELSE 0 END) / 86400.0) ASC,
+               created ASC""",
+            [now, now],
         )
         for row in rows:
             if count <= max_entries and size <= max_bytes:
@@ -334,7 +340,8 @@ class CacheStore:
         """Entries, live entries, bytes and hits per query type."""
         return list(
             self.db.query(
-                """SELECT query_type, COUNT(*) AS entries, SUM(expires > ?) AS live,
+                """SELECT query_type, COUNT(*) AS entries,
+                   SUM(CASE WHEN expires > ? THEN 1 ELSE 0 END) AS live,
                    SUM(bytes) AS bytes, SUM(hits) AS hits,
                    SUM(hits * (input_tokens + cache_write_5m + cache_write_1h + cache_read
                                + output_tokens)) AS tokens_saved

@@ -208,7 +208,7 @@ def _ask_file(
     backend: str | None,
     max_tokens: int | None,
     config: Path | None,
-    db: Path | None,
+    db: str | None,
     verbose: bool,
 ) -> None:
     """`ask --file`: every line through the chain, `parallel` at once, one JSON line per

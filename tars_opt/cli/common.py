@@ -18,7 +18,13 @@ from tars_opt.app import open_app as open_library_app
 from tars_opt.cli.render import common as render
 from tars_opt.config.loader import LoadedConfig, load_config
 from tars_opt.config.schema import Config
-from tars_opt.errors import BackendError, BudgetExceeded, InputError, TarsOptError
+from tars_opt.errors import (
+    BackendError,
+    BudgetExceeded,
+    DatabaseUnreachable,
+    InputError,
+    TarsOptError,
+)
 from tars_opt.monitor.metrics import offline_left_out
 from tars_opt.types import PRIORITIES, QUERY_TYPES, Priority, QueryType
 
@@ -45,9 +51,12 @@ class Consoles:
 consoles = Consoles()
 
 DbOpt = Annotated[
-    Path | None,
+    str | None,
     # TARS_OPT_DB is read by the config loader, which can then name it in errors.
-    typer.Option("--db", help="SQLite file (default: in the data dir; TARS_OPT_DB)."),
+    typer.Option(
+        "--db",
+        help="SQLite file or postgresql:// URL (default: a file in the data dir; TARS_OPT_DB).",
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -75,6 +84,7 @@ ToOpt = Annotated[str | None, typer.Option("--to", help="Last day, inclusive, YY
 _EXITS: dict[type[TarsOptError], tuple[int, str]] = {
     BackendError: (FAILURE_EXIT, "error"),
     BudgetExceeded: (BUDGET_EXIT, "refused"),
+    DatabaseUnreachable: (FAILURE_EXIT, "error"),
 }
 
 
@@ -112,7 +122,7 @@ def friendly_errors() -> Iterator[None]:
 
 def open_app(
     config: Path | None,
-    db: Path | None,
+    db: str | None,
     verbose: bool = False,
     backend: str | None = None,
     *,

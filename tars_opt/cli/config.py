@@ -12,6 +12,7 @@ from rich.table import Table
 from tars_opt.cli.common import ConfigOpt, DbOpt, JsonOpt, consoles, echo_json, friendly_errors
 from tars_opt.config.loader import CONFIG_FILENAME, EXAMPLE_CONFIG, flatten, load_config
 from tars_opt.errors import InputError
+from tars_opt.store import describe
 
 app = typer.Typer(help="Create, show and check performance-config.yaml.", no_args_is_help=True)
 
@@ -48,6 +49,8 @@ def config_show(
     with friendly_errors():
         loaded = load_config(config, overrides={"database": str(db) if db else None})
         values = flatten(loaded.config.model_dump(mode="json"))
+        if values.get("database"):
+            values["database"] = describe(values["database"])  # never the password
         rows = [{"key": k, "value": v, "source": loaded.source_of(k)} for k, v in values.items()]
         if as_json:
             echo_json({"file": str(loaded.path) if loaded.path else None, "values": rows})

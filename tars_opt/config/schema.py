@@ -772,7 +772,11 @@ class Config(_Strict):
 
     version: Literal[1] = 1
     data_dir: Path | None = None
-    database: Path | None = None
+    # An SQLite file, or a `postgresql://` URL for a database a team shares.
+    database: str | None = None
+    # When a database server cannot be reached: fail (one line, exit 1), or spool (answer
+    # from a local file in the data dir, copied into the server once it is back).
+    database_unreachable: Literal["fail", "spool"] = "fail"
     backend: Literal["anthropic", "offline"] = "anthropic"
     # A modular system prompt for `ask` (sections with conditions); --system-file overrides.
     system_file: Path | None = None
@@ -799,6 +803,12 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database_text(cls, value: Any) -> Any:
+        # A path given as a Path (the library's callers) is the same file as its text.
+        return str(value) if isinstance(value, Path) else value
 
     @model_validator(mode="after")
     def _models_priced(self) -> Config:
@@ -840,8 +850,11 @@ class Config(_Strict):
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
 
-    def resolved_database(self) -> Path:
+    def resolved_database(self) -> Path | str:
+        """The SQLite file to use, or the server URL as given."""
         if self.database:
+            if self.database.startswith(("postgresql://", "postgres://")):
+                return self.database
             return Path(self.database).expanduser()
         return self.resolved_data_dir() / "tars-opt.db"
 

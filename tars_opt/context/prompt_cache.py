@@ -363,10 +363,8 @@ class PrefixLog:
         """Record that `keys` are being sent now."""
         try:
             with self.db.transaction() as cur:
-                cur.executemany(
-                    "INSERT OR REPLACE INTO prefix_sends (key, model, last_sent) VALUES (?, ?, ?)",
-                    [(key, model, now) for key in keys],
-                )
+                rows = [{"key": key, "model": model, "last_sent": now} for key in keys]
+                cur.insert_many("prefix_sends", rows, on_conflict="replace")
                 cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
         except DatabaseError as exc:
             log.warning("prefix log not written", extra={"error": str(exc)})

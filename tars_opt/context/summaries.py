@@ -140,10 +140,8 @@ class SummaryStore:
         now: float,
     ) -> Summary:
         count = tokens.estimate_text(text)
-        self.db.execute(
-            """INSERT OR REPLACE INTO summaries (key, namespace, text, tokens, source_tokens,
-               messages, model, request_id, created, used, uses)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)""",
-            [key, namespace, text, count, source_tokens, messages, model, request_id, now, now],
-        )
+        row = {"key": key, "namespace": namespace, "text": text, "tokens": count,
+               "source_tokens": source_tokens, "messages": messages, "model": model,
+               "request_id": request_id, "created": now, "used": now, "uses": 0}  # fmt: skip
+        self.db.insert("summaries", row, on_conflict="replace")
         return Summary(key, text, count, reused=False, request_id=request_id)

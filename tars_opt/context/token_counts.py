@@ -103,11 +103,9 @@ class TokenCounter:
             return TokenCount(estimate_params(params), exact=False)
         self._memory[key] = tokens
         if self._db is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO token_counts (key, model, tokens, created) "
-                "VALUES (?, ?, ?, ?)",
-                [key, str(params.get("model") or ""), tokens, self._clock()],
-            )
+            row = {"key": key, "model": str(params.get("model") or ""), "tokens": tokens,
+                   "created": self._clock()}  # fmt: skip
+            self._db.insert("token_counts", row, on_conflict="replace")
         return TokenCount(tokens, exact=True)
 
     def _may_call(self) -> bool:

@@ -1,8 +1,9 @@
 """The deferred queue: `tasks` (one per deferred request) and `batches` (Message Batches).
 
 A task moves queued -> claimed -> submitted -> done | failed | expired | canceled.
-Every change is one short `BEGIN IMMEDIATE` transaction with a conditional UPDATE, so two
-drains never take the same task and a crash between two steps leaves a state the next
+Every change is one short transaction with a conditional UPDATE (claims lock the rows they
+take and skip those another drain holds), so two drains - on one host or several - never
+take the same task and a crash between two steps leaves a state the next
 drain can finish. Each task's `custom_id` is `<ticket>-<attempt>`: deterministic, so a
 batch submitted but not recorded can be matched to its tasks again.
 """
@@ -144,7 +145,8 @@ class Queue:
         by_state = {k: v for k, v in self.counts().items() if v}
         marks = ", ".join("?" for _ in OPEN_STATES)
         oldest, stuck = self.db.execute(
-            f"SELECT MIN(created_at), SUM(updated_at < ?) FROM tasks WHERE state IN ({marks})",
+            "SELECT MIN(created_at), SUM(CASE WHEN updated_at < ? THEN 1 ELSE 0 END) "
+            f"FROM tasks WHERE state IN ({marks})",
             [now - stuck_after_s, *OPEN_STATES],
         ).fetchone()
         return {
@@ -274,8 +276,8 @@ class Queue:
         """Block until the task reaches a final state (or `timeout_s` passes); return it.
 
         Checks after `first_poll_s`, then at doubling intervals up to `max_poll_s`, so a
-        drain's answer is noticed within `max_poll_s`. A check costs one `PRAGMA
-        data_version` (it changes only when another connection commits) unless something
+        drain's answer is noticed within `max_poll_s`. A check costs one look at the
+        database's change marker (it moves only when something commits) unless something
         was written, so many waiting processes do not load the database.
         """
         start = self.clock()
@@ -307,14 +309,17 @@ class Queue:
         now = self.clock()
         due = "AND deadline IS NOT NULL AND deadline <= ? " if due_by is not None else ""
         with self.db.transaction() as cur:
-            cur.execute(
+            # Rows another drain is claiming are skipped, not waited for: each task goes
+            # to exactly one claimer.
+            rows = cur.select_for_update(
                 f"SELECT id FROM tasks WHERE state = 'queued' {due}AND (client_batch IS NULL "
                 "OR client_batch IN (SELECT id FROM client_batches "
                 "WHERE cancel_initiated_at IS NULL AND expires_at > ?)) "
                 "ORDER BY priority, created_at, id LIMIT ?",
                 [*([due_by] if due_by is not None else []), now, limit],
+                skip_locked=True,
             )
-            ids = [r[0] for r in cur.fetchall()]
+            ids = [r["id"] for r in rows]
             claimed: list[dict[str, Any]] = []
             for chunk in _chunks(ids, 500):
                 cur.execute(
@@ -421,8 +426,10 @@ class Queue:
         """Take the right to collect an ended batch; False if a live drain holds it."""
         now = self.clock()
         with self.db.transaction() as cur:
-            cur.execute("SELECT owner, lease_until, state FROM batches WHERE id = ?", [row])
-            current, until, state = cur.fetchone()
+            found = cur.select_for_update(
+                "SELECT owner, lease_until, state FROM batches WHERE id = ?", [row]
+            )[0]
+            current, until, state = found["owner"], found["lease_until"], found["state"]
             if state != "ended":
                 return False
             if current and current != owner and not is_stale(current, until):

@@ -15,7 +15,7 @@ from tars_opt.backends import Backend
 from tars_opt.config.schema import Config, DeferConfig
 from tars_opt.defer.window import Window
 from tars_opt.drain.runner import Drainer, DrainReport
-from tars_opt.store import connect
+from tars_opt.store import connect, describe
 
 log = logging.getLogger("tars_opt.daemon")
 
@@ -63,7 +63,7 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        db_path: Path,
+        db_path: Path | str,
         *,
         backend_factory: Callable[[Any], Backend] | None = None,
         background: bool = False,
@@ -82,6 +82,7 @@ class Daemon:
         add_jobs(self.scheduler, config.defer, self.drain, self.collect)
 
     def _run(self, collect_only: bool) -> DrainReport | None:
+        db = None
         try:
             db = connect(self.db_path)
             backend = self.backend_factory(db) if self.backend_factory else None
@@ -91,6 +92,9 @@ class Daemon:
         except Exception:  # a failed run must not stop the daemon; the next one retries
             log.exception("drain run failed", extra={"collect_only": collect_only})
             return None
+        finally:
+            if db is not None:
+                db.close()  # a server database's connection pool must not pile up
 
     def drain(self) -> DrainReport | None:
         return self._run(collect_only=False)
@@ -120,7 +124,10 @@ class Daemon:
         signal.signal(signal.SIGINT, self.stop)
         log.info(
             "daemon started",
-            extra={"jobs": [j.name for j in self.scheduler.get_jobs()], "db": str(self.db_path)},
+            extra={
+                "jobs": [j.name for j in self.scheduler.get_jobs()],
+                "db": describe(self.db_path),
+            },
         )
         self.scheduler.start()
         log.info("daemon stopped", extra={"runs": self.runs})
@@ -128,7 +135,7 @@ class Daemon:
 
 def start_drain(
     config: Config,
-    db_path: Path,
+    db_path: Path | str,
     *,
     backend_factory: Callable[[Any], Backend] | None = None,
 ) -> Daemon | None:

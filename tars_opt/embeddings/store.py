@@ -97,11 +97,9 @@ class VectorCache:
         now = self.clock()
         with self.db.transaction() as cur:
             if vectors:
-                cur.executemany(
-                    "INSERT OR REPLACE INTO text_vectors (model, sha256, dim, vector, used) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(model, key, dim, to_blob(vec), now) for key, vec in vectors.items()],
-                )
+                rows = [{"model": model, "sha256": key, "dim": dim, "vector": to_blob(vec),
+                         "used": now} for key, vec in vectors.items()]  # fmt: skip
+                cur.insert_many("text_vectors", rows, on_conflict="replace")
             if touch:
                 cur.executemany(
                     "UPDATE text_vectors SET used = ? WHERE model = ? AND sha256 = ?",
@@ -115,8 +113,8 @@ class VectorCache:
         over = cur.execute("SELECT COUNT(*) FROM text_vectors").fetchone()[0] - self.max_rows
         if over > 0:
             cur.execute(
-                "DELETE FROM text_vectors WHERE rowid IN "
-                "(SELECT rowid FROM text_vectors ORDER BY used, rowid LIMIT ?)",
+                "DELETE FROM text_vectors WHERE (model, sha256) IN "
+                "(SELECT model, sha256 FROM text_vectors ORDER BY used, model, sha256 LIMIT ?)",
                 (over,),
             )
 

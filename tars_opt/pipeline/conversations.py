@@ -103,6 +103,7 @@ class Conversations:
         """Keep `state` (merged into what is kept) for the conversation's later calls."""
         now = self.clock()
         with self.db.transaction() as tx:
+            tx.lock(f"conversation:{conversation}")  # two calls of one conversation at once
             value = tx.scalar("SELECT state FROM conversations WHERE id = ?", [conversation])
             merged = {**(json.loads(value) if value else {}), **state}
             text = json.dumps(merged, separators=(",", ":"))

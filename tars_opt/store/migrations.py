@@ -1,14 +1,25 @@
 """The schema: ordered migrations, each run once in a transaction when a database opens.
 
 Append only: a released migration never changes, a new one goes at the end. The schema
-version is the number of migrations applied.
+version is the number of migrations applied. One definition serves both engines: the DDL
+is written with SQLite's types (INTEGER, REAL, TEXT, BLOB, INTEGER PRIMARY KEY) and the
+PostgreSQL engine maps them (store/postgres.py).
+
+Migrations are additive (new tables, new nullable or defaulted columns, new indexes), so a
+host one version behind keeps working against a newer schema: a team upgrades its hosts
+one at a time. A migration that old code cannot live with (a dropped or renamed column, a
+changed meaning) is marked `breaking`: code that does not know it refuses the database,
+naming both versions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from tars_opt.errors import DatabaseError
 from tars_opt.store.database import Executor
+
+Migration = Callable[[Executor], None]
 
 
 def _v1(db: Executor) -> None:
@@ -381,8 +392,35 @@ def _client_batches(db: Executor) -> None:
     db.execute("CREATE INDEX calls_client_batch ON calls(client_batch_id)")
 
 
+def breaking(migration: Migration) -> Migration:
+    """Mark a migration that code written before it cannot work with."""
+    migration.breaking = True  # type: ignore[attr-defined]
+    return migration
+
+
+def compatible_from(migrations: list[Migration], version: int) -> int:
+    """The oldest schema version whose code may use a database at `version`: the number
+    of the last breaking migration up to it (0 when none)."""
+    marked = [n for n, m in enumerate(migrations[:version], 1) if getattr(m, "breaking", False)]
+    return max(marked, default=0)
+
+
+def check_usable(version: int, compatible: int, known: int, where: str) -> None:
+    """Refuse a database whose schema this code (which knows `known` migrations) cannot
+    use: written by a newer tars-opt with a breaking change this one does not know."""
+    if version > known and compatible > known:
+        raise DatabaseError(
+            f"{where} has schema version {version}, which needs tars-opt with schema "
+            f"{compatible} or later; this tars-opt has schema {known}: upgrade tars-opt on "
+            "this host"
+        )
+
+
+# The settings row where a database records `compatible_from` once it is above 0.
+COMPATIBLE_SETTING = "schema.compatible_from"
+
 # Append only: a released migration never changes, a new one goes at the end.
-MIGRATIONS: list[Callable[[Executor], None]] = [
+MIGRATIONS: list[Migration] = [
     _v1,
     _monitor,
     _v2_routing,

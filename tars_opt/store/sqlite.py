@@ -5,20 +5,45 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tars_opt.errors import DatabaseError
-from tars_opt.store.database import Cursor, Database, Executor, Params, Transaction
+from tars_opt.store.database import (
+    Cursor,
+    Database,
+    Executor,
+    Params,
+    SchemaState,
+    Transaction,
+)
 from tars_opt.store.files import ensure_private_dir
-from tars_opt.store.migrations import MIGRATIONS
+from tars_opt.store.migrations import (
+    COMPATIBLE_SETTING,
+    MIGRATIONS,
+    Migration,
+    check_usable,
+    compatible_from,
+)
 
 APP_ID = 0x7A125F01  # PRAGMA application_id: marks the file as ours.
 BUSY_TIMEOUT_MS = 30_000
-_CONFLICT = {None: "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}
+_CONFLICT = {None: "INSERT", "ignore": "INSERT", "replace": "INSERT OR REPLACE"}
+# "ignore" skips only a row that repeats a unique key (as on PostgreSQL); `OR IGNORE` would
+# also drop a row that breaks NOT NULL or CHECK without a word.
+_SUFFIX = {None: "", "ignore": " ON CONFLICT DO NOTHING", "replace": ""}
+
+
+def _insert_sql(table: str, names: Sequence[str], on_conflict: str | None) -> str:
+    columns = ", ".join(f'"{c}"' for c in names)
+    marks = ", ".join("?" for _ in names)
+    return (
+        f"{_CONFLICT[on_conflict]} INTO {table} ({columns}) VALUES ({marks}){_SUFFIX[on_conflict]}"
+    )
 
 
 class _Statements(Executor):
@@ -52,16 +77,23 @@ class _Statements(Executor):
         return iter([dict(zip(names, row, strict=True)) for row in rows])
 
     def insert(self, table: str, row: dict[str, Any], *, on_conflict: str | None = None) -> int:
-        columns = ", ".join(f'"{c}"' for c in row)
-        marks = ", ".join("?" for _ in row)
-        verb = _CONFLICT[on_conflict]
         try:
             cur = self._conn().execute(
-                f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values())
+                _insert_sql(table, list(row), on_conflict), list(row.values())
             )
         except sqlite3.Error as exc:
             raise DatabaseError(explain(exc, self.path)) from exc
         return int(cur.lastrowid or 0) if cur.rowcount else 0
+
+    def insert_many(
+        self, table: str, rows: Sequence[dict[str, Any]], *, on_conflict: str | None = None
+    ) -> int:
+        if not rows:
+            return 0
+        names = list(rows[0])
+        sql = _insert_sql(table, names, on_conflict)
+        cur = self.executemany(sql, [[row[c] for c in names] for row in rows])
+        return max(cur.rowcount, 0)
 
 
 class _Transaction(_Statements, Transaction):
@@ -91,15 +123,27 @@ class _Transaction(_Statements, Transaction):
     def fetchall(self) -> list[Any]:
         return self._last.fetchall() if self._last is not None else []
 
+    def lock(self, name: str) -> None:
+        """Nothing to take: BEGIN IMMEDIATE holds the database's one write lock."""
+
+    def select_for_update(
+        self, sql: str, params: Params = (), *, skip_locked: bool = False
+    ) -> list[dict[str, Any]]:
+        # The write lock taken at BEGIN IMMEDIATE already keeps every other writer out.
+        return list(self.query(sql, params))
+
 
 class SQLiteDatabase(_Statements, Database):
     """A tars-opt SQLite file (WAL, busy timeout, user-only), shared safely by threads."""
 
     engine = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, migrate: bool = True, migrations: list[Migration] | None = None
+    ) -> None:
         super().__init__(path)
         self.location = str(path)
+        self.migrations = MIGRATIONS if migrations is None else migrations
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every open connection with the thread it belongs to: a thread that ended has its
@@ -108,7 +152,10 @@ class SQLiteDatabase(_Statements, Database):
         self._all: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         conn = self._conn()
         try:
-            _migrate(conn, path)
+            state = _schema(conn, path, len(self.migrations))
+            check_usable(state.version, state.compatible_from, state.known, str(path))
+            if migrate:
+                self.migrate()
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(explain(exc, path)) from None
 
@@ -154,6 +201,18 @@ class SQLiteDatabase(_Statements, Database):
             self._all.clear()
         self._local = threading.local()
 
+    def schema(self) -> SchemaState:
+        return _schema(self._conn(), self.path, len(self.migrations))
+
+    def migrate(self) -> tuple[int, int]:
+        try:
+            return _migrate(self._conn(), self.path, self.migrations)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(explain(exc, self.path)) from None
+
+    def server_time(self) -> float:
+        return time.time()
+
 
 def _alive(thread: threading.Thread | None) -> bool:
     return thread is not None and thread.is_alive()
@@ -177,8 +236,11 @@ def require_folder(path: str | Path, named: str) -> None:
         )
 
 
-def open_sqlite(path: str | Path) -> SQLiteDatabase:
-    """Open (creating if needed) the database file at `path`, migrated to the current schema."""
+def open_sqlite(
+    path: str | Path, *, migrate: bool = True, migrations: list[Migration] | None = None
+) -> SQLiteDatabase:
+    """Open (creating if needed) the database file at `path`, migrated to the current
+    schema unless `migrate` is False."""
     path = Path(path).expanduser()
     try:
         ensure_private_dir(path.parent)
@@ -195,7 +257,7 @@ def open_sqlite(path: str | Path) -> SQLiteDatabase:
             raise DatabaseError(
                 f"cannot create the database {path}: {exc.strerror}; choose another with --db"
             ) from None
-    return SQLiteDatabase(path)
+    return SQLiteDatabase(path, migrate=migrate, migrations=migrations)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -231,27 +293,39 @@ def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _schema(conn: sqlite3.Connection, path: Path, known: int) -> SchemaState:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise DatabaseError(
-            f"{path} was written by a newer tars-opt (schema {version}): upgrade tars-opt"
-        )
-    if version == len(MIGRATIONS):
-        return
+    compatible = 0
+    if version > known:
+        row = conn.execute(
+            "SELECT value FROM settings WHERE name = ?", [COMPATIBLE_SETTING]
+        ).fetchone()
+        compatible = int(row[0]) if row else 0
+    return SchemaState(version, compatible, known)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, migrations: list[Migration]) -> tuple[int, int]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(migrations):
+        return version, version
     # BEGIN IMMEDIATE: two processes opening a new file must not both migrate it.
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tx = _Transaction(path, conn)
-        for number in range(version, len(MIGRATIONS)):
-            MIGRATIONS[number](tx)
+        for number in range(version, len(migrations)):
+            migrations[number](tx)
+        compatible = compatible_from(migrations, len(migrations))
+        if compatible:
+            tx.insert("settings", {"name": COMPATIBLE_SETTING, "value": str(compatible)},
+                      on_conflict="replace")  # fmt: skip
         conn.execute(f"PRAGMA application_id = {APP_ID}")
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        conn.execute(f"PRAGMA user_version = {len(migrations)}")
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
         raise
+    return version, len(migrations)
 
 
 def explain(exc: sqlite3.Error, path: Path | str = "the database") -> str:

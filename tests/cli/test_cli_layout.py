@@ -22,7 +22,7 @@ COMMANDS = ["ask", "result", "drain", "costs", "log", "report", "heartbeat", "da
             "feedback", "metrics", "budget", "simulate", "serve"]  # fmt: skip
 GROUPS = {
     "config": ["init", "show", "check"],
-    "db": ["path"],
+    "db": ["path", "migrate", "check", "copy"],
     "router": ["train", "calibrate"],
     "queue": ["list", "show", "cancel", "retry"],
     "context": ["inspect"],
