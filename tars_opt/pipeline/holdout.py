@@ -12,11 +12,12 @@ import hashlib
 from tars_opt.types import Request
 
 
-def in_holdout(request_id: str, share: float) -> bool:
-    """True for about `share` of request ids: a hash, so the same id always lands alike."""
+def in_holdout(unit: str, share: float) -> bool:
+    """True for about `share` of units (conversation ids, else request ids): a hash, so the
+    same id always lands alike and every call of a conversation goes the same way."""
     if share <= 0:
         return False
-    digest = hashlib.sha256(b"holdout\x1f" + request_id.encode()).digest()
+    digest = hashlib.sha256(b"holdout\x1f" + unit.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 

@@ -190,7 +190,9 @@ class Optimizer:
         if named and not self.prices.known(named):
             return self._unpriced(request, named, decisions, started)
         share = self.config.experiment.holdout
-        if in_holdout(request.request_id, share):
+        # Whole conversations are held out: a held-out call inside a loop would rewrite
+        # the cached prefix for every call after it.
+        if in_holdout(request.conversation or request.request_id, share):
             kept = holdout_exclusion(request) or self._queued_by_defer(request)
             if kept is None:
                 # The A/B holdout: the baseline system, no stage at all, to measure the saving.

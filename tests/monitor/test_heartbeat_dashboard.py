@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -340,11 +342,12 @@ def test_holdout_requests_skip_every_stage_and_are_marked(monkeypatch) -> None:
     ids = [f"req_ab_{i:03d}" for i in range(40)]
     for rid in ids:
         opt.ask(Request.from_prompt(f"question {rid}", request_id=rid))
-    rows = opened.db.execute("SELECT request_id, holdout, model, decisions FROM calls").fetchall()
+    rows = opened.db.execute("SELECT conversation, holdout, model, decisions FROM calls").fetchall()
     tiers = opened.db.execute("SELECT DISTINCT tier FROM calls WHERE holdout = 1").fetchall()
     assert tiers == [("strong",)]
     held = [r for r in rows if r[1]]
-    assert {r[0] for r in held} == {i for i in ids if in_holdout(i, 0.5)}
+    # Each prompt is a conversation of its own: the holdout draws conversations.
+    assert {r[0] for r in held} == {r[0] for r in rows if in_holdout(r[0], 0.5)}
     assert 10 < len(held) < 30
     for _, flag, model, decisions in rows:
         stages = [d["stage"] for d in json.loads(decisions)]
@@ -353,6 +356,33 @@ def test_holdout_requests_skip_every_stage_and_are_marked(monkeypatch) -> None:
             assert "experiment" in stages
         else:
             assert model == "claude-haiku-5-5" and "route" in stages
+
+
+def test_a_conversation_is_held_out_whole(monkeypatch) -> None:
+    # A held-out call in the middle of a loop would rewrite the cached prefix of every
+    # call after it: every call of one conversation goes the same way.
+    monkeypatch.setenv("TARS_OPT_HOLDOUT", "0.5")
+    rng = random.Random(7)  # conversation ids are uuid4s: seeded, so the draw is fixed
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=rng.getrandbits(128)))
+    opened = open_app(backend="offline")
+    opt = opened.optimizer(backend=OfflineBackend())
+    for task in range(12):
+        history: list[dict] = []
+        for turn in range(3):
+            reply = opt.ask(
+                Request.from_prompt(f"task {task} step {turn}", messages=tuple(history))
+            )
+            history += [
+                {"role": "user", "content": f"task {task} step {turn}"},
+                {"role": "assistant", "content": reply.text},
+            ]
+    rows = opened.db.execute("SELECT conversation, holdout FROM calls").fetchall()
+    by_conversation: dict[str, set[int]] = {}
+    for conversation, flag in rows:
+        by_conversation.setdefault(conversation, set()).add(flag)
+    assert len(by_conversation) == 12 and len(rows) == 36
+    assert all(len(flags) == 1 for flags in by_conversation.values())
+    assert {1} in by_conversation.values() and {0} in by_conversation.values()
 
 
 def test_forced_model_is_never_held_out(monkeypatch) -> None:
