@@ -124,7 +124,9 @@ def main() -> None:
         print(json.dumps(measure(kind, n, offset)))
         return
     loops, prompts = load_calls(CONVERSATIONS)
-    print(f"tau_bench airline: {len(loops)} loop calls (after a tool result), {len(prompts)} prompts")
+    print(
+        f"tau_bench airline: {len(loops)} loop calls (after a tool result), {len(prompts)} prompts"
+    )
     loop_times = worker(None, "loop", args.loop_calls, 0)
     print(f"agent loop calls, this tree:   {summary(loop_times)}")
     rounds = max(1, args.rounds if args.compare else 1)
