@@ -135,3 +135,13 @@ class EmbeddingUnavailable(TarsOptError):
 
 class LearnedUnavailable(TarsOptError):
     """The learned router cannot run (no embedding model, missing or bad file)."""
+
+
+class Refusal(TarsOptError):
+    """A request the gateway answers itself with an error in the API's shape (too large,
+    a refused budget, a bad control header...): `status` is the HTTP status it gets."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}

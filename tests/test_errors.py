@@ -58,11 +58,12 @@ def _code(cls: type[errors.TarsOptError]) -> int:
 def test_the_cli_prints_one_line_and_the_exit_code_of_each_kind(
     cls: type[errors.TarsOptError], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    exc = (
-        cls("what went wrong: do this", [])
-        if cls is errors.BaselineRefused
-        else cls("what went wrong: do this")
-    )
+    if cls is errors.BaselineRefused:
+        exc = cls("what went wrong: do this", [])
+    elif cls is errors.Refusal:
+        exc = cls(400, "what went wrong: do this")
+    else:
+        exc = cls("what went wrong: do this")
     with pytest.raises(typer.Exit) as exit_, friendly_errors():
         raise exc
     assert exit_.value.exit_code == _code(cls)

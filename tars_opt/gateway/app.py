@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tars_opt.accounting.ledger import CallRecord
-from tars_opt.errors import BackendError, BudgetExceeded, InputError
+from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
 from tars_opt.gateway.guard import Guard
 from tars_opt.gateway.headers import client_key, controls, error_body, forwarded, relayed
 from tars_opt.gateway.metrics import Metrics
@@ -59,25 +59,18 @@ _KIND = {
 }
 
 
-class Refusal(Exception):
-    """An answer the gateway gives itself, in the API's error shape."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-
-    def response(self, request_id: str | None = None) -> Response:
-        headers = dict(self.headers)
-        if request_id:
-            headers[H_ID] = request_id
-        headers.setdefault(H_SOURCE, "tars-opt")
-        return Response(
-            error_body(_KIND.get(self.status, "api_error"), str(self), request_id),
-            status_code=self.status,
-            headers=headers,
-            media_type="application/json",
-        )
+def refusal_response(refusal: Refusal, request_id: str | None = None) -> Response:
+    """The HTTP answer of a request the gateway refused itself."""
+    headers = dict(refusal.headers)
+    if request_id:
+        headers[H_ID] = request_id
+    headers.setdefault(H_SOURCE, "tars-opt")
+    return Response(
+        error_body(_KIND.get(refusal.status, "api_error"), str(refusal), request_id),
+        status_code=refusal.status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 @dataclass
@@ -237,7 +230,7 @@ class Gateway:
             outcome = await self._prepare(ask, key, raw)
         except Refusal as refusal:
             self.metrics.error("messages", refusal.status)
-            return refusal.response()
+            return refusal_response(refusal)
         if isinstance(outcome, _Answer):
             return self._cached(outcome.reply, outcome.request)
         if ask.stream:
@@ -383,7 +376,7 @@ class Gateway:
             response = await self._send(request, call, headers, stream=False)
         except Refusal as refusal:
             self.metrics.error("messages", refusal.status)
-            return refusal.response(call.prepared.request.request_id)
+            return refusal_response(refusal, call.prepared.request.request_id)
         if response.status_code != 200:
             return self._mirror_error(call, response)
         api_id = response.headers.get("request-id")
@@ -528,7 +521,7 @@ class Gateway:
             response = await self._send(request, call, headers, stream=True)
         except Refusal as refusal:
             self.metrics.error("messages", refusal.status)
-            return refusal.response(call.prepared.request.request_id)
+            return refusal_response(refusal, call.prepared.request.request_id)
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
@@ -611,7 +604,7 @@ class Gateway:
             return await self._relay(request, None, route="other")
         except Refusal as refusal:
             self.metrics.error("other", refusal.status)
-            return refusal.response()
+            return refusal_response(refusal)
 
     async def health(self, request: HttpRequest) -> Response:
         return JSONResponse(
@@ -638,7 +631,7 @@ class Gateway:
         if row is None:
             if self.recorder.pending(rid):
                 return JSONResponse({"request_id": rid, "status": "pending"}, status_code=202)
-            return Refusal(404, f"tars-opt has no request {rid}").response()
+            return refusal_response(Refusal(404, f"tars-opt has no request {rid}"))
         return JSONResponse(_row_summary(row))
 
 

@@ -196,26 +196,31 @@ def test_drain_now_outside_the_window_says_it_submits_anyway(tmp_path: Path, run
     assert "submitting anyway (--now); nothing was queued" in empty.stdout
 
 
-def test_queued_hint_points_at_result_wait_which_waits(runner: CliRunner, home: Path) -> None:
-    import threading
-
+def test_queued_hint_points_at_result_wait_which_waits(
+    runner: CliRunner, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = run(runner, "ask", *OFFLINE, "--defer", "Summarise the Peloponnesian war")
     ticket = out.split()[2]
     assert f"tars-opt result {ticket} --wait" in out and "ask --wait" not in out
 
-    def drain_soon() -> None:
-        time.sleep(0.3)
-        app_ = open_app(backend="offline")
-        from tars_opt.drain.runner import Drainer
+    # The drain runs while `result --wait` waits: its first pause drains, no wall clock.
+    waited: list[float] = []
+    real_wait = Queue.wait
 
-        Drainer(app_.config, app_.db).run(now=True)
+    def drain_while_waiting(seconds: float) -> None:
+        if not waited:
+            from tars_opt.drain.runner import Drainer
 
-    worker = threading.Thread(target=drain_soon)
-    worker.start()
-    try:
-        result = runner.invoke(app, ["result", ticket, "--wait", "--json"])
-    finally:
-        worker.join(30)
+            app_ = open_app(backend="offline")
+            Drainer(app_.config, app_.db).run(now=True)
+        waited.append(seconds)
+
+    def wait(self: Queue, ticket: str, **kwargs: object) -> dict:
+        return real_wait(self, ticket, **{**kwargs, "sleep": drain_while_waiting})
+
+    monkeypatch.setattr(Queue, "wait", wait)
+    result = runner.invoke(app, ["result", ticket, "--wait", "--json"])
+    assert waited, "result --wait returned without waiting"
     assert result.exit_code == 0, result.output
     assert f"queued as {ticket}; answer expected by " in result.stderr
     view = json.loads(result.stdout)
