@@ -233,7 +233,7 @@ class Ledger:
         """When the first call was recorded (epoch seconds), None for an empty ledger;
         without the offline backend's rows unless `include_offline`."""
         row = self.db.execute(
-            f"SELECT MIN(ts) FROM calls WHERE 1{real_only(include_offline)}"
+            f"SELECT MIN(ts) FROM calls WHERE 1 = 1{real_only(include_offline)}"
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 

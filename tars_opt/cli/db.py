@@ -35,10 +35,9 @@ def _location(config: Path | None, db: str | None) -> str | Path:
 
 @app.command("path")
 def db_path(config: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Print the database path (a URL without its password), e.g. for
-    [bold]datasette "$(tars-opt db path)"[/bold].
+    """Print the database path (a URL without its password).
 
-    Example: [bold]tars-opt db path[/bold]
+    Example: [bold]datasette "$(tars-opt db path)"[/bold]
     """
     with friendly_errors():
         loaded = load_config(config, overrides={"database": str(db) if db else None})
@@ -48,8 +47,9 @@ def db_path(config: ConfigOpt = None, db: DbOpt = None) -> None:
 
 @app.command("migrate")
 def db_migrate(config: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Bring the database's schema up to this tars-opt (other hosts may keep running:
-    changes within a major version are additive).
+    """Bring the database's schema up to this tars-opt.
+
+    Other hosts may keep running: changes within a major version are additive.
 
     Example: [bold]tars-opt db migrate --db postgresql://tars@db.internal/tars[/bold]
     """
@@ -67,8 +67,9 @@ def db_migrate(config: ConfigOpt = None, db: DbOpt = None) -> None:
 
 @app.command("check")
 def db_check(as_json: JsonOpt = False, config: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Check the database: it answers, its schema version, and this host's clock against
-    the server's. Exit 1 when something needs fixing.
+    """Check the database: it answers, its schema, this host's clock against the server's.
+
+    Exit 1 when something needs fixing.
 
     Example: [bold]tars-opt db check[/bold]
     """
@@ -107,8 +108,10 @@ def db_copy(
     source: Annotated[Path, typer.Option("--from", help="The SQLite file to copy from.")],
     target: Annotated[str, typer.Option("--to", help="The postgresql:// URL to copy into.")],
 ) -> None:
-    """Copy a single-user SQLite database into a team's PostgreSQL database. Rows the
-    target has already are kept, so running it again neither loses nor doubles a row.
+    """Copy a single-user SQLite database into a team's PostgreSQL database.
+
+    Rows the target has already are kept, so running it again neither loses nor doubles a
+    row.
 
     Example: [bold]tars-opt db copy --from ~/tars-opt.db --to "$TARS_OPT_DB"[/bold]
     """

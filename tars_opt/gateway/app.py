@@ -390,8 +390,9 @@ class Gateway:
             retry = await self._in_pool(opt.escalation, call.prepared, result)
             if retry is not None:
                 escalated = await self._escalate(request, call, result, retry, headers)
-                if escalated is not None:
+                if isinstance(escalated, Response):
                     return escalated
+                return self._mirror(response, call, call.source, escalated)
         reply = self._finish(call, result)
         return self._mirror(response, call, call.source, reply)
 
@@ -402,28 +403,29 @@ class Gateway:
         first: BackendResult,
         retry: Prepared,
         headers: list[tuple[str, str]],
-    ) -> Response | None:
-        """Re-ask on the stronger tier a stage asked for; None keeps the first answer."""
+    ) -> Response | Reply:
+        """Re-ask on the stronger tier a stage asked for: its answer, or - when the re-ask
+        cannot be made or fails - the first answer's Reply (already recorded)."""
         opt = call.opt
         first_reply = self._finish(call, first, notify=False)
         try:
             reservation = await self._in_pool(self._reserve, opt, retry)
         except BudgetExceeded:
-            return None
+            return first_reply
         again = _Call(retry, _encode(retry.params, False), opt, reservation)
         try:
             response = await self._send(request, again, headers, stream=False)
         except Refusal:
-            return None
+            return first_reply
         if response.status_code != 200:
             self._mirror_error(again, response)
-            return None
+            return first_reply
         try:
             result = message_result(
                 json.loads(response.content), response.headers.get("request-id")
             )
         except ValueError:
-            return None
+            return first_reply
         reply = self._finish(again, result, escalated_from=call.prepared.request.request_id)
         # The headers tell what the answer cost in all (both rows); the rows stay apart.
         both = replace(

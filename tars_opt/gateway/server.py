@@ -4,6 +4,7 @@ loads in the background), and uvicorn serving the app until SIGTERM."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 
@@ -14,6 +15,7 @@ from tars_opt.app import App
 from tars_opt.config.schema import Config
 from tars_opt.defer.facade import BatchFacade
 from tars_opt.drain.daemon import start_drain
+from tars_opt.errors import InputError
 from tars_opt.gateway.app import Gateway, build_app
 from tars_opt.gateway.batches import batch_routes
 from tars_opt.gateway.settings import GatewaySettings
@@ -83,6 +85,21 @@ def asgi_app(
     return build_app(make_gateway(app, settings), extra_routes=extra_routes)
 
 
+def require_free(host: str, port: int) -> None:
+    """Refuse (one line) an address another process holds, before any thread starts:
+    uvicorn itself would end with a log line and an abort."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): stop what holds it or "
+                "pick another port with --port (gateway.port)"
+            ) from None
+
+
 def serve(app: App, settings: GatewaySettings, *, extra_routes: Sequence[BaseRoute] = ()) -> None:
     """Serve until SIGTERM/SIGINT: uvicorn then stops taking connections, lets in-flight
     requests and streams finish, and the app's shutdown writes every ledger row left.
@@ -91,6 +108,7 @@ def serve(app: App, settings: GatewaySettings, *, extra_routes: Sequence[BaseRou
     background threads unless `defer.serve_drains` is false (another process drains)."""
     import uvicorn
 
+    require_free(settings.host, settings.port)
     # The drain sends its batches where the gateway sends everything else.
     drain_config = app.config.model_copy(deep=True)
     drain_config.api.base_url = settings.upstream

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +70,11 @@ class Conversations:
         if client:
             return "c:" + _short(f"{request.namespace}\x1f{client}")
         hashes = prefix_hashes(request)
+        # A new conversation is named after its first call, so a seeded run (simulate)
+        # names - and draws for the holdout - the same conversations each time.
+        first = "k:" + _short(request.request_id)
         if not hashes:
-            return "k:" + uuid.uuid4().hex[:24]
+            return first
         now = self.clock()
         earlier = hashes[:-1]
         found: str | None = None
@@ -84,7 +86,7 @@ class Conversations:
             )
             known = {r["hash"]: r["conversation"] for r in rows}
             found = next((known[h] for h in reversed(earlier) if h in known), None)
-        conversation = found or "k:" + uuid.uuid4().hex[:24]
+        conversation = found or first
         with self.db.transaction() as tx:
             tx.insert(
                 "conversation_prefixes",

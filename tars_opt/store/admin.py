@@ -67,6 +67,7 @@ TABLES: tuple[_Table, ...] = (
     _Table("settings", ("name",)),
     _Table("cache_entries", ("key",), has_id=True),
     _Table("batches", ("batch_id",), has_id=True),
+    _Table("client_batches", ("id",)),
     _Table("calls", ("request_id",), has_id=True, refs={"cache_entry_id": "cache_entries"}),
     _Table("tasks", ("ticket",), has_id=True, refs={"batch_row": "batches"}),
     _Table("alerts", ("key", "period"), has_id=True),

@@ -61,12 +61,18 @@ def copy_spool(spool: Path, db: Database) -> bool:
         except (OSError, ValueError):
             pass
         report = copy_database(source, db)
+        # The server's drains send the queued work now: the spool must never send it too
+        # (in a later outage), or it would be paid twice.
+        handed = source.execute(
+            "UPDATE tasks SET state = 'canceled', error = ? WHERE state = 'queued'",
+            [f"copied to {db.location}: its drains send it"],
+        ).rowcount
     finally:
         source.close()
     atomic_write_text(marker, json.dumps({"to": db.location, "counts": counts}))
     log.info(
         "spool copied in",
         extra={"spool": str(spool), "database": db.location,
-               "rows": sum(r.written for r in report)},
+               "rows": sum(r.written for r in report), "tasks_handed_over": handed},
     )  # fmt: skip
     return True

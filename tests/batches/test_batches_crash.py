@@ -118,6 +118,8 @@ def test_sigkill_of_a_drain_process_at_a_step(
         "ANTHROPIC_API_KEY": "drain-key",
         "PYTHONPATH": str(REPO),
     }
+    if os.environ.get("TARS_OPT_DB"):  # the team database, when the tests run on one
+        env["TARS_OPT_DB"] = os.environ["TARS_OPT_DB"]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.batches.killed_drain", step],
         env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120,
@@ -177,6 +179,8 @@ def test_sigkill_of_a_gateway_draining_inside_then_restart(home: Path, fake_api,
         "ANTHROPIC_API_KEY": "drain-key",
         "PYTHONPATH": str(REPO),
     }
+    if os.environ.get("TARS_OPT_DB"):  # the team database, when the tests run on one
+        env["TARS_OPT_DB"] = os.environ["TARS_OPT_DB"]
 
     def serve(*kill_at: str) -> subprocess.Popen:
         return subprocess.Popen(

@@ -20,7 +20,8 @@ from tests.handmade import add_call
 OFFLINE = ["--backend", "offline"]
 # Commands that read a config but open no database: no logging to show, so no -v.
 WITHOUT_VERBOSE = {"config init", "config show", "config check", "db path", "router train",
-                   "router calibrate", "simulate", "cache calibrate"}  # fmt: skip
+                   "router calibrate", "simulate", "cache calibrate", "db migrate",
+                   "db check", "db copy"}  # fmt: skip
 
 
 def leaves() -> dict[str, click.Command]:

@@ -327,3 +327,26 @@ def test_concurrent_streams_leave_one_row_each(fake_api: FakeAnthropic) -> None:
     assert len(set(ids)) == 30
     assert sorted(r["request_id"] for r in rows) == sorted(ids)  # none lost, none doubled
     assert all(r["error"] is None and r["tokens_estimated"] == 0 for r in rows)
+
+
+def test_a_failed_escalation_keeps_the_first_answer_counted_once(fake_api: FakeAnthropic) -> None:
+    def first_answer(body: dict) -> str:
+        fake_api.inject(500)  # the next call - the escalation - fails upstream
+        return "a short answer that is cut at max_tokens"
+
+    fake_api.responder = first_answer
+    with serve(fake_api.url) as gw, httpx2.Client() as http:
+        raw = client(gw.url).messages.with_raw_response.create(
+            model=MODEL, max_tokens=8, messages=ask("hi")
+        )
+        rows = gw.rows()
+        metrics = http.get(f"{gw.url}/tars-opt/metrics").text
+    answered = [r for r in rows if r["error"] is None]
+    assert len(answered) == 1 and raw.headers["x-tars-opt-request-id"] == answered[0]["request_id"]
+    assert raw.parse().stop_reason == "max_tokens"
+    cost = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("tars_opt_gateway_cost_usd_total ")
+    )
+    assert cost == pytest.approx(answered[0]["cost"], abs=1e-9)

@@ -125,3 +125,19 @@ def test_a_bind_beyond_loopback_needs_a_token(
 def test_serve_has_no_token_flag() -> None:
     done = CliRunner().invoke(cli, ["serve", "--help"])
     assert "--token" not in done.output
+
+
+def test_a_port_in_use_is_one_line_and_starts_nothing(home: Path) -> None:
+    import socket
+    import threading
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        before = threading.active_count()
+        done = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    assert done.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.output and "--port" in done.output
+    assert "Traceback" not in done.output
+    assert threading.active_count() == before  # no drain, no model loading started

@@ -376,6 +376,11 @@ def test_an_unreachable_server_can_spool_calls_locally_and_copy_them_in_later(
     asked = runner.invoke(app, ["ask", "-c", str(config), "--db", down, "--json", "What is 2+2?"])
     assert asked.exit_code == 0, asked.output
     request_id = json.loads(asked.output)["request_id"]
+    deferred = runner.invoke(
+        app, ["ask", "-c", str(config), "--db", down, "--defer", "--json", "Summarise Hamlet"]
+    )
+    assert deferred.exit_code == 0, deferred.output
+    ticket = json.loads(deferred.output)["ticket"]
     spool = home / "spool.db"
     assert connect(spool).scalar("SELECT COUNT(*) FROM calls") == 1
     # The server is back: the next command copies the spooled call in, once.
@@ -384,6 +389,9 @@ def test_an_unreachable_server_can_spool_calls_locally_and_copy_them_in_later(
         assert shown.exit_code == 0, shown.output
     team = connect(pg_url)
     assert team.scalar("SELECT COUNT(*) FROM calls WHERE request_id = ?", [request_id]) == 1
+    # The queued work is the team's to send now; the spool never sends it (paid twice).
+    assert team.scalar("SELECT state FROM tasks WHERE ticket = ?", [ticket]) == "queued"
+    assert connect(spool).scalar("SELECT state FROM tasks WHERE ticket = ?", [ticket]) == "canceled"
     team.close()
 
 
