@@ -248,7 +248,7 @@ def load(path: Path) -> LearnedRouter:
         percentiles=arrays["percentiles"].astype(np.float64),
         note=note,
         model_id=_file_id(path),
-        # Files from before the familiarity check have no centroids: always familiar.
+        # A router file without centroids has no familiarity check: always familiar.
         centroids=arrays.get("centroids"),
         familiar_min=float(arrays.get("familiar_min", -1.0)),
         held_factors=arrays.get("held_factors"),
