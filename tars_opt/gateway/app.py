@@ -29,11 +29,12 @@ from starlette.types import Receive, Scope, Send
 from tars_opt.accounting.ledger import CallRecord
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
 from tars_opt.gateway.guard import Guard
-from tars_opt.gateway.headers import client_key, controls, error_body, forwarded, relayed
+from tars_opt.gateway.headers import error_body, forwarded, relayed
 from tars_opt.gateway.metrics import Metrics
 from tars_opt.gateway.recorder import Recorder
 from tars_opt.gateway.settings import GatewaySettings
 from tars_opt.gateway.stream import StreamReader, message_result
+from tars_opt.pipeline.controls import client_key, header_controls
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.pipeline.sse import message_stream
 from tars_opt.tokens import estimate_params
@@ -221,7 +222,7 @@ class Gateway:
                 # Not a body the gateway can read: the API says what is wrong with it.
                 return await self._relay(request, raw, route="messages")
             try:
-                ask = Request.from_body(body, **controls(request.headers), defer=False)
+                ask = Request.from_body(body, **header_controls(request.headers), defer=False)
             except InputError as exc:
                 raise Refusal(400, f"tars-opt: {exc}") from None
             except (TypeError, ValueError):

@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tars_opt.defer.facade import BatchControls, BatchFacade
-from tars_opt.errors import BatchRequestError, TarsOptError
+from tars_opt.errors import BatchRequestError, InputError, TarsOptError
+from tars_opt.pipeline.controls import client_key as header_client_key
+from tars_opt.pipeline.controls import header_controls
 from tars_opt.pipeline.keys import KeyIds
 from tars_opt.types import new_request_id
 
@@ -30,36 +32,22 @@ FacadeSource = BatchFacade | Callable[[], BatchFacade]
 
 def client_key(request: Request) -> str | None:
     """The API key the client sent (x-api-key, else a Bearer token), or None."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    return header_client_key(request.headers)
 
 
 def controls_of(request: Request) -> BatchControls:
-    """tars-opt's controls from the request headers; BatchRequestError names a bad one."""
-    h = request.headers
-    priority = h.get("x-tars-opt-priority", "normal")
-    if priority not in ("high", "normal", "low"):
-        raise BatchRequestError(
-            f"tars-opt: x-tars-opt-priority {priority!r} is not high, normal or low"
-        )
-    cache = h.get("x-tars-opt-cache", "use")
-    if cache not in ("use", "off", "refresh"):
-        raise BatchRequestError(f"tars-opt: x-tars-opt-cache {cache!r} is not off or refresh")
-    route = h.get("x-tars-opt-route", "on")
-    if route not in ("on", "off"):
-        raise BatchRequestError(f"tars-opt: x-tars-opt-route {route!r} is not off")
+    """tars-opt's controls from the request headers (read as on /v1/messages);
+    BatchRequestError names a bad one."""
+    try:
+        found = header_controls(request.headers)
+    except InputError as exc:
+        raise BatchRequestError(f"tars-opt: {exc}") from None
     return BatchControls(
-        namespace=h.get("x-tars-opt-namespace") or "default",
-        priority=priority,
-        cache_mode=cache,
-        route=route != "off",
-        session=h.get("x-tars-opt-session") or None,
+        namespace=found.get("namespace", "default"),
+        priority=found.get("priority", "normal"),
+        cache_mode=found.get("cache_mode", "use"),
+        route=found.get("route", True),
+        session=found.get("session"),
     )
 
 

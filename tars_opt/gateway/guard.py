@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tars_opt.gateway.headers import client_key, error_body
+from tars_opt.gateway.headers import error_body
 from tars_opt.gateway.settings import GatewaySettings
+from tars_opt.pipeline.controls import client_key
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})

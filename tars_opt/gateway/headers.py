@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from tars_opt.errors import InputError
+from tars_opt.pipeline.controls import CONTROL_PREFIX
 
 # Connection-level headers (RFC 9110 7.6.1) are the hop's own: never forwarded. Length and
 # host are the new hop's too; the encoding of a body the gateway reads is its own choice.
@@ -26,11 +26,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-CONTROL_PREFIX = "x-tars-opt-"
 AUTH_HEADERS = ("x-api-key", "authorization")
-
-_PRIORITIES = ("high", "normal", "low")
-_CACHE = {"off": "off", "refresh": "refresh", "on": "use", "use": "use"}
 
 
 def forwarded(
@@ -58,48 +54,6 @@ def relayed(headers: Iterable[tuple[str, str]], *, decoded: bool = False) -> dic
         if low in HOP_BY_HOP or (decoded and low == "content-encoding"):
             continue
         out[low] = f"{out[low]}, {value}" if low in out and low != "set-cookie" else value
-    return out
-
-
-def client_key(headers: Any) -> str | None:
-    """The key a client sent: x-api-key, else a Bearer token."""
-    key = headers.get("x-api-key")
-    if key:
-        return str(key)
-    auth = str(headers.get("authorization") or "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return None
-
-
-def controls(headers: Any) -> dict[str, Any]:
-    """tars-opt's controls from x-tars-opt-* headers, as Request fields.
-
-    Raises InputError naming the header and the values it takes.
-    """
-    out: dict[str, Any] = {}
-    for name, field in (("namespace", "namespace"), ("session", "session")):
-        value = headers.get(CONTROL_PREFIX + name)
-        if value:
-            out[field] = value
-    priority = headers.get(CONTROL_PREFIX + "priority")
-    if priority:
-        if priority.lower() not in _PRIORITIES:
-            raise InputError(
-                f"header {CONTROL_PREFIX}priority {priority!r} is not one of "
-                f"{', '.join(_PRIORITIES)}"
-            )
-        out["priority"] = priority.lower()
-    cache = headers.get(CONTROL_PREFIX + "cache")
-    if cache:
-        if cache.lower() not in _CACHE:
-            raise InputError(f"header {CONTROL_PREFIX}cache {cache!r} is not one of off, refresh")
-        out["cache_mode"] = _CACHE[cache.lower()]
-    route = headers.get(CONTROL_PREFIX + "route")
-    if route:
-        if route.lower() not in ("off", "on"):
-            raise InputError(f"header {CONTROL_PREFIX}route {route!r} is not one of off, on")
-        out["route"] = route.lower() == "on"
     return out
 
 

@@ -28,14 +28,10 @@ from tars_opt.errors import (
     UpstreamBroken,
     UpstreamFailure,
 )
+from tars_opt.pipeline.controls import client_key, header_controls
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.pipeline.sse import message_stream
-from tars_opt.sdk.upstream import (
-    CONTROL_PREFIX,
-    HOP_HEADERS,
-    Call,
-    bound,
-)
+from tars_opt.sdk.upstream import HOP_HEADERS, Call, bound
 from tars_opt.types import PRIORITIES, Reply, Request
 
 log = logging.getLogger("tars_opt.sdk")
@@ -65,46 +61,13 @@ class Controls:
 
     def with_headers(self, headers: httpx2.Headers) -> Controls:
         """These controls with a request's `x-tars-opt-*` headers applied (they win)."""
-        found = {
-            k.lower()[len(CONTROL_PREFIX) :]: v.strip()
-            for k, v in headers.items()
-            if k.lower().startswith(CONTROL_PREFIX)
-        }
-        if not found:
-            return self
-        changes: dict[str, Any] = {}
-        for name, value in found.items():
-            if name in ("namespace", "session", "priority"):
-                changes[name] = value
-            elif name == "cache":
-                if value not in ("off", "refresh", "use"):
-                    raise InputError(f"header {CONTROL_PREFIX}cache must be off or refresh")
-                changes["cache_mode"] = value
-            elif name == "route":
-                if value not in ("off", "on"):
-                    raise InputError(f"header {CONTROL_PREFIX}route must be off")
-                changes["route"] = value == "on"
-            else:
-                known = "namespace, session, priority, cache, route"
-                raise InputError(f"unknown header {CONTROL_PREFIX}{name} (known: {known})")
-        try:
-            return replace(self, **changes)
-        except InputError as exc:
-            raise InputError(f"header {CONTROL_PREFIX}...: {exc}") from None
+        found = header_controls(headers)
+        return replace(self, **found) if found else self
 
 
 def is_messages(request: httpx2.Request) -> bool:
     """Whether the optimizer answers this request: a Messages API call."""
     return request.method == "POST" and request.url.path.rstrip("/").endswith("/v1/messages")
-
-
-def api_key_of(headers: httpx2.Headers) -> str | None:
-    """The credential a request pays with (x-api-key, else a bearer token)."""
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    auth = headers.get("authorization", "")
-    return auth[7:] if auth.lower().startswith("bearer ") else None
 
 
 def error_response(status: int, kind: str, message: str) -> httpx2.Response:
@@ -161,7 +124,7 @@ class _Chain:
             route=controls.route,
             # The caller is waiting for this Message: never queued for later.
             defer=False,
-            key_id=self.optimizer.key_ids.of(api_key_of(http.headers)),
+            key_id=self.optimizer.key_ids.of(client_key(http.headers)),
         )
 
     def answer(self, call: Call, request: Request) -> Reply:

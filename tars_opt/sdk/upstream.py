@@ -21,12 +21,12 @@ import httpx2
 
 from tars_opt.backends import BatchInfo, BatchItem
 from tars_opt.errors import BackendError, StreamCancelled, UpstreamBroken, UpstreamFailure
+from tars_opt.pipeline.controls import CONTROL_PREFIX
 from tars_opt.pipeline.sse import EventReader, MessageBuilder
 from tars_opt.types import BackendResult, Usage
 
 # Never sent upstream: tars-opt's own controls, and what httpx sets for the new body.
 _NOT_FORWARDED = ("host", "content-length", "transfer-encoding", "connection")
-CONTROL_PREFIX = "x-tars-opt-"
 # Not relayed to the SDK: the body it gets is decoded and complete (or re-chunked).
 HOP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "connection")
 _MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence"}

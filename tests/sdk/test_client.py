@@ -193,7 +193,10 @@ def test_controls_come_from_the_constructor_and_per_call_headers(fake_api_env, h
     rows = list(open_app().db.query("SELECT namespace, source FROM calls ORDER BY id"))
     assert [r["namespace"] for r in rows] == ["team-a", "team-b", "team-a"]
     assert rows[2]["source"] == "cache"
-    with pytest.raises(anthropic.BadRequestError, match="x-tars-opt-cache must be off or refresh"):
+    with pytest.raises(
+        anthropic.BadRequestError,
+        match="x-tars-opt-cache 'sometimes' is not one of off, refresh, use",
+    ):
         client.messages.create(**hard, extra_headers={"x-tars-opt-cache": "sometimes"})
     with pytest.raises(tars_opt.InputError, match="priority must be one of"):
         tars_opt.Anthropic(priority="urgent")
