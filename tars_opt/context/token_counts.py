@@ -67,15 +67,22 @@ class TokenCounter:
 
     @property
     def _backend(self) -> Any:
-        if self._backend_obj is None and self._source is not None:
-            found = (
-                self._source()
-                if callable(self._source) and not hasattr(self._source, "count_tokens")
-                else self._source
-            )
-            # The offline backend only estimates: asking it would mark estimates as exact.
-            self._backend_obj = found if getattr(found, "name", "offline") != "offline" else False
-            self._source = None
+        if self._backend_obj is None:
+            # Resolved once, under the lock: a second thread must not read the source
+            # after the first has consumed it.
+            with self._lock:
+                source = self._source
+                if self._backend_obj is None and source is not None:
+                    found = (
+                        source()
+                        if callable(source) and not hasattr(source, "count_tokens")
+                        else source
+                    )
+                    # The offline backend only estimates: asking it would mark estimates
+                    # as exact.
+                    offline = getattr(found, "name", "offline") == "offline"
+                    self._backend_obj = False if offline else found
+                    self._source = None
         return self._backend_obj or None
 
     def count(self, params: dict[str, Any]) -> TokenCount:
