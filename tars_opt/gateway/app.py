@@ -27,13 +27,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tars_opt.accounting.ledger import CallRecord
+from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
 from tars_opt.gateway.guard import Guard
 from tars_opt.gateway.headers import error_body, forwarded, relayed
 from tars_opt.gateway.metrics import Metrics
 from tars_opt.gateway.recorder import Recorder
 from tars_opt.gateway.settings import GatewaySettings
-from tars_opt.gateway.stream import StreamReader, message_result
+from tars_opt.gateway.stream import StreamReader
 from tars_opt.pipeline.controls import client_key, header_controls
 from tars_opt.pipeline.optimizer import Optimizer
 from tars_opt.pipeline.sse import message_stream

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tars_opt.backends.messages import MESSAGE_FIELDS
 from tars_opt.tokens import estimate_text
 from tars_opt.types import BackendResult, Usage
-
-_KNOWN = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
 
 
 class StreamReader:
@@ -126,8 +125,10 @@ class StreamReader:
         message = self.message or {}
         blocks = tuple(self.blocks[i] for i in sorted(self.blocks))
         text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
-        extra = {k: v for k, v in message.items() if k not in _KNOWN}
-        extra.update({k: v for k, v in self.delta.items() if k not in _KNOWN and v is not None})
+        extra = {k: v for k, v in message.items() if k not in MESSAGE_FIELDS}
+        extra.update(
+            {k: v for k, v in self.delta.items() if k not in MESSAGE_FIELDS and v is not None}
+        )
         extra.update(self.extra)
         return BackendResult(
             text=text,
@@ -147,25 +148,3 @@ def _event_end(buffer: bytes) -> tuple[int, int] | None:
     ends = [(buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n", b"\r\r")]
     found = [(i, i + n) for i, n in ends if i >= 0]
     return min(found) if found else None
-
-
-def message_result(message: dict[str, Any], api_request_id: str | None) -> BackendResult:
-    """A Message object (the API's JSON answer) as a BackendResult.
-
-    Raises ValueError when it is not a Message or its usage cannot be read.
-    """
-    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-        raise ValueError("the answer is not a Message")
-    blocks = tuple(b for b in message["content"] if isinstance(b, dict))
-    text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
-    return BackendResult(
-        text=text,
-        model=str(message.get("model") or ""),
-        usage=Usage.from_api(message.get("usage")),
-        stop_reason=message.get("stop_reason"),
-        content=blocks,
-        api_request_id=api_request_id,
-        message_id=message.get("id"),
-        stop_sequence=message.get("stop_sequence"),
-        message_extra={k: v for k, v in message.items() if k not in _KNOWN},
-    )

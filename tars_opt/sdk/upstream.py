@@ -20,16 +20,16 @@ from typing import Any
 import httpx2
 
 from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, StreamCancelled, UpstreamBroken, UpstreamFailure
 from tars_opt.pipeline.controls import CONTROL_PREFIX
 from tars_opt.pipeline.sse import EventReader, MessageBuilder
-from tars_opt.types import BackendResult, Usage
+from tars_opt.types import BackendResult
 
 # Never sent upstream: tars-opt's own controls, and what httpx sets for the new body.
 _NOT_FORWARDED = ("host", "content-length", "transfer-encoding", "connection")
 # Not relayed to the SDK: the body it gets is decoded and complete (or re-chunked).
 HOP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "connection")
-_MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence"}
 
 
 def upstream_failure(status: int, headers: httpx2.Headers, body: bytes) -> UpstreamFailure:
@@ -114,29 +114,16 @@ def current() -> Call:
     return call
 
 
-def result_from_message(message: dict[str, Any], request_id: str | None) -> BackendResult:
-    """A Messages API Message (as JSON) as a BackendResult."""
+def result_from_message(message: Any, request_id: str | None) -> BackendResult:
+    """The API's Message as a BackendResult; BackendError when it cannot be read (the call
+    was made, but what it cost cannot be known)."""
     try:
-        usage = Usage.from_api(message.get("usage"))
-    except ValueError as exc:  # the call was made, but its cost cannot be known
+        return message_result(message, request_id)
+    except ValueError as exc:
         raise BackendError(
-            f"the API's answer has unreadable usage ({exc}): not recorded as answered",
+            f"the API's answer cannot be read ({exc}): not recorded as answered",
             kind="bad_response",
         ) from None
-    blocks = tuple(b for b in message.get("content") or () if isinstance(b, dict))
-    return BackendResult(
-        text="".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text"),
-        model=str(message.get("model") or ""),
-        usage=usage,
-        stop_reason=message.get("stop_reason"),
-        content=blocks,
-        api_request_id=request_id,
-        message_id=message.get("id"),
-        stop_sequence=message.get("stop_sequence"),
-        message_extra={
-            k: v for k, v in message.items() if k not in _MESSAGE_FIELDS and k != "usage"
-        },
-    )
 
 
 class HttpBackend:
