@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from tars_opt.defer.facade import BatchControls, BatchFacade
 from tars_opt.errors import BatchRequestError, InputError, TarsOptError
+from tars_opt.gateway.headers import error_body
 from tars_opt.pipeline.controls import client_key as header_client_key
 from tars_opt.pipeline.controls import header_controls
 from tars_opt.pipeline.keys import KeyIds
@@ -51,9 +52,13 @@ def controls_of(request: Request) -> BatchControls:
     )
 
 
-def _error(status: int, kind: str, message: str, request_id: str) -> JSONResponse:
-    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
-    return JSONResponse(body, status_code=status, headers=_headers(request_id))
+def _error(status: int, kind: str, message: str, request_id: str) -> Response:
+    return Response(
+        error_body(kind, message, request_id),
+        status_code=status,
+        headers=_headers(request_id),
+        media_type="application/json",
+    )
 
 
 def _headers(request_id: str) -> dict[str, str]:
