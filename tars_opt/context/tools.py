@@ -16,6 +16,11 @@ prompt) from the cache costs less than half of sending the selection uncached
 (CACHE_MARGIN), and the selection otherwise. (A session's
 sticky selection would be stable within the session, but the agent's system prompt after
 it is shared by every session and single call: only the whole list keeps that prefix.)
+
+Within a conversation the list sent at its first call is kept (while it holds every tool
+the conversation used), in the conversation state (store/conversation_state.py): the
+catalogue's hash and the indexes sent, so a restart or another process or host goes on with
+the same bytes. A different catalogue is selected anew; a dry run never writes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from tars_opt.embeddings.store import VectorCache
 from tars_opt.errors import UnknownModelPrice
 from tars_opt.hashing import canonical, sha256_text
 from tars_opt.plural import counted
+from tars_opt.store.conversation_state import ConversationState
 from tars_opt.types import Decision, Request
 
 TOOL_SEARCH = {"type": "tool_search_tool_bm25_20251119", "name": "tool_search_tool_bm25"}
@@ -71,10 +77,12 @@ class ToolStage:
         caching: PromptCacheConfig | None = None,
         prices: PriceBook | None = None,
         model_of: Callable[[Request], str | None] | None = None,
+        state: ConversationState | None = None,
     ) -> None:
         """`caching`, `prices` and `model_of` (the model that will answer a request: its
         own, or its tier's) let the stage keep a cacheable tool list whole; without them
-        it always selects."""
+        it always selects. `state` keeps each conversation's list (in memory only when not
+        given)."""
         self.config = config
         self.caching = caching
         self.prices = prices
@@ -87,8 +95,7 @@ class ToolStage:
         # prefix) stays the same bytes from turn to turn.
         self._last: dict[tuple[str, str, str], list[int]] = {}
         self._last_lock = threading.Lock()
-        # Per (conversation, catalogue): the indexes sent at its first call (None: all).
-        self._conversations: dict[tuple[str, str], list[int] | None] = {}
+        self.state = state if state is not None else ConversationState(None)
 
     def select(self, request: Request) -> tuple[list[int], dict[str, Any]]:
         """Indexes of the tools to send (catalogue order) and the facts behind the choice."""
@@ -187,36 +194,43 @@ class ToolStage:
             f"and be paid at ${rates.input:g}/MTok"
         )
 
-    def _conversation(self, request: Request) -> tuple[str, str] | None:
-        if not request.conversation:
-            return None
-        names = [str(t.get("name")) for t in request.tools]
-        return request.conversation, sha256_text(canonical(names))[:16]
+    @staticmethod
+    def catalogue(request: Request) -> str:
+        """A hash of the tool names the client sent, in order: which catalogue this is."""
+        return sha256_text(canonical([str(t.get("name")) for t in request.tools]))[:16]
 
     def _kept(self, request: Request) -> tuple[Request, Decision] | None:
         """The tool list the conversation was sent at its first call, while it still holds
         every tool the conversation used: the start of the cached prefix stays the same."""
-        key = self._conversation(request)
-        if key is None or key not in self._conversations:
+        if not request.conversation:
+            return None
+        state = self.state.get(request.conversation)
+        if "tools_sent" not in state or state.get("tool_catalogue") != self.catalogue(request):
             return None
         tools = list(request.tools)
-        kept = self._conversations[key]
+        kept = state["tools_sent"]
         if kept is None:
             why = (
                 f"all {len(tools)} tools, as at this conversation's first call (kept for the cache)"
             )
             return request, Decision("tools", "all", why, {"conversation": "kept"})
+        if not isinstance(kept, list) or not all(
+            isinstance(i, int) and 0 <= i < len(tools) for i in kept
+        ):
+            return None  # not a list of this catalogue's indexes: select again
         names = {str(tools[i].get("name")) for i in kept}
         if not tool_names_used(request.messages) <= names:
             return None  # a tool outside the list was used: select again
-        return self._send(request, kept, {"conversation": "kept", "scoring": "kept"})
+        return self._send(request, list(kept), {"conversation": "kept", "scoring": "kept"})
 
     def _remember(self, request: Request, keep: list[int] | None) -> None:
-        key = self._conversation(request)
-        if key is not None and not request.dry_run:
-            if len(self._conversations) > 10_000:
-                self._conversations.clear()
-            self._conversations[key] = keep
+        if request.conversation and not request.dry_run:
+            self.state.update(
+                request.conversation,
+                request.namespace,
+                tool_catalogue=self.catalogue(request),
+                tools_sent=keep,
+            )
 
     def apply(self, request: Request) -> tuple[Request, Decision]:
         """Trim (or defer) the tool list; the Decision names what was sent and why."""

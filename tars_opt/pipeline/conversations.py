@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tars_opt.hashing import canonical, sha256_text
+from tars_opt.store.conversation_state import ConversationState
 from tars_opt.store.database import Database
 from tars_opt.types import Request
 
@@ -55,12 +56,13 @@ def prefix_hashes(request: Request) -> list[str]:
 
 
 class Conversations:
-    """Names the conversation of each call (table `conversation_prefixes`) and keeps each
-    conversation's state (table `conversations`)."""
+    """Names the conversation of each call (table `conversation_prefixes`); `state` keeps
+    what the stages decided for each one (table `conversations`, its own owner)."""
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        self.state = ConversationState(db, clock)
 
     def recognise(self, request: Request) -> str:
         """The conversation id of `request`, recording its messages for the calls after."""
@@ -95,30 +97,6 @@ class Conversations:
             )
             tx.execute("DELETE FROM conversation_prefixes WHERE ts < ?", [now - KEEP_S])
         return conversation
-
-    def state(self, conversation: str) -> dict[str, Any]:
-        """What was decided for a conversation so far ({} for a new one)."""
-        value = self.db.scalar("SELECT state FROM conversations WHERE id = ?", [conversation])
-        return json.loads(value) if value else {}
-
-    def remember(self, conversation: str, namespace: str, **state: Any) -> None:
-        """Keep `state` (merged into what is kept) for the conversation's later calls."""
-        now = self.clock()
-        with self.db.transaction() as tx:
-            tx.lock(f"conversation:{conversation}")  # two calls of one conversation at once
-            value = tx.scalar("SELECT state FROM conversations WHERE id = ?", [conversation])
-            merged = {**(json.loads(value) if value else {}), **state}
-            text = json.dumps(merged, separators=(",", ":"))
-            if value is None:
-                row = {"id": conversation, "namespace": namespace, "started": now,
-                       "updated": now, "calls": 1, "state": text}  # fmt: skip
-                tx.insert("conversations", row)
-            else:
-                tx.execute(
-                    "UPDATE conversations SET state = ?, updated = ?, calls = calls + 1 "
-                    "WHERE id = ?",
-                    [text, now, conversation],
-                )
 
 
 def _short(text: str) -> str:

@@ -27,6 +27,7 @@ from tars_opt.pipeline.classify import guess_query_type
 from tars_opt.pipeline.conversations import Conversations
 from tars_opt.pipeline.holdout import holdout_exclusion, in_holdout
 from tars_opt.pipeline.keys import KeyIds
+from tars_opt.store.conversation_state import ConversationState
 from tars_opt.store.database import Database
 from tars_opt.types import (
     STRATEGIES,
@@ -126,17 +127,22 @@ class Optimizer:
         self.clock = clock
         self.prices = PriceBook(config.pricing)
         self.ledger = Ledger(db, store_prompts=config.ledger.store_prompts)
+        self.conversations = Conversations(db, clock)
         self.stages: list[Stage] = (
             stages
             if stages is not None
             else default_stages(
-                config, db, side_ask=self.side_ask, backend=lambda: self.backend, clock=clock
+                config,
+                db,
+                side_ask=self.side_ask,
+                backend=lambda: self.backend,
+                clock=clock,
+                state=self.conversations.state,
             )
         )
         self._backend = backend
         self.budget = queue_budget(config, db, prices=self.prices, clock=clock)
         self.key_ids = KeyIds(db)
-        self.conversations = Conversations(db, clock)
         self.alerter = Alerter(config.alerts, db, clock=clock)
 
     @property
@@ -569,6 +575,7 @@ def default_stages(
     side_ask: Callable[[Request], Reply] | None = None,
     backend: Callable[[], Backend] | None = None,
     clock: Callable[[], float] = time.time,
+    state: ConversationState | None = None,
 ) -> list[Stage]:
     """The stages the config switches on, in chain order: cache, defer, prune, route,
     tools, prompt_cache.
@@ -578,9 +585,11 @@ def default_stages(
     prompt-cache marks come last, on the request as it will be sent.
 
     `side_ask` lets a stage make its own calls (summaries) through the optimizer;
-    `backend` gives the (lazily built) backend for count_tokens.
+    `backend` gives the (lazily built) backend for count_tokens; `state` keeps what route
+    and tools decide per conversation (one owner for both; made on `db` when not given).
     """
     stages: list[Stage] = []
+    state = state if state is not None else ConversationState(db, clock)
     if config.cache.enabled:
         from tars_opt.cache.stage import CacheStage
 
@@ -611,9 +620,9 @@ def default_stages(
     if config.routing.enabled:
         from tars_opt.routing.stage import RouteStage
 
-        stages.append(RouteStage(config))
+        stages.append(RouteStage(config, state=state))
     if config.tools.enabled:
-        stages.append(tool_stage(config, db))
+        stages.append(tool_stage(config, db, state=state))
     if config.prompt_cache.enabled:
         from tars_opt.context.prompt_cache import PromptCacheStage
 

@@ -14,7 +14,9 @@ task going on) keep it without being scored; a call answering a new user turn is
 and a switch happens when the router asks for a stronger tier (a harder task) or when a
 cheaper one saves more on this call than the rewrite of the prefix costs. An escalation
 moves the rest of the conversation up. Tool-using conversations are not routed unless
-`routing.tool_conversations` is on: they go to the client's model.
+`routing.tool_conversations` is on: they go to the client's model. The conversation's tier
+is kept in the conversation state (store/conversation_state.py), so a restart or another
+process or host on the same database goes on with it; a dry run reads it, never writes it.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ from tars_opt.config.schema import Config
 from tars_opt.errors import LearnedUnavailable, UnknownModelPrice
 from tars_opt.routing import Router, RouteScore
 from tars_opt.routing.heuristic import HeuristicRouter
+from tars_opt.store.conversation_state import ConversationState
 from tars_opt.tokens import READ_HEAD_CHARS, READ_TAIL_CHARS, read_ends
 from tars_opt.types import BackendResult, Decision, Prepared, Request, new_request_id
 
 log = logging.getLogger("tars_opt.route")
-# Conversations whose chosen tier is remembered in memory (the oldest are forgotten).
-MAX_CONVERSATIONS = 20_000
 
 
 def tier_order(config: Config) -> list[str]:
@@ -50,7 +51,14 @@ class RouteStage:
     name = "route"
     chooses_model = True  # a model the caller pinned skips it
 
-    def __init__(self, config: Config, router: Router | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        router: Router | None = None,
+        *,
+        state: ConversationState | None = None,
+    ) -> None:
+        """`state` keeps each conversation's tier (in memory only when not given)."""
         self.config = config
         self.routing = config.routing
         self.tiers = tier_order(config)
@@ -63,8 +71,7 @@ class RouteStage:
         self._lock = threading.RLock()
         self._keywords = [(k.lower(), t) for k, t in self.routing.pinned_keywords.items()]
         self.prices = PriceBook(config.pricing)
-        # conversation id -> the tier it was given (insertion order: oldest first).
-        self._conversations: dict[str, str] = {}
+        self.state = state if state is not None else ConversationState(None)
 
     @property
     def router(self) -> Router:
@@ -146,7 +153,7 @@ class RouteStage:
         if (request.tools or request.ends_with_tool_result) and not self.routing.tool_conversations:
             return self._client_model(request)
         key = request.conversation
-        kept = self._conversations.get(key) if key else None
+        kept = self.state.get(key).get("tier") if key else None
         if kept is not None and kept in self.tiers and request.ends_with_tool_result:
             model = self.config.tier_model(kept)
             why = f"conversation's model kept ({kept}, {model}): a tool loop goes on with it"
@@ -156,15 +163,12 @@ class RouteStage:
         if kept is not None and kept in self.tiers and routed.tier != kept:
             routed, decision = self._switch_or_keep(request, routed, decision, kept)
         if key and routed.tier:
-            self._remember(key, routed.tier)
+            self._remember(request, routed.tier)
         return routed, decision
 
-    def _remember(self, conversation: str, tier: str) -> None:
-        with self._lock:
-            self._conversations.pop(conversation, None)
-            self._conversations[conversation] = tier
-            while len(self._conversations) > MAX_CONVERSATIONS:
-                self._conversations.pop(next(iter(self._conversations)))
+    def _remember(self, request: Request, tier: str) -> None:
+        if request.conversation and not request.dry_run:
+            self.state.update(request.conversation, request.namespace, tier=tier)
 
     def _client_model(self, request: Request) -> tuple[Request, Decision]:
         model = request.client_model or self.config.tier_model(self.config.models.default_tier)
@@ -286,9 +290,8 @@ class RouteStage:
         if retry is not None and ceiling and not self.routing.above_client_model:
             # Not above the model the client asked for.
             retry = None if self._dearer(retry[0].model or "", ceiling) else retry
-        conversation = prepared.request.conversation
-        if retry is not None and conversation and retry[0].tier:
-            self._remember(conversation, retry[0].tier)  # the rest of it goes up too
+        if retry is not None and retry[0].tier:
+            self._remember(prepared.request, retry[0].tier)  # the rest of it goes up too
         return retry
 
 
