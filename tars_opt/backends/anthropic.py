@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.backends import BatchInfo, BatchItem, betas
 from tars_opt.errors import BackendError, MissingApiKey
 from tars_opt.types import BackendResult, Usage
 
@@ -54,12 +54,16 @@ class AnthropicBackend:
 
     def _arguments(self, params: dict[str, Any], method: Any) -> dict[str, Any]:
         """`params` as the SDK method's arguments: body fields it does not name (newer
-        betas, fields this SDK predates) go in `extra_body`, unchanged."""
+        betas, fields this SDK predates) go in `extra_body`, unchanged, and the betas the
+        body needs (`context_management`) in the `anthropic-beta` header."""
         known = _parameters(method)
         args = {k: v for k, v in params.items() if k in known}
         extra = {k: v for k, v in params.items() if k not in known}
         if extra:
             args["extra_body"] = extra
+        beta = betas.needed(params)
+        if beta:
+            args["extra_headers"] = {betas.HEADER: betas.merged([], beta)}
         return args
 
     def send(self, params: dict[str, Any]) -> BackendResult:
@@ -87,10 +91,14 @@ class AnthropicBackend:
 
     def submit_batch(self, requests: list[dict[str, Any]]) -> BatchInfo:
         """Create a Message Batch from [{custom_id, params}]."""
+        # One header for the batch: the betas any of its requests needs.
+        beta = [b for r in requests for b in betas.needed(r.get("params") or {})]
+        headers = {betas.HEADER: betas.merged([], beta)} if beta else None
         with _translated_errors():
             # The queue builds each {custom_id, params} in the shape the API takes.
             batch = cast("list[BatchRequest]", requests)
-            return _batch_info(self._client.messages.batches.create(requests=batch))
+            created = self._client.messages.batches.create(requests=batch, extra_headers=headers)
+            return _batch_info(created)
 
     def poll_batch(self, batch_id: str) -> BatchInfo:
         with _translated_errors():

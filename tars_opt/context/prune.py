@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tars_opt import tokens
+from tars_opt.backends import betas
 from tars_opt.config.schema import LEVEL_ORDER, PruneConfig
 from tars_opt.context import clearing
 from tars_opt.context.history import Turn, message_text, problems, split_turns
@@ -457,9 +458,14 @@ class PruneStage:
             extra = clearing.with_api_edit(request.extra, cfg)
             why = (
                 f"agent loop: the API's context editing ({clearing.API_EDIT}) clears old tool "
-                f"results past {cfg.trigger_tokens} tokens for {model}"
+                f"results past {cfg.trigger_tokens} tokens for {model}; sent with the "
+                f"anthropic-beta {betas.CONTEXT_MANAGEMENT} header"
             )
-            data: dict[str, Any] = {"edit": clearing.api_edit(cfg), "mode": "api"}
+            data: dict[str, Any] = {
+                "edit": clearing.api_edit(cfg),
+                "mode": "api",
+                "beta": betas.CONTEXT_MANAGEMENT,
+            }
             return replace(request, extra=extra), Decision("prune", "api_clearing", why, data)
         total = tokens.estimate_params(request.to_body())
         done = clearing.clear(request.messages, cfg, total)

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tars_opt.accounting.ledger import CallRecord
+from tars_opt.backends import betas
 from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
 from tars_opt.gateway.guard import Guard
@@ -86,6 +87,8 @@ class _Call:
     reservation: Any = None
     source: str = "api"  # api | unoptimized (fail-open) | shadow
     would: Prepared | None = None  # shadow: what the stages would have sent
+    # Betas the stages' changes need (context_management), merged into the client's.
+    betas: tuple[str, ...] = ()
 
 
 @dataclass
@@ -264,7 +267,8 @@ class Gateway:
         if s.shadow:
             original = self._as_sent(ask, [Decision("gateway", "shadow", "sent unchanged")])
             return _Call(original, raw, opt, source="shadow", would=prepared)
-        return _Call(prepared, _encode(prepared.params, ask.stream), opt, reservation)
+        needs = tuple(betas.added(prepared.params, ask.extra))
+        return _Call(prepared, _encode(prepared.params, ask.stream), opt, reservation, betas=needs)
 
     def _prepare_sync(
         self, opt: Optimizer, ask: Request, key: str | None
@@ -347,7 +351,10 @@ class Gateway:
         """Send upstream; a failure to reach it is recorded and answered 502/504."""
         client = self._client()
         outgoing = client.build_request(
-            "POST", self._url(request), headers=headers, content=call.content
+            "POST",
+            self._url(request),
+            headers=betas.with_betas(headers, call.betas),
+            content=call.content,
         )
         started = time.perf_counter()
         try:
@@ -414,7 +421,7 @@ class Gateway:
             reservation = await self._in_pool(self._reserve, opt, retry)
         except BudgetExceeded:
             return first_reply
-        again = _Call(retry, _encode(retry.params, False), opt, reservation)
+        again = _Call(retry, _encode(retry.params, False), opt, reservation, betas=call.betas)
         try:
             response = await self._send(request, again, headers, stream=False)
         except Refusal:

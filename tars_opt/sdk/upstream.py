@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2
 
-from tars_opt.backends import BatchInfo, BatchItem
+from tars_opt.backends import BatchInfo, BatchItem, betas
 from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, StreamCancelled, UpstreamBroken, UpstreamFailure
 from tars_opt.pipeline.controls import CONTROL_PREFIX
@@ -79,12 +79,21 @@ class Call:
         }
 
     def upstream(self, path: str, params: dict[str, Any]) -> httpx2.Request:
-        """A POST of `params` to `path` beside the caller's URL (its query kept)."""
+        """A POST of `params` to `path` beside the caller's URL (its query kept), with the
+        betas the optimizer's changes need merged into the caller's."""
         url = self.request.url.copy_with(path=self.request.url.path.rsplit("/v1/", 1)[0] + path)
+        headers = self.forwarded_headers()
+        if betas.needed(params):
+            try:
+                original = json.loads(self.request.content)
+            except ValueError:
+                original = {}
+            need = betas.added(params, original if isinstance(original, dict) else {})
+            headers = dict(betas.with_betas(list(headers.items()), need))
         return httpx2.Request(
             "POST",
             url,
-            headers=self.forwarded_headers(),
+            headers=headers,
             content=json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode(),
             extensions=dict(self.request.extensions),
         )
