@@ -32,6 +32,8 @@ class Batch:
     results: list[dict[str, Any]] | None = None
     polls: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # The betas the create request named: they apply to every request of the batch.
+    betas: frozenset[str] = frozenset()
 
     @property
     def expires_at(self) -> datetime:

@@ -29,7 +29,7 @@ from .models import MODELS, MODELS_BY_ID
 from .replies import build_reply, message_json, sse_events
 from .tokens import CacheUsage, PromptCache, count_input_tokens
 from .transport import ApiError, Handler, HTTPServer, Response, Stream
-from .validate import message_params_error
+from .validate import beta_error, header_betas, message_params_error
 
 Responder = Callable[[dict[str, Any]], "dict[str, Any] | str | None"]
 BatchOutcome = Callable[[str, dict[str, Any]], "str | dict[str, Any] | None"]
@@ -327,11 +327,21 @@ class FakeAnthropic:
 
     def _end(self, batch: Batch, outcome: str | None = None) -> None:
         if batch.status != "ended":
-            batch.end(self._now(), self._process_batch_request, outcome)
+            batch.end(
+                self._now(),
+                lambda cid, params, default: self._process_batch_request(
+                    cid, params, default, batch.betas
+                ),
+                outcome,
+            )
             self._counters["batches_ended"] += 1
 
     def _process_batch_request(
-        self, custom_id: str, params: dict[str, Any], default: str
+        self,
+        custom_id: str,
+        params: dict[str, Any],
+        default: str,
+        betas: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         outcome: Any = default
         if self.batch_outcome is not None:
@@ -339,7 +349,7 @@ class FakeAnthropic:
         if isinstance(outcome, dict):
             return outcome
         if outcome == "succeeded":
-            problem = message_params_error(params, strict=self.strict)
+            problem = beta_error(params, betas) or message_params_error(params, strict=self.strict)
             if problem is None and params.get("stream"):
                 problem = "stream: streaming is not supported in Message Batches"
             if problem is not None:
@@ -414,9 +424,19 @@ class FakeAnthropic:
             )
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], body: Any, size: int
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: Any,
+        size: int,
+        betas: frozenset[str] = frozenset(),
     ) -> Response | Stream:
         parts = path.strip("/").split("/")
+        if method == "POST" and path in ("/v1/messages", "/v1/messages/count_tokens"):
+            problem = beta_error(body, betas)
+            if problem:
+                raise ApiError(400, "invalid_request_error", problem)
         if method == "POST" and path == "/v1/messages":
             self._check_model(body)
             result = self._answer(body, "standard")
@@ -447,11 +467,17 @@ class FakeAnthropic:
                 raise ApiError(404, "not_found_error", f"model: {parts[2]}")
             return _json(200, MODELS_BY_ID[parts[2]])
         if parts[:3] == ["v1", "messages", "batches"]:
-            return self._route_batches(method, parts[3:], query, body, size)
+            return self._route_batches(method, parts[3:], query, body, size, betas)
         raise ApiError(404, "not_found_error", f"Not found: {method} {path}")
 
     def _route_batches(
-        self, method: str, rest: list[str], query: dict[str, str], body: Any, size: int
+        self,
+        method: str,
+        rest: list[str],
+        query: dict[str, str],
+        body: Any,
+        size: int,
+        betas: frozenset[str] = frozenset(),
     ) -> Response:
         with self._lock:
             if not rest:
@@ -461,7 +487,7 @@ class FakeAnthropic:
                             413, "request_too_large", "Request exceeds the maximum allowed size"
                         )
                     requests = validate_batch(body, self.batch_max_requests)
-                    batch = Batch(self._new_id("msgbatch_"), requests, self._now())
+                    batch = Batch(self._new_id("msgbatch_"), requests, self._now(), betas=betas)
                     self._batches[batch.id] = batch
                     self._counters["batches_created"] += 1
                     self._counters["batch_requests"] += len(requests)
@@ -614,7 +640,8 @@ class FakeAnthropic:
             if problem:
                 return fail(400, "invalid_request_error", problem)
         try:
-            answer = self._route(method, path, query, body, len(raw))
+            betas = header_betas(record.header("anthropic-beta"))
+            answer = self._route(method, path, query, body, len(raw), betas)
         except ApiError as err:
             return fail(err.status, err.error_type, err.message)
         except Exception as err:  # a bug in a test's responder: answer it instead of hanging up

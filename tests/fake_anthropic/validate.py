@@ -25,7 +25,9 @@ Two levels:
       thinking its data unchanged; neither may appear in a user turn;
     - with `thinking: {type: "enabled"}`, an assistant turn that a tool_result answers last
       (the current tool loop) starts with a thinking block.
-Unknown fields (top-level or in blocks) are accepted: betas add them all the time.
+Unknown fields (top-level or in blocks) are accepted: betas add them all the time. Fields of
+a beta the API knows (`BETA_FIELDS`) are refused, as by the API, unless the request names
+that beta in its `anthropic-beta` header (`beta_error`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ SERVER_RESULT_TYPES = frozenset(
     }
 )
 THINKING_TYPES = ("thinking", "redacted_thinking")
+# Top-level fields the API takes only with this beta in the `anthropic-beta` header.
+BETA_FIELDS = {"context_management": "context-management-2025-06-27"}
+
+
+def header_betas(value: str | None) -> frozenset[str]:
+    """The betas an `anthropic-beta` header value names (a comma-separated list)."""
+    return frozenset(b.strip() for b in (value or "").split(",") if b.strip())
+
+
+def beta_error(body: Any, betas: frozenset[str]) -> str | None:
+    """The API's 400 message for a beta field sent without its beta, or None."""
+    if not isinstance(body, dict):
+        return None
+    for name, beta in BETA_FIELDS.items():
+        if name in body and beta not in betas:
+            return f"{name}: Extra inputs are not permitted"
+    return None
 
 
 def _blocks(content: Any) -> list[Any]:

@@ -55,6 +55,9 @@ def client(fake_api: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
         yield c
 
 
+CM = "context-management-2025-06-27"
+
+
 def create(c: anthropic.Anthropic, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
     kwargs.setdefault("model", MODEL)
     kwargs.setdefault("max_tokens", 4000)
@@ -273,7 +276,7 @@ def test_unknown_fields_are_accepted_and_recorded(
         "stop_sequences": ["\n\nHuman:"],
         "tools": tools,
     }
-    create(client, [user("q")], extra_body=extra, **sent)
+    create(client, [user("q")], extra_body=extra, extra_headers={"anthropic-beta": CM}, **sent)
     body = fake_api.requests_to("/v1/messages")[-1].body
     for name, value in {**extra, **sent}.items():
         assert body[name] == value, name
@@ -519,20 +522,48 @@ def test_context_management_clears_old_tool_results(
     assert counted.context_management.original_input_tokens == before
     # Below the trigger nothing is cleared; the field still answers.
     high = {**edit, "trigger": {"type": "input_tokens", "value": before}}
-    calm = client.beta.messages.create(max_tokens=100, context_management={"edits": [high]}, **body)
+    calm = client.beta.messages.create(
+        max_tokens=100, context_management={"edits": [high]}, betas=[CM], **body
+    )
     assert calm.context_management.applied_edits == [] and calm.usage.input_tokens == before
     # clear_at_least: not worth it, not done.
     greedy = {**edit, "clear_at_least": {"type": "input_tokens", "value": 10_000}}
     assert (
         client.beta.messages.create(
-            max_tokens=100, context_management={"edits": [greedy]}, **body
+            max_tokens=100, context_management={"edits": [greedy]}, betas=[CM], **body
         ).context_management.applied_edits
         == []
     )
     with client.beta.messages.stream(
-        max_tokens=100, context_management={"edits": [edit]}, **body
+        max_tokens=100, context_management={"edits": [edit]}, betas=[CM], **body
     ) as s:
         assert s.get_final_message().context_management.applied_edits[0].cleared_tool_uses == 3
+
+
+def test_context_management_without_its_beta_is_refused_as_by_the_api(
+    fake_api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    edit = {"type": "clear_thinking_20251015", "keep": "all"}
+    extra = {"context_management": {"edits": [edit]}}
+    message = "context_management: Extra inputs are not permitted"
+    assert refused(client, [user("q")], extra_body=extra) == message
+    assert refused(client, [user("q")], stream=True, extra_body=extra) == message
+    other = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    assert refused(client, [user("q")], extra_body=extra, extra_headers=other) == message
+    with pytest.raises(anthropic.BadRequestError, match="Extra inputs"):
+        client.messages.count_tokens(model=MODEL, messages=[user("q")], extra_body=extra)
+    # Named among other betas, it is accepted.
+    both = {"anthropic-beta": f"interleaved-thinking-2025-05-14, {CM}"}
+    assert create(client, [user("q")], extra_body=extra, extra_headers=both).content
+    # A batch's header covers its requests: without it each such request errors.
+    params = {"model": MODEL, "max_tokens": 100, "messages": [user("q")], **extra}
+    requests: Any = [{"custom_id": "cm", "params": params}]
+    for headers, outcome in ((None, "errored"), ({"anthropic-beta": CM}, "succeeded")):
+        batch = client.messages.batches.create(requests=requests, extra_headers=headers)
+        (line,) = client.messages.batches.results(batch.id)
+        assert line.result.type == outcome
+        if outcome == "errored":
+            assert line.result.error.error.message == message
 
 
 def test_context_management_clears_old_thinking(client: anthropic.Anthropic) -> None:
@@ -546,6 +577,7 @@ def test_context_management_clears_old_thinking(client: anthropic.Anthropic) -> 
         thinking=THINK,
         messages=messages,
         context_management={"edits": [edit]},
+        betas=[CM],
     )
     (applied,) = reply.context_management.applied_edits
     assert applied.type == "clear_thinking_20251015" and applied.cleared_thinking_turns == 1
