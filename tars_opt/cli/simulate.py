@@ -64,7 +64,7 @@ def simulate_cmd(
         typer.Option(
             "--workload",
             "-w",
-            help="JSONL trace to replay (default: the bundled agent day, 234 calls).",
+            help="JSONL workload to replay (default: the bundled agent day, 404 calls).",
         ),
     ] = None,  # fmt: skip
     config: ConfigOpt = None,
