@@ -144,7 +144,10 @@ def to_request(call: Call, request_id: str, config: Config) -> tuple[Request, bo
         body = call.body
         if "max_tokens" not in body:
             body = {**body, "max_tokens": config.models.max_tokens}
-        return Request.from_body(body, request_id=request_id, **call.controls), True
+        # Messages API calls are answered at once (as the gateway does) unless the record's
+        # controls ask for the off-peak queue.
+        controls = {"defer": False, **call.controls}
+        return Request.from_body(body, request_id=request_id, **controls), True
     fields = {f.name for f in dataclasses.fields(Request)}
     extra: dict[str, Any] = {}
     supported = True

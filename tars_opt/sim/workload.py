@@ -41,6 +41,7 @@ Two more record kinds, in the Messages API's own shape, mix freely with call rec
   `{"time": ..., "request": {the body as the client sent it}, "controls": {...},
   "answer": [content blocks]}` with `controls` (namespace, session, priority,
   cache_mode, route, urgent, defer, max_wait_s) and `answer` optional, plus `meta`.
+Both are answered at once, as the gateway answers them, unless `controls.defer` is true.
 """
 
 from __future__ import annotations

@@ -266,3 +266,17 @@ def test_the_bundled_loops_are_tau_bench_calibration_data_with_its_licence() -> 
     notice = BUNDLED_LOOPS.with_suffix(".LICENSE").read_text(encoding="utf-8")
     assert "MIT License" in notice and "Copyright (c) 2024 Sierra" in notice
     assert BUNDLED_LOOPS.stat().st_size < 200_000  # keeps the package small
+
+
+def test_requests_are_answered_at_once_unless_their_controls_defer(tmp_path: Path) -> None:
+    turn = {"role": "user", "content": "Summarize the week's incidents."}
+    body = {"model": SONNET, "max_tokens": 100, "messages": [turn]}
+    low = {"priority": "low"}
+    records = [
+        {"time": "2026-03-02T10:00:00Z", "request": body, "controls": low},
+        {"time": "2026-03-02T10:05:00Z", "request": body, "controls": {**low, "defer": True}},
+    ]
+    cfg = cfg_with(tmp_path, "defer:\n  defer_low_priority: true\n")
+    r = simulate(load_workload(write_jsonl(tmp_path / "r.jsonl", records)), cfg)
+    assert r.deferred == 1 and r.answered == 2
+    assert r.sources == {"api": 1, "batch": 1}
