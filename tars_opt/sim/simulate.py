@@ -5,7 +5,9 @@ enables: cache, defer, prune, route, tools, escalation) against the offline back
 one simulated clock shared by the chain, its stages, the budget and the backend's prompt
 cache. Deferred work is drained through the offline backend's Message Batches at the
 drain's cron ticks inside the off-peak window, and what is still queued after the last call
-is drained when the window next opens. Every number is then read back from the ledger.
+is drained when the window next opens. Calls replayed from conversation and request
+records are answered with their recorded answers where the file has them (so output is
+paid at its real length). Every number is then read back from the ledger.
 
 The config is simulated as written, with three exceptions: the backend is offline, alert
 channels (webhook, command) are off, and the database is a temporary file unless given.
