@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import re
 import sys
 import tempfile
@@ -55,6 +54,8 @@ from tars_opt.config.loader import EXAMPLE_CONFIG, load_config  # noqa: E402
 from tars_opt.config.schema import Config  # noqa: E402
 from tars_opt.errors import BackendError  # noqa: E402
 from tars_opt.pipeline.optimizer import Optimizer  # noqa: E402
+from tars_opt.sim.conversations import unique_tool_ids  # noqa: E402
+from tars_opt.sim.gaps import DAY, GapModel  # noqa: E402
 from tars_opt.sim.simulate import SimClock  # noqa: E402
 from tars_opt.store import connect  # noqa: E402
 from tars_opt.types import BackendResult, Reply, Request, Usage  # noqa: E402
@@ -69,11 +70,6 @@ from tests.fake_anthropic.validate import message_params_error  # noqa: E402
 
 CLIENT_MODEL = "claude-sonnet-5-5"
 MAX_TOKENS = 1024
-DAY = 1_796_169_600.0  # 2026-12-01T00:00Z
-MORNING = (9 * 3600.0, 12 * 3600.0)
-AFTERNOON = (13.25 * 3600.0, 17 * 3600.0)
-TOOL_GAP_S = (2.0, 8.0)
-USER_GAP_S = (10.0, 60.0)
 SUMMARY_TEXT = (
     "Goal: the user's request so far. Facts: ids, dates and amounts stated. "
     "Decisions: what was agreed. Open: what is left to do. " * 6
@@ -116,32 +112,26 @@ class Call:
 
 
 def load_calls(data: Path, split: str, limit: int | None, seed: int) -> list[Call]:
-    """Every call of the split's conversations, in the order the seeded clock sends them."""
+    """Every call of the split's conversations, in the order the seeded clock sends them
+    (the gap model of `tars-opt simulate`, tars_opt/sim/gaps.py)."""
     path = data / "tau_bench" / "airline_conversations.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     rows = [r for r in rows if split == "all" or r["split"] == split]
     if limit:
         rows = rows[:limit]
-    rng = random.Random(seed)
+    gaps = GapModel(seed, DAY)
     calls: list[Call] = []
     for row in rows:
-        span = rng.choice([MORNING, AFTERNOON])
-        at = DAY + rng.uniform(*span)
         messages = unique_tool_ids(row["messages"])
+        times = iter(gaps.call_times(messages))
         index = 0
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = messages[:i]
-            if index:
-                after_tools = any(
-                    isinstance(b, dict) and b.get("type") == "tool_result"
-                    for b in before[-1]["content"]
-                )
-                at += rng.uniform(*(TOOL_GAP_S if after_tools else USER_GAP_S))
             calls.append(
-                Call(row["id"], index, at, row["system"], row["tools"], before, message["content"])
-            )
+                Call(row["id"], index, next(times), row["system"], row["tools"], messages[:i],
+                     message["content"])
+            )  # fmt: skip
             index += 1
     calls.sort(key=lambda c: (c.at, c.conversation, c.index))
     return calls
@@ -152,28 +142,6 @@ _TOKEN = re.compile(r"[A-Za-z0-9_$]+(?:[.:\-][A-Za-z0-9_]+)*")
 
 def _ids(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text) if len(t) >= 3 and any(c.isdigit() for c in t)]
-
-
-def unique_tool_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages with tool_use ids made unique (the recorded trajectories reuse some
-    ids, which the API refuses): a repeat and its tool_result get a suffix."""
-    out = json.loads(json.dumps(messages))
-    seen: set[str] = set()
-    renamed: dict[str, str] = {}
-    for message in out:
-        for block in message["content"]:
-            if block.get("type") == "tool_use":
-                old = block["id"]
-                new, n = old, 1
-                while new in seen:
-                    n += 1
-                    new = f"{old}_{n}"
-                seen.add(new)
-                renamed[old] = new
-                block["id"] = new
-            elif block.get("type") == "tool_result":
-                block["tool_use_id"] = renamed.get(block["tool_use_id"], block["tool_use_id"])
-    return out
 
 
 @dataclass

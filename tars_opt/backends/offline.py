@@ -1,6 +1,8 @@
 """A deterministic offline backend: no network, no key, realistic usage and latency.
 
-Answers are placeholders that say so; what is realistic is the accounting: input tokens
+Answers are placeholders that say so, unless `answers` holds the recorded answer to the
+turn being answered (a replayed conversation): then that answer, its content blocks and
+its length, is given. What is realistic is the accounting: input tokens
 estimated from the request, prompt caching of marked prefixes (writes, then reads while the
 TTL lasts), output lengths that vary by prompt, truncation at max_tokens, per-model latency,
 and Message Batches at the batch tier. The same request always gets the same answer.
@@ -12,7 +14,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from tars_opt import tokens
 from tars_opt.backends import BatchInfo, BatchItem
 from tars_opt.errors import BackendError
-from tars_opt.hashing import canonical
+from tars_opt.hashing import canonical, sha256_text
 from tars_opt.types import BackendResult, Usage
 
 # (time to first token s, output tokens per second): rough public figures per family.
@@ -39,6 +41,28 @@ def _digest(*parts: str) -> int:
 
 def _family(model: str) -> str:
     return next((f for f in SPEEDS if f in model), "other")
+
+
+class RecordedAnswers:
+    """Recorded answers by the turn they answer (the request's last message, cache marks
+    left out): a replay says what each call's answer was before it asks, and the backend
+    answers with it whatever model the chain chose. A turn recorded twice keeps the
+    latest answer."""
+
+    def __init__(self) -> None:
+        self._by_turn: dict[str, tuple[dict[str, Any], ...]] = {}
+
+    def expect(self, messages: Sequence[dict[str, Any]], content: Sequence[dict[str, Any]]) -> None:
+        """The answer to the request whose messages are `messages`."""
+        self._by_turn[_turn_key(messages[-1])] = tuple(content)
+
+    def __call__(self, params: dict[str, Any]) -> tuple[dict[str, Any], ...] | None:
+        messages = params.get("messages") or []
+        return self._by_turn.get(_turn_key(messages[-1])) if messages else None
+
+
+def _turn_key(message: dict[str, Any]) -> str:
+    return sha256_text(canonical(_unmarked(message)))
 
 
 @dataclass
@@ -64,8 +88,10 @@ class OfflineBackend:
         store: Any = None,
         prompt_cache: Any = None,
         key_env: str = "ANTHROPIC_API_KEY",
+        answers: Callable[[dict[str, Any]], Sequence[dict[str, Any]] | None] | None = None,
     ) -> None:
         self._clock = clock
+        self._answers = answers
         self._key_env = key_env  # named in the placeholder text, never read for its value
         # Prefix hash -> (expiry, lifetime s): in memory, or an OfflinePromptCache on the
         # SQLite file so separate processes share it.
@@ -108,18 +134,29 @@ class OfflineBackend:
             canonical(blocks or None),
             canonical([_unmarked(m) for m in params.get("messages") or []]),
         )
-        wanted = 60 + seed % 540  # 60-600 output tokens, fixed per request
+        recorded = tuple(self._answers(params) or ()) if self._answers is not None else ()
+        if recorded:
+            wanted = tokens.estimate_message({"role": "assistant", "content": list(recorded)})
+            done = "tool_use" if any(b.get("type") == "tool_use" for b in recorded) else "end_turn"
+        else:
+            wanted = 60 + seed % 540  # 60-600 output tokens, fixed per request
+            done = "end_turn"
         max_tokens = int(params.get("max_tokens") or 1024)
         output = min(wanted, max_tokens)
-        stop = "end_turn" if wanted <= max_tokens else "max_tokens"
+        stop = done if wanted <= max_tokens else "max_tokens"
         usage = self._usage(params, model, output, tier)
         ttft, tps = SPEEDS.get(_family(model), DEFAULT_SPEED)
+        text = (
+            "".join(str(b.get("text", "")) for b in recorded if b.get("type") == "text")
+            if recorded
+            else self._text(model, params, output)
+        )
         return BackendResult(
-            text=self._text(model, params, output),
+            text=text,
             model=model,
             usage=usage,
             stop_reason=stop,
-            content=(),
+            content=recorded,
             api_request_id=f"offline_{seed:016x}",
             message_id=f"msg_offline_{seed:016x}",
             latency_ms=(ttft + output / tps) * 1000.0,

@@ -47,7 +47,7 @@ def _run(workload_path: Path | None, config: Path | None, db: Path | None, seed:
          label: str) -> SimResult:  # fmt: skip
     if db is not None:
         require_folder(db, f"--db {db}")
-    workload = load_workload(workload_path)
+    workload = load_workload(workload_path, seed=seed)
     loaded = load_config(config)
     name = str(config) if config is not None else (
         str(loaded.path) if loaded.path else "shipped defaults"
@@ -64,7 +64,7 @@ def simulate_cmd(
         typer.Option(
             "--workload",
             "-w",
-            help="JSONL trace to replay (default: the bundled agent day, 234 calls).",
+            help="JSONL workload to replay (default: the bundled agent day, 404 calls).",
         ),
     ] = None,  # fmt: skip
     config: ConfigOpt = None,
@@ -74,7 +74,13 @@ def simulate_cmd(
             "--db", help="Keep the simulated ledger in this SQLite file (default: a temporary one)."
         ),
     ] = None,  # fmt: skip
-    seed: Annotated[int, typer.Option(help="Names the request ids (A/B holdout picks).")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Names the request ids (A/B holdout picks) and draws the times of "
+            "conversations recorded without them."
+        ),
+    ] = 0,  # fmt: skip
     compare: Annotated[
         tuple[Path, Path] | None,
         typer.Option("--compare", help="Run the workload under two configs side by side."),

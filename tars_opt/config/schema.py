@@ -470,6 +470,9 @@ class GatewayConfig(_Strict):
     # Upstream timeouts: connecting, and waiting for the next bytes of an answer.
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
+    # Append each /v1/messages request (body, time, controls, answer; never a key or auth
+    # header) to <data_dir>/capture/<UTC date>.jsonl, replayable by `simulate --workload`.
+    capture: bool = False
 
 
 class LedgerConfig(_Strict):

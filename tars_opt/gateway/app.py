@@ -30,6 +30,7 @@ from tars_opt.accounting.ledger import CallRecord
 from tars_opt.backends import betas
 from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
+from tars_opt.gateway.capture import Capture, Seen
 from tars_opt.gateway.guard import Guard
 from tars_opt.gateway.headers import error_body, forwarded, relayed
 from tars_opt.gateway.metrics import Metrics
@@ -89,6 +90,7 @@ class _Call:
     would: Prepared | None = None  # shadow: what the stages would have sent
     # Betas the stages' changes need (context_management), merged into the client's.
     betas: tuple[str, ...] = ()
+    seen: Seen | None = None  # gateway.capture: the request as it came, to capture
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Gateway:
         self._warm = warm
         self.recorder = Recorder()
         self.metrics = Metrics()
+        self.capture = Capture(settings.capture_dir) if settings.capture_dir else None
         self.started = time.time()
         self._budget_checked = float("-inf")  # written by the recorder thread only
         self.client: httpx2.AsyncClient | None = None
@@ -226,18 +229,22 @@ class Gateway:
                 # Not a body the gateway can read: the API says what is wrong with it.
                 return await self._relay(request, raw, route="messages")
             try:
-                ask = Request.from_body(body, **header_controls(request.headers), defer=False)
+                controls = header_controls(request.headers)
+                ask = Request.from_body(body, **controls, defer=False)
             except InputError as exc:
                 raise Refusal(400, f"tars-opt: {exc}") from None
             except (TypeError, ValueError):
                 return await self._relay(request, raw, route="messages")
+            seen = self.capture.seen(body, controls) if self.capture is not None else None
             headers, key = self._upstream_headers(request, identity=True)
             outcome = await self._prepare(ask, key, raw)
         except Refusal as refusal:
             self.metrics.error("messages", refusal.status)
             return refusal_response(refusal)
         if isinstance(outcome, _Answer):
+            self._captured(seen, outcome.reply.content)
             return self._cached(outcome.reply, outcome.request)
+        outcome.seen = seen
         if ask.stream:
             return await self._stream(request, outcome, headers)
         return await self._json(request, outcome, headers)
@@ -477,6 +484,8 @@ class Gateway:
             self._check_budget(opt, prepared)
 
         self.recorder.submit(rid, write)
+        if escalated_from is None:  # the client's request (a re-ask is the chain's own)
+            self._captured(call.seen, result.content if error is None else None)
         cacheable = notify and error is None and call.source == "api" and not result.usage.estimated
         if cacheable:
             self.recorder.submit(rid, lambda: opt.notify(prepared, reply), must=False)
@@ -505,6 +514,13 @@ class Gateway:
                 opt.budget.settle(call.reservation)
 
         self.recorder.submit(prepared.request.request_id, write)
+        self._captured(call.seen, None)
+
+    def _captured(self, seen: Seen | None, answer: Any) -> None:
+        """Capture a request off the response path (gateway.capture)."""
+        capture = self.capture
+        if seen is not None and capture is not None:
+            self.recorder.submit("capture", lambda: capture.write(seen, answer), must=False)
 
     def _mirror_error(self, call: _Call, response: httpx2.Response) -> Response:
         """An upstream error: recorded, and given back with its status, headers, body."""

@@ -35,6 +35,8 @@ class GatewaySettings:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 600.0
     messages_max_bytes: int = MESSAGES_MAX_BYTES
+    # gateway.capture: where request records are appended (None: capture off).
+    capture_dir: Path | None = None
     batches_max_bytes: int = BATCHES_MAX_BYTES
 
     @property
@@ -104,6 +106,7 @@ def resolve(
         optimizer_timeout_s=g.optimizer_timeout_s,
         connect_timeout_s=g.connect_timeout_s,
         read_timeout_s=g.read_timeout_s,
+        capture_dir=config.resolved_data_dir() / "capture" if g.capture else None,
     )
     if not settings.upstream.startswith(("http://", "https://")):
         raise InputError(

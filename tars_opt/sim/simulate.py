@@ -5,7 +5,9 @@ enables: cache, defer, prune, route, tools, escalation) against the offline back
 one simulated clock shared by the chain, its stages, the budget and the backend's prompt
 cache. Deferred work is drained through the offline backend's Message Batches at the
 drain's cron ticks inside the off-peak window, and what is still queued after the last call
-is drained when the window next opens. Every number is then read back from the ledger.
+is drained when the window next opens. Calls replayed from conversation and request
+records are answered with their recorded answers where the file has them (so output is
+paid at its real length). Every number is then read back from the ledger.
 
 The config is simulated as written, with three exceptions: the backend is offline, alert
 channels (webhook, command) are off, and the database is a temporary file unless given.
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
-from tars_opt.backends.offline import OfflineBackend
+from tars_opt.backends.offline import OfflineBackend, RecordedAnswers
 from tars_opt.config.schema import Config
 from tars_opt.defer.queue import Queue
 from tars_opt.errors import BudgetExceeded
@@ -84,6 +86,13 @@ class SimResult:
     end: float
     wall_s: float
     seed: int
+    # Agent loops: calls replayed from conversation and request records (Messages API
+    # bodies), the conversations they come from, and their prompt-cache tokens.
+    loop_calls: int = 0
+    conversations: int = 0
+    loop_cache_read: int = 0
+    loop_cache_write_5m: int = 0
+    loop_cache_write_1h: int = 0
     notes: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     # Per call, by request id (left out of to_dict).
@@ -133,6 +142,14 @@ def simulation_config(config: Config, database: Path) -> Config:
 def to_request(call: Call, request_id: str, config: Config) -> tuple[Request, bool]:
     """The Request a trace call makes; the flag is False when it asks for deferral that this
     build's Request cannot carry."""
+    if call.body is not None:
+        body = call.body
+        if "max_tokens" not in body:
+            body = {**body, "max_tokens": config.models.max_tokens}
+        # Messages API calls are answered at once (as the gateway does) unless the record's
+        # controls ask for the off-peak queue.
+        controls = {"defer": False, **call.controls}
+        return Request.from_body(body, request_id=request_id, **controls), True
     fields = {f.name for f in dataclasses.fields(Request)}
     extra: dict[str, Any] = {}
     supported = True
@@ -248,7 +265,8 @@ def _run(
 ) -> SimResult:
     first_row = Ledger(db).last_id()
     clock = SimClock(workload.calls[0].time)
-    backend = OfflineBackend(clock=clock)
+    answers = RecordedAnswers()
+    backend = OfflineBackend(clock=clock, answers=answers)
     optimizer = Optimizer(cfg, db, backend=backend, clock=clock)
     drain = _Drain(cfg, db, backend, clock)
     by_id: dict[str, Call] = {}
@@ -263,6 +281,8 @@ def _run(
         request, supported = to_request(call, rid, cfg)
         unsupported += not supported
         by_id[rid] = call
+        if call.answer:
+            answers.expect(request.messages, call.answer)
         try:
             reply = optimizer.ask(request)
         except BudgetExceeded:
@@ -284,6 +304,7 @@ def _run(
             f"{counted(unsupported, 'call')} asked to defer, but this build has no defer stage"
         )
     result = measure_run(db, cfg, by_id, queued, served_by, first_row)
+    result.update(_loops(db, by_id, first_row))
     result.update(
         workload=workload.name, config=config_name, calls=total, refused=refused,
         drains=drain.runs, start=workload.calls[0].time, end=clock(), seed=seed,
@@ -291,3 +312,17 @@ def _run(
         stages=[s.name for s in optimizer.stages],
     )  # fmt: skip
     return SimResult(**result)
+
+
+def _loops(db: Database, by_id: dict[str, Call], first_row: int) -> dict[str, int]:
+    """The agent-loop calls' (conversation and request records) count and cache tokens."""
+    ids = {rid for rid, call in by_id.items() if call.body is not None}
+    rows = [r for r in Ledger(db).rows_after(first_row)
+            if r["request_id"] in ids or r["escalated_from"] in ids]  # fmt: skip
+    return {
+        "loop_calls": len(ids),
+        "conversations": len({by_id[r].conversation for r in ids} - {None}),
+        "loop_cache_read": sum(r["cache_read"] or 0 for r in rows),
+        "loop_cache_write_5m": sum(r["cache_write_5m"] or 0 for r in rows),
+        "loop_cache_write_1h": sum(r["cache_write_1h"] or 0 for r in rows),
+    }

@@ -23,6 +23,25 @@ line is one call:
 The header may hold `"defaults": {...}`: fields (not time or prompt) every call has unless
 it sets its own, e.g. an agent's system prompt and tools written once. Unknown fields are
 errors (a typo must not silently change a replay). Calls are replayed in time order.
+
+Two more record kinds, in the Messages API's own shape, mix freely with call records
+(each line's kind is read from its keys):
+
+* A conversation record (has `messages`; the tau-bench shape): `system`, `tools`,
+  `messages`, optional `id`, `time` (its first call), `model`, `max_tokens`, `controls`.
+  Every assistant message is one call: its request is system + tools + the messages
+  before it, its answer is that assistant message (the offline backend answers with it,
+  so output is paid at its real length). Other keys (tau-bench's split, task_id, reward
+  ...) are ignored; a call-record or request-record field is an error. The header's
+  `defaults` may give it `system` and `tools`. Repeated tool_use ids are made unique.
+  Without `time`, the calls' times come from the seeded gap model (tars_opt/sim/gaps.py,
+  seed = simulate's --seed) on the header's `day` (YYYY-MM-DD), else the day of the
+  file's first timed record, else 2026-12-02.
+* A request record (has `request`; what `tars-opt serve` captures with gateway.capture):
+  `{"time": ..., "request": {the body as the client sent it}, "controls": {...},
+  "answer": [content blocks]}` with `controls` (namespace, session, priority,
+  cache_mode, route, urgent, defer, max_wait_s) and `answer` optional, plus `meta`.
+Both are answered at once, as the gateway answers them, unless `controls.defer` is true.
 """
 
 from __future__ import annotations
@@ -36,15 +55,26 @@ from typing import Any
 
 from tars_opt.accounting.ledger import Ledger
 from tars_opt.errors import InputError, TraceError
+from tars_opt.sim.conversations import (
+    REQUEST_FIELDS,
+    Conversation,
+    fail,
+    parse_conversation,
+    parse_request,
+)
+from tars_opt.sim.gaps import DAY, GapModel
 from tars_opt.store.files import atomic_write_text, read_text_file
 from tars_opt.timefmt import iso
-from tars_opt.types import PRIORITIES, QUERY_TYPES
+from tars_opt.types import PRIORITIES, QUERY_TYPES, block_text
 
 FIELDS = (
     "time", "prompt", "history", "system", "tools", "type", "priority", "labels", "session",
     "namespace", "defer", "urgent", "max_tokens", "max_wait_s", "meta",
 )  # fmt: skip
-BUNDLED = Path(__file__).resolve().parent.parent / "data" / "agent_day.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "data"
+BUNDLED = DATA / "agent_day.jsonl"
+# Real tool loops (a tau-bench slice, MIT: tau_airline.LICENSE) merged into the bundled day.
+BUNDLED_LOOPS = DATA / "tau_airline.jsonl"
 
 
 @dataclass(frozen=True)
@@ -67,6 +97,13 @@ class Call:
     max_tokens: int | None = None
     max_wait_s: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Conversation and request records: the Messages API body replayed as sent (the fields
+    # above are then unused; `prompt` is the answered turn's text, for reading only), its
+    # controls and the recorded answer, if any.
+    body: dict[str, Any] | None = None
+    controls: dict[str, Any] = field(default_factory=dict)
+    answer: tuple[dict[str, Any], ...] | None = None
+    conversation: str | None = None  # a conversation record's id: an agent-loop call
 
 
 @dataclass
@@ -85,6 +122,11 @@ class Workload:
     def labelled(self) -> int:
         return sum(1 for c in self.calls if c.labels)
 
+    @property
+    def conversations(self) -> int:
+        """How many recorded conversations (agent loops) the calls come from."""
+        return len({c.conversation for c in self.calls if c.conversation is not None})
+
 
 def parse_time(value: Any) -> float:
     """ISO-8601 text (naive = UTC) or epoch seconds -> epoch seconds; ValueError if neither."""
@@ -102,25 +144,21 @@ def parse_time(value: Any) -> float:
     return moment.timestamp()
 
 
-def _fail(line: int, name: str, problem: str) -> TraceError:
-    return TraceError(f"line {line}: field '{name}' {problem}")
-
-
 def _str(line: int, rec: dict[str, Any], name: str, *, required: bool = False) -> str | None:
     value = rec.get(name)
     if value is None:
         if required:
-            raise _fail(line, name, "is missing (every call needs it)")
+            raise fail(line, name, "is missing (every call needs it)")
         return None
     if not isinstance(value, str) or (required and not value.strip()):
-        raise _fail(line, name, "must be non-empty text")
+        raise fail(line, name, "must be non-empty text")
     return value
 
 
 def _bool(line: int, rec: dict[str, Any], name: str) -> bool:
     value = rec.get(name, False)
     if not isinstance(value, bool):
-        raise _fail(line, name, "must be true or false")
+        raise fail(line, name, "must be true or false")
     return value
 
 
@@ -128,12 +166,12 @@ def _history(line: int, value: Any) -> tuple[dict[str, Any], ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise _fail(line, "history", "must be a list of {role, content} messages")
+        raise fail(line, "history", "must be a list of {role, content} messages")
     for i, msg in enumerate(value):
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise _fail(line, "history", f"message {i} needs role user or assistant")
+            raise fail(line, "history", f"message {i} needs role user or assistant")
         if not isinstance(msg.get("content"), str | list):
-            raise _fail(line, "history", f"message {i} needs content (text or blocks)")
+            raise fail(line, "history", f"message {i} needs content (text or blocks)")
     return tuple(value)
 
 
@@ -143,7 +181,7 @@ def _tools(line: int, value: Any) -> tuple[dict[str, Any], ...]:
     if not isinstance(value, list) or not all(
         isinstance(t, dict) and isinstance(t.get("name"), str) for t in value
     ):
-        raise _fail(line, "tools", "must be a list of tool schemas, each with a name")
+        raise fail(line, "tools", "must be a list of tool schemas, each with a name")
     return tuple(value)
 
 
@@ -151,11 +189,11 @@ def _labels(line: int, value: Any) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not value:
-        raise _fail(line, "labels", 'must map a tier to a quality 0-1, e.g. {"cheap": 0}')
+        raise fail(line, "labels", 'must map a tier to a quality 0-1, e.g. {"cheap": 0}')
     out: dict[str, float] = {}
     for tier, q in value.items():
         if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
-            raise _fail(line, "labels", f"value for {tier!r} must be a number from 0 to 1")
+            raise fail(line, "labels", f"value for {tier!r} must be a number from 0 to 1")
         out[str(tier)] = float(q)
     return out
 
@@ -166,35 +204,30 @@ def parse_call(line: int, rec: Any) -> Call:
         raise TraceError(f"line {line}: a call must be a JSON object")
     unknown = [k for k in rec if k not in FIELDS]
     if unknown:
-        raise _fail(line, unknown[0], f"is not a trace field (fields: {', '.join(FIELDS)})")
+        raise fail(line, unknown[0], f"is not a trace field (fields: {', '.join(FIELDS)})")
     if "time" not in rec:
-        raise _fail(line, "time", "is missing (every call needs it)")
-    try:
-        when = parse_time(rec["time"])
-    except ValueError:
-        raise _fail(
-            line, "time", f"{rec['time']!r} is not ISO-8601 UTC text or epoch seconds"
-        ) from None
+        raise fail(line, "time", "is missing (every call needs it)")
+    when = _time(line, rec)
     prompt = _str(line, rec, "prompt", required=True)
     kind = _str(line, rec, "type")
     if kind is not None and kind not in QUERY_TYPES:
-        raise _fail(line, "type", f"{kind!r} is not one of {', '.join(QUERY_TYPES)}")
+        raise fail(line, "type", f"{kind!r} is not one of {', '.join(QUERY_TYPES)}")
     priority = _str(line, rec, "priority") or "normal"
     if priority not in PRIORITIES:
-        raise _fail(line, "priority", f"{priority!r} is not one of {', '.join(PRIORITIES)}")
+        raise fail(line, "priority", f"{priority!r} is not one of {', '.join(PRIORITIES)}")
     max_tokens = rec.get("max_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
-        raise _fail(line, "max_tokens", "must be a whole number of at least 1")
+        raise fail(line, "max_tokens", "must be a whole number of at least 1")
     max_wait = rec.get("max_wait_s")
     if max_wait is not None and (
         isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or max_wait < 0
     ):
-        raise _fail(line, "max_wait_s", "must be a number of seconds (0 or more)")
+        raise fail(line, "max_wait_s", "must be a number of seconds (0 or more)")
     meta = rec.get("meta") or {}
     if not isinstance(meta, dict):
-        raise _fail(line, "meta", "must be a JSON object")
+        raise fail(line, "meta", "must be a JSON object")
     return Call(
         line=line,
         time=when,
@@ -215,13 +248,53 @@ def parse_call(line: int, rec: Any) -> Call:
     )
 
 
-def load_workload(path: str | Path | None = None) -> Workload:
-    """Read and validate a trace (the bundled agent day when `path` is None)."""
-    src = Path(path) if path is not None else BUNDLED
+def load_workload(path: str | Path | None = None, *, seed: int = 0) -> Workload:
+    """Read and validate a trace (the bundled agent day when `path` is None: the call
+    records of agent_day.jsonl with the tool loops of tau_airline.jsonl).
+
+    `seed` draws the times of conversations recorded without them (tars_opt/sim/gaps.py).
+    """
+    sources = [Path(path)] if path is not None else [BUNDLED, BUNDLED_LOOPS]
+    header: dict[str, Any] = {}
+    calls: list[Call] = []
+    conversations: list[Conversation] = []
+    for i, src in enumerate(sources):
+        head, found, convs = _read(src)
+        header = head if i == 0 else header
+        calls += found
+        conversations += convs
+    if not calls and not conversations:
+        raise TraceError(f"workload {sources[0]} has no calls")
+    gaps = GapModel(seed, _gap_day(header, calls, conversations))
+    for conv in conversations:
+        times = gaps.call_times(conv.messages, conv.start)
+        for when, (body, answer) in zip(times, conv.calls(), strict=True):
+            calls.append(Call(line=conv.line, time=when, prompt=_turn(body), body=body,
+                              answer=answer, controls=conv.controls,
+                              conversation=conv.id))  # fmt: skip
+    calls.sort(key=lambda c: (c.time, c.line))
+    return Workload(str(sources[0]), header, calls)
+
+
+def _gap_day(header: dict[str, Any], calls: list[Call], convs: list[Conversation]) -> float:
+    """Midnight UTC of the day untimed conversations happen on (see the module docstring)."""
+    day = header.get("day")
+    if isinstance(day, str):
+        try:
+            return parse_time(day[:10] + "T00:00:00Z")
+        except ValueError:
+            raise TraceError(f"line 1: header field 'day' {day!r} is not YYYY-MM-DD") from None
+    timed = [c.time for c in calls] + [c.start for c in convs if c.start is not None]
+    return min(timed) // 86400 * 86400 if timed else DAY
+
+
+def _read(src: Path) -> tuple[dict[str, Any], list[Call], list[Conversation]]:
+    """One file's header, call and request records, and conversation records."""
     text = read_text_file(src, "workload", TraceError)
     header: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
     calls: list[Call] = []
+    conversations: list[Conversation] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -232,18 +305,46 @@ def load_workload(path: str | Path | None = None) -> Workload:
                 f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})"
             ) from None
         if isinstance(rec, dict) and rec.get("kind") == "header":
-            if calls or header:
+            if calls or conversations or header:
                 raise TraceError(f"line {n}: a header may only be the first record")
             header = rec
             defaults = _defaults(n, header.get("defaults"))
             continue
-        if isinstance(rec, dict) and defaults:
-            rec = {**defaults, **rec}
-        calls.append(parse_call(n, rec))
-    if not calls:
-        raise TraceError(f"workload {src} has no calls")
-    calls.sort(key=lambda c: (c.time, c.line))
-    return Workload(str(src), header, calls)
+        if isinstance(rec, dict) and "request" in rec:
+            calls.append(_request_call(n, rec))
+        elif isinstance(rec, dict) and "messages" in rec:
+            start = _time(n, rec) if "time" in rec else None
+            conversations.append(
+                parse_conversation(n, rec, start, defaults, refused=(*FIELDS, *REQUEST_FIELDS))
+            )
+        else:
+            if isinstance(rec, dict) and defaults:
+                rec = {**defaults, **rec}
+            calls.append(parse_call(n, rec))
+    return header, calls, conversations
+
+
+def _time(line: int, rec: dict[str, Any]) -> float:
+    try:
+        return parse_time(rec["time"])
+    except ValueError:
+        raise fail(
+            line, "time", f"{rec['time']!r} is not ISO-8601 UTC text or epoch seconds"
+        ) from None
+
+
+def _request_call(line: int, rec: dict[str, Any]) -> Call:
+    if "time" not in rec:
+        raise fail(line, "time", "is missing (every request record needs it)")
+    when = _time(line, rec)
+    body, controls, answer = parse_request(line, rec)
+    return Call(line=line, time=when, prompt=_turn(body), body=body, controls=controls,
+                answer=answer, meta=rec.get("meta") or {})  # fmt: skip
+
+
+def _turn(body: dict[str, Any]) -> str:
+    """The text of the turn a body asks to answer (what a prompt is to a call record)."""
+    return block_text(body["messages"][-1]["content"])
 
 
 def _defaults(line: int, value: Any) -> dict[str, Any]:

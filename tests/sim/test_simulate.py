@@ -129,7 +129,8 @@ def test_same_seed_same_result_and_the_seed_picks_the_holdout(
 def test_bundled_day_is_labelled_evaluation_data_with_its_sources() -> None:
     work = load_workload()
     assert work.path == str(BUNDLED)
-    assert len(work.calls) == 234
+    loops = [c for c in work.calls if c.body is not None]
+    assert len(work.calls) == 404 and len(loops) == 170 and work.conversations == 10
     head = work.header
     assert head["seed"] == 7 and head["generator"] == "scripts/make_workload.py"
     assert {"MIT (MMLU), Apache-2.0 (RouteLLM)", "Apache-2.0"} <= {
@@ -137,6 +138,8 @@ def test_bundled_day_is_labelled_evaluation_data_with_its_sources() -> None:
     }
     assert work.labelled == 234
     for call in work.calls:
+        if call.body is not None:
+            continue
         src = call.meta["source"]
         if src in ("mmlu", "gsm8k") and call.meta.get("kind") is None:
             assert bucket(f"{src}:{call.prompt}") >= 6, "calibration prompt in the workload"
@@ -158,7 +161,7 @@ def test_bundled_day_holds_no_sharegpt_text(shared_data: Path) -> None:
         for c in json.loads(path.read_text(encoding="utf-8"))
         if c.get("conversations")
     }
-    assert not shared & {c.prompt.strip() for c in load_workload().calls}
+    assert not shared & {c.prompt.strip() for c in load_workload().calls} - {""}
 
 
 @pytest.mark.parametrize(
@@ -276,9 +279,10 @@ def test_cli_summary_and_report(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()
-    assert any(line.startswith("234 calls: baseline $") and "saved $" in line for line in last)
+    assert any(line.startswith("404 calls: baseline $") and "saved $" in line for line in last)
     assert "quality" in result.output and "by routing" in result.output
-    assert "234 of 234 (refused 0, errors 0)" in result.output
+    assert "404 of 404 (refused 0, errors 0)" in result.output
+    assert "170 calls, 10 conversations; cache read" in result.output
     assert "of baseline, 234 labelled prompts" in result.output
     assert "2 drain run(s)" in result.output  # deferred work went at the window
     md = (tmp_path / "r.md").read_text(encoding="utf-8")

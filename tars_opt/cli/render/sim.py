@@ -57,6 +57,7 @@ def rows(r: SimResult) -> list[tuple[str, str]]:
                        f"semantic {pct(r.rate(r.semantic_hits))} ({r.semantic_hits})"),
         ("deferred", f"{pct(r.rate(r.deferred))} ({r.deferred}), {r.drains} drain run(s)"),
         ("escalations", f"{r.escalations} (cost {usd(r.escalation_cost)})"),
+        ("agent loops", loops(r)),
         ("A/B holdout", f"{counted(r.holdout, 'call')} sent unoptimized (experiment.holdout)"),
         ("quality", pct(r.relative_quality) + (f" of baseline, {r.labelled} labelled prompts"
                                                if r.labelled else "")),
@@ -64,6 +65,18 @@ def rows(r: SimResult) -> list[tuple[str, str]]:
         ("wall time", f"{r.wall_s:.1f} s"),
     ]  # fmt: skip
     return out
+
+
+def loops(r: SimResult) -> str:
+    """Replayed conversations and captured requests, and their prompt-cache tokens."""
+    if not r.loop_calls:
+        return "none (no conversation or request records)"
+    writes = r.loop_cache_write_5m + r.loop_cache_write_1h
+    return (
+        f"{counted(r.loop_calls, 'call')}, {counted(r.conversations, 'conversation')}; "
+        f"cache read {r.loop_cache_read:,} / written {writes:,} tokens "
+        f"(1h: {r.loop_cache_write_1h:,})"
+    )
 
 
 def summary(console: Console, r: SimResult) -> None:
