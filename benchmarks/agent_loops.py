@@ -406,7 +406,7 @@ def replay_chain(name: str, calls: list[Call], config: Config) -> Bill:
     backend = ReplayBackend(clock, PriceBook(config.pricing), config)
     backend.bill = bill
     answered_from_cache = 0
-    with tempfile.TemporaryDirectory(prefix="tars-opt-loops-") as tmp:
+    with counted_warnings(bill), tempfile.TemporaryDirectory(prefix="tars-opt-loops-") as tmp:
         db = connect(Path(tmp) / "replay.db")
         try:
             optimizer = Optimizer(config, db, backend=backend, clock=clock)
@@ -480,13 +480,8 @@ class Loopback:
         self.fake.clock = clock
         self.fake.reset()
         bill = Bill(name)
-        warnings = _Warnings()
-        logging.getLogger("tars_opt").addHandler(warnings)
-        try:
+        with counted_warnings(bill):
             self._replay(bill, clock, calls, config, edit)
-        finally:
-            logging.getLogger("tars_opt").removeHandler(warnings)
-        bill.warnings = warnings.counts
         return bill
 
     def _replay(
@@ -601,6 +596,18 @@ def _usage(api: dict[str, Any]) -> Usage:
         cache_write_1h=write_1h,
         cache_read=int(api.get("cache_read_input_tokens") or 0),
     )
+
+
+@contextlib.contextmanager
+def counted_warnings(bill: Bill) -> Iterator[None]:
+    """tars-opt's warnings while the block runs, counted into `bill.warnings`."""
+    warnings = _Warnings()
+    logging.getLogger("tars_opt").addHandler(warnings)
+    try:
+        yield
+    finally:
+        logging.getLogger("tars_opt").removeHandler(warnings)
+        bill.warnings = warnings.counts
 
 
 class _Warnings(logging.Handler):
