@@ -1053,7 +1053,7 @@ def report(args: argparse.Namespace, calls: list[Call], bills: dict[str, Bill]) 
                 "routed down"
             )
         if bill.side_calls:
-            notes.append(f"{bill.side_calls} summary calls")
+            notes.append(f"{bill.side_calls} calls the chain made itself (summaries, escalations)")
         if bill.cleared_calls:
             notes.append(f"{bill.cleared_calls} calls cleared")
         notes += [f"{n} x {message!r} logged" for message, n in bill.warnings.items()]
