@@ -10,9 +10,10 @@ from typing import Any
 from tars_opt import Request, open_app
 from tars_opt.backends.anthropic import AnthropicBackend
 from tars_opt.config.schema import ClearToolResultsConfig, PruneConfig
-from tars_opt.context.clearing import PLACEHOLDER_START, clear, tool_uses
+from tars_opt.context.clearing import PLACEHOLDER_START, ToolUse, clear, placeholder, tool_uses
 from tars_opt.context.history import problems
 from tars_opt.context.prune import PruneStage
+from tars_opt.tokens import estimate_text
 from tests.context.test_agent_loops import TOOLS
 from tests.context.test_prompt_cache import LONG_SYSTEM
 from tests.fake_anthropic.validate import message_params_error
@@ -163,3 +164,15 @@ def test_a_long_loop_is_cleared_through_the_sdk_and_the_saving_is_pruning(
     assert all(r.saved_by_strategy["pruning"] > 0 for r in replies)
     # Between steps the cleared prefix is read from the cache, not written again.
     assert sum(1 for r in replies[1:] if r.usage.cache_read > r.usage.cache_write) >= 3
+
+
+def test_a_placeholder_costs_few_tokens_beyond_the_identifiers_it_keeps() -> None:
+    """Agent tool results run ~200 tokens: a 40-token placeholder would eat a fifth of
+    what clearing one saves."""
+    result = '{"reservation_id": "XEWRD9", "user_id": "mia_li_3668", "flight": "HAT170"}'
+    use = ToolUse("tu1", "get_reservation_details", 1, 2, 250, 12, False, result)
+    text = placeholder(use, inputs=True)
+    assert text.startswith(PLACEHOLDER_START) and "get_reservation_details" in text
+    assert all(x in text for x in ("XEWRD9", "mia_li_3668", "HAT170"))
+    ids = estimate_text("XEWRD9, mia_li_3668, HAT170")
+    assert estimate_text(text) - ids <= 30  # the wordier placeholder before took 47

@@ -49,6 +49,11 @@ class RecordedRequest:
     time: float
     fault: str | None = None
     status: int | None = None
+    # Wall-clock and CPU seconds the fake's thread spent on it, from reading its body to
+    # the last byte of the answer (None until answered): what a proxy in front of the fake
+    # adds then shows apart.
+    seconds: float | None = None
+    cpu_seconds: float | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -564,6 +569,7 @@ class FakeAnthropic:
 
     def _handle(self, h: Handler, method: str) -> None:
         """Record, authenticate, maybe fault, route and answer one HTTP request."""
+        started, cpu_started = time.perf_counter(), time.thread_time()
         split = urlsplit(h.path)
         path = split.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -588,6 +594,24 @@ class FakeAnthropic:
         with self._lock:
             self._requests.append(record)
             self._counters["requests"] += 1
+        try:
+            self._respond(h, method, path, query, raw, body, bad_json, record)
+        finally:
+            record.seconds = time.perf_counter() - started
+            record.cpu_seconds = time.thread_time() - cpu_started
+
+    def _respond(
+        self,
+        h: Handler,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        raw: bytes,
+        body: Any,
+        bad_json: bool,
+        record: RecordedRequest,
+    ) -> None:
+        request_id = record.request_id
         stream = (
             method == "POST"
             and path == "/v1/messages"

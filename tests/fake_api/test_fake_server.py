@@ -849,3 +849,18 @@ def test_sdk_requests_match_the_openapi_document(
         client.messages.create(
             model=MODEL, max_tokens=5, messages=[user("x")], extra_body={"bogus": 1}
         )
+
+
+def test_each_request_records_the_time_the_fake_spent_on_it(
+    fake_api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    """A proxy benchmark subtracts the fake's share from the client's round trip."""
+    started = time.perf_counter()
+    client.messages.create(model=MODEL, max_tokens=100, messages=[user(BIG)])
+    round_trip = time.perf_counter() - started
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model=MODEL, max_tokens=100, messages=[])
+    answered, refused = fake_api.requests
+    assert answered.seconds is not None and 0 < answered.seconds < round_trip
+    assert answered.cpu_seconds is not None and 0 < answered.cpu_seconds < round_trip
+    assert refused.status == 400 and refused.seconds is not None and refused.seconds > 0
