@@ -34,7 +34,8 @@ class Recorder:
 
     A required write (a ledger row, a budget settlement) that fails with a DatabaseError is
     retried, with backoff up to `max_backoff_s`, until the store takes it; other work (the
-    response cache keeping an answer) is tried once and logged when it fails.
+    response cache keeping an answer) is tried once and logged when it fails. With
+    `journal_dir`, rows handed to `submit_row` are journaled there first.
     """
 
     def __init__(
