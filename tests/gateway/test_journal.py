@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,7 +108,7 @@ def test_a_failing_replay_keeps_the_journal_for_the_next_try(tmp_path: Path) -> 
 
 
 def _start(home: Path, upstream: str, config: Path) -> tuple[subprocess.Popen, str]:
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TARS_OPT_HOME": str(home)}
