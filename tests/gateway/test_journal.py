@@ -196,3 +196,38 @@ def test_a_gateway_killed_right_after_answering_loses_no_row(
         assert rows[rid]["output_tokens"] > 0
     assert not left.exists()
     db.close()
+
+
+def test_a_gateway_whose_postgresql_goes_away_answers_and_records_once_it_is_back(
+    postgres, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from tests import pgserver
+    from tests.gateway.harness import serve
+
+    server = pgserver.start(fsync=False)  # its own: this test stops it
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE down")
+        monkeypatch.setenv("TARS_OPT_DB", server.url_for("down"))
+        with serve(fake_api.url, optimizer_timeout_s=0.5) as gw:
+            c = anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0)
+            c.messages.create(
+                model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "warm up"}]
+            )
+            assert len(gw.rows()) == 1
+            pgserver.halt(server)
+            raw = c.messages.with_raw_response.create(
+                model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "while down"}]
+            )
+            assert raw.parse().content and raw.headers["x-tars-opt-source"] == "unoptimized"
+            rid = raw.headers["x-tars-opt-request-id"]
+            assert gw.gateway.recorder.pending(rid)  # waiting for the server
+            pgserver.resume(server)
+            assert gw.gateway.recorder.flush(60.0), "the row did not land once the server was back"
+            rows = gw.rows()
+    finally:
+        server.stop()
+    assert len(rows) == 2 and rows[1]["request_id"] == rid and rows[1]["error"] is None
+    assert "unoptimized" in rows[1]["decisions"] or "fail-open" in rows[1]["decisions"]
