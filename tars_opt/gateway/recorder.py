@@ -5,6 +5,7 @@ process dying before the database took it: the next gateway to start writes it."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -19,6 +20,9 @@ from tars_opt.errors import DatabaseError
 from tars_opt.store.journal import Journal, replay
 
 log = logging.getLogger("tars_opt.gateway")
+
+# Seconds before each try to write the journals dead gateways left.
+_REPLAY_WAITS = (0.0, 1.0, 4.0, 15.0, 40.0)
 
 
 @dataclass
@@ -88,15 +92,23 @@ class Recorder:
                 log.error("ledger journal write failed", extra={"error": str(exc)})
         journal = self.journal
 
+        def confirm() -> None:
+            if journal is not None and number is not None:
+                journal.confirm(number)
+
         def run() -> None:
             try:
                 ledger.write_row(row)
             except DatabaseError:
                 if journal is not None:
-                    journal.sync()  # the store may be out for long: keep the rows on disk
+                    # The store may be out for long: keep the waiting rows on disk.
+                    with contextlib.suppress(OSError):
+                        journal.sync()
                 raise
-            if journal is not None and number is not None:
-                journal.confirm(number)
+            except Exception:
+                confirm()  # no process could write it: logged below, not kept for a replay
+                raise
+            confirm()
             if then is not None:
                 then()
 
@@ -110,11 +122,27 @@ class Recorder:
             return
 
         def run() -> None:
-            n = replay(folder, lambda entry: _replayed(ledger, entry))
-            if n:
-                log.warning("ledger rows a stopped gateway left were written", extra={"rows": n})
+            # A store that refuses a row for good must not hold back this gateway's own
+            # rows: a few tries over a minute, then the journal waits for the next start.
+            error: DatabaseError | None = None
+            for wait in _REPLAY_WAITS:
+                if self._stopping.wait(wait):
+                    return
+                try:
+                    n = replay(folder, lambda entry: _replayed(ledger, entry))
+                except DatabaseError as exc:
+                    error = exc
+                    continue
+                if n:
+                    log.warning("ledger rows a stopped gateway left were written",
+                                extra={"rows": n})  # fmt: skip
+                return
+            log.error(
+                "ledger rows a stopped gateway left were not written; kept for the next start",
+                extra={"journal": str(folder), "error": str(error)},
+            )
 
-        self.submit("journal-replay", run)
+        self.submit("journal-replay", run, must=False)
 
     def pending(self, request_id: str) -> bool:
         """Whether writes for `request_id` are still waiting."""
@@ -193,6 +221,17 @@ class Recorder:
 
 
 def _replayed(ledger: Ledger, entry: dict[str, Any]) -> None:
+    """Write one journaled row; a row no store could take is logged and skipped, so it
+    cannot hold back the rows after it (a store that is down raises, and is retried)."""
     row = entry.get("calls")
-    if isinstance(row, dict):
+    if not isinstance(row, dict):
+        return
+    try:
         ledger.write_row(row)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        log.error(
+            "journaled row cannot be written, skipped",
+            extra={"request_id": row.get("request_id"), "error": repr(exc)},
+        )

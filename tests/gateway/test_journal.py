@@ -107,6 +107,30 @@ def test_a_failing_replay_keeps_the_journal_for_the_next_try(tmp_path: Path) -> 
     assert replay(folder, seen.append) == 1 and seen == [{"calls": {"request_id": "x"}}]
 
 
+def test_a_journaled_row_the_store_refuses_does_not_hold_back_new_rows(
+    db_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tars_opt.gateway import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "_REPLAY_WAITS", (0.0, 0.0))
+    db = connect(db_location)
+    ledger = Ledger(db)
+    folder = tmp_path / "journal"
+    dead = Journal(folder, prefix="gateway")
+    # A row from a newer tars-opt with a column this schema lacks: refused every time.
+    dead.append({"calls": {**row_for(ledger, "req_newer"), "column_from_the_future": 1}})
+    dead.close()
+    rec = recorder_module.Recorder(journal_dir=folder)
+    rec.replay(ledger)
+    rec.submit_row("req_new", ledger, row_for(ledger, "req_new"))
+    assert rec.flush(20.0)
+    assert [r["request_id"] for r in db.query("SELECT request_id FROM calls")] == ["req_new"]
+    assert dead.path.exists()  # kept whole for a later start (and an upgraded gateway)
+    assert rec.close()
+    assert rec.journal is not None and not rec.journal.path.exists()
+    db.close()
+
+
 def _start(home: Path, upstream: str, config: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
