@@ -12,7 +12,11 @@ Two tars-opt targets: the default chain (cache, pruning, routing, tools, prompt 
 and the front door alone (every stage off), so the gateway's own cost shows apart from the
 stages' work.
 
-    python benchmarks/gateway.py [--requests 120] [--delay 0.0]
+With `--db URL` (a PostgreSQL database) or `--pg` (a throwaway loopback server started
+here, fsync on), both tars-opt targets run a second time with that database as their store,
+interleaved with the SQLite ones, so the store's share of the added latency shows.
+
+    python benchmarks/gateway.py [--requests 120] [--delay 0.0] [--pg | --db URL]
     python benchmarks/gateway.py --soak 60 --clients 50   # concurrent streams, rows checked
 """
 
@@ -231,10 +235,27 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="the fake's request delay (s)")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of concurrent streams")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--db", help="also run the tars-opt targets on this PostgreSQL URL")
+    parser.add_argument("--pg", action="store_true", help="--db on a throwaway local server")
     args = parser.parse_args()
     if args.soak:
         soak(args.soak, args.clients, args.delay)
         return
+    server = None
+    if args.pg:
+        sys.path.insert(0, str(REPO))
+        from tests import pgserver
+
+        server = pgserver.start(fsync=True)
+        args.db = server.url
+    try:
+        run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     bodies = tau_requests(args.requests)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TARS_OPT_HOLDOUT": "0"}
     env.pop("ANTHROPIC_API_KEY", None)
@@ -263,16 +284,23 @@ def main() -> None:
             starts["bare relay"] = (up, first, rss_mb(proc.pid))
             off = Path(tmp) / "stages-off.yaml"
             off.write_text(STAGES_OFF)
-            for name, extra in (
-                ("tars-opt chain", []),
-                ("tars-opt front door", ["--config", str(off)]),
+            stores = [("", None)] + ([(" [pg]", args.db)] if args.db else [])
+            for (name, extra), (tag, db) in (
+                (target, store)
+                for store in stores
+                for target in (
+                    ("tars-opt chain", []),
+                    ("tars-opt front door", ["--config", str(off)]),
+                )
             ):
+                name += tag
                 port = free_port()
                 home = Path(tmp) / name.replace(" ", "-")
+                store_env = {"TARS_OPT_DB": db} if db else {}
                 proc, up, first = start(
                     [sys.executable, "-m", "tars_opt", "serve", "--port", str(port),
                      "--upstream", upstream, *extra],
-                    {**env, "TARS_OPT_HOME": str(home)},
+                    {**env, **store_env, "TARS_OPT_HOME": str(home)},
                     f"http://127.0.0.1:{port}", "/tars-opt/health", bodies[0],
                 )  # fmt: skip
                 procs.append(proc)
@@ -306,7 +334,10 @@ def main() -> None:
             proc.wait(timeout=30)
 
     print(f"{len(bodies)} tau_bench airline calls, each sent JSON and streamed to every target, "
-          f"interleaved; fake API delay {args.delay:g} s\n")  # fmt: skip
+          f"interleaved; fake API delay {args.delay:g} s")  # fmt: skip
+    if args.db:
+        print("[pg] = the same target with a PostgreSQL store (loopback, fsync on)")
+    print()
     direct = {m: lat[("direct", m)] for m in ("json", "ttfe")}
     cols = f"{'p50':>9} {'p95':>7} {'+p50':>7} {'+p95':>7}"
     head = f"{'target':22} {'json ' + cols[5:]}   {'ttfe ' + cols[5:]}   {'cpu/req':>8}"
@@ -332,6 +363,14 @@ def main() -> None:
         print(
             f"{name} CPU per request over the bare relay: {cpu[name] - cpu['bare relay']:+.2f} ms"
         )
+    for name in names:
+        if not name.endswith(" [pg]"):
+            continue
+        lite = name.removesuffix(" [pg]")
+        for mode in ("json", "ttfe"):
+            over = [v - b for v, b in zip(lat[(name, mode)], lat[(lite, mode)], strict=True)]
+            print(f"{name} over {lite} (SQLite), {mode}: p50 {pct(over, .5):+.2f} ms, "
+                  f"p95 {pct(over, .95):+.2f} ms")  # fmt: skip
     print()
     for name, (up, first, rss) in starts.items():
         print(f"{name}: listening after {up:.2f} s, first answer after {first:.2f} s, "

@@ -1,5 +1,8 @@
 """The team database's costs: a ledger write (one row, its own transaction) and claiming
 2,000 deferred tasks at once, on loopback PostgreSQL with fsync on and on an SQLite file.
+Beside them: a bare INSERT + COMMIT on the same server (the floor fsync sets), and what the
+gateway adds to each answer to keep its row safe: one append to its local journal (and
+what an fsync per row would cost).
 
 Starts its own throwaway PostgreSQL server (tests/pgserver.py), or uses --url.
 
@@ -39,6 +42,42 @@ def ledger_writes(location: str, n: int) -> list[float]:
         ledger.record(record)
         times.append((time.perf_counter() - start) * 1000)
     db.close()
+    return times
+
+
+def bare_inserts(url: str, n: int) -> list[float]:
+    """INSERT + COMMIT of one small row, straight through psycopg: the server's floor."""
+    import psycopg
+
+    times = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bare (id serial PRIMARY KEY, v text)")
+        for i in range(n):
+            start = time.perf_counter()
+            conn.execute("INSERT INTO bare (v) VALUES (%s)", [f"row {i}"])
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def journal_appends(n: int, *, fsync: bool) -> list[float]:
+    """The gateway's work on the response path to keep a row: make it, append it."""
+    from tars_opt.store.journal import Journal
+
+    ledger = Ledger(None)  # type: ignore[arg-type]  # rows are only made here, never written
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal(Path(tmp))
+        for i in range(n):
+            request = Request.from_prompt(f"question {i} " * 40, request_id=f"req_{i:06d}")
+            reply = Reply(text="answer " * 100, model="claude-haiku-5-5", source="api",
+                          request_id=request.request_id, cost=0.001)  # fmt: skip
+            start = time.perf_counter()
+            number = journal.append({"calls": ledger.row(CallRecord(request, reply, time.time()))})
+            if fsync:
+                journal.sync()
+            times.append((time.perf_counter() - start) * 1000)
+            journal.confirm(number)
+        journal.close()
     return times
 
 
@@ -95,6 +134,14 @@ def main() -> int:
                     f"{engine:10s} ledger write p50 {p50:.2f} ms p95 {p95:.2f} ms "
                     f"({args.writes} writes); claim {args.tasks} tasks {claim * 1000:.0f} ms"
                 )
+            bare = bare_inserts(urls[0], args.writes)
+            print(f"{'postgresql':10s} bare INSERT+COMMIT p50 {statistics.median(bare):.2f} ms "
+                  f"p95 {statistics.quantiles(bare, n=20)[18]:.2f} ms")  # fmt: skip
+        for fsync in (False, True):
+            appends = journal_appends(args.writes, fsync=fsync)
+            print(f"{'journal':10s} row made + appended{' + fsync' if fsync else ''}: "
+                  f"p50 {statistics.median(appends):.3f} ms "
+                  f"p95 {statistics.quantiles(appends, n=20)[18]:.3f} ms")  # fmt: skip
     finally:
         if server is not None:
             server.stop()

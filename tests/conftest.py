@@ -17,6 +17,24 @@ SHARED_DATA = Path(os.environ.get("TARS_OPT_SHARED_DATA", REPO.parent / "shared"
 TEST_ENGINE = os.environ.get("TARS_OPT_TEST_ENGINE", "sqlite")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): about the SQLite file itself (its path, bytes, integrity); "
+        "skipped when the suite runs on PostgreSQL",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if TEST_ENGINE != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite file only: {reason}"))
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
     """Each test gets its own data dir and no inherited tars-opt or API settings."""

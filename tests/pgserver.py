@@ -136,6 +136,31 @@ def start(folder: Path | None = None, *, fsync: bool = True, max_connections: in
     return Server(folder, port)
 
 
+def halt(server: Server) -> None:
+    """Stop `server` (fast shutdown) and keep its folder: `resume` starts it again."""
+    bins = bin_dir()
+    assert bins is not None
+    _run_checked(
+        [str(bins / "pg_ctl"), "-D", str(server.folder / "data"), "-m", "fast", "-w", "stop"],
+        "pg_ctl stop",
+    )
+
+
+def resume(server: Server) -> None:
+    """Start a halted `server` again on its port (fsync off: for tests only)."""
+    bins = bin_dir()
+    assert bins is not None
+    options = (
+        f"-p {server.port} -k {server.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
+    _run_checked(
+        [str(bins / "pg_ctl"), "-D", str(server.folder / "data"), "-l",
+         str(server.folder / "server.log"), "-o", options, "-w", "-t", "60", "start"],
+        "pg_ctl start", log=server.folder / "server.log",
+    )  # fmt: skip
+
+
 def stop(folder: Path) -> None:
     """Stop the server of `folder` (fast shutdown) and remove the folder."""
     bins = bin_dir()

@@ -58,13 +58,18 @@ class Ledger:
         Keyed by request id: recording a request a second time (a retried write, a replayed
         spool, two drains collecting the same result) keeps the first row and returns its id.
         """
-        row = self._row(rec)
+        return self.write_row(self.row(rec))
+
+    def write_row(self, row: dict[str, Any]) -> int:
+        """Insert a row made by `row` (kept aside, e.g. in a journal, before it is written);
+        the same keying by request id as `record`."""
         new = self.db.insert("calls", row, on_conflict="ignore")
         if new:
             return new
         return int(self.db.scalar("SELECT id FROM calls WHERE request_id = ?", [row["request_id"]]))
 
-    def _row(self, rec: CallRecord) -> dict[str, Any]:
+    def row(self, rec: CallRecord) -> dict[str, Any]:
+        """The `calls` row of `rec`: plain JSON values, written later by `write_row`."""
         req, rep, usage = rec.request, rec.reply, rec.reply.usage
         row: dict[str, Any] = {
             "request_id": rep.request_id,

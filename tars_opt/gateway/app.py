@@ -3,7 +3,7 @@
 Upstream calls are raw HTTP on httpx2 (the client the SDK is built on) with retries off:
 the agent's own SDK retries what the gateway mirrors back. The stages and the store run
 on worker threads under a deadline; ledger rows are written after the answer, by the
-Recorder.
+Recorder, from a local journal each row is appended to before its answer is sent.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from tars_opt.accounting.ledger import CallRecord
 from tars_opt.backends import betas
 from tars_opt.backends.messages import message_result
 from tars_opt.errors import BackendError, BudgetExceeded, InputError, Refusal
@@ -139,7 +138,8 @@ class Gateway:
         # chain without its semantic parts, so no request waits for the model.
         self._cold = cold
         self._warm = warm
-        self.recorder = Recorder()
+        self.recorder = Recorder(journal_dir=optimizer.config.resolved_data_dir() / "journal")
+        self.recorder.replay(optimizer.ledger)
         self.metrics = Metrics()
         self.capture = Capture(settings.capture_dir) if settings.capture_dir else None
         self.started = time.time()
@@ -338,7 +338,8 @@ class Gateway:
     def _cached(self, reply: Reply, ask: Request) -> Response:
         """A stage's answer (a response-cache hit), in the shape the client asked for."""
         opt = self.optimizer
-        self.recorder.submit(reply.request_id, lambda: opt.record_answer(ask, reply))
+        row = opt.ledger.row(opt.call_record(ask, reply))
+        self.recorder.submit_row(reply.request_id, opt.ledger, row)
         self.metrics.request("messages", reply.source)
         self.metrics.money(reply.cost, reply.baseline_cost - reply.cost)
         headers = {H_ID: reply.request_id, H_SOURCE: reply.source}
@@ -469,21 +470,26 @@ class Gateway:
             reply = _shadowed(opt, call.would, result, reply)
         rid = prepared.request.request_id
 
-        def write() -> None:
-            if error is None:
-                opt.record(
-                    prepared,
-                    reply,
-                    api_request_id=result.api_request_id,
-                    escalated_from=escalated_from,
-                )
-            else:
-                opt.ledger.record(_record(opt, prepared, reply, error, result.api_request_id))
+        record = opt.call_record(
+            prepared.request,
+            reply,
+            api_request_id=result.api_request_id,
+            escalated_from=escalated_from,
+            error=error,
+        )
+
+        def then() -> None:
             if call.reservation is not None:
                 opt.budget.settle(call.reservation)
             self._check_budget(opt, prepared)
+            if error is None:
+                log.info(
+                    "answered",
+                    extra={"request_id": rid, "model": reply.model, "source": reply.source,
+                           "cost": reply.cost},
+                )  # fmt: skip
 
-        self.recorder.submit(rid, write)
+        self.recorder.submit_row(rid, opt.ledger, opt.ledger.row(record), then)
         if escalated_from is None:  # the client's request (a re-ask is the chain's own)
             self._captured(call.seen, result.content if error is None else None)
         cacheable = notify and error is None and call.source == "api" and not result.usage.estimated
@@ -507,13 +513,15 @@ class Gateway:
     def _failed(self, call: _Call, error: BackendError) -> None:
         opt = call.opt
         prepared = call.prepared
+        log.warning("failed", extra={"request_id": prepared.request.request_id,
+                                     "error": str(error)})  # fmt: skip
+        row = opt.ledger.row(opt.failure_record(prepared, error))
 
-        def write() -> None:
-            opt.fail(prepared, error)
+        def then() -> None:
             if call.reservation is not None:
                 opt.budget.settle(call.reservation)
 
-        self.recorder.submit(prepared.request.request_id, write)
+        self.recorder.submit_row(prepared.request.request_id, opt.ledger, row, then)
         self._captured(call.seen, None)
 
     def _captured(self, seen: Seen | None, answer: Any) -> None:
@@ -563,6 +571,10 @@ class Gateway:
             try:
                 async for chunk in response.aiter_raw():
                     reader.feed(chunk)
+                    if reader.stopped and not done:
+                        # The row is journaled before the client sees message_stop.
+                        done = True
+                        self._stream_ended(call, reader, api_id, None)
                     yield chunk
                 ended = None
             except httpx2.TransportError as exc:
@@ -689,20 +701,6 @@ def _api_error(content: bytes) -> tuple[str, str]:
         return str(err.get("type") or "api_error"), str(err.get("message") or "")[:300]
     except (ValueError, AttributeError):
         return "api_error", content[:200].decode("utf-8", "replace")
-
-
-def _record(
-    opt: Optimizer, prepared: Prepared, reply: Reply, error: str, api_id: str | None
-) -> CallRecord:
-    return CallRecord(
-        request=prepared.request,
-        reply=reply,
-        ts=opt.clock(),
-        backend=opt.backend_name,
-        baseline_model=opt.config.models.baseline,
-        error=error,
-        api_request_id=api_id,
-    )
 
 
 def _shadowed(opt: Optimizer, would: Prepared, result: BackendResult, sent: Reply) -> Reply:

@@ -420,19 +420,24 @@ class Optimizer:
                 after(prepared, reply)
 
     def _record(self, request: Request, reply: Reply, **extra: Any) -> None:
-        self.ledger.record(
-            CallRecord(
-                request=request,
-                reply=reply,
-                ts=self.clock(),
-                backend=reply.backend or self.backend_name,
-                baseline_model=self.config.models.baseline,
-                **extra,
-            )
+        self.ledger.record(self.call_record(request, reply, **extra))
+
+    def call_record(self, request: Request, reply: Reply, **extra: Any) -> CallRecord:
+        """What the ledger keeps of `reply` to `request`, stamped now; `extra` fills the
+        other CallRecord fields (error, api_request_id, escalated_from)."""
+        return CallRecord(
+            request=request,
+            reply=reply,
+            ts=self.clock(),
+            backend=reply.backend or self.backend_name,
+            baseline_model=self.config.models.baseline,
+            **extra,
         )
 
-    def fail(self, prepared: Prepared, error: BackendError, *, source: Source = "api") -> None:
-        """Record a request that failed after retries: a ledger row with its error, no cost."""
+    def failure_record(
+        self, prepared: Prepared, error: BackendError, *, source: Source = "api"
+    ) -> CallRecord:
+        """What the ledger keeps of a request that failed: its error, no cost."""
         req = prepared.request
         reply = Reply(
             text="",
@@ -442,8 +447,13 @@ class Optimizer:
             latency_ms=(time.perf_counter() - prepared.started) * 1000.0,
             decisions=list(prepared.decisions),
         )
-        self._record(req, reply, error=f"{error.kind}: {error}")
-        log.warning("failed", extra={"request_id": req.request_id, "error": str(error)})
+        return self.call_record(req, reply, error=f"{error.kind}: {error}")
+
+    def fail(self, prepared: Prepared, error: BackendError, *, source: Source = "api") -> None:
+        """Record a request that failed after retries: a ledger row with its error, no cost."""
+        self.ledger.record(self.failure_record(prepared, error, source=source))
+        rid = prepared.request.request_id
+        log.warning("failed", extra={"request_id": rid, "error": str(error)})
 
     def ask(self, request: Request, on_text: Callable[[str], None] | None = None) -> Reply:
         """Prepare, send and finish one request, escalating once if routing says so.

@@ -193,7 +193,9 @@ def parse_conversation(
     ident = rec.get("id", f"conversation-line-{line}")
     if not isinstance(ident, str | int) or isinstance(ident, bool):
         raise fail(line, "id", "must be text or a number")
-    merged = {k: defaults[k] for k in ("system", "tools") if k in defaults and k not in rec}
+    merged: dict[str, Any] = {
+        k: defaults[k] for k in ("system", "tools") if k in defaults and k not in rec
+    }
     base: dict[str, Any] = {}
     _common(line, {**merged, **rec}, base, "")
     return Conversation(

@@ -39,6 +39,9 @@ MIGRATION_LOCK = 0x7A125F01
 CONNECT_TIMEOUT_S = 10
 POOL_TIMEOUT_S = 15.0
 POOL_MAX = 10
+# A statement waiting for a lock gives up after this long, as it does on SQLite (its busy
+# timeout): a locked table is a DatabaseError the caller retries, never a wait without end.
+LOCK_TIMEOUT_MS = 30_000
 _CONFLICTS = (None, "ignore", "replace")
 
 
@@ -327,6 +330,10 @@ class PostgresDatabase(_Statements, Database):
                 self._migrate(first)
         finally:
             first.close()
+        # Opened on first use: opening a database starts no threads (a command that stops
+        # before its first query, such as `serve` on a port in use, leaves none behind).
+        self._pool_lock = threading.Lock()
+        self._pool_opened = False
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -337,7 +344,6 @@ class PostgresDatabase(_Statements, Database):
             open=False,
             name="tars-opt",
         )
-        self._pool.open(wait=False)
 
     # ---- connections -------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -358,6 +364,11 @@ class PostgresDatabase(_Statements, Database):
         if current is not None:
             yield current
             return
+        if not self._pool_opened:
+            with self._pool_lock:
+                if not self._pool_opened:
+                    self._pool.open(wait=False)
+                    self._pool_opened = True
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -391,8 +402,13 @@ class PostgresDatabase(_Statements, Database):
 
     def close(self) -> None:
         pool = getattr(self, "_pool", None)
-        if pool is not None and not pool.closed:
-            pool.close()
+        if pool is None:
+            return
+        with self._pool_lock:
+            # A closed database stays closed: a later statement fails as on a closed pool.
+            self._pool_opened = True
+            if not pool.closed:
+                pool.close()
 
     def __del__(self) -> None:
         # At interpreter shutdown there is nothing left to report a failure to.
@@ -487,8 +503,12 @@ class PostgresDatabase(_Statements, Database):
         if self._secret:
             text = text.replace(self._secret, "***")
         where = f"PostgreSQL database {self.location}"
-        busy = (psycopg.errors.TransactionRollback, psycopg.errors.QueryCanceled)
-        if isinstance(exc, busy):  # a deadlock, serialization failure or timeout
+        busy = (
+            psycopg.errors.TransactionRollback,
+            psycopg.errors.QueryCanceled,
+            psycopg.errors.LockNotAvailable,
+        )
+        if isinstance(exc, busy):  # a deadlock, serialization failure, lock or timeout
             return f"{where}: {text}: run again"
         if isinstance(exc, psycopg.OperationalError):
             if "password authentication failed" in text or "no password supplied" in text:
@@ -509,6 +529,7 @@ class PostgresDatabase(_Statements, Database):
 
 def _configure(conn: Any) -> None:
     conn.adapters.register_loader("numeric", _numeric_loader())
+    conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
 
 
 def _schema(conn: Any, where: str, known: int) -> SchemaState:

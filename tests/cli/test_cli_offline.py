@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from tars_opt.accounting.pricing import PriceBook
 from tars_opt.cli.main import app
 from tars_opt.config.loader import load_config
+from tars_opt.store import connect
 from tars_opt.types import Usage
+from tests.stored import database_at
 
 OFFLINE = ["--backend", "offline"]
 
@@ -99,9 +101,8 @@ def test_ask_writes_a_ledger_row_whose_cost_matches_a_hand_computation(
     runner: CliRunner, home: Path
 ) -> None:
     data = ask_json(runner, "--model", "claude-haiku-5-5", "--max-tokens", "50", "Hello there")
-    db = sqlite3.connect(home / "tars-opt.db")
-    db.row_factory = sqlite3.Row
-    row = db.execute("SELECT * FROM calls WHERE request_id = ?", [data["request_id"]]).fetchone()
+    db = connect(database_at(home))
+    (row,) = db.query("SELECT * FROM calls WHERE request_id = ?", [data["request_id"]])
     assert row["model"] == "claude-haiku-5-5" and row["source"] == "api"
     assert row["output_tokens"] <= 50
     assert row["tokens_estimated"] == 1  # offline counts are estimates, and say so
@@ -222,6 +223,7 @@ def test_costs_and_log(runner: CliRunner) -> None:
     assert first["request_id"] in table.output
 
 
+@pytest.mark.sqlite_only(reason="the default database file's path and mode")
 def test_db_option_and_db_path(runner: CliRunner, tmp_path: Path, home: Path) -> None:
     target = tmp_path / "elsewhere" / "ledger.db"
     target.parent.mkdir()  # a --db folder must exist; only the default data dir is made

@@ -38,6 +38,7 @@ def test_tars_opt_db_in_a_missing_folder_is_refused_and_named(
     assert not missing.parent.exists()
 
 
+@pytest.mark.sqlite_only(reason="a database file path in the config (TARS_OPT_DB wins)")
 def test_database_in_the_config_file_in_a_missing_folder_names_the_file(
     runner: CliRunner, tmp_path: Path
 ) -> None:
@@ -47,6 +48,7 @@ def test_database_in_the_config_file_in_a_missing_folder_names_the_file(
     assert result.exit_code == 2 and f"(in {config})" in result.output
 
 
+@pytest.mark.sqlite_only(reason="the database file made in the default data dir")
 def test_default_data_dir_is_still_created(runner: CliRunner, home: Path) -> None:
     assert not home.exists()
     result = runner.invoke(app, ["costs", "--json"])

@@ -121,6 +121,7 @@ def test_json_output_stays_data_only(runner: CliRunner, ticket: str) -> None:
         json.loads(result.stdout)  # nothing after the JSON
 
 
+@pytest.mark.sqlite_only(reason="the database file made in the data dir")
 def test_a_mistyped_tars_opt_home_is_refused(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +154,7 @@ def test_data_dir_in_the_config_file_in_a_missing_folder_names_the_file(
     assert result.exit_code == 2 and f"(in {config}): folder {tmp_path / 'nope'}" in (result.output)
 
 
+@pytest.mark.sqlite_only(reason="`db path` printing the default database file")
 def test_commands_without_a_database_name_the_config_too(runner: CliRunner) -> None:
     calibrated = runner.invoke(app, ["router", "calibrate"])
     assert calibrated.exit_code == 0, calibrated.output

@@ -4,7 +4,6 @@ rows written once the store is back; streams that end early leave one estimated 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
 import anthropic
@@ -14,6 +13,7 @@ import pytest
 from tars_opt.types import Request
 from tests.fake_anthropic.server import FakeAnthropic
 from tests.gateway.harness import serve
+from tests.stored import writes_held
 
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-test"
@@ -63,10 +63,7 @@ def test_a_locked_database_fails_open_and_the_row_lands_when_it_is_back(
             model=MODEL, max_tokens=64, messages=ask("warm up"), extra_headers=NO_ROUTE
         )
         assert len(gw.rows()) == 1
-        path = gw.app.config.resolved_database()
-        lock = sqlite3.connect(path, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
-        try:
+        with writes_held(gw.app.config.resolved_database()):
             started = time.monotonic()
             raw = c.messages.with_raw_response.create(
                 model=MODEL, max_tokens=64, messages=ask("while locked"), extra_headers=NO_ROUTE
@@ -76,9 +73,6 @@ def test_a_locked_database_fails_open_and_the_row_lands_when_it_is_back(
             assert raw.headers["x-tars-opt-source"] == "unoptimized"
             rid = raw.headers["x-tars-opt-request-id"]
             assert gw.gateway.recorder.pending(rid)  # waiting for the store
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         rows = gw.rows()
     assert len(rows) == 2 and rows[1]["request_id"] == rid
     assert "optimizer_timeout_s" in json.loads(rows[1]["decisions"])[0]["reason"]

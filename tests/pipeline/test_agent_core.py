@@ -18,6 +18,7 @@ from tars_opt.cli.main import app as cli_app
 from tars_opt.defer.queue import Queue
 from tars_opt.drain.runner import Drainer
 from tars_opt.types import Usage
+from tests.stored import database_at, stored_bytes
 
 WEATHER = {
     "name": "get_weather",
@@ -178,7 +179,7 @@ def test_answers_never_cross_api_keys(fake_api_env, home: Path, monkeypatch) -> 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "another-key")
     fake_api_env.api_key = None
     assert ask().source == "api"  # another key never gets the first key's answer
-    db_bytes = (home / "tars-opt.db").read_bytes()
+    db_bytes = stored_bytes(database_at(home))
     assert b"another-key" not in db_bytes and b"test-key" not in db_bytes
 
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tars_opt.store import connect
 from tests.fake_anthropic.server import FakeAnthropic
 from tests.reliability.killing import Zygote, integrity, worker_env
+from tests.stored import database_at
 
 BUDGET_USD = 0.01
 
@@ -70,7 +71,7 @@ def run_concurrency(
             status = zygote.wait(pid)
             if status["code"] != 0:
                 run.problems.append(f"worker {pid} ended {status}")
-    conn = sqlite3.connect(home / "tars-opt.db")
+    conn = connect(database_at(home))
     calls = {r[0]: r for r in conn.execute("SELECT request_id, error, source FROM calls")}
     tickets = {r[0] for r in conn.execute("SELECT ticket FROM tasks")}
     for out, _n in outs:
@@ -111,8 +112,8 @@ def run_concurrency(
     if run.spent > BUDGET_USD:
         run.problems.append(f"budget overshot: ${run.spent:.4f} > ${BUDGET_USD}")
     conn.close()
-    check = integrity(home / "tars-opt.db")
-    if check != "ok":
+    check = integrity(database_at(home))
+    if check not in ("ok", None):
         run.problems.append(f"integrity_check: {check}")
     return run
 

@@ -14,6 +14,9 @@ import tars_opt.store
 import tars_opt.store.sqlite
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.cli.main import app
+from tests.stored import database_at
+
+FILE_ONLY = pytest.mark.sqlite_only(reason="damages or restricts the SQLite file itself")
 
 
 def db_file(home: Path) -> Path:
@@ -26,12 +29,21 @@ def seed(runner, n: int = 3) -> None:
         assert result.exit_code == 0, result.output
 
 
-def rows(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
+def rows(home: Path) -> list[tuple]:
+    """The ledger's rows, on whichever engine the suite runs."""
+    db = tars_opt.store.connect(database_at(home))
     try:
-        return conn.execute("SELECT * FROM calls ORDER BY id").fetchall()
+        return [tuple(r.values()) for r in db.query("SELECT * FROM calls ORDER BY id")]
     finally:
-        conn.close()
+        db.close()
+
+
+def reservations(home: Path) -> int:
+    db = tars_opt.store.connect(database_at(home))
+    try:
+        return int(db.scalar("SELECT COUNT(*) FROM reservations"))
+    finally:
+        db.close()
 
 
 def one_clear_line(result, *words: str) -> str:
@@ -53,6 +65,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@FILE_ONLY
 @pytest.mark.parametrize("command", [["costs"], ["log"], ["ask", "--backend", "offline", "hi"]])
 def test_a_file_that_is_not_a_database(runner, home: Path, command: list[str]) -> None:
     home.mkdir(parents=True)
@@ -62,6 +75,7 @@ def test_a_file_that_is_not_a_database(runner, home: Path, command: list[str]) -
     assert digest(db_file(home)) == before
 
 
+@FILE_ONLY
 def test_a_foreign_sqlite_file(runner, home: Path) -> None:
     home.mkdir(parents=True)
     conn = sqlite3.connect(db_file(home))
@@ -74,6 +88,7 @@ def test_a_foreign_sqlite_file(runner, home: Path) -> None:
     assert digest(db_file(home)) == before
 
 
+@FILE_ONLY
 def test_a_page_damaged_mid_file(runner, home: Path) -> None:
     seed(runner, 40)
     path = db_file(home)
@@ -92,19 +107,20 @@ def test_a_page_damaged_mid_file(runner, home: Path) -> None:
 
 def test_a_data_dir_that_cannot_hold_logs(runner, home: Path) -> None:
     seed(runner, 2)
-    before = rows(db_file(home))
+    before = rows(home)
     log_dir = home / "logs"
     for f in log_dir.iterdir():
         f.unlink()
     log_dir.rmdir()
     log_dir.write_text("a file where the logs directory should be")
     one_clear_line(runner.invoke(app, ["ask", "--backend", "offline", "hi"]), "logs")
-    assert rows(db_file(home)) == before
+    assert rows(home) == before
 
 
+@FILE_ONLY
 def test_a_read_only_database(runner, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(runner, 2)
-    before = rows(db_file(home))
+    before = rows(home)
     real = sqlite3.connect
 
     def read_only(path, *args, **kwargs):  # the file as a read-only mount would give it
@@ -114,14 +130,15 @@ def test_a_read_only_database(runner, home: Path, monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(app, ["ask", "--backend", "offline", "--no-cache", "more"])
     one_clear_line(result, "cannot write")
     monkeypatch.undo()
-    assert rows(db_file(home)) == before
+    assert rows(home) == before
 
 
+@FILE_ONLY
 def test_a_full_disk_keeps_what_is_stored(
     runner, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(runner, 5)
-    before = rows(db_file(home))
+    before = rows(home)
     real = tars_opt.store.connect
 
     def full(path):  # no page may be added: SQLite answers "database or disk is full"
@@ -137,7 +154,7 @@ def test_a_full_disk_keeps_what_is_stored(
             break
     one_clear_line(result, "full")
     monkeypatch.undo()
-    after = rows(db_file(home))
+    after = rows(home)
     assert after[: len(before)] == before
     conn = sqlite3.connect(db_file(home))
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -162,7 +179,7 @@ def test_a_full_disk_while_writing_a_report(
 
 def test_an_interrupt_mid_call(runner, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(runner, 1)
-    before = rows(db_file(home))
+    before = rows(home)
 
     def interrupted(self, params):
         raise KeyboardInterrupt
@@ -171,7 +188,5 @@ def test_an_interrupt_mid_call(runner, home: Path, monkeypatch: pytest.MonkeyPat
     result = runner.invoke(app, ["ask", "--backend", "offline", "--no-cache", "wait"])
     assert result.exit_code == 130
     one_clear_line(result, "interrupted")
-    assert rows(db_file(home)) == before
-    conn = sqlite3.connect(db_file(home))
-    assert conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
-    conn.close()
+    assert rows(home) == before
+    assert reservations(home) == 0

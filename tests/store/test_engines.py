@@ -170,3 +170,40 @@ def test_an_unreachable_server_is_one_line_naming_the_fix(tmp_path) -> None:
     assert "\n" not in message and "hunter2" not in message
     assert message.startswith("cannot reach the PostgreSQL database postgresql://tars:***@")
     assert "tars-opt db check" in message
+
+
+def test_a_write_waiting_for_a_lock_gives_up_after_the_timeout_on_both_engines(
+    db_location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A locked database is an error to retry (the gateway's recorder does), never a wait
+    without end: PostgreSQL has no lock timeout unless the engine sets one."""
+    import time
+
+    from tars_opt.store import postgres, sqlite
+    from tests.stored import writes_held
+
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_MS", 300)
+    db = connect(db_location)
+    db.insert("settings", {"name": "before", "value": "1"})
+    with writes_held(db_location):
+        started = time.monotonic()
+        with pytest.raises(DatabaseError) as caught:
+            db.insert("settings", {"name": "during", "value": "2"})
+        assert time.monotonic() - started < 5
+    assert "Traceback" not in str(caught.value)
+    assert type(caught.value) is DatabaseError  # busy, not "cannot reach the server"
+    db.insert("settings", {"name": "after", "value": "3"})  # the lock gone, writes go on
+    names = {r["name"] for r in db.query("SELECT name FROM settings")}
+    assert {"before", "after"} <= names and "during" not in names
+    db.close()
+
+
+def test_opening_a_database_starts_no_thread(db_location) -> None:
+    """`serve` on a port in use opens the database, then refuses: nothing may be left
+    running (PostgreSQL's connection pool starts on the first statement)."""
+    before = threading.active_count()
+    db = connect(db_location)
+    assert threading.active_count() == before
+    assert db.scalar("SELECT 1") == 1
+    db.close()
