@@ -517,13 +517,7 @@ class Loopback:
             return
         answer_id = raw.headers.get("x-tars-opt-request-id")
         for row in front.rows():
-            usage = Usage(
-                input_tokens=row["input_tokens"],
-                output_tokens=row["output_tokens"],
-                cache_write_5m=row["cache_write_5m"],
-                cache_write_1h=row["cache_write_1h"],
-                cache_read=row["cache_read"],
-            )
+            usage = Usage.from_row(row)
             bill.add(call.conversation, row["model"], usage, row["cost"])
             decisions = json.loads(row["decisions"])
             if any(

@@ -78,6 +78,18 @@ class Usage:
         }
 
     @classmethod
+    def from_row(cls, row: dict[str, Any], *, estimated: bool = False) -> Usage:
+        """The usage kept in a stored row (the ledger's and the response cache's columns)."""
+        return cls(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cache_write_5m=row["cache_write_5m"],
+            cache_write_1h=row["cache_write_1h"],
+            cache_read=row["cache_read"],
+            estimated=estimated,
+        )
+
+    @classmethod
     def from_api(cls, raw: Any, *, estimated: bool = False) -> Usage:
         """Read a usage object (SDK model or dict) with missing fields treated as 0.
 

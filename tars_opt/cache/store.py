@@ -82,14 +82,7 @@ class Entry:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Entry:
-        usage = Usage(
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            cache_write_5m=row["cache_write_5m"],
-            cache_write_1h=row["cache_write_1h"],
-            cache_read=row["cache_read"],
-            estimated=bool(row["usage_estimated"]),
-        )
+        usage = Usage.from_row(row, estimated=bool(row["usage_estimated"]))
         return cls(
             id=row["id"],
             key=row["key"],
