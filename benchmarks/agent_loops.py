@@ -481,8 +481,9 @@ class Loopback:
                 front.settle()  # ledger rows and the stages' after-hooks, as between turns
                 cpu = time.process_time() - cpu
                 sent = self.fake.requests[seen:]
-                bill.added_ms.append((elapsed - sum(r.seconds or 0.0 for r in sent)) * 1e3)
-                bill.cpu_ms.append((cpu - sum(r.cpu_seconds or 0.0 for r in sent)) * 1e3)
+                spent = [r.spent() for r in sent]
+                bill.added_ms.append((elapsed - sum(s for s, _ in spent)) * 1e3)
+                bill.cpu_ms.append((cpu - sum(c for _, c in spent)) * 1e3)
                 bill.calls += 1
                 self._bill_call(bill, call, raw, sent, front)
             bill.seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +54,14 @@ class RecordedRequest:
     # adds then shows apart.
     seconds: float | None = None
     cpu_seconds: float | None = None
+    # Set once the two figures above are: the client can read its answer a moment before.
+    timed: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def spent(self, timeout_s: float = 10.0) -> tuple[float, float]:
+        """(seconds, cpu_seconds), waiting for the fake's thread to finish timing them."""
+        if not self.timed.wait(timeout_s):
+            raise TimeoutError(f"{self.request_id}: the fake is still answering it")
+        return self.seconds or 0.0, self.cpu_seconds or 0.0
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -599,6 +607,7 @@ class FakeAnthropic:
         finally:
             record.seconds = time.perf_counter() - started
             record.cpu_seconds = time.thread_time() - cpu_started
+            record.timed.set()
 
     def _respond(
         self,
