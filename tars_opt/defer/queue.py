@@ -511,13 +511,19 @@ class Queue:
             )
             return cur.rowcount == 1
 
-    def release(self, task_ids: list[int], owner: str | None = None) -> int:
-        """Put claimed (never submitted) tasks back in the queue, same attempt."""
+    def release(
+        self, task_ids: list[int], owner: str | None = None, *, unbatched_only: bool = False
+    ) -> int:
+        """Put claimed (never submitted) tasks back in the queue, same attempt. With
+        `unbatched_only`, tasks already in a batch row stay claimed: whether that batch
+        reached the API is for recovery to find out."""
         now = self.clock()
         released = 0
         with self.db.transaction() as cur:
             for chunk in _chunks(task_ids, 500):
                 who = "AND owner = ?" if owner else ""
+                if unbatched_only:
+                    who += " AND batch_row IS NULL"
                 cur.execute(
                     "UPDATE tasks SET state = 'queued', owner = NULL, lease_until = NULL, "
                     f"batch_row = NULL, prepared = NULL, updated_at = ? WHERE state = 'claimed' "

@@ -385,7 +385,13 @@ class Drainer(Recovery):
             if due_by is not None:
                 report.due += len(wave)
             errors = len(report.submit_errors)
-            self._submit_wave(wave, report)
+            try:
+                self._submit_wave(wave, report)
+            except BaseException:
+                # A wave that fails before its batch is opened (no backend, a stage's
+                # error) must not hold its tasks for a whole lease.
+                self.queue.release([t["id"] for t in wave], self.owner, unbatched_only=True)
+                raise
             if len(report.submit_errors) > errors:
                 return  # the API refused or failed: do not hammer it with the next wave
 

@@ -571,8 +571,9 @@ class Gateway:
             try:
                 async for chunk in response.aiter_raw():
                     reader.feed(chunk)
-                    if reader.stopped and not done:
-                        # The row is journaled before the client sees message_stop.
+                    if (reader.stopped or reader.error is not None) and not done:
+                        # The row is journaled before the client sees message_stop or an
+                        # error event: a client reading its row next must find it.
                         done = True
                         self._stream_ended(call, reader, api_id, None)
                     yield chunk

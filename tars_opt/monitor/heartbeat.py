@@ -35,14 +35,15 @@ from tars_opt.timefmt import iso
 
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
 # Given the time, drain the queue if there is work and say what it did (None: nothing to do).
-DrainHook = Callable[[float], str | None]
+# What a heartbeat's drain did: (status, detail), or None when nothing was open.
+DrainHook = Callable[[float], tuple[str, str] | None]
 
 
 def drain_hook(config: Config, db: Database) -> DrainHook:
     """The heartbeat's drain: one `tars-opt drain` run when tasks are open or batches are in
     flight (it submits only inside the off-peak window, and always collects)."""
 
-    def run(now: float) -> str | None:
+    def run(now: float) -> tuple[str, str] | None:
         from tars_opt.drain.runner import Drainer
 
         open_tasks = queue_status(db, now, float("inf"))["open"]
@@ -51,11 +52,11 @@ def drain_hook(config: Config, db: Database) -> DrainHook:
         try:
             report = Drainer(config, db, clock=lambda: now).run()
         except Exception as exc:  # the heartbeat reports; it must not die on a drain problem
-            return f"drain failed: {exc}"
+            return "warning", f"drain failed: {exc}"
         sent = sum(b["requests"] for b in report.submitted)
         done = sum(report.outcomes.values())
         where = "in" if report.in_window else "outside"
-        return f"{where} the window: submitted {sent}, collected {done}"
+        return "ok", f"{where} the window: submitted {sent}, collected {done}"
 
     return run
 
@@ -173,7 +174,12 @@ def run_heartbeat(
         result.checks.append(Check("regressions", "ok", "0", "none against baseline or last week"))
     if drain_if_off_peak is not None:
         did = drain_if_off_peak(now)
-        result.checks.append(Check("drain", "ok", "ran" if did else "idle", did or "nothing due"))
+        if did is None:
+            result.checks.append(Check("drain", "ok", "idle", "nothing due"))
+        else:
+            status, detail = did
+            value = "failed" if status != "ok" else "ran"
+            result.checks.append(Check("drain", status, value, detail))
     result.metrics = {
         "window_h": hb.window_h,
         "window": window.summary(),

@@ -255,3 +255,20 @@ def test_queue_wait_notices_a_drain_within_its_poll_cap(home: Path) -> None:
     assert len(reads) < len(clock.slept) / 4
     (other,) = enqueue(app, 1, clock)
     assert q.wait(other, timeout_s=25, sleep=clock.sleep)["state"] == "queued"
+
+
+def test_a_drain_that_cannot_start_its_backend_leaves_the_queue_as_it_was(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The heartbeat drains inside the window: without an API key that drain fails, and a
+    # `queue cancel` right after must not find its task claimed for a 30-minute lease.
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    app = open_app()
+    tickets = enqueue(app, 3)
+    with pytest.raises(Exception, match="no API key"):
+        Drainer(app.config, app.db, clock=Clock(NIGHT)).run(now=True)
+    q = Queue(app.db)
+    assert [q.require(t)["state"] for t in tickets] == ["queued"] * 3
+    assert all(q.require(t)["owner"] is None for t in tickets)
+    q.cancel(tickets[0])
+    assert q.require(tickets[0])["state"] == "canceled"

@@ -423,3 +423,23 @@ def test_heartbeat_runs_the_drain_when_tasks_wait(tmp_path: Path, runner) -> Non
     result = runner.invoke(app, ["heartbeat", "-c", cfg, "--json"])
     drain = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "drain")
     assert drain["value"] == "ran" and "the window: submitted" in drain["detail"]
+
+
+def test_a_heartbeat_drain_that_fails_warns_and_leaves_the_task_queued(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    hour = time.gmtime().tm_hour
+    window = f"{hour:02d}:00-{(hour + 2) % 24:02d}:00"  # open now, whatever the hour
+    cfg = config_file(tmp_path, defer={"window": window})
+    queued = runner.invoke(app, ["ask", "-c", cfg, "--defer", "--json", "Summarise Livy"])
+    ticket = json.loads(queued.stdout)["ticket"]
+    no_key = tmp_path / "no-key.yaml"
+    no_key.write_text(yaml.safe_dump({"backend": "anthropic", "defer": {"window": window}}))
+    result = runner.invoke(app, ["heartbeat", "-c", str(no_key), "--json"])
+    assert result.exit_code == 1, result.output  # a warning
+    drain = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "drain")
+    assert drain["status"] == "warning" and drain["value"] == "failed"
+    assert "no API key" in drain["detail"]
+    shown = runner.invoke(app, ["queue", "show", ticket, "-c", str(no_key), "--json"])
+    assert json.loads(shown.stdout)["state"] == "queued"
