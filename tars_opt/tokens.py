@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
@@ -46,13 +48,52 @@ def read_ends(text: str) -> str:
     return text[:READ_HEAD_CHARS] + _ENDS_JOIN + text[-READ_TAIL_CHARS:]
 
 
+def _estimate(text: str) -> int:
+    by_chars = math.ceil(len(text) / 4)
+    by_pieces = math.ceil(len(_WORDISH.findall(text)) * 0.75)
+    return max(by_chars, by_pieces, 1)
+
+
+class _Memo:
+    """Estimates of recent texts, bounded by their total length. An agent re-sends its
+    whole conversation on every call; the word scan costs ~70 us per KB, a lookup (hash
+    and compare in C) a hundredth of that, so each call pays only for its new turns."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.chars = 0
+        self.counts: OrderedDict[str, int] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def estimate(self, text: str) -> int:
+        with self.lock:
+            found = self.counts.get(text)
+            if found is not None:
+                self.counts.move_to_end(text)
+                return found
+        count = _estimate(text)
+        if len(text) * 4 > self.max_chars:
+            return count
+        with self.lock:
+            if text not in self.counts:
+                self.counts[text] = count
+                self.chars += len(text)
+                while self.chars > self.max_chars:
+                    old, _ = self.counts.popitem(last=False)
+                    self.chars -= len(old)
+        return count
+
+
+_MEMO = _Memo(max_chars=8_000_000)
+
+
 def estimate_text(text: str) -> int:
     """Estimated tokens in a piece of text."""
     if not text:
         return 0
-    by_chars = math.ceil(len(text) / 4)
-    by_pieces = math.ceil(len(_WORDISH.findall(text)) * 0.75)
-    return max(by_chars, by_pieces, 1)
+    if len(text) < 256:  # a scan this short costs less than the lookup's lock
+        return _estimate(text)
+    return _MEMO.estimate(text)
 
 
 def _content_text(content: Any) -> str:

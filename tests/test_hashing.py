@@ -88,3 +88,10 @@ def test_a_token_count_is_found_whatever_the_marks() -> None:
     marked = {**PARAMS, "tools": [{"name": "clock", "cache_control": MARK}]}
     assert params_key(marked) == params_key(PARAMS)
     assert params_key({**PARAMS, "model": "claude-haiku-5-5"}) != params_key(PARAMS)
+
+
+def test_canonical_strips_only_keys_named_cache_control() -> None:
+    # The text "cache_control" as a value is content; as a key anywhere it is a mark.
+    assert canonical({"text": "cache_control"}) == '{"text":"cache_control"}'
+    assert canonical({"a": [{"b": {"cache_control": MARK, "c": 1}}]}) == '{"a":[{"b":{"c":1}}]}'
+    assert canonical({"x": 'say "cache_control"'}) == '{"x":"say \\"cache_control\\""}'

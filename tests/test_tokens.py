@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tars_opt import tokens
 from tars_opt.backends.offline import OfflineBackend
 from tars_opt.context.token_counts import TokenCounter
 from tars_opt.errors import BackendError
@@ -101,3 +102,15 @@ def test_one_helper_decides_what_the_stages_read_of_a_long_prompt() -> None:
     for module in ("routing/stage.py", "pipeline/classify.py", "context/relevance.py",
                    "context/prune.py", "context/tools.py"):  # fmt: skip
         assert "read_ends" in (root / module).read_text(), module
+
+
+def test_a_remembered_estimate_is_the_estimate_and_memory_stays_bounded() -> None:
+    memo = tokens._Memo(max_chars=10_000)
+    texts = [f"turn {i}: " + "mia_li_3668 booked XEWRD9 for $1,234. " * 40 for i in range(20)]
+    assert [memo.estimate(t) for t in texts] == [tokens._estimate(t) for t in texts]
+    assert memo.chars <= 10_000 and len(memo.counts) < len(texts)  # oldest dropped
+    again = "".join(texts[-1])  # an equal text, another object: found, not rescanned
+    assert memo.estimate(again) == tokens._estimate(texts[-1])
+    huge = "word " * 3_000  # longer than a quarter of the budget: counted, not kept
+    assert memo.estimate(huge) == tokens._estimate(huge) and huge not in memo.counts
+    assert tokens.estimate_text("") == 0 and tokens.estimate_text("hi") == 1

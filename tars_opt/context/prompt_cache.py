@@ -24,7 +24,9 @@ Deferred work gets `ttl_deferred`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -328,46 +330,83 @@ class PrefixLog:
     Only the SHA-256 and the model are stored. Rows older than a day are deleted as new
     ones come. A database that cannot be read or written costs only the marking: the
     request goes on as if the prefix were new.
+
+    An agent's tool turns come seconds apart, and a commit on every call was a fifth of
+    the chain's time: this process's own sends are kept in memory (exact here), and a
+    key's row is rewritten only once it is WRITE_EVERY_S old. Another process may so read
+    a send up to that much late, which can only move a gap near QUICK_TURN_S to the 1h
+    TTL (a dearer write, never a miss).
     """
 
     KEEP_S = 86_400.0
+    WRITE_EVERY_S = 20.0
+    REMEMBERED = 50_000  # keys kept in memory; the oldest go first
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._sent: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (sent, written)
+        self._lock = threading.Lock()
 
     def since_sent(self, key: str, now: float) -> float | None:
         """Seconds since `key` was last sent, or None."""
+        with self._lock:
+            here = self._sent.get(key)
         try:
             row = self.db.execute(
                 "SELECT last_sent FROM prefix_sends WHERE key = ?", [key]
             ).fetchone()
         except DatabaseError as exc:
             log.warning("prefix log unreadable", extra={"error": str(exc)})
-            return None
-        return None if row is None else now - float(row[0])
+            row = None
+        times = [] if row is None else [float(row[0])]
+        if here is not None and now - here[0] <= self.KEEP_S:  # forgotten after a day, as rows
+            times.append(here[0])
+        return now - max(times) if times else None
 
-    def times(self, params: dict[str, Any], now: float) -> tuple[float | None, float | None]:
+    @staticmethod
+    def keys(params: dict[str, Any]) -> tuple[str, str | None]:
+        """(stable_key, conversation_key) of a request: what `times` and `record` read."""
+        return stable_key(params), conversation_key(params)
+
+    def times(
+        self, params: dict[str, Any], now: float, keys: tuple[str, str | None] | None = None
+    ) -> tuple[float | None, float | None]:
         """(since_sent, since_turn) for mark_breakpoints."""
-        turn = conversation_key(params)
-        return (
-            self.since_sent(stable_key(params), now),
-            self.since_sent(turn, now) if turn else None,
-        )
+        stable, turn = keys or self.keys(params)
+        return self.since_sent(stable, now), self.since_sent(turn, now) if turn else None
 
-    def record(self, params: dict[str, Any], now: float) -> None:
+    def record(
+        self, params: dict[str, Any], now: float, keys: tuple[str, str | None] | None = None
+    ) -> None:
         """Record that this request (its stable prefix, its conversation) is sent now."""
-        keys = [stable_key(params), conversation_key(params)]
-        self.sent([k for k in keys if k], str(params.get("model") or ""), now)
+        stable, turn = keys or self.keys(params)
+        self.sent([k for k in (stable, turn) if k], str(params.get("model") or ""), now)
 
     def sent(self, keys: list[str], model: str, now: float) -> None:
         """Record that `keys` are being sent now."""
+        due: list[str] = []
+        with self._lock:
+            for key in keys:
+                _, written = self._sent.pop(key, (now, float("-inf")))
+                if not 0 <= now - written < self.WRITE_EVERY_S:
+                    due.append(key)
+                    written = now
+                self._sent[key] = (now, written)
+            while len(self._sent) > self.REMEMBERED:
+                self._sent.popitem(last=False)
+        if not due:
+            return
         try:
             with self.db.transaction() as cur:
-                rows = [{"key": key, "model": model, "last_sent": now} for key in keys]
+                rows = [{"key": key, "model": model, "last_sent": now} for key in due]
                 cur.insert_many("prefix_sends", rows, on_conflict="replace")
                 cur.execute("DELETE FROM prefix_sends WHERE last_sent < ?", (now - self.KEEP_S,))
         except DatabaseError as exc:
             log.warning("prefix log not written", extra={"error": str(exc)})
+            with self._lock:
+                for key in due:  # written next time
+                    if key in self._sent:
+                        self._sent[key] = (self._sent[key][0], float("-inf"))
 
 
 def miss_cause(usage: Usage, marks: list[dict[str, Any]], minimum: int) -> str | None:
@@ -425,8 +464,11 @@ class PromptCacheStage:
         params = request.to_body()
         params["model"] = self.model_of(request)
         since: tuple[float | None, float | None] = (None, None)
+        keys: tuple[str, str | None] | None = None
         if self._tracks(request) and self.prefixes is not None:
-            since = self.prefixes.times(params, self.clock())
+            # Hashed here, before the marks: a marked request's hash takes the slow path.
+            keys = self.prefixes.keys(params)
+            since = self.prefixes.times(params, self.clock(), keys)
         marked, marks, why = mark_breakpoints(
             params,
             self.config,
@@ -439,6 +481,8 @@ class PromptCacheStage:
                 request, extra={**request.extra, "cache_control": marked["cache_control"]}
             )
             data = {"breakpoints": [m.to_dict() for m in marks], "automatic": True}
+            if keys is not None:
+                data["prefix_keys"] = list(keys)
             return request, Decision("prompt_cache", "marked", why, data)
         if marks:
             system = marked.get("system")
@@ -449,6 +493,8 @@ class PromptCacheStage:
                 tools=tuple(marked.get("tools") or ()),
             )
             data = {"breakpoints": [m.to_dict() for m in marks]}
+            if keys is not None:
+                data["prefix_keys"] = list(keys)
             return request, Decision("prompt_cache", "marked", why, data)
         if why.startswith(AUTO_UNMARKED) or request.dry_run:
             return request, Decision("prompt_cache", "unmarked", why)
@@ -456,7 +502,13 @@ class PromptCacheStage:
 
     def before_send(self, prepared: Prepared) -> None:
         if self._tracks(prepared.request) and self.prefixes is not None:
-            self.prefixes.record(prepared.params, self.clock())
+            # The keys of the marked request are those of the unmarked one it came from.
+            found = next(
+                (d.data["prefix_keys"] for d in prepared.decisions if "prefix_keys" in d.data),
+                None,
+            )
+            keys = (found[0], found[1]) if found else None
+            self.prefixes.record(prepared.params, self.clock(), keys)
 
     def after(self, prepared: Prepared, reply: Reply) -> None:
         for d in prepared.decisions:

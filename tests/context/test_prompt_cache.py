@@ -196,9 +196,31 @@ def test_prefix_log_keeps_hashes_and_forgets_after_a_day(tmp_path: Path) -> None
     # Marks do not change the key: the marked request is the same prefix.
     marked, _, _ = mark_breakpoints(params(system=LONG_SYSTEM), PromptCacheConfig(), deferred=True)
     assert stable_key(marked) == key
-    log_.sent(["other"], "claude-sonnet-5-5", 1000.0 + PrefixLog.KEEP_S + 1)
-    assert log_.since_sent(key, 1000.0) is None  # a day old: gone
+    later = 1000.0 + PrefixLog.KEEP_S + 1
+    log_.sent(["other"], "claude-sonnet-5-5", later)
+    assert log_.since_sent(key, later) is None  # a day old: gone
+    assert PrefixLog(db).since_sent(key, 1000.0) is None  # from the table too
     assert "careful planning" not in json.dumps(list(db.query("SELECT * FROM prefix_sends")))
+
+
+def test_prefix_log_writes_a_key_at_most_every_few_seconds_and_reads_its_own_sends(
+    tmp_path: Path,
+) -> None:
+    db = connect(tmp_path / "t.db")
+    here, there = PrefixLog(db), PrefixLog(db)  # two processes on one database
+
+    def stored() -> float:
+        return db.execute("SELECT last_sent FROM prefix_sends WHERE key = 'k'").fetchone()[0]
+
+    here.sent(["k"], "m", 1000.0)
+    here.sent(["k"], "m", 1005.0)  # a tool turn 5 s later: no commit
+    assert stored() == 1000.0
+    assert here.since_sent("k", 1010.0) == 5.0  # this process knows the latest send
+    assert there.since_sent("k", 1010.0) == 10.0  # another reads the row: at most 20 s late
+    here.sent(["k"], "m", 1000.0 + PrefixLog.WRITE_EVERY_S)
+    assert stored() == 1000.0 + PrefixLog.WRITE_EVERY_S
+    there.sent(["k"], "m", 1030.0)  # the other's own send is written: it had none yet
+    assert here.since_sent("k", 1031.0) == 1.0
 
 
 def test_an_unusable_prefix_log_costs_only_the_marking(
