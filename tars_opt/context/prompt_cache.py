@@ -331,11 +331,11 @@ class PrefixLog:
     ones come. A database that cannot be read or written costs only the marking: the
     request goes on as if the prefix were new.
 
-    An agent's tool turns come seconds apart, and a commit on every call was a fifth of
-    the chain's time: this process's own sends are kept in memory (exact here), and a
-    key's row is rewritten only once it is WRITE_EVERY_S old. Another process may so read
-    a send up to that much late, which can only move a gap near QUICK_TURN_S to the 1h
-    TTL (a dearer write, never a miss).
+    An agent's tool turns come seconds apart, and a commit on every call would be about a
+    fifth of the chain's time: this process's own sends are kept in memory (exact here),
+    and a key's row is rewritten only once it is WRITE_EVERY_S old. Another process may so
+    read a send up to that much late, which changes only a TTL choice whose gap falls
+    within that margin of QUICK_TURN_S or AUTO_WINDOW_S.
     """
 
     KEEP_S = 86_400.0

@@ -34,8 +34,8 @@ from tars_opt.store.database import Database
 from tars_opt.timefmt import iso
 
 EXIT = {"ok": 0, "skipped": 0, "warning": 1, "critical": 2}
-# Given the time, drain the queue if there is work and say what it did (None: nothing to do).
-# What a heartbeat's drain did: (status, detail), or None when nothing was open.
+# Given the time, drain the queue if there is work and say what it did, as (status, detail);
+# None when nothing was open.
 DrainHook = Callable[[float], tuple[str, str] | None]
 
 
